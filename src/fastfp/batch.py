@@ -1,0 +1,95 @@
+"""The packed result of featurizing a batch of frames, and its conversions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """Fingerprints and their exact sparse derivatives for a batch of frames.
+
+    Atoms of all frames are concatenated; atom indices are global within the batch.
+    Derivatives are stored as dense (n_features, 3) blocks, one per pair of atoms
+    (i, j) with j within the cutoff of i (periodic images summed, j = i included):
+    ``fprimes[b, f, x] = d fingerprints[i, f] / d positions[j, x]``.
+
+    Attributes
+    ----------
+    fingerprints : (n_atoms, n_features) float64
+        Rows of elements with fewer features than ``n_features`` are zero-padded.
+    offsets : (n_frames + 1,) int64, atoms of frame k are ``offsets[k]:offsets[k+1]``
+    numbers : (n_atoms,) int64, atomic numbers
+    fprime_ptr : (n_atoms + 1,) int64 or None; blocks of centre i are ``fprime_ptr[i]:fprime_ptr[i+1]``
+    fprime_j : (n_blocks,) int64 or None, the atom j each block differentiates by
+    fprimes : (n_blocks, n_features, 3) float64 or None, 1/Å times the fingerprint's unit
+    """
+
+    fingerprints: np.ndarray
+    offsets: np.ndarray
+    numbers: np.ndarray
+    fprime_ptr: np.ndarray | None = None
+    fprime_j: np.ndarray | None = None
+    fprimes: np.ndarray | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_features(self) -> int:
+        return self.fingerprints.shape[1]
+
+    @property
+    def has_derivatives(self) -> bool:
+        return self.fprimes is not None
+
+    def frame(self, k: int) -> "Fingerprints":
+        """Frame ``k`` alone, as a one-frame :class:`Fingerprints` with local indices."""
+        return self.frames(k, k + 1)
+
+    def frames(self, start: int, stop: int) -> "Fingerprints":
+        """Frames ``start:stop`` as a :class:`Fingerprints` with indices re-based to 0."""
+        if not 0 <= start <= stop <= self.n_frames:
+            raise IndexError(f"frames {start}:{stop} out of range for {self.n_frames} frames")
+        a0, a1 = self.offsets[start], self.offsets[stop]
+        derivs = {}
+        if self.has_derivatives:
+            b0, b1 = self.fprime_ptr[a0], self.fprime_ptr[a1]
+            derivs = dict(
+                fprime_ptr=self.fprime_ptr[a0 : a1 + 1] - b0,
+                fprime_j=self.fprime_j[b0:b1] - a0,
+                fprimes=self.fprimes[b0:b1],
+            )
+        return Fingerprints(
+            fingerprints=self.fingerprints[a0:a1],
+            offsets=self.offsets[start : stop + 1] - a0,
+            numbers=self.numbers[a0:a1],
+            **derivs,
+        )
+
+    def coo(self, k: int, threshold: float = 0.0):
+        """Derivatives of frame ``k`` in AMPTorch's COO layout.
+
+        Returns ``(row, col, val, size)`` with ``row = atom * n_features + feature``,
+        ``col = atom * 3 + xyz`` (atoms local to the frame) and
+        ``size = (n_atoms * n_features, 3 * n_atoms)``, the layout of
+        ``amptorch/descriptor/base_descriptor.py``. Entries are sorted by (row, col);
+        those with ``|val| < threshold`` (or exactly zero) are dropped.
+        """
+        if not self.has_derivatives:
+            raise ValueError("these fingerprints were computed without derivatives")
+        one = self.frame(k)
+        n_atoms, n_feat = one.fingerprints.shape
+        centre = np.repeat(np.arange(n_atoms), np.diff(one.fprime_ptr))
+        row = (centre[:, None, None] * n_feat + np.arange(n_feat)[None, :, None])
+        col = one.fprime_j[:, None, None] * 3 + np.arange(3)[None, None, :]
+        row, col = np.broadcast_arrays(row, col)
+        val = one.fprimes
+        keep = (np.abs(val) >= threshold) & (val != 0.0)
+        row, col, val = row[keep], col[keep], val[keep]
+        order = np.lexsort((col, row))
+        size = np.array([n_atoms * n_feat, 3 * n_atoms])
+        return row[order], col[order], val[order], size

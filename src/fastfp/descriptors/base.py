@@ -1,0 +1,73 @@
+"""What every descriptor shares: elements, cutoff, featurize()."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from ..batch import Fingerprints
+from ..frames import PackedFrames, element_numbers, pack_frames
+
+
+def check_keys(params: dict, allowed: set, where: str) -> None:
+    """Raise ``ValueError`` naming any key of ``params`` not in ``allowed``."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter key(s) {unknown}; known keys: {sorted(allowed)}")
+
+
+class Descriptor(ABC):
+    """A descriptor of atomic environments within ``cutoff`` (Å) for ``elements``.
+
+    Subclasses implement :meth:`_compute` on packed frames.
+    """
+
+    #: AMPTorch's name of the descriptor (``descriptor_type``)
+    descriptor_type: str = ""
+    #: drop the pairs AMPTorch's neighbour search misses
+    #: (:func:`~fastfp.neighbors.amptorch_binning_mask`); set by :mod:`fastfp.amptorch`
+    amptorch_binning: bool = False
+
+    def __init__(self, elements: Sequence[str], cutoff: float):
+        if len(elements) == 0:
+            raise ValueError("'elements' is empty")
+        self.elements = list(elements)
+        self.numbers = element_numbers(self.elements)
+        cutoff = float(cutoff)
+        if not (np.isfinite(cutoff) and cutoff > 0):
+            raise ValueError(f"cutoff must be a positive number of Å, got {cutoff!r}")
+        self.cutoff = cutoff
+        # species index (position in ``elements``) of each atomic number
+        self.species_of = np.full(119, -1, dtype=np.int64)
+        self.species_of[self.numbers] = np.arange(len(self.numbers))
+
+    @property
+    @abstractmethod
+    def n_features(self) -> int:
+        """Width of the fingerprint rows (the largest over elements)."""
+
+    def features_per_element(self) -> dict[str, int]:
+        """Number of (unpadded) features of each element."""
+        return {el: self.n_features for el in self.elements}
+
+    def featurize(self, frames, derivatives: bool = True, first_index: int = 0) -> Fingerprints:
+        """Fingerprints of ``frames`` (a sequence of ASE ``Atoms``), all in one batch.
+
+        With ``derivatives`` the exact derivative blocks are included (see
+        :class:`~fastfp.batch.Fingerprints`). ``first_index`` offsets frame numbers in
+        error messages. Raises :class:`~fastfp.frames.FrameError` naming a bad frame.
+        """
+        packed = pack_frames(frames, self.numbers, first_index=first_index)
+        return self.featurize_packed(packed, derivatives)
+
+    def featurize_packed(self, packed: PackedFrames, derivatives: bool = True) -> Fingerprints:
+        """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
+        fp, deriv = self._compute(packed, derivatives)
+        return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
+
+    @abstractmethod
+    def _compute(self, packed: PackedFrames, derivatives: bool) -> tuple[np.ndarray, dict]:
+        """Return fingerprints (n_atoms, n_features) and, with derivatives, the dict
+        ``fprime_ptr``, ``fprime_j``, ``fprimes`` (else an empty dict)."""

@@ -1,0 +1,113 @@
+"""Validation and packing of frames (ASE ``Atoms``) into flat arrays.
+
+Every descriptor starts here: a list of frames becomes one :class:`PackedFrames`
+(positions of all atoms concatenated, per-frame offsets, cells and pbc), after
+checks that name the offending frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from ase.data import atomic_numbers as _ATOMIC_NUMBERS, chemical_symbols
+
+
+class FrameError(ValueError):
+    """A frame that cannot be featurized; the message names the frame and the problem."""
+
+
+@dataclass(frozen=True)
+class PackedFrames:
+    """Frames concatenated into flat arrays.
+
+    Attributes
+    ----------
+    positions : (n_atoms_total, 3) float64, Å
+    numbers : (n_atoms_total,) int64, atomic numbers
+    offsets : (n_frames + 1,) int64; atoms of frame k are ``offsets[k]:offsets[k+1]``
+    cells : (n_frames, 3, 3) float64, Å, lattice vectors as rows
+    pbc : (n_frames, 3) bool
+    """
+
+    positions: np.ndarray
+    numbers: np.ndarray
+    offsets: np.ndarray
+    cells: np.ndarray
+    pbc: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+
+def element_numbers(elements: Sequence[str]) -> np.ndarray:
+    """Atomic numbers of chemical symbols; raises ``ValueError`` for an unknown symbol."""
+    unknown = [el for el in elements if el not in _ATOMIC_NUMBERS or el == "X"]
+    if unknown:
+        raise ValueError(f"unknown chemical element(s) {unknown}")
+    return np.array([_ATOMIC_NUMBERS[el] for el in elements], dtype=np.int64)
+
+
+def check_frame(index: int, numbers, positions, cell, pbc, allowed: np.ndarray) -> None:
+    """Raise :class:`FrameError` naming frame ``index`` if it cannot be featurized.
+
+    Checks: at least one atom; finite positions; elements among ``allowed``
+    (atomic numbers); periodic lattice vectors finite and linearly independent.
+    """
+    if len(numbers) == 0:
+        raise FrameError(f"frame {index}: empty frame (no atoms)")
+    bad = ~np.isfinite(positions).all(axis=1)
+    if bad.any():
+        raise FrameError(
+            f"frame {index}: non-finite (NaN or infinite) position for atom(s) "
+            f"{np.flatnonzero(bad)[:10].tolist()}"
+        )
+    foreign = np.setdiff1d(numbers, allowed)
+    if len(foreign):
+        symbols = [chemical_symbols[z] for z in foreign]
+        known = [chemical_symbols[z] for z in allowed]
+        raise FrameError(
+            f"frame {index}: element(s) {symbols} not in the descriptor's elements {known}"
+        )
+    periodic = cell[np.asarray(pbc, dtype=bool)]
+    if len(periodic):
+        if not np.isfinite(periodic).all():
+            raise FrameError(f"frame {index}: non-finite periodic cell vectors {periodic.tolist()}")
+        gram = periodic @ periodic.T
+        scale = max(float(np.max(np.diag(gram))), 1e-300)
+        if abs(np.linalg.det(gram)) <= 1e-12 * scale ** len(periodic):
+            raise FrameError(
+                f"frame {index}: periodic cell has zero volume (pbc={np.asarray(pbc).tolist()}, "
+                f"cell={cell.tolist()})"
+            )
+
+
+def pack_frames(frames: Sequence, allowed: np.ndarray, first_index: int = 0) -> PackedFrames:
+    """Validate ``frames`` (ASE ``Atoms``) and concatenate them.
+
+    ``allowed`` holds the atomic numbers the descriptor knows; ``first_index`` is
+    added to frame numbers in error messages (for frames streamed in chunks).
+    Raises :class:`FrameError` for the first bad frame.
+    """
+    if len(frames) == 0:
+        raise ValueError("no frames given")
+    counts = np.fromiter((len(a) for a in frames), dtype=np.int64, count=len(frames))
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    positions = np.empty((offsets[-1], 3))
+    numbers = np.empty(offsets[-1], dtype=np.int64)
+    cells = np.empty((len(frames), 3, 3))
+    pbc = np.empty((len(frames), 3), dtype=bool)
+    for k, atoms in enumerate(frames):
+        sl = slice(offsets[k], offsets[k + 1])
+        positions[sl] = atoms.positions
+        numbers[sl] = atoms.numbers
+        cells[k] = atoms.cell.array
+        pbc[k] = atoms.pbc
+        check_frame(first_index + k, numbers[sl], positions[sl], cells[k], pbc[k], allowed)
+    return PackedFrames(positions, numbers, offsets, cells, pbc)

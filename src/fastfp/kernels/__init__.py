@@ -1,0 +1,1 @@
+"""Compiled (numba) kernels. Each takes flat arrays and returns flat arrays."""

@@ -1,0 +1,220 @@
+"""GMP kernel: overlap of Gaussian-probed MCSH with neighbours' Gaussian pseudodensities.
+
+For a probe A exp(-alpha r^2) times a harmonic polynomial T, and one Gaussian of a
+neighbour at D, B exp(-beta |r - D|^2), the overlap integral is (Gaussian product
+theorem; AMPTorch ``GMPOrderNorm/helper.cpp``)
+
+    C1 exp(C2 |D|^2) E[T(X)],  X ~ Normal(lambda D, 1/(2 gamma) I),
+    gamma = alpha + beta, lambda = beta / gamma, C1 = A B (pi / gamma)^(3/2),
+    C2 = -alpha beta / gamma.
+
+* Solid harmonics are harmonic, so by the mean-value property E[T(X)] = T(lambda D) =
+  lambda^n T(D): the angular part T(D) is computed once per pair and the radial part,
+  sum over Gaussians of C1 exp(C2 r^2) lambda^n, once per pair, probe and order.
+* Other polynomials (surface harmonics) use the separable Gaussian moments
+  E[(u + xi)^k] = P_k(u), P_{k+1} = u P_k + k/(2 gamma) P_{k-1}, dP_k/du = k P_{k-1}.
+
+A *channel* is (probe, component); mu_c = sum over the pairs of the overlap. A feature
+is one of: sum_c w_c mu_c^2 (mode 0), its square root (mode 1, set to 0 with zero
+derivative below ``zero_below``), or sum_c w_c mu_c (mode 2).
+"""
+
+import numba
+import numpy as np
+
+SUM_SQUARES, SQRT_SUM_SQUARES, LINEAR = 0, 1, 2
+
+
+@numba.njit(cache=True)
+def _powers(x, n, out):
+    out[0] = 1.0
+    for k in range(1, n + 1):
+        out[k] = out[k - 1] * x
+
+
+@numba.njit(cache=True)
+def _moments(u, half_inv_gamma, n, out):
+    out[0] = 1.0
+    if n > 0:
+        out[1] = u
+    for k in range(1, n):
+        out[k + 1] = u * out[k] + k * half_inv_gamma * out[k - 1]
+
+
+@numba.njit(cache=True)
+def gmp_kernel(
+    ptr, nbr_species, vectors, pair_block, block_ptr, n_blocks,
+    comp_ptr, term_coef, term_exp, comp_degree, harmonic,
+    chan_ptr, chan_comp, probe_a, probe_alpha, probe_inv_rs,
+    gauss_ptr, gauss_b, gauss_beta,
+    feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero,
+    derivatives,
+):
+    """Fingerprints (n_atoms, n_features) and derivative blocks (n_blocks, n_features, 3).
+
+    Pairs: ``ptr`` (n_atoms + 1), ``nbr_species`` (n_pairs,) index into the Gaussian
+    table, ``vectors`` (n_pairs, 3) Å. Components: terms ``comp_ptr[k]:comp_ptr[k+1]`` of
+    ``term_coef`` x^a y^b z^c with ``term_exp`` (n_terms, 3), degree ``comp_degree``.
+    Channels of probe s are ``chan_ptr[s]:chan_ptr[s+1]``, component ``chan_comp``.
+    Probes: A, alpha (1/Å^2), 1/r_s. Gaussians of species t: ``gauss_ptr[t]:gauss_ptr[t+1]``.
+    Features: channels ``feat_ptr[f]:feat_ptr[f+1]`` of ``feat_chan`` with ``feat_weight``.
+    """
+    n_atoms = len(ptr) - 1
+    n_comp = len(comp_ptr) - 1
+    n_chan = len(chan_comp)
+    n_probe = len(probe_a)
+    n_feat = len(feat_ptr) - 1
+    max_deg = 0
+    for k in range(n_comp):
+        max_deg = max(max_deg, comp_degree[k])
+    max_pairs = 0
+    for i in range(n_atoms):
+        max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
+
+    fp = np.zeros((n_atoms, n_feat))
+    fprimes = np.zeros((n_blocks if derivatives else 0, n_feat, 3))
+    mu = np.empty(n_chan)
+    dmu = np.empty((max_pairs if derivatives else 0, n_chan, 3))
+    tval = np.empty(n_comp)
+    tgrad = np.empty((n_comp, 3))
+    px = np.empty(max_deg + 1)
+    py = np.empty(max_deg + 1)
+    pz = np.empty(max_deg + 1)
+    radial = np.empty(max_deg + 1)
+    dradial = np.empty(max_deg + 1)
+    irs_pow = np.empty(max_deg + 1)
+    grad = np.empty(3)
+    pi = np.pi
+
+    for i in range(n_atoms):
+        start = ptr[i]
+        npairs = ptr[i + 1] - start
+        mu[:] = 0.0
+        if derivatives:
+            dmu[:npairs] = 0.0
+        for q in range(npairs):
+            p = start + q
+            x = vectors[p, 0]
+            y = vectors[p, 1]
+            z = vectors[p, 2]
+            r2 = x * x + y * y + z * z
+            t = nbr_species[p]
+            if harmonic:
+                _powers(x, max_deg, px)
+                _powers(y, max_deg, py)
+                _powers(z, max_deg, pz)
+                for k in range(n_comp):
+                    v = 0.0
+                    gx = 0.0
+                    gy = 0.0
+                    gz = 0.0
+                    for m in range(comp_ptr[k], comp_ptr[k + 1]):
+                        c = term_coef[m]
+                        a = term_exp[m, 0]
+                        b = term_exp[m, 1]
+                        e = term_exp[m, 2]
+                        v += c * px[a] * py[b] * pz[e]
+                        if a > 0:
+                            gx += c * a * px[a - 1] * py[b] * pz[e]
+                        if b > 0:
+                            gy += c * b * px[a] * py[b - 1] * pz[e]
+                        if e > 0:
+                            gz += c * e * px[a] * py[b] * pz[e - 1]
+                    tval[k] = v
+                    tgrad[k, 0] = gx
+                    tgrad[k, 1] = gy
+                    tgrad[k, 2] = gz
+                for s in range(n_probe):
+                    alpha = probe_alpha[s]
+                    radial[:] = 0.0
+                    dradial[:] = 0.0
+                    for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
+                        beta = gauss_beta[g]
+                        gamma = alpha + beta
+                        lam = beta / gamma
+                        c2 = -alpha * beta / gamma
+                        f = probe_a[s] * gauss_b[g] * (pi / gamma) ** 1.5 * np.exp(c2 * r2)
+                        for n in range(max_deg + 1):
+                            radial[n] += f
+                            dradial[n] += f * c2
+                            f *= lam
+                    for c in range(chan_ptr[s], chan_ptr[s + 1]):
+                        k = chan_comp[c]
+                        n = comp_degree[k]
+                        mu[c] += radial[n] * tval[k]
+                        if derivatives:
+                            two_dr_t = 2.0 * dradial[n] * tval[k]
+                            dmu[q, c, 0] += radial[n] * tgrad[k, 0] + two_dr_t * x
+                            dmu[q, c, 1] += radial[n] * tgrad[k, 1] + two_dr_t * y
+                            dmu[q, c, 2] += radial[n] * tgrad[k, 2] + two_dr_t * z
+            else:
+                for s in range(n_probe):
+                    alpha = probe_alpha[s]
+                    _powers(probe_inv_rs[s], max_deg, irs_pow)
+                    for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
+                        beta = gauss_beta[g]
+                        gamma = alpha + beta
+                        lam = beta / gamma
+                        c2 = -alpha * beta / gamma
+                        f = probe_a[s] * gauss_b[g] * (pi / gamma) ** 1.5 * np.exp(c2 * r2)
+                        h = 0.5 / gamma
+                        _moments(lam * x, h, max_deg, px)
+                        _moments(lam * y, h, max_deg, py)
+                        _moments(lam * z, h, max_deg, pz)
+                        for c in range(chan_ptr[s], chan_ptr[s + 1]):
+                            k = chan_comp[c]
+                            v = 0.0
+                            gx = 0.0
+                            gy = 0.0
+                            gz = 0.0
+                            for m in range(comp_ptr[k], comp_ptr[k + 1]):
+                                a = term_exp[m, 0]
+                                b = term_exp[m, 1]
+                                e = term_exp[m, 2]
+                                cf = term_coef[m] * irs_pow[a + b + e]
+                                v += cf * px[a] * py[b] * pz[e]
+                                if a > 0:
+                                    gx += cf * a * px[a - 1] * py[b] * pz[e]
+                                if b > 0:
+                                    gy += cf * b * px[a] * py[b - 1] * pz[e]
+                                if e > 0:
+                                    gz += cf * e * px[a] * py[b] * pz[e - 1]
+                            mu[c] += f * v
+                            if derivatives:
+                                dmu[q, c, 0] += f * (2.0 * c2 * x * v + lam * gx)
+                                dmu[q, c, 1] += f * (2.0 * c2 * y * v + lam * gy)
+                                dmu[q, c, 2] += f * (2.0 * c2 * z * v + lam * gz)
+
+        for fi in range(n_feat):
+            mode = feat_mode[fi]
+            total = 0.0
+            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                c = feat_chan[m]
+                if mode == LINEAR:
+                    total += feat_weight[m] * mu[c]
+                else:
+                    total += feat_weight[m] * mu[c] * mu[c]
+            scale = 1.0
+            if mode == SQRT_SUM_SQUARES:
+                root = np.sqrt(total)
+                if root <= feat_zero[fi]:
+                    continue
+                total = root
+                scale = 0.5 / root
+            fp[i, fi] = total
+            if not derivatives:
+                continue
+            own = block_ptr[i]
+            for q in range(npairs):
+                grad[:] = 0.0
+                for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                    c = feat_chan[m]
+                    w = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[c]
+                    for xyz in range(3):
+                        grad[xyz] += w * dmu[q, c, xyz]
+                blk = pair_block[start + q]
+                for xyz in range(3):
+                    gv = scale * grad[xyz]
+                    fprimes[blk, fi, xyz] += gv
+                    fprimes[own, fi, xyz] -= gv
+    return fp, fprimes

@@ -1,0 +1,106 @@
+"""Neighbour lists for a batch of frames, periodic images included.
+
+Wraps `vesin <https://github.com/Luthaf/vesin>`_ (cell lists in C++, triclinic cells,
+mixed periodicity). Measured on 50 OC20 frames with an 8 Å cutoff (2 shared cores):
+vesin 0.07 s, matscipy 0.10 s, ASE 4.3 s, all giving the same 290,448 pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import vesin
+
+from .frames import PackedFrames
+
+
+@dataclass(frozen=True)
+class NeighborPairs:
+    """Directed pairs (centre i, neighbour j) within the cutoff, for all frames of a batch.
+
+    Pairs are sorted by centre; the pairs of centre ``i`` are ``ptr[i]:ptr[i+1]``.
+    Atom indices are global (into the concatenated atoms of the batch).
+
+    Attributes
+    ----------
+    ptr : (n_atoms + 1,) int64
+    j : (n_pairs,) int64, neighbour atom
+    vectors : (n_pairs, 3) float64, Å: position of the neighbour's image minus the centre
+    """
+
+    ptr: np.ndarray
+    j: np.ndarray
+    vectors: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(n_pairs,) int64: the centre atom of each pair."""
+        return np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
+
+
+def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndarray:
+    """Which pairs AMPTorch's own neighbour search finds (boolean, one per pair).
+
+    AMPTorch's C++ kernels (e.g. ``GMPOrderNorm/calculate_gmpordernorm.cpp``) bin atoms
+    by ``get_scaled_positions(wrap=True)`` but take vectors from
+    ``get_positions(wrap=True)``, which leaves an atom within 1e-7 below a periodic
+    face unwrapped. Such an atom sits one cell away from its bin, and pairs whose image
+    falls outside the centre's bin window are silently dropped. This mask reproduces
+    that, for AMPTorch-identical numbers; it keeps every pair in all other frames.
+    """
+    pbc = np.asarray(pbc, dtype=bool)
+    volume = abs(np.linalg.det(cell))
+    if volume < 1e-12:
+        return np.ones(len(i), dtype=bool)
+    frac = np.linalg.solve(cell.T, positions.T).T
+    scaled = frac.copy()
+    scaled[:, pbc] = (scaled[:, pbc] % 1.0) % 1.0
+    eps = 1e-7
+    wrap = np.zeros_like(frac)
+    wrap[:, pbc] = np.rint(((frac[:, pbc] + eps) % 1.0 - eps) - frac[:, pbc])
+    recip = np.linalg.inv(cell).T  # rows: reciprocal vectors (without 2 pi)
+    plane = 1.0 / np.linalg.norm(recip, axis=1)
+    nbins = np.ceil(plane / cutoff)
+    reach = np.ceil(cutoff * nbins / plane)
+    bins = np.trunc(scaled * nbins)
+    amp_shift = shifts - wrap[j] + wrap[i]
+    window = np.abs(bins[j] + amp_shift * nbins - bins[i])
+    return (window <= reach).all(axis=1)
+
+
+def neighbor_pairs(
+    frames: PackedFrames, cutoff: float, self_pairs: bool = False, amptorch_binning: bool = False
+) -> NeighborPairs:
+    """All pairs closer than ``cutoff`` (Å) in every frame, images of other atoms and of
+    the centre itself included.
+
+    With ``self_pairs`` each atom also gets one pair with itself at zero distance (the
+    GMP descriptors count an atom's own pseudodensity), placed first among its pairs.
+    With ``amptorch_binning`` the pairs AMPTorch misses are dropped
+    (:func:`amptorch_binning_mask`).
+    """
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
+    i_parts, j_parts, d_parts = [], [], []
+    for k in range(frames.n_frames):
+        start, stop = frames.offsets[k], frames.offsets[k + 1]
+        positions = frames.positions[start:stop]
+        i, j, shifts, vectors = calculator.compute(positions, frames.cells[k], frames.pbc[k], "ijSD")
+        if amptorch_binning:
+            keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
+            i, j, vectors = i[keep], j[keep], vectors[keep]
+        i_parts.append(i.astype(np.int64) + start)
+        j_parts.append(j.astype(np.int64) + start)
+        d_parts.append(vectors)
+    i = np.concatenate(i_parts)
+    j = np.concatenate(j_parts)
+    vectors = np.concatenate(d_parts).reshape(-1, 3)
+    counts = np.bincount(i, minlength=frames.n_atoms)
+    ptr = np.concatenate(([0], np.cumsum(counts)))
+    if self_pairs:
+        where = ptr[:-1]
+        atoms = np.arange(frames.n_atoms)
+        j = np.insert(j, where, atoms)
+        vectors = np.insert(vectors, where, 0.0, axis=0)
+        ptr = ptr + np.arange(frames.n_atoms + 1)
+    return NeighborPairs(ptr=ptr, j=j, vectors=np.ascontiguousarray(vectors))
