@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels.blocks import blocks_to_coo
+
 
 @dataclass(frozen=True)
 class Fingerprints:
@@ -70,26 +72,21 @@ class Fingerprints:
             **derivs,
         )
 
-    def coo(self, k: int, threshold: float = 0.0):
+    def coo(self, k: int, threshold: float = 0.0, atom_order=None):
         """Derivatives of frame ``k`` in AMPTorch's COO layout.
 
         Returns ``(row, col, val, size)`` with ``row = atom * n_features + feature``,
         ``col = atom * 3 + xyz`` (atoms local to the frame) and
         ``size = (n_atoms * n_features, 3 * n_atoms)``, the layout of
-        ``amptorch/descriptor/base_descriptor.py``. Entries are sorted by (row, col);
-        those with ``|val| < threshold`` (or exactly zero) are dropped.
+        ``amptorch/descriptor/base_descriptor.py``. Rows come in the order of the atoms
+        in ``atom_order`` (default: ascending), columns ascend within a row; entries with
+        ``|val| < threshold`` (or exactly zero) are dropped.
         """
         if not self.has_derivatives:
             raise ValueError("these fingerprints were computed without derivatives")
         one = self.frame(k)
         n_atoms, n_feat = one.fingerprints.shape
-        centre = np.repeat(np.arange(n_atoms), np.diff(one.fprime_ptr))
-        row = (centre[:, None, None] * n_feat + np.arange(n_feat)[None, :, None])
-        col = one.fprime_j[:, None, None] * 3 + np.arange(3)[None, None, :]
-        row, col = np.broadcast_arrays(row, col)
-        val = one.fprimes
-        keep = (np.abs(val) >= threshold) & (val != 0.0)
-        row, col, val = row[keep], col[keep], val[keep]
-        order = np.lexsort((col, row))
-        size = np.array([n_atoms * n_feat, 3 * n_atoms])
-        return row[order], col[order], val[order], size
+        if atom_order is None:
+            atom_order = np.arange(n_atoms)
+        row, col, val = blocks_to_coo(one.fprime_ptr, one.fprime_j, one.fprimes, atom_order, threshold)
+        return row, col, val, np.array([n_atoms * n_feat, 3 * n_atoms])

@@ -168,6 +168,7 @@ class GMPOrderNorm(_GMPFamily):
         cutoff = MCSHs["cutoff"] if "cutoff" in MCSHs else default_cutoff(all_sigmas)
         super().__init__(elements, cutoff)
         self.params = MCSHs
+        self.setups = setups  # [(order, [sigma, ...]), ...] in feature order
         square = bool(MCSHs.get("square", True))
         rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
         features = []
@@ -188,3 +189,176 @@ class GMPOrderNorm(_GMPFamily):
             inv_rs=lambda s: rs_inverse(rs_setup, s),
             atom_gaussians=MCSHs["atom_gaussians"],
         )
+
+
+def _as_int(value, what: str) -> int:
+    """``value`` as an int (integral floats such as 2.0 accepted, bools not)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError(f"{what} must be an integer, got {value!r}")
+
+
+def gmp_group_kind(order: int, group: int) -> int:
+    """AMPTorch's ``get_mcsh_type`` (``GMP/gmp.cpp``) of a group: 1 for a group of one
+    component (its overlap mu is used linearly, sign kept), 2 for three, 3 for six.
+
+    ``GMP/gmp.cpp`` numbers groups exactly as :mod:`fastfp.harmonics` does (checked for
+    orders 0-9: the active code and the commented-out orders 6-9 of ``get_mcsh_type``
+    agree on every component count, and each ``calc_MCSH_n_g`` of orders 0-5 is the
+    surface harmonic of partition ``harmonics.group_partition(n, g)``), so no renumbering
+    is needed. One-component groups are (0, 0, 0), (1, 1, 1), (2, 2, 2), (3, 3, 3).
+    """
+    n = len(harmonics.group_components(order, group))
+    return {1: 1, 3: 2, 6: 3}[n]
+
+
+class GMP(_GMPFamily):
+    """GMP features per MCSH group, not normalised over orders (AMPTorch ``fp_scheme: "gmp"``).
+
+    For each (order n, group g, probe width sigma), with mu_k the overlap of the surface
+    harmonic component k of group g (probe A exp(-r^2/(2 sigma^2)) times T_k / r_s^n,
+    A = 1/(sigma sqrt(2 pi)), not cubed) with all neighbours' pseudodensities (the atom's
+    own included), as in AMPTorch's ``GMP/calculate_gmp.cpp``:
+
+    ===================================  =====================  ====================
+    group                                ``square: False``      ``square: True``
+    ===================================  =====================  ====================
+    one component (000, 111, 222, 333)   mu (may be negative)   mu^2
+    three or six components              sqrt(sum_k mu_k^2),    sum_k mu_k^2
+                                         0 (zero derivative)
+                                         where <= 1e-8
+    ===================================  =====================  ====================
+
+    Features are ordered as AMPTorch's ``descriptor_setup``: for ``"MCSHs"`` by order
+    (0, 1, 2, ...), then the listed groups, then the listed sigmas; for
+    ``"MCSHs_detailed_list"`` by entry, then sigma. The features' unit weight is
+    AMPTorch's (``calculate_gmp.cpp`` ignores ``params_d[m][1]`` and uses 1.0).
+
+    Derivatives are exact. Two AMPTorch deviations are deliberately not reproduced: with
+    ``square: True`` its one-component derivative is 2 M' dmu_j with M' the running sum
+    of mu over the neighbours visited so far, not the total (``calculate_gmp_square``);
+    and its no-derivative path (``calculate_gmp_noderiv``) skips the 1e-8 zeroing, so
+    sqrt features below 1e-8 there are their tiny value instead of 0.
+
+    Parameters
+    ----------
+    MCSHs : dict
+        AMPTorch's ``fp_params``: ``"MCSHs": {"0": {"groups": [1], "sigmas": [...]},
+        "2": {"groups": [1, 2], "sigmas": [...]}, ...}`` or ``"MCSHs_detailed_list":
+        [{"order": n, "group": g, "sigmas": [...]}, ...]`` (used if both are given, as in
+        AMPTorch); ``"atom_gaussians"`` ``{element: path to .g file}``; ``"cutoff"`` (Å,
+        required, as in AMPTorch); optional ``"square"`` (False), ``"rs_setup"``
+        (``{"setup": "constant", "rs": 1.0}``), ``"prime_threshold"`` (accepted and
+        ignored, as in AMPTorch's GMP) and ``"log"`` (left to :mod:`fastfp.amptorch`).
+    elements : list of str
+
+    Orders 0-9 are accepted (AMPTorch's compiled GMP implements 0-5 and raises
+    ``NotImplementedError`` above). Raises ``ValueError`` (naming the key) for unknown
+    keys, orders, groups or bad values, and
+    :class:`~fastfp.pseudodensity.PseudodensityError` for missing or malformed ``.g`` files.
+    """
+
+    descriptor_type = "GMP"
+    KEYS = {"MCSHs", "MCSHs_detailed_list", "atom_gaussians", "cutoff", "square",
+            "rs_setup", "prime_threshold", "log"}
+
+    def __init__(self, MCSHs: dict, elements):
+        if not isinstance(MCSHs, dict):
+            raise ValueError(f"GMP: parameters must be a dict, got {type(MCSHs).__name__}")
+        check_keys(MCSHs, self.KEYS, "GMP")
+        setups = self._setups(MCSHs)  # [(order, group, sigmas)] in feature order
+        if "atom_gaussians" not in MCSHs:
+            raise ValueError("GMP: 'atom_gaussians' ({element: path to .g file}) is required")
+        if "cutoff" not in MCSHs:
+            raise ValueError("GMP: 'cutoff' (Å) is required")
+        super().__init__(elements, MCSHs["cutoff"])
+        self.params = MCSHs
+        self.square = bool(MCSHs.get("square", False))
+        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
+        if not isinstance(rs_setup, dict):
+            raise ValueError(f"GMP 'rs_setup' must be a dict, got {rs_setup!r}")
+        inv_rs = lambda s: rs_inverse(rs_setup, s)  # noqa: E731
+        inv_rs(1.0)  # validate now
+
+        #: [(order, group, [sigma, ...]), ...] in feature order (AMPTorch's descriptor_setup rows)
+        self.setups = setups
+        features = []
+        for order, group, sigmas in setups:
+            kind = gmp_group_kind(order, group)
+            comps = [(e, 1.0) for e in harmonics.group_components(order, group)]
+            if self.square:
+                mode, zero = SUM_SQUARES, 0.0
+            elif kind == 1:
+                mode, zero = LINEAR, 0.0
+            else:
+                mode, zero = SQRT_SUM_SQUARES, 1e-8
+            for sigma in sigmas:
+                features.append(FeatureSpec(sigma, comps, mode, zero))
+        self._build(
+            features,
+            solid=False,
+            probe_amplitude=lambda s: 1.0 / (s * np.sqrt(2.0 * np.pi)),
+            inv_rs=inv_rs,
+            atom_gaussians=MCSHs["atom_gaussians"],
+        )
+
+    @staticmethod
+    def _setups(MCSHs: dict) -> list:
+        def entry(order, group, sigmas, where):
+            order = _as_int(order, f"{where}: order")
+            group = _as_int(group, f"{where}: group")
+            try:
+                harmonics.group_partition(order, group)  # checks the order, then the group
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+            return order, group, _positive_sigmas(sigmas, where)
+
+        if "MCSHs_detailed_list" in MCSHs:
+            detailed = MCSHs["MCSHs_detailed_list"]
+            if not isinstance(detailed, (list, tuple)) or not detailed:
+                raise ValueError("GMP 'MCSHs_detailed_list' must be a non-empty list of "
+                                 "{'order', 'group', 'sigmas'} dicts")
+            setups = []
+            for k, d in enumerate(detailed):
+                where = f"GMP 'MCSHs_detailed_list'[{k}]"
+                if not isinstance(d, dict):
+                    raise ValueError(f"{where} must be a dict with 'order', 'group', 'sigmas', got {d!r}")
+                check_keys(d, {"order", "group", "sigmas"}, where)
+                missing = sorted({"order", "group", "sigmas"} - set(d))
+                if missing:
+                    raise ValueError(f"{where}: missing key(s) {missing}")
+                setups.append(entry(d["order"], d["group"], d["sigmas"], where))
+            return setups
+        if "MCSHs" not in MCSHs:
+            raise ValueError("GMP: give 'MCSHs' ({order: {'groups', 'sigmas'}}) or 'MCSHs_detailed_list'")
+        spec = MCSHs["MCSHs"]
+        if not isinstance(spec, dict) or not spec:
+            raise ValueError("GMP 'MCSHs' must be a non-empty dict {\"order\": {'groups': [...], 'sigmas': [...]}}")
+        by_order = {}
+        for key, d in spec.items():
+            where = f"GMP 'MCSHs'[{key!r}]"
+            try:
+                order = _as_int(key, where)
+            except ValueError:
+                raise ValueError(f"GMP 'MCSHs': key {key!r} is not an MCSH order "
+                                 f"(\"0\"..\"{harmonics.MAX_ORDER}\")") from None
+            if order in by_order:
+                raise ValueError(f"GMP 'MCSHs': order {order} given twice")
+            if not isinstance(d, dict):
+                raise ValueError(f"{where} must be a dict with 'groups' and 'sigmas', got {d!r}")
+            check_keys(d, {"groups", "sigmas"}, where)
+            missing = sorted({"groups", "sigmas"} - set(d))
+            if missing:
+                raise ValueError(f"{where}: missing key(s) {missing}")
+            groups = d["groups"]
+            if not isinstance(groups, (list, tuple)) or not groups:
+                raise ValueError(f"{where}: 'groups' must be a non-empty list, got {groups!r}")
+            by_order[order] = [entry(order, g, d["sigmas"], where) for g in groups]
+        # AMPTorch loops ``for i in range(20): if str(i) in MCSHs["MCSHs"]``: ascending order
+        return [s for order in sorted(by_order) for s in by_order[order]]

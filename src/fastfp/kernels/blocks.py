@@ -40,3 +40,33 @@ def pair_blocks(ptr, j):
             slot[block_j[b]] = -1
     block_ptr[n_atoms] = nb
     return block_ptr, block_j[:nb].copy(), pair_block
+
+
+@numba.njit(cache=True)
+def blocks_to_coo(fprime_ptr, fprime_j, fprimes, atom_order, threshold):
+    """Derivative blocks of one frame as COO entries in AMPTorch's layout.
+
+    ``row = i * n_features + f``, ``col = j * 3 + xyz``. Rows of the centres come in
+    ``atom_order``; within a row, columns ascend. Entries with ``|val| < threshold``
+    or equal to zero are dropped. Returns ``row``, ``col`` (int64) and ``val``.
+    """
+    n_feat = fprimes.shape[1]
+    size = fprimes.shape[0] * n_feat * 3
+    row = np.empty(size, dtype=np.int64)
+    col = np.empty(size, dtype=np.int64)
+    val = np.empty(size)
+    n = 0
+    for i in atom_order:
+        b0 = fprime_ptr[i]
+        by_j = np.argsort(fprime_j[b0 : fprime_ptr[i + 1]])
+        for f in range(n_feat):
+            for ob in by_j:
+                b = b0 + ob
+                for xyz in range(3):
+                    v = fprimes[b, f, xyz]
+                    if v != 0.0 and abs(v) >= threshold:
+                        row[n] = i * n_feat + f
+                        col[n] = fprime_j[b] * 3 + xyz
+                        val[n] = v
+                        n += 1
+    return row[:n].copy(), col[:n].copy(), val[:n].copy()

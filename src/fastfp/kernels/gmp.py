@@ -83,8 +83,25 @@ def gmp_kernel(
     radial = np.empty(max_deg + 1)
     dradial = np.empty(max_deg + 1)
     irs_pow = np.empty(max_deg + 1)
-    grad = np.empty(3)
-    pi = np.pi
+    dtotal = np.empty(len(feat_chan))
+
+    # per (probe, Gaussian): C1 lambda^n, C2, lambda, 1/(2 gamma)
+    n_gauss = len(gauss_b)
+    pref = np.empty((n_probe, n_gauss, max_deg + 1))
+    c2tab = np.empty((n_probe, n_gauss))
+    lamtab = np.empty((n_probe, n_gauss))
+    half_inv_gamma = np.empty((n_probe, n_gauss))
+    for s in range(n_probe):
+        for g in range(n_gauss):
+            alpha = probe_alpha[s]
+            beta = gauss_beta[g]
+            gamma = alpha + beta
+            lamtab[s, g] = beta / gamma
+            c2tab[s, g] = -alpha * beta / gamma
+            half_inv_gamma[s, g] = 0.5 / gamma
+            pref[s, g, 0] = probe_a[s] * gauss_b[g] * (np.pi / gamma) ** 1.5
+            for n in range(1, max_deg + 1):
+                pref[s, g, n] = pref[s, g, n - 1] * lamtab[s, g]
 
     for i in range(n_atoms):
         start = ptr[i]
@@ -125,19 +142,14 @@ def gmp_kernel(
                     tgrad[k, 1] = gy
                     tgrad[k, 2] = gz
                 for s in range(n_probe):
-                    alpha = probe_alpha[s]
                     radial[:] = 0.0
                     dradial[:] = 0.0
                     for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
-                        beta = gauss_beta[g]
-                        gamma = alpha + beta
-                        lam = beta / gamma
-                        c2 = -alpha * beta / gamma
-                        f = probe_a[s] * gauss_b[g] * (pi / gamma) ** 1.5 * np.exp(c2 * r2)
+                        decay = np.exp(c2tab[s, g] * r2)
                         for n in range(max_deg + 1):
+                            f = pref[s, g, n] * decay
                             radial[n] += f
-                            dradial[n] += f * c2
-                            f *= lam
+                            dradial[n] += f * c2tab[s, g]
                     for c in range(chan_ptr[s], chan_ptr[s + 1]):
                         k = chan_comp[c]
                         n = comp_degree[k]
@@ -149,15 +161,12 @@ def gmp_kernel(
                             dmu[q, c, 2] += radial[n] * tgrad[k, 2] + two_dr_t * z
             else:
                 for s in range(n_probe):
-                    alpha = probe_alpha[s]
                     _powers(probe_inv_rs[s], max_deg, irs_pow)
                     for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
-                        beta = gauss_beta[g]
-                        gamma = alpha + beta
-                        lam = beta / gamma
-                        c2 = -alpha * beta / gamma
-                        f = probe_a[s] * gauss_b[g] * (pi / gamma) ** 1.5 * np.exp(c2 * r2)
-                        h = 0.5 / gamma
+                        c2 = c2tab[s, g]
+                        lam = lamtab[s, g]
+                        f = pref[s, g, 0] * np.exp(c2 * r2)
+                        h = half_inv_gamma[s, g]
                         _moments(lam * x, h, max_deg, px)
                         _moments(lam * y, h, max_deg, py)
                         _moments(lam * z, h, max_deg, pz)
@@ -205,16 +214,23 @@ def gmp_kernel(
             if not derivatives:
                 continue
             own = block_ptr[i]
+            # d total / d mu_c for the member channels
+            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                dtotal[m] = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[feat_chan[m]]
             for q in range(npairs):
-                grad[:] = 0.0
+                gx = 0.0
+                gy = 0.0
+                gz = 0.0
                 for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
                     c = feat_chan[m]
-                    w = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[c]
-                    for xyz in range(3):
-                        grad[xyz] += w * dmu[q, c, xyz]
+                    gx += dtotal[m] * dmu[q, c, 0]
+                    gy += dtotal[m] * dmu[q, c, 1]
+                    gz += dtotal[m] * dmu[q, c, 2]
                 blk = pair_block[start + q]
-                for xyz in range(3):
-                    gv = scale * grad[xyz]
-                    fprimes[blk, fi, xyz] += gv
-                    fprimes[own, fi, xyz] -= gv
+                fprimes[blk, fi, 0] += scale * gx
+                fprimes[blk, fi, 1] += scale * gy
+                fprimes[blk, fi, 2] += scale * gz
+                fprimes[own, fi, 0] -= scale * gx
+                fprimes[own, fi, 1] -= scale * gy
+                fprimes[own, fi, 2] -= scale * gz
     return fp, fprimes

@@ -1,0 +1,133 @@
+"""AMPTorch-compatible descriptor classes, backed by fastfp's kernels.
+
+Same constructor signatures, ``descriptor_type``, ``descriptor_setup``,
+``descriptor_setup_hash``, equality and ``prepare_fingerprints`` output as AMPTorch's
+``amptorch/descriptor/{GMPOrderNorm,GMP,Gaussian}/__init__.py`` and
+``base_descriptor.py``; AMPTorch itself is not needed to use them.
+
+Two AMPTorch behaviours are reproduced so that numbers agree one to one:
+* its neighbour search drops some pairs of atoms lying on a periodic face
+  (:func:`fastfp.neighbors.amptorch_binning_mask`);
+* GMPOrderNorm zeroes derivative entries with ``|value| < 1e-5``; the fp_params key
+  ``"prime_threshold"`` sets that threshold here (``0`` keeps exact derivatives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..descriptors import gmp as _gmp
+
+#: frames featurized per kernel call inside ``prepare_fingerprints``
+CHUNK_FRAMES = 256
+
+
+class AMPTorchInterface:
+    """AMPTorch's ``BaseDescriptor`` interface over a fastfp descriptor (a mixin)."""
+
+    amptorch_binning = True
+    #: derivative entries with smaller magnitude are dropped from the COO output
+    prime_threshold = 0.0
+
+    def _setup_rows(self) -> np.ndarray:
+        """AMPTorch's ``descriptor_setup`` array, the input of the setup hash."""
+        return self.descriptor_setup
+
+    def get_descriptor_setup_hash(self) -> str:
+        """md5 of every number of ``descriptor_setup`` printed as ``%.15f`` (AMPTorch)."""
+        text = "".join("%.15f" % v for row in self._setup_rows() for v in row)
+        self.descriptor_setup_hash = hashlib.md5(text.encode("utf-8")).hexdigest()
+        return self.descriptor_setup_hash
+
+    def __eq__(self, other):
+        if hasattr(other, "descriptor_type") and hasattr(other, "descriptor_setup_hash"):
+            return (
+                self.descriptor_type == other.descriptor_type
+                and self.descriptor_setup_hash == other.descriptor_setup_hash
+            )
+        return NotImplemented
+
+    __hash__ = None
+
+    def _get_element_list(self):
+        return self.elements
+
+    def prepare_fingerprints(self, images, calc_derivatives, save_fps=False, verbose=False, cores=1, log=None):
+        """Fingerprints of ``images`` as AMPTorch's list of per-image dicts.
+
+        Each dict has ``atomic_numbers`` (N,), ``num_atoms``, ``descriptors``
+        (N, n_features), ``num_descriptors`` {element present: n_features} and, with
+        ``calc_derivatives``, ``descriptor_primes`` {``row``, ``col``, ``val``, ``size``}
+        in AMPTorch's COO layout and entry order. ``save_fps``, ``cores`` and ``log``
+        are accepted for compatibility: fastfp recomputes instead of caching to HDF5
+        (the ``fastfp featurize`` store is the cache) and runs in this process.
+        """
+        out = []
+        bar = tqdm(total=len(images), desc="Computing fingerprints (fastfp)", disable=not verbose)
+        for start in range(0, len(images), CHUNK_FRAMES):
+            chunk = images[start : start + CHUNK_FRAMES]
+            fps = self.featurize(chunk, derivatives=calc_derivatives, first_index=start)
+            out.extend(self._image_dict(fps, k, calc_derivatives) for k in range(fps.n_frames))
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def _image_dict(self, fps, k, calc_derivatives) -> dict:
+        one = fps.frame(k)
+        numbers = one.numbers
+        per_element = self.features_per_element()
+        present = [el for el, z in zip(self.elements, self.numbers) if (numbers == z).any()]
+        image = {
+            "atomic_numbers": numbers.astype(np.intc),
+            "num_atoms": len(numbers),
+            "descriptors": self._transform(one.fingerprints),
+            "num_descriptors": {el: per_element[el] for el in present},
+        }
+        if calc_derivatives:
+            # AMPTorch concatenates the elements' matrices in ``elements`` order
+            atom_order = np.argsort(self.species_of[numbers], kind="stable")
+            row, col, val, size = one.coo(0, threshold=self.prime_threshold, atom_order=atom_order)
+            image["descriptor_primes"] = {"row": row, "col": col, "val": val, "size": size}
+        return image
+
+    def _transform(self, fingerprints):
+        return fingerprints
+
+
+class GMPOrderNorm(AMPTorchInterface, _gmp.GMPOrderNorm):
+    """AMPTorch's ``GMPOrderNorm(MCSHs, elements)``; see :class:`fastfp.descriptors.gmp.GMPOrderNorm`.
+
+    ``MCSHs["log"]`` applies AMPTorch's log10(max(|fp|, 1e-8)) (fingerprints only, as
+    in AMPTorch, which raises ``NotImplementedError`` with derivatives).
+    """
+
+    def __init__(self, MCSHs, elements):
+        super().__init__(MCSHs, elements)
+        MCSHs.setdefault("cutoff", self.cutoff)  # AMPTorch writes its default cutoff into the dict
+        self.prime_threshold = float(MCSHs.get("prime_threshold", 1e-5))
+        self.log = bool(MCSHs.get("log", False))
+        square = int(bool(MCSHs.get("square", True)))
+        solid = int(bool(MCSHs.get("solid_harmonics", True)))
+        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
+        self.descriptor_setup = np.array(
+            [
+                [n, square, solid, s, 1.0, (1.0 / (s * np.sqrt(2.0 * np.pi))) ** 3, 1.0 / (2.0 * s * s),
+                 self.cutoff, _gmp.rs_inverse(rs_setup, s)]
+                for n, sigmas in self.setups
+                for s in sigmas
+            ]
+        )
+        self.get_descriptor_setup_hash()
+
+    def prepare_fingerprints(self, images, calc_derivatives, save_fps=False, verbose=False, cores=1, log=None):
+        if self.log and calc_derivatives:
+            raise NotImplementedError("GMPOrderNorm: 'log' fingerprints have no derivatives (as in AMPTorch)")
+        return super().prepare_fingerprints(images, calc_derivatives, save_fps, verbose, cores, log)
+
+    def _transform(self, fingerprints):
+        if not self.log:
+            return fingerprints
+        return np.log10(np.maximum(np.abs(fingerprints), 1e-8))

@@ -1,0 +1,227 @@
+"""GMP (AMPTorch ``fp_scheme: "gmp"``, per-group features) against AMPTorch's recorded
+output and against finite differences."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from conftest import SHARED, dense, load_reference, reference_fprimes, requires_shared
+from fd import finite_difference_check
+from fastfp import harmonics
+from fastfp.descriptors.gmp import GMP, gmp_group_kind
+from fastfp.neighbors import neighbor_pairs
+from fastfp.frames import pack_frames
+
+GAUSSIANS = SHARED / "gmp" / "valence_gaussians"
+requires_gaussians = pytest.mark.skipif(
+    not GAUSSIANS.is_dir(), reason=f"pseudodensities not found at {GAUSSIANS} (../shared beside the repository)"
+)
+
+
+def pseudodensities(*elements):
+    """{element: path} of the shared valence pseudodensity of each element."""
+    return {el: str(next(GAUSSIANS.glob(f"{el}_pseudodensity_*.g"))) for el in elements}
+
+
+def all_groups(orders, sigmas):
+    return [
+        {"order": n, "group": g, "sigmas": list(sigmas)}
+        for n in orders
+        for g in range(1, harmonics.n_groups(n) + 1)
+    ]
+
+
+# --------------------------------------------------------------------------- AMPTorch
+
+
+@requires_shared
+def test_matches_amptorch_reference():
+    config, frames, data = load_reference("gmp_groups")
+    assert config["fp_scheme"] == "gmp"
+    desc = GMP(config["fp_params"], config["elements"])
+    desc.amptorch_binning = True
+    fps = desc.featurize(frames)
+    plain = desc.featurize(frames, derivatives=False)
+    np.testing.assert_array_equal(plain.fingerprints, fps.fingerprints)
+    for k in range(len(frames)):
+        ref = data[f"fp_{k}"]
+        # atol: in symmetric crystals some p/d-type groups are sums of O(1) contributions
+        # cancelling to ~1e-6 (with pseudodensity Gaussians of B ~ +-1e3 cancelling too);
+        # AMPTorch and fastfp then differ by summation-order round-off, ~3e-11 absolute
+        np.testing.assert_allclose(fps.frame(k).fingerprints, ref, rtol=1e-8, atol=1e-10, err_msg=f"frame {k}")
+        row, col, val, size = fps.coo(k)
+        np.testing.assert_array_equal(size, data[f"size_{k}"])
+        np.testing.assert_allclose(
+            dense(row, col, val, size), reference_fprimes(data, k), rtol=0, atol=2e-5, err_msg=f"frame {k}"
+        )
+
+
+# Fingerprints from AMPTorch's compiled GMP (calculate_gmp, square False) for orders 0-5,
+# every group, sigmas (0.45, 1.2), rs_setup scale 1.3: features ordered (order, group,
+# sigma). Order 3 group 3 (xyz, one component) is linear and may be negative.
+AMPTORCH_ORDERS_0_5 = np.array([
+    [2.716265120021984, 3.990349554619774, 0.20411011521353525, 1.5802118892565522, 0.7272401760263619, 1.5014796307032867, 0.23860946310984962, 3.507679239697993, 2.501676977645364, 2.6023050055940553, 1.292924574604982, 12.855749269606934, -0.5813328783037275, -7.581874237725064, 63.12849761437908, 24.96814403151287, 10.807629482245494, 41.299072731912545, 22.90702837561941, 50.35022698678765, 4.107478671433236, 51.072630105426164, 376.2459285916498, 96.44177677622164, 130.37953480894137, 203.40921133650048, 114.44633304005627, 338.6688148521283, 86.39239681851251, 253.4665640115394, 49.95540969726175, 311.65635087959043],  # noqa: E501
+    [0.8894629816274793, 3.4468935975803667, 0.5696960254418777, 2.160310978393237, 1.3829876012880618, 1.3228730257266526, 0.5532232645151888, 3.076543981091999, 8.983044401429721, 5.524150150186109, 3.556914546299717, 14.737430792070674, 0.12797963775282317, -3.6518143824836793, 99.88251227815711, 44.85979463305877, 27.808641746999, 66.07183814366738, 23.765571582014072, 58.30071918186804, 3.4151141094066357, 25.16079293495067, 1324.7350098401434, 333.0081396419638, 394.59895243868635, 417.56687435835335, 310.9361150528393, 531.2038591808657, 38.63611613393133, 151.302892958399, 56.87208090697214, 107.40081524996772],  # noqa: E501
+    [1.4286454588241784, 2.804352855375993, 0.4788115145840048, 1.517236758676443, 1.0218413310875425, 1.8709036829488135, 0.7454548913962491, 2.351392682342773, 6.084623554475718, 7.348379572572352, 4.0684377622762735, 13.02988233480823, 1.0639660444526662, -3.476379826831998, 78.90756669847515, 72.80375976291202, 31.454888959427233, 88.88581029871764, 25.437937556479103, 66.07541310704813, 10.339841124996111, 40.97327338416382, 829.7608487608239, 721.4971167688832, 381.340540697983, 846.0916620242515, 259.7816489271339, 841.9773742681823, 97.12719922376021, 378.6639401964341, 84.56013113103403, 309.2704545284865],  # noqa: E501
+    [8.827730968961134, 6.166428716668612, 0.01870878787112005, 0.7570927863393382, 6.596909114154787, 7.429087951360807, 0.048478328676234576, 1.553607806491427, 0.38064927320536873, 2.206409725203871, 0.3933389329284804, 6.034849737671251, 0.12711889327756384, 2.9767648202791355, 57.02903400973796, 72.58080467792522, 3.8207384558420663, 27.374343963094464, 20.106209451727935, 41.48940998075274, 1.9273504455702577, 21.97532128056456, 68.50212986830228, 197.3202228982597, 54.93621398457975, 219.28316822354807, 46.640771279475665, 233.78223743967962, 24.499822626013913, 135.2238050236514, 23.175514790549624, 140.28655256301295],  # noqa: E501
+])
+
+
+@requires_gaussians
+def test_orders_3_to_5_match_amptorch_values():
+    """The reference file covers orders 0-2; these values check every group of 3-5."""
+    elements = ["O", "H", "C", "Cu"]
+    atoms = Atoms(
+        elements,
+        positions=[[10.0, 10.0, 10.0], [10.95, 10.2, 9.7], [9.6, 10.9, 10.4], [11.3, 8.9, 11.2]],
+        cell=np.eye(3) * 20,
+        pbc=False,
+    )
+    desc = GMP(
+        {"MCSHs_detailed_list": all_groups(range(6), [0.45, 1.2]), "atom_gaussians": pseudodensities(*elements),
+         "cutoff": 7.0, "rs_setup": {"setup": "scale", "scale_factor": 1.3}},
+        elements,
+    )
+    got = desc.featurize([atoms], derivatives=False).fingerprints
+    np.testing.assert_allclose(got, AMPTORCH_ORDERS_0_5, rtol=1e-10, atol=0)
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def small_gaussians(tmp_path, elements):
+    """Pseudodensity files with a negative Gaussian, so that order-0 overlaps can be < 0."""
+    paths = {}
+    for k, el in enumerate(elements):
+        path = tmp_path / f"{el}.g"
+        path.write_text(f"{1.5 + k} {0.8 + 0.3 * k}\n-2.5 {0.5 + 0.1 * k}\n")
+        paths[el] = str(path)
+    return paths
+
+
+def test_group_kinds_follow_amptorch_get_mcsh_type():
+    # GMP/gmp.cpp get_mcsh_type for orders 0-5 (types: 1 linear, 2 three, 3 six components)
+    expected = {0: [1], 1: [2], 2: [2, 2], 3: [2, 3, 1], 4: [2, 3, 2, 2], 5: [2, 3, 3, 2, 2]}
+    for order, kinds in expected.items():
+        assert [gmp_group_kind(order, g) for g in range(1, len(kinds) + 1)] == kinds
+
+
+def test_square_linear_and_threshold(tmp_path):
+    rng = np.random.default_rng(5)
+    atoms = Atoms("HOH", positions=rng.uniform(0, 2.5, (3, 3)))
+    lone = Atoms("O", positions=[[0.0, 0.0, 0.0]])
+    params = {"MCSHs_detailed_list": all_groups(range(6), [0.4, 1.5]), "cutoff": 6.0,
+              "atom_gaussians": small_gaussians(tmp_path, ["H", "O"])}
+    plain = GMP(params, ["H", "O"])
+    squared = GMP(dict(params, square=True), ["H", "O"])
+    assert plain.n_features == squared.n_features == 2 * sum(harmonics.n_groups(n) for n in range(6))
+    a = plain.featurize([atoms, lone], derivatives=False).fingerprints
+    b = squared.featurize([atoms, lone], derivatives=False).fingerprints
+    linear = np.array([gmp_group_kind(n, g) == 1 for n, g, sig in plain.setups for _ in sig])
+    np.testing.assert_allclose(b, a * a, rtol=1e-12, atol=1e-300)
+    assert (a[:3, ~linear] > 0).all()
+    assert (a[:, linear] < 0).any()  # mu itself, sign kept (negative Gaussian)
+    # a lone atom: groups with an odd exponent vanish (sqrt features: exactly 0, no derivative)
+    odd = np.array([any(e % 2 for e in harmonics.group_partition(n, g)) for n, g, sig in plain.setups for _ in sig])
+    assert (a[3, odd] == 0).all() and (a[3, ~odd] != 0).all()
+    fps = plain.featurize([lone])
+    assert not fps.fprimes.any()
+
+
+def test_feature_order_and_formats(tmp_path):
+    gauss = small_gaussians(tmp_path, ["H", "O"])
+    nested = GMP({"MCSHs": {"3": {"groups": [3, 1], "sigmas": [0.5, 1.0]}, "0": {"groups": [1], "sigmas": [0.7]}},
+                  "cutoff": 5.0, "atom_gaussians": gauss}, ["H", "O"])
+    assert nested.setups == [(0, 1, [0.7]), (3, 3, [0.5, 1.0]), (3, 1, [0.5, 1.0])]
+    detailed = GMP({"MCSHs_detailed_list": [{"order": 0, "group": 1, "sigmas": [0.7]},
+                                            {"order": 3, "group": 3, "sigmas": [0.5, 1.0]},
+                                            {"order": 3, "group": 1, "sigmas": [0.5, 1.0]}],
+                    "cutoff": 5.0, "atom_gaussians": gauss}, ["H", "O"])
+    atoms = Atoms("OH", positions=[[0, 0, 0], [0.7, 0.5, 0.3]])
+    np.testing.assert_array_equal(nested.featurize([atoms]).fingerprints, detailed.featurize([atoms]).fingerprints)
+    assert nested.descriptor_type == "GMP" and nested.n_features == 5
+
+
+def test_bad_input(tmp_path):
+    gauss = small_gaussians(tmp_path, ["H"])
+    ok = {"MCSHs": {"0": {"groups": [1], "sigmas": [0.5]}}, "cutoff": 5.0, "atom_gaussians": gauss}
+    GMP(ok, ["H"])
+    GMP(dict(ok, prime_threshold=1e-5, log=False, square=True), ["H"])  # accepted keys
+    bad = [
+        (dict(ok, orders=[0]), "unknown parameter key"),
+        ({k: v for k, v in ok.items() if k != "cutoff"}, "'cutoff'"),
+        ({k: v for k, v in ok.items() if k != "atom_gaussians"}, "atom_gaussians"),
+        ({"cutoff": 5.0, "atom_gaussians": gauss}, "MCSHs"),
+        (dict(ok, MCSHs={"x": {"groups": [1], "sigmas": [0.5]}}), "not an MCSH order"),
+        (dict(ok, MCSHs={"10": {"groups": [1], "sigmas": [0.5]}}), "0..9"),
+        (dict(ok, MCSHs={"2": {"groups": [3], "sigmas": [0.5]}}), "groups 1..2"),
+        (dict(ok, MCSHs={"2": {"groups": [], "sigmas": [0.5]}}), "'groups'"),
+        (dict(ok, MCSHs={"2": {"groups": [1]}}), "missing"),
+        (dict(ok, MCSHs={"2": {"groups": [1], "sigmas": [0.5], "weight": 1}}), "unknown parameter key"),
+        (dict(ok, MCSHs={"2": {"groups": [1], "sigmas": [-0.5]}}), "sigmas"),
+        (dict(ok, MCSHs={"1": {"groups": [1], "sigmas": [0.5]}, 1: {"groups": [1], "sigmas": [0.5]}}), "twice"),
+        (dict(ok, MCSHs={"1": {"groups": [1.5], "sigmas": [0.5]}}), "integer"),
+        ({"MCSHs_detailed_list": [{"order": 1, "sigmas": [0.5]}], "cutoff": 5.0, "atom_gaussians": gauss}, "group"),
+        ({"MCSHs_detailed_list": [{"order": 4, "group": 5, "sigmas": [0.5]}], "cutoff": 5.0,
+          "atom_gaussians": gauss}, "groups 1..4"),
+        (dict(ok, rs_setup={"setup": "other"}), "rs_setup"),
+        (dict(ok, cutoff=-1.0), "cutoff"),
+    ]
+    for params, match in bad:
+        with pytest.raises(ValueError, match=match):
+            GMP(params, ["H"])
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def far_from_cutoff(atoms, cutoff, margin=1e-2):
+    """GMP truncates at the cutoff: keep every distance away from it for the stencil."""
+    pairs = neighbor_pairs(pack_frames([atoms], np.unique(atoms.numbers)), cutoff + margin)
+    r = np.linalg.norm(pairs.vectors, axis=1)
+    return not ((r > cutoff - margin) & (r < cutoff + margin)).any()
+
+
+def geometries():
+    rng = np.random.default_rng(16)
+    cell = np.array([[4.6, 0.0, 0.0], [1.3, 4.9, 0.0], [-0.8, 1.1, 5.2]])
+    triclinic = Atoms(rng.choice(["H", "C", "O", "Cu"], 7), scaled_positions=rng.uniform(0, 1, (7, 3)),
+                      cell=cell, pbc=True)
+    small = Atoms(["Cu", "O"], positions=[[0.3, 0.2, 0.1], [1.2, 1.4, 0.9]],
+                  cell=[[2.4, 0.0, 0.0], [0.5, 2.6, 0.0], [0.3, -0.4, 2.5]], pbc=True)
+    molecule = Atoms(["C", "O", "H", "H", "H"], positions=rng.uniform(0, 2.2, (5, 3)))
+    single = Atoms(["O"], positions=[[0.1, -0.2, 0.3]])
+    single_periodic = Atoms(["C"], positions=[[0.4, 0.1, 0.2]], cell=np.diag([2.9, 3.1, 3.3]), pbc=True)
+    return {"triclinic": triclinic, "cell_smaller_than_cutoff": small, "molecule": molecule,
+            "single_atom": single, "single_atom_periodic": single_periodic}
+
+
+@requires_gaussians
+@pytest.mark.parametrize("square", [False, True])
+@pytest.mark.parametrize("name", list(geometries()))
+def test_finite_differences(name, square):
+    atoms = geometries()[name]
+    cutoff = 5.0
+    assert far_from_cutoff(atoms, cutoff)
+    desc = GMP({"MCSHs_detailed_list": all_groups(range(6), [0.4, 1.1]), "cutoff": cutoff, "square": square,
+                "atom_gaussians": pseudodensities("H", "C", "O", "Cu"),
+                "rs_setup": {"setup": "scale", "scale_factor": 1.5}}, ["H", "C", "O", "Cu"])
+    h = 1e-3
+    err, largest = finite_difference_check(desc, atoms, h)
+    # floor: the stencil's round-off, ~1e-16 |fingerprint| / h (matters only when all derivatives vanish)
+    noise = 1e-13 * np.abs(desc.featurize([atoms], derivatives=False).fingerprints).max() / h
+    assert err <= 1e-7 * largest + noise, (err, largest, noise)
+    if len(atoms) == 1:
+        assert largest == 0  # moving a lone atom (and its images) changes nothing
+
+
+@requires_gaussians
+def test_finite_differences_orders_6_to_9():
+    """Orders above AMPTorch's 0-5 use the same tables (group numbering as get_mcsh_type)."""
+    atoms = geometries()["triclinic"]
+    desc = GMP({"MCSHs_detailed_list": all_groups(range(6, 10), [0.9]), "cutoff": 5.0,
+                "atom_gaussians": pseudodensities("H", "C", "O", "Cu"),
+                "rs_setup": {"setup": "constant", "rs": 1.5}}, ["H", "C", "O", "Cu"])
+    assert far_from_cutoff(atoms, 5.0)
+    err, largest = finite_difference_check(desc, atoms, h=1e-3)
+    assert err <= 1e-7 * largest, (err, largest)

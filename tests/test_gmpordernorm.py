@@ -1,0 +1,119 @@
+"""GMPOrderNorm against AMPTorch's recorded output, and against finite differences."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+
+from conftest import SHARED, dense, load_reference, reference_fprimes, requires_shared
+from fastfp.amptorch import GMPOrderNorm as AMPTorchGMPOrderNorm
+from fastfp.descriptors.gmp import GMPOrderNorm
+from fastfp.frames import FrameError
+from fastfp.pseudodensity import PseudodensityError
+
+
+@requires_shared
+@pytest.mark.parametrize("name", ["gmpordernorm_solid", "gmpordernorm_mcsh"])
+def test_matches_amptorch_reference(name):
+    config, frames, data = load_reference(name)
+    desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
+    images = desc.prepare_fingerprints(frames, calc_derivatives=True)
+    for k, image in enumerate(images):
+        ref = data[f"fp_{k}"]
+        np.testing.assert_allclose(image["descriptors"], ref, rtol=1e-8, atol=1e-12 * np.abs(ref).max())
+        primes = image["descriptor_primes"]
+        np.testing.assert_array_equal(primes["size"], data[f"size_{k}"])
+        np.testing.assert_allclose(
+            dense(primes["row"], primes["col"], primes["val"], primes["size"]),
+            reference_fprimes(data, k),
+            rtol=0,
+            atol=2e-5,
+        )
+        assert np.abs(primes["val"]).min() >= 1e-5  # AMPTorch's threshold is reproduced
+
+
+@requires_shared
+def test_amptorch_binning_only_changes_frames_with_atoms_on_a_face():
+    """Without the emulation fastfp keeps the pairs AMPTorch drops; frames without
+    atoms just below a periodic face are unchanged."""
+    config, frames, data = load_reference("gmpordernorm_solid")
+    exact = GMPOrderNorm(config["fp_params"], config["elements"])
+    compat = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
+    a, b = exact.featurize(frames, derivatives=False), compat.featurize(frames, derivatives=False)
+    for k, atoms in enumerate(frames):
+        frac = atoms.cell.scaled_positions(atoms.positions)[:, atoms.pbc]
+        on_face = ((frac < 0) & (frac > -1e-7)).any()
+        same = np.allclose(a.frame(k).fingerprints, b.frame(k).fingerprints, rtol=1e-12, atol=0)
+        assert same != on_face, f"frame {k}"
+
+
+@requires_shared
+def test_prepare_fingerprints_layout_and_hash():
+    config, frames, data = load_reference("gmpordernorm_solid")
+    desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
+    image = desc.prepare_fingerprints(frames[:1], calc_derivatives=True)[0]
+    n = len(frames[0])
+    assert image["num_atoms"] == n
+    assert image["descriptors"].shape == (n, 20)
+    np.testing.assert_array_equal(image["atomic_numbers"], frames[0].numbers)
+    assert set(image["num_descriptors"]) == set(frames[0].get_chemical_symbols())
+    # the hash is AMPTorch's md5 of its descriptor_setup table: equal settings, equal hash
+    again = AMPTorchGMPOrderNorm(dict(config["fp_params"]), list(config["elements"]))
+    assert desc == again and desc.descriptor_setup_hash == again.descriptor_setup_hash
+    other = dict(config["fp_params"], cutoff=7.0)
+    assert desc != AMPTorchGMPOrderNorm(other, config["elements"])
+    assert desc.descriptor_setup.shape == (20, 9)
+
+
+def gaussians(tmp_path, elements):
+    """Pseudodensity files of two Gaussians each, written to ``tmp_path``."""
+    paths = {}
+    for k, el in enumerate(elements):
+        path = tmp_path / f"{el}.g"
+        path.write_text(f"{1.5 + k} {0.8 + 0.3 * k}\n{-0.4} {3.0 + k}\n")
+        paths[el] = str(path)
+    return paths
+
+
+def test_bad_input(tmp_path):
+    params = {"MCSHs": {"orders": [0, 1], "sigmas": [0.5]}, "cutoff": 5.0,
+              "atom_gaussians": gaussians(tmp_path, ["H", "O"])}
+    desc = GMPOrderNorm(params, ["H", "O"])
+    water = molecule("H2O")
+    with pytest.raises(FrameError, match=r"frame 1: element\(s\) \['C'\]"):
+        desc.featurize([water, molecule("CH4")])
+    nan = water.copy()
+    nan.positions[1, 0] = np.nan
+    with pytest.raises(FrameError, match="frame 0: non-finite"):
+        desc.featurize([nan])
+    with pytest.raises(FrameError, match="frame 0: empty frame"):
+        desc.featurize([Atoms()])
+    flat = water.copy()
+    flat.cell = [[3, 0, 0], [6, 0, 0], [0, 0, 3]]
+    flat.pbc = True
+    with pytest.raises(FrameError, match="zero volume"):
+        desc.featurize([flat])
+    with pytest.raises(ValueError, match=r"unknown parameter key\(s\) \['sigma'\]"):
+        GMPOrderNorm(dict(params, sigma=1.0), ["H", "O"])
+    with pytest.raises(ValueError, match="unknown chemical element"):
+        GMPOrderNorm(params, ["H", "Xx"])
+    with pytest.raises(PseudodensityError, match=r"no pseudodensity file given for element\(s\) \['C'\]"):
+        GMPOrderNorm(params, ["H", "O", "C"])
+    missing = dict(params, atom_gaussians=dict(params["atom_gaussians"], O=str(tmp_path / "nope.g")))
+    with pytest.raises(PseudodensityError, match="element O: pseudodensity file .*nope.g.* not found"):
+        GMPOrderNorm(missing, ["H", "O"])
+    (tmp_path / "bad.g").write_text("1.0 2.0\n3.0 oops\n")
+    malformed = dict(params, atom_gaussians=dict(params["atom_gaussians"], O=str(tmp_path / "bad.g")))
+    with pytest.raises(PseudodensityError, match="bad.g:2: expected two numbers"):
+        GMPOrderNorm(malformed, ["H", "O"])
+    with pytest.raises(ValueError, match="MCSH order must be an integer in 0..9"):
+        GMPOrderNorm(dict(params, MCSHs={"orders": [10], "sigmas": [0.5]}), ["H", "O"])
+
+
+def test_default_cutoff_follows_amptorch_rule(tmp_path):
+    params = {"MCSHs": {"orders": [0], "sigmas": [0.4, 1.0]}, "atom_gaussians": gaussians(tmp_path, ["H"])}
+    desc = AMPTorchGMPOrderNorm(params, ["H"])
+    sigma = 1.0
+    a = 1.0 / (sigma * np.sqrt(2 * np.pi))
+    assert desc.cutoff == round(np.sqrt(np.log(1e-8 / a) / (-1 / (2 * sigma**2))), 2)
+    assert params["cutoff"] == desc.cutoff
