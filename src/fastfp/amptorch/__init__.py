@@ -4,6 +4,6 @@ The descriptor classes here take AMPTorch's parameters and return AMPTorch's dat
 layout, without AMPTorch installed.
 """
 
-from .descriptors import GMPOrderNorm
+from .descriptors import GMP, GMPOrderNorm
 
-__all__ = ["GMPOrderNorm"]
+__all__ = ["GMP", "GMPOrderNorm"]

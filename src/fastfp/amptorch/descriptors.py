@@ -65,6 +65,7 @@ class AMPTorchInterface:
         are accepted for compatibility: fastfp recomputes instead of caching to HDF5
         (the ``fastfp featurize`` store is the cache) and runs in this process.
         """
+        self._check_log(calc_derivatives)
         out = []
         bar = tqdm(total=len(images), desc="Computing fingerprints (fastfp)", disable=not verbose)
         for start in range(0, len(images), CHUNK_FRAMES):
@@ -94,21 +95,26 @@ class AMPTorchInterface:
         return image
 
     def _transform(self, fingerprints):
-        return fingerprints
+        """AMPTorch's ``"log"`` option: log10(max(|fp|, 1e-8)), fingerprints only."""
+        if not self.params.get("log", False):
+            return fingerprints
+        return np.log10(np.maximum(np.abs(fingerprints), 1e-8))
+
+    def _check_log(self, calc_derivatives):
+        if self.params.get("log", False) and calc_derivatives:
+            raise NotImplementedError(f"{self.descriptor_type}: 'log' fingerprints have no derivatives (as in AMPTorch)")
 
 
 class GMPOrderNorm(AMPTorchInterface, _gmp.GMPOrderNorm):
     """AMPTorch's ``GMPOrderNorm(MCSHs, elements)``; see :class:`fastfp.descriptors.gmp.GMPOrderNorm`.
 
-    ``MCSHs["log"]`` applies AMPTorch's log10(max(|fp|, 1e-8)) (fingerprints only, as
-    in AMPTorch, which raises ``NotImplementedError`` with derivatives).
+    AMPTorch's default cutoff is written back into ``MCSHs`` when absent.
     """
 
     def __init__(self, MCSHs, elements):
         super().__init__(MCSHs, elements)
         MCSHs.setdefault("cutoff", self.cutoff)  # AMPTorch writes its default cutoff into the dict
         self.prime_threshold = float(MCSHs.get("prime_threshold", 1e-5))
-        self.log = bool(MCSHs.get("log", False))
         square = int(bool(MCSHs.get("square", True)))
         solid = int(bool(MCSHs.get("solid_harmonics", True)))
         rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
@@ -122,12 +128,20 @@ class GMPOrderNorm(AMPTorchInterface, _gmp.GMPOrderNorm):
         )
         self.get_descriptor_setup_hash()
 
-    def prepare_fingerprints(self, images, calc_derivatives, save_fps=False, verbose=False, cores=1, log=None):
-        if self.log and calc_derivatives:
-            raise NotImplementedError("GMPOrderNorm: 'log' fingerprints have no derivatives (as in AMPTorch)")
-        return super().prepare_fingerprints(images, calc_derivatives, save_fps, verbose, cores, log)
 
-    def _transform(self, fingerprints):
-        if not self.log:
-            return fingerprints
-        return np.log10(np.maximum(np.abs(fingerprints), 1e-8))
+class GMP(AMPTorchInterface, _gmp.GMP):
+    """AMPTorch's ``GMP(MCSHs, elements)``; see :class:`fastfp.descriptors.gmp.GMP`.
+    Its derivatives are not thresholded (as in AMPTorch)."""
+
+    def __init__(self, MCSHs, elements):
+        super().__init__(MCSHs, elements)
+        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
+        self.descriptor_setup = np.array(
+            [
+                [n, g, s, 1.0, 1.0 / (s * np.sqrt(2.0 * np.pi)), 1.0 / (2.0 * s * s), self.cutoff,
+                 _gmp.rs_inverse(rs_setup, s)]
+                for n, g, sigmas in self.setups
+                for s in sigmas
+            ]
+        )
+        self.get_descriptor_setup_hash()

@@ -14,8 +14,10 @@ theorem; AMPTorch ``GMPOrderNorm/helper.cpp``)
 * Other polynomials (surface harmonics) use the separable Gaussian moments
   E[(u + xi)^k] = P_k(u), P_{k+1} = u P_k + k/(2 gamma) P_{k-1}, dP_k/du = k P_{k-1}.
 
-A *channel* is (probe, component); mu_c = sum over the pairs of the overlap. A feature
-is one of: sum_c w_c mu_c^2 (mode 0), its square root (mode 1, set to 0 with zero
+A *channel* is (probe, component); mu_c = sum over the pairs of the overlap. On the
+harmonic path every feature draws on channels of one probe s and one degree n, so its
+derivative by a pair vector contracts over components before the radial factor:
+d mu_c / dD = R_sn grad T_k + 2 (dR_sn / dr^2) T_k D. A feature is one of: sum_c w_c mu_c^2 (mode 0), its square root (mode 1, set to 0 with zero
 derivative below ``zero_below``), or sum_c w_c mu_c (mode 2).
 """
 
@@ -70,18 +72,24 @@ def gmp_kernel(
     max_pairs = 0
     for i in range(n_atoms):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
+    chan_probe = np.empty(n_chan, dtype=np.int64)
+    for s in range(n_probe):
+        chan_probe[chan_ptr[s] : chan_ptr[s + 1]] = s
 
     fp = np.zeros((n_atoms, n_feat))
     fprimes = np.zeros((n_blocks if derivatives else 0, n_feat, 3))
     mu = np.empty(n_chan)
-    dmu = np.empty((max_pairs if derivatives else 0, n_chan, 3))
-    tval = np.empty(n_comp)
-    tgrad = np.empty((n_comp, 3))
+    keep = max_pairs if derivatives else 1
+    # harmonic path, per pair: T_k(D), grad T_k(D), radial R_sn and dR_sn/d(r^2)
+    tval = np.empty((keep, n_comp))
+    tgrad = np.empty((keep, n_comp, 3))
+    radial = np.empty((keep, n_probe, max_deg + 1))
+    dradial = np.empty((keep, n_probe, max_deg + 1))
+    # moment path, per pair: d mu_c / d D
+    dmu = np.empty((max_pairs if derivatives and not harmonic else 0, n_chan, 3))
     px = np.empty(max_deg + 1)
     py = np.empty(max_deg + 1)
     pz = np.empty(max_deg + 1)
-    radial = np.empty(max_deg + 1)
-    dradial = np.empty(max_deg + 1)
     irs_pow = np.empty(max_deg + 1)
     dtotal = np.empty(len(feat_chan))
 
@@ -107,7 +115,7 @@ def gmp_kernel(
         start = ptr[i]
         npairs = ptr[i + 1] - start
         mu[:] = 0.0
-        if derivatives:
+        if derivatives and not harmonic:
             dmu[:npairs] = 0.0
         for q in range(npairs):
             p = start + q
@@ -117,6 +125,7 @@ def gmp_kernel(
             r2 = x * x + y * y + z * z
             t = nbr_species[p]
             if harmonic:
+                slot = q if derivatives else 0
                 _powers(x, max_deg, px)
                 _powers(y, max_deg, py)
                 _powers(z, max_deg, pz)
@@ -137,28 +146,23 @@ def gmp_kernel(
                             gy += c * b * px[a] * py[b - 1] * pz[e]
                         if e > 0:
                             gz += c * e * px[a] * py[b] * pz[e - 1]
-                    tval[k] = v
-                    tgrad[k, 0] = gx
-                    tgrad[k, 1] = gy
-                    tgrad[k, 2] = gz
+                    tval[slot, k] = v
+                    tgrad[slot, k, 0] = gx
+                    tgrad[slot, k, 1] = gy
+                    tgrad[slot, k, 2] = gz
                 for s in range(n_probe):
-                    radial[:] = 0.0
-                    dradial[:] = 0.0
+                    radial[slot, s, :] = 0.0
+                    dradial[slot, s, :] = 0.0
                     for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
-                        decay = np.exp(c2tab[s, g] * r2)
+                        c2 = c2tab[s, g]
+                        decay = np.exp(c2 * r2)
                         for n in range(max_deg + 1):
                             f = pref[s, g, n] * decay
-                            radial[n] += f
-                            dradial[n] += f * c2tab[s, g]
+                            radial[slot, s, n] += f
+                            dradial[slot, s, n] += f * c2
                     for c in range(chan_ptr[s], chan_ptr[s + 1]):
                         k = chan_comp[c]
-                        n = comp_degree[k]
-                        mu[c] += radial[n] * tval[k]
-                        if derivatives:
-                            two_dr_t = 2.0 * dradial[n] * tval[k]
-                            dmu[q, c, 0] += radial[n] * tgrad[k, 0] + two_dr_t * x
-                            dmu[q, c, 1] += radial[n] * tgrad[k, 1] + two_dr_t * y
-                            dmu[q, c, 2] += radial[n] * tgrad[k, 2] + two_dr_t * z
+                        mu[c] += radial[slot, s, comp_degree[k]] * tval[slot, k]
             else:
                 for s in range(n_probe):
                     _powers(probe_inv_rs[s], max_deg, irs_pow)
@@ -217,15 +221,37 @@ def gmp_kernel(
             # d total / d mu_c for the member channels
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
                 dtotal[m] = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[feat_chan[m]]
+            first = feat_chan[feat_ptr[fi]]
+            s = chan_probe[first]
+            n = comp_degree[chan_comp[first]]
             for q in range(npairs):
                 gx = 0.0
                 gy = 0.0
                 gz = 0.0
-                for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                    c = feat_chan[m]
-                    gx += dtotal[m] * dmu[q, c, 0]
-                    gy += dtotal[m] * dmu[q, c, 1]
-                    gz += dtotal[m] * dmu[q, c, 2]
+                if harmonic:
+                    # d mu_c/dD = R_sn grad T_k + 2 dR_sn T_k D: contract over k first
+                    ax = 0.0
+                    ay = 0.0
+                    az = 0.0
+                    bt = 0.0
+                    for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                        k = chan_comp[feat_chan[m]]
+                        ax += dtotal[m] * tgrad[q, k, 0]
+                        ay += dtotal[m] * tgrad[q, k, 1]
+                        az += dtotal[m] * tgrad[q, k, 2]
+                        bt += dtotal[m] * tval[q, k]
+                    rad = radial[q, s, n]
+                    two_dr_b = 2.0 * dradial[q, s, n] * bt
+                    p = start + q
+                    gx = rad * ax + two_dr_b * vectors[p, 0]
+                    gy = rad * ay + two_dr_b * vectors[p, 1]
+                    gz = rad * az + two_dr_b * vectors[p, 2]
+                else:
+                    for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                        c = feat_chan[m]
+                        gx += dtotal[m] * dmu[q, c, 0]
+                        gy += dtotal[m] * dmu[q, c, 1]
+                        gz += dtotal[m] * dmu[q, c, 2]
                 blk = pair_block[start + q]
                 fprimes[blk, fi, 0] += scale * gx
                 fprimes[blk, fi, 1] += scale * gy

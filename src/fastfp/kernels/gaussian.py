@@ -1,0 +1,228 @@
+"""Gaussian (Behler–Parrinello) symmetry functions and their exact derivatives.
+
+For a centre i with neighbours j, k (pair vectors D_j, D_k, r = |D|, r_jk = |D_k - D_j|,
+cos = D_j . D_k / (r_j r_k)) and a cutoff function f_c:
+
+    G2 = sum_j exp(-eta (r_j - R_s)^2) f_c(r_j)
+    G4 = sum_{j<k} A(cos) exp(-eta (r_j^2 + r_k^2 + r_jk^2)) f_c(r_j) f_c(r_k) f_c(r_jk)
+    G5 = sum_{j<k} A(cos) exp(-eta (r_j^2 + r_k^2)) f_c(r_j) f_c(r_k)
+    A  = 2^(1 - zeta) |1 + lambda cos|^(zeta - 1) (1 + lambda cos)
+
+(AMPTorch ``Gaussian/symmetry_functions.cpp``). Work is shared: f_c and exp(-eta r^2) once
+per pair, a *radial group* (G4 or G5, eta) and an *angular group* (zeta, lambda) once per
+triplet, then each feature is one product. With R the radial part of a triplet,
+
+    dR/dD_j = g_j D_j - g_jk D_jk,  dR/dD_k = g_k D_k + g_jk D_jk,  D_jk = D_k - D_j,
+    dcos/dD_j = D_k / (r_j r_k) - cos D_j / r_j^2  (and j <-> k),
+
+so d(A R)/dD_j and d(A R)/dD_k are combinations of D_j and D_k with three coefficients.
+"""
+
+import numba
+import numpy as np
+
+COSINE, POLYNOMIAL = 0, 1
+
+
+@numba.njit(cache=True)
+def cutoff_function(r, cutoff, kind, gamma):
+    """f_c(r) and df_c/dr (zero from ``cutoff`` on): cosine 0.5 (1 + cos(pi r / R_c)), or
+    polynomial 1 + gamma x^(gamma + 1) - (gamma + 1) x^gamma with x = r / R_c."""
+    x = r / cutoff
+    if x >= 1.0:
+        return 0.0, 0.0
+    if kind == COSINE:
+        return 0.5 * (1.0 + np.cos(np.pi * x)), -0.5 * np.pi * np.sin(np.pi * x) / cutoff
+    xg = x**gamma
+    return (
+        1.0 + gamma * xg * x - (gamma + 1.0) * xg,
+        gamma * (gamma + 1.0) / cutoff * (xg - xg / x),
+    )
+
+
+@numba.njit(cache=True)
+def _abs_power(base, exponent, int_exponent):
+    """|base|^exponent, by multiplication when the exponent is a small integer (>= 0)."""
+    if int_exponent < 0:
+        return np.abs(base) ** exponent
+    out = 1.0
+    b = np.abs(base)
+    for _ in range(int_exponent):
+        out *= b
+    return out
+
+
+@numba.njit(cache=True)
+def gaussian_kernel(
+    ptr, species, nbr_species, vectors, pair_block, block_ptr, n_blocks, n_feat,
+    cutoffs, cutoff_kind, cutoff_gamma,
+    g2_ptr, g2_col, g2_eta, g2_rs,
+    rad_ptr, rad_eta, rad_g4,
+    ang_ptr, ang_zeta, ang_lambda, ang_norm, ang_int_power,
+    tri_ptr, tri_col, tri_rad, tri_ang,
+    derivatives,
+):
+    """Fingerprints (n_atoms, n_feat) and derivative blocks (n_blocks, n_feat, 3).
+
+    Pairs: ``ptr`` (n_atoms + 1), neighbour species ``nbr_species`` and ``vectors``
+    (n_pairs, 3) Å; ``species`` (n_atoms,) of the centres; ``cutoffs`` (n_species,) Å.
+    G2 features of centre species e and neighbour species t:
+    ``g2_ptr[e * n_sp + t]:g2_ptr[e * n_sp + t + 1]`` (column, eta in 1/Å^2, R_s in Å).
+    Radial groups of e: ``rad_ptr[e]:rad_ptr[e + 1]`` (eta, G4 or G5); angular groups
+    ``ang_ptr[e]:ang_ptr[e + 1]`` (zeta, lambda, 2^(1 - zeta), zeta - 1 if a small
+    integer else -1).
+    Angular features of e with neighbour species a <= b:
+    ``tri_ptr[(e * n_sp + a) * n_sp + b]`` onwards (column, radial group, angular group).
+    """
+    n_atoms = len(ptr) - 1
+    n_sp = len(cutoffs)
+    max_pairs = 0
+    for i in range(n_atoms):
+        max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
+    max_rad = 0
+    max_ang = 0
+    for e in range(n_sp):
+        max_rad = max(max_rad, rad_ptr[e + 1] - rad_ptr[e])
+        max_ang = max(max_ang, ang_ptr[e + 1] - ang_ptr[e])
+
+    fp = np.zeros((n_atoms, n_feat))
+    fprimes = np.zeros((n_blocks if derivatives else 0, n_feat, 3))
+    dfp = np.zeros((max_pairs if derivatives else 0, n_feat, 3))
+    active = np.empty(max_pairs, dtype=np.int64)
+    dist = np.empty(max_pairs)
+    fc = np.empty(max_pairs)
+    dfc_r = np.empty(max_pairs)  # (df_c/dr) / r
+    expo = np.empty((max_pairs, max_rad))  # exp(-eta r^2) of each radial group
+    rad = np.empty(max_rad)
+    rad_j = np.empty(max_rad)
+    rad_k = np.empty(max_rad)
+    rad_jk = np.empty(max_rad)
+    ang = np.empty(max_ang)
+    dang = np.empty(max_ang)
+
+    for i in range(n_atoms):
+        e = species[i]
+        rc = cutoffs[e]
+        start = ptr[i]
+        npairs = ptr[i + 1] - start
+        r0 = rad_ptr[e]
+        n_rad = rad_ptr[e + 1] - r0
+        a0 = ang_ptr[e]
+        n_ang = ang_ptr[e + 1] - a0
+        only_g4 = True
+        for g in range(n_rad):
+            only_g4 = only_g4 and rad_g4[r0 + g]
+
+        n_active = 0
+        for q in range(npairs):
+            p = start + q
+            x = vectors[p, 0]
+            y = vectors[p, 1]
+            z = vectors[p, 2]
+            r = np.sqrt(x * x + y * y + z * z)
+            if r >= rc:
+                continue
+            f, df = cutoff_function(r, rc, cutoff_kind, cutoff_gamma)
+            active[n_active] = q
+            n_active += 1
+            dist[q] = r
+            fc[q] = f
+            dfc_r[q] = df / r
+            for g in range(n_rad):
+                expo[q, g] = np.exp(-rad_eta[r0 + g] * r * r)
+            key = e * n_sp + nbr_species[p]
+            for m in range(g2_ptr[key], g2_ptr[key + 1]):
+                eta = g2_eta[m]
+                d = r - g2_rs[m]
+                ex = np.exp(-eta * d * d)
+                col = g2_col[m]
+                fp[i, col] += ex * f
+                if derivatives:
+                    s = ex * (-2.0 * eta * d * f + df) / r
+                    dfp[q, col, 0] += s * x
+                    dfp[q, col, 1] += s * y
+                    dfp[q, col, 2] += s * z
+
+        for a in range(n_active):
+            qj = active[a]
+            pj = start + qj
+            tj = nbr_species[pj]
+            rj = dist[qj]
+            for b in range(a + 1, n_active):
+                qk = active[b]
+                pk = start + qk
+                tk = nbr_species[pk]
+                key = (e * n_sp + min(tj, tk)) * n_sp + max(tj, tk)
+                if tri_ptr[key] == tri_ptr[key + 1]:
+                    continue
+                rk = dist[qk]
+                xjk = vectors[pk, 0] - vectors[pj, 0]
+                yjk = vectors[pk, 1] - vectors[pj, 1]
+                zjk = vectors[pk, 2] - vectors[pj, 2]
+                rjk2 = xjk * xjk + yjk * yjk + zjk * zjk
+                rjk = np.sqrt(rjk2)
+                # AMPTorch skips coincident neighbours (and, with G4 only, r_jk beyond
+                # the cutoff contributes nothing)
+                if rjk < 1e-4 or (only_g4 and rjk >= rc):
+                    continue
+                fcjk, dfcjk = cutoff_function(rjk, rc, cutoff_kind, cutoff_gamma)
+                cos = (
+                    vectors[pj, 0] * vectors[pk, 0]
+                    + vectors[pj, 1] * vectors[pk, 1]
+                    + vectors[pj, 2] * vectors[pk, 2]
+                ) / (rj * rk)
+                fcj = fc[qj]
+                fck = fc[qk]
+                for g in range(n_rad):
+                    eta = rad_eta[r0 + g]
+                    ex = expo[qj, g] * expo[qk, g]
+                    hj = -2.0 * eta * fcj + dfc_r[qj]
+                    hk = -2.0 * eta * fck + dfc_r[qk]
+                    if rad_g4[r0 + g]:
+                        ex *= np.exp(-eta * rjk2)
+                        rad[g] = ex * fcj * fck * fcjk
+                        rad_j[g] = ex * hj * fck * fcjk
+                        rad_k[g] = ex * hk * fcj * fcjk
+                        rad_jk[g] = ex * (-2.0 * eta * fcjk + dfcjk / rjk) * fcj * fck
+                    else:
+                        rad[g] = ex * fcj * fck
+                        rad_j[g] = ex * hj * fck
+                        rad_k[g] = ex * hk * fcj
+                        rad_jk[g] = 0.0
+                for g in range(n_ang):
+                    zeta = ang_zeta[a0 + g]
+                    lam = ang_lambda[a0 + g]
+                    base = 1.0 + lam * cos
+                    pw = ang_norm[a0 + g] * _abs_power(base, zeta - 1.0, ang_int_power[a0 + g])
+                    ang[g] = pw * base
+                    dang[g] = pw * zeta * lam
+                inv_jk = 1.0 / (rj * rk)
+                for m in range(tri_ptr[key], tri_ptr[key + 1]):
+                    col = tri_col[m]
+                    g = tri_rad[m] - r0
+                    h = tri_ang[m] - a0
+                    fp[i, col] += ang[h] * rad[g]
+                    if not derivatives:
+                        continue
+                    dar = dang[h] * rad[g]
+                    cj = ang[h] * (rad_j[g] + rad_jk[g]) - dar * cos / (rj * rj)
+                    ck = ang[h] * (rad_k[g] + rad_jk[g]) - dar * cos / (rk * rk)
+                    cx = dar * inv_jk - ang[h] * rad_jk[g]
+                    for xyz in range(3):
+                        vj = vectors[pj, xyz]
+                        vk = vectors[pk, xyz]
+                        dfp[qj, col, xyz] += cj * vj + cx * vk
+                        dfp[qk, col, xyz] += cx * vj + ck * vk
+
+        if derivatives:
+            own = block_ptr[i]
+            for a in range(n_active):
+                q = active[a]
+                blk = pair_block[start + q]
+                for col in range(n_feat):
+                    for xyz in range(3):
+                        v = dfp[q, col, xyz]
+                        fprimes[blk, col, xyz] += v
+                        fprimes[own, col, xyz] -= v
+                        dfp[q, col, xyz] = 0.0
+    return fp, fprimes
