@@ -19,6 +19,7 @@ import hashlib
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..descriptors import gaussian as _gaussian
 from ..descriptors import gmp as _gmp
 
 #: frames featurized per kernel call inside ``prepare_fingerprints``
@@ -32,14 +33,13 @@ class AMPTorchInterface:
     #: derivative entries with smaller magnitude are dropped from the COO output
     prime_threshold = 0.0
 
-    def _setup_rows(self) -> np.ndarray:
-        """AMPTorch's ``descriptor_setup`` array, the input of the setup hash."""
-        return self.descriptor_setup
+    def _setup_text(self) -> str:
+        """AMPTorch's input of the setup hash: every number of ``descriptor_setup`` as ``%.15f``."""
+        return "".join("%.15f" % v for row in self.descriptor_setup for v in row)
 
     def get_descriptor_setup_hash(self) -> str:
-        """md5 of every number of ``descriptor_setup`` printed as ``%.15f`` (AMPTorch)."""
-        text = "".join("%.15f" % v for row in self._setup_rows() for v in row)
-        self.descriptor_setup_hash = hashlib.md5(text.encode("utf-8")).hexdigest()
+        """md5 of :meth:`_setup_text`, AMPTorch's ``descriptor_setup_hash``."""
+        self.descriptor_setup_hash = hashlib.md5(self._setup_text().encode("utf-8")).hexdigest()
         return self.descriptor_setup_hash
 
     def __eq__(self, other):
@@ -71,26 +71,33 @@ class AMPTorchInterface:
         for start in range(0, len(images), CHUNK_FRAMES):
             chunk = images[start : start + CHUNK_FRAMES]
             fps = self.featurize(chunk, derivatives=calc_derivatives, first_index=start)
-            out.extend(self._image_dict(fps, k, calc_derivatives) for k in range(fps.n_frames))
+            out.extend(self.image_dict(fps, k, calc_derivatives) for k in range(fps.n_frames))
             bar.update(len(chunk))
         bar.close()
         return out
 
-    def _image_dict(self, fps, k, calc_derivatives) -> dict:
+    def image_dict(self, fps, k, calc_derivatives) -> dict:
+        """AMPTorch's dict of frame ``k`` of the batch ``fps`` (see :meth:`prepare_fingerprints`)."""
         one = fps.frame(k)
         numbers = one.numbers
         per_element = self.features_per_element()
         present = [el for el, z in zip(self.elements, self.numbers) if (numbers == z).any()]
+        # AMPTorch pads rows to the widest element present in this image
+        width = max(per_element[el] for el in present)
         image = {
             "atomic_numbers": numbers.astype(np.intc),
             "num_atoms": len(numbers),
-            "descriptors": self._transform(one.fingerprints),
+            "descriptors": self._transform(one.fingerprints[:, :width]),
             "num_descriptors": {el: per_element[el] for el in present},
         }
         if calc_derivatives:
             # AMPTorch concatenates the elements' matrices in ``elements`` order
             atom_order = np.argsort(self.species_of[numbers], kind="stable")
             row, col, val, size = one.coo(0, threshold=self.prime_threshold, atom_order=atom_order)
+            if width < one.n_features:
+                atom, feature = np.divmod(row, one.n_features)
+                row = atom * width + feature
+                size = np.array([len(numbers) * width, size[1]])
             image["descriptor_primes"] = {"row": row, "col": col, "val": val, "size": size}
         return image
 
@@ -145,3 +152,24 @@ class GMP(AMPTorchInterface, _gmp.GMP):
             ]
         )
         self.get_descriptor_setup_hash()
+
+
+class Gaussian(AMPTorchInterface, _gaussian.Gaussian):
+    """AMPTorch's ``Gaussian(Gs, elements, cutoff_func="cosine", gamma=None)``; see
+    :class:`fastfp.descriptors.gaussian.Gaussian`. Its derivatives are not thresholded
+    (as in AMPTorch)."""
+
+    def __init__(self, Gs, elements, cutoff_func="cosine", gamma=None):
+        cutoff_params = {"cutoff_func": cutoff_func}
+        if gamma is not None:
+            cutoff_params["gamma"] = gamma
+        super().__init__(Gs, elements, cutoff_params)
+        self.cutoff_func = cutoff_func.lower()
+        self.gamma = gamma
+        self.get_descriptor_setup_hash()
+
+    def _setup_text(self) -> str:
+        head = "cosine" if self.cutoff_func == "cosine" else "polynomial%.15f" % self.gamma
+        return head + "".join(
+            el + "".join("%.15f" % v for row in rows for v in row) for el, rows in self.descriptor_setup.items()
+        )

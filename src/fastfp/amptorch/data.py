@@ -1,0 +1,51 @@
+"""Frames to AMPTorch's torch_geometric ``Data`` objects, a chunk of frames at a time.
+
+Same fields as AMPTorch's ``AtomsToData.convert`` (``amptorch/preprocessing/
+atoms_to_data.py``): ``fingerprint`` (n_atoms, n_features), ``atomic_numbers``,
+``num_nodes``, optionally ``energy`` (eV), ``forces`` (n_atoms, 3, eV/Å) and
+``fprimes``, the sparse COO derivative matrix (n_atoms * n_features, 3 n_atoms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
+
+from .descriptors import CHUNK_FRAMES
+
+
+def image_to_data(atoms, image: dict, r_energy: bool, r_forces: bool) -> Data:
+    """One ``Data`` from an ASE ``Atoms`` and its ``prepare_fingerprints`` dict."""
+    dtype = torch.get_default_dtype()
+    data = Data(
+        fingerprint=torch.tensor(image["descriptors"], dtype=dtype),
+        atomic_numbers=torch.as_tensor(atoms.numbers, dtype=torch.long),
+        num_nodes=len(atoms),
+    )
+    if r_energy:
+        data.energy = atoms.get_potential_energy(apply_constraint=False)
+    if r_forces:
+        data.forces = torch.tensor(atoms.get_forces(apply_constraint=False), dtype=dtype)
+    if "descriptor_primes" in image:
+        primes = image["descriptor_primes"]
+        indices = torch.from_numpy(np.vstack((primes["row"], primes["col"])).astype(np.int64))
+        values = torch.tensor(primes["val"], dtype=dtype)
+        data.fprimes = torch.sparse_coo_tensor(indices, values, torch.Size(primes["size"]))
+    return data
+
+
+def images_to_data(descriptor, images, r_energy=True, r_forces=True, fprimes=True, disable_tqdm=False) -> list:
+    """``Data`` objects for ``images`` (a sequence of ASE ``Atoms``) with a
+    :mod:`fastfp.amptorch` descriptor, featurized ``CHUNK_FRAMES`` frames per call."""
+    images = [a if hasattr(a, "positions") else a.toatoms() for a in images]  # ase.db rows
+    out = []
+    with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar:
+        for start in range(0, len(images), CHUNK_FRAMES):
+            chunk = images[start : start + CHUNK_FRAMES]
+            fps = descriptor.featurize(chunk, derivatives=fprimes, first_index=start)
+            for k, atoms in enumerate(chunk):
+                out.append(image_to_data(atoms, descriptor.image_dict(fps, k, fprimes), r_energy, r_forces))
+            bar.update(len(chunk))
+    return out
