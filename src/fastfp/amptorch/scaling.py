@@ -46,7 +46,7 @@ def norm_features(scaler, data_list, disable_tqdm=False):
             factor = scale[atom, feature]
             values = data.fprimes._values()
             values = values / factor if scaler.transform == "standardize" else values * factor
-            data.fprimes = torch.sparse_coo_tensor(indices, values, data.fprimes.size())
+            data.fprimes = torch.sparse_coo_tensor(indices, values, data.fprimes.size(), check_invariants=False)
     return data_list
 
 

@@ -1,0 +1,120 @@
+"""The drop-in's torch parts without AMPTorch: scaling against AMPTorch's recorded
+dataset, force contraction, collation."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the 'torch' extra (pip install -e '.[torch]')")
+pytest.importorskip("torch_geometric", reason="needs the 'torch' extra (pip install -e '.[torch]')")
+
+from conftest import load_reference, reference_fprimes, requires_shared  # noqa: E402
+from fastfp.amptorch import GMPOrderNorm  # noqa: E402
+from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
+from fastfp.amptorch.data import images_to_data  # noqa: E402
+from fastfp.amptorch.forces import contract_forces  # noqa: E402
+from fastfp.amptorch.scaling import FeatureScaler, TargetScaler  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@requires_shared
+def test_scaled_dataset_matches_amptorch():
+    config, frames, data = load_reference("dataset_scaled_gmpordernorm")
+    for k, atoms in enumerate(frames):
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        atoms.calc = SinglePointCalculator(atoms, energy=float(data[f"energy_{k}"]), forces=data[f"forces_{k}"])
+    desc = GMPOrderNorm(config["fp_params"], config["elements"])
+    data_list = images_to_data(desc, frames, disable_tqdm=True)
+    features = FeatureScaler(data_list, True, config["scaling"])
+    targets = TargetScaler(data_list, True)
+    features.norm(data_list)
+    targets.norm(data_list)
+    assert float(targets.target_mean) == pytest.approx(float(data["target_mean"]), rel=1e-12)
+    assert float(targets.target_std) == pytest.approx(float(data["target_std"]), rel=1e-12)
+    for k, d in enumerate(data_list):
+        np.testing.assert_allclose(d.fingerprint.numpy(), data[f"fp_{k}"], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(d.fprimes.to_dense().numpy(), reference_fprimes(data, k), rtol=0, atol=1e-4)
+        scaled_energy = (data[f"energy_{k}"] - data["target_mean"]) / data["target_std"]
+        assert float(d.energy) == pytest.approx(float(scaled_energy), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("transform", ["normalize", "standardize"])
+@pytest.mark.parametrize("elementwise", [True, False])
+def test_feature_scaler_scales_fprimes_like_fingerprints(transform, elementwise):
+    """Scaling is affine per (element, feature): derivatives scale by the same factor."""
+    from torch_geometric.data import Data
+
+    rng = np.random.default_rng(0)
+    data_list = []
+    for n in (3, 5):
+        numbers = torch.as_tensor(rng.choice([1, 8], size=n))
+        fprimes = torch.sparse_coo_tensor(
+            torch.as_tensor(np.vstack([rng.integers(0, n * 4, 30), rng.integers(0, 3 * n, 30)])),
+            torch.as_tensor(rng.normal(size=30)), (n * 4, 3 * n))
+        data_list.append(Data(fingerprint=torch.as_tensor(rng.normal(size=(n, 4))), atomic_numbers=numbers,
+                              fprimes=fprimes, num_nodes=n))
+    raw = [(d.fingerprint.clone(), d.fprimes.coalesce()) for d in data_list]
+    scaling = {"type": transform, "range": (0, 1), "elementwise": elementwise}
+    scaler = FeatureScaler(data_list, True, scaling)
+    scaler.norm(data_list)
+    for (fp, fprimes), d in zip(raw, data_list):
+        for z in d.atomic_numbers.unique().tolist():
+            s = scaler.scales[z] if elementwise else scaler.scale
+            expect = (fp - s["offset"]) / s["scale"] if transform == "standardize" else fp * s["scale"] + s["offset"]
+            rows = d.atomic_numbers == z
+            np.testing.assert_allclose(d.fingerprint[rows].numpy(), expect[rows].numpy(), rtol=1e-14)
+        row = fprimes.indices()[0]
+        atom, feature = row // 4, row % 4
+        factor = torch.stack([
+            (scaler.scales[int(d.atomic_numbers[a])] if elementwise else scaler.scale)["scale"][f]
+            for a, f in zip(atom.tolist(), feature.tolist())])
+        expect = fprimes.values() / factor if transform == "standardize" else fprimes.values() * factor
+        np.testing.assert_allclose(d.fprimes.coalesce().values().numpy(), expect.numpy(), rtol=1e-14)
+    if elementwise:
+        with pytest.raises(ValueError, match=r"no scaling fitted for atomic number\(s\) \[29\]"):
+            d = data_list[0]
+            d.atomic_numbers = torch.full_like(d.atomic_numbers, 29)
+            scaler.norm([d])
+
+
+def random_fprimes(seed, n_atoms=7, n_features=5, nnz=60):
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, n_atoms * n_features, (nnz,), generator=g)
+    cols = torch.randint(0, 3 * n_atoms, (nnz,), generator=g)
+    values = torch.randn(nnz, generator=g)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_atoms * n_features, 3 * n_atoms))
+
+
+def test_force_contraction_equals_dense_product():
+    fprimes = random_fprimes(1)
+    gradients = torch.randn(1, fprimes.shape[0])
+    expect = -(fprimes.to_dense().T @ gradients.reshape(-1)).view(-1, 3)
+    torch.testing.assert_close(contract_forces(fprimes, gradients), expect, rtol=1e-13, atol=1e-13)
+
+
+def test_force_contraction_first_and_second_derivatives():
+    fprimes = random_fprimes(2)
+    weights = torch.randn(fprimes.shape[0], requires_grad=True)
+    fingerprints = torch.randn(fprimes.shape[0])
+
+    def forces_of(w):
+        # a smooth energy of the fingerprints, as a network gives: forces need dE/dG
+        energy = torch.sum(torch.tanh(w * fingerprints) ** 2)
+        gradients = torch.autograd.grad(energy, w, create_graph=True)[0]
+        return contract_forces(fprimes, gradients)
+
+    assert torch.autograd.gradcheck(forces_of, (weights,))
+    assert torch.autograd.gradgradcheck(forces_of, (weights,))
+
+
+def test_block_diagonal_collation():
+    matrices = [random_fprimes(s, n_atoms=n) for s, n in enumerate((3, 5, 2))]
+    expect = torch.block_diag(*[m.to_dense() for m in matrices])
+    torch.testing.assert_close(sparse_block_diag(matrices).to_dense(), expect)
