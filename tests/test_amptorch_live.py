@@ -114,3 +114,25 @@ def test_gmp_all_groups_orders_0_to_5(square):
 
 
 VALENCE = {p.name.split("_")[0]: p.name for p in sorted((SHARED / "gmp" / "valence_gaussians").glob("*.g"))}
+
+
+@requires_shared
+@pytest.mark.parametrize("cutoff_params", [{"cutoff_func": "Cosine"}, {"cutoff_func": "Polynomial", "gamma": 2.0}])
+def test_gaussian_per_element_sets(cutoff_params):
+    """Per-element parameter sets of different lengths: AMPTorch pads each image to its
+    widest element present, and hashes the cutoff function."""
+    amptorch_gaussian = pytest.importorskip("amptorch.descriptor.Gaussian")
+    water = ase.io.read(SHARED / "data" / "water_842.traj", ":3")
+    only_h = [a[a.numbers == 1] for a in water[:1]]
+    frames = water + only_h
+    Gs = {
+        "default": {"G2": {"etas": [0.05, 0.5, 4.0], "rs_s": [0, 1.0]},
+                    "G4": {"etas": [0.005], "zetas": [1.0, 4.0], "gammas": [1.0, -1.0]}, "cutoff": 6.0},
+        "H": {"G2": {"etas": [0.05, 2.0], "rs_s": [0]},
+              "G5": {"etas": [0.01], "zetas": [2.0], "gammas": [1.0, -1.0]}, "cutoff": 5.0},
+    }
+    theirs = amptorch_gaussian.Gaussian(Gs, ["H", "O"], **cutoff_params)
+    ours = fast.Gaussian(Gs, ["H", "O"], **cutoff_params)
+    assert ours == theirs and ours.descriptor_setup_hash == theirs.descriptor_setup_hash
+    args = dict(calc_derivatives=True, save_fps=False, verbose=False, cores=1, log=None)
+    assert_same_images(ours.prepare_fingerprints(frames, **args), theirs.prepare_fingerprints(frames, **args))
