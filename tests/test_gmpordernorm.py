@@ -117,3 +117,23 @@ def test_default_cutoff_follows_amptorch_rule(tmp_path):
     a = 1.0 / (sigma * np.sqrt(2 * np.pi))
     assert desc.cutoff == round(np.sqrt(np.log(1e-8 / a) / (-1 / (2 * sigma**2))), 2)
     assert params["cutoff"] == desc.cutoff
+
+
+def test_cell_free_molecule_and_slab_without_vacuum_vector(tmp_path):
+    """A molecule with no cell, or a slab whose non-periodic cell vector is zero, gives
+    the same fingerprints as in a box that holds it."""
+    from ase.build import fcc111
+
+    params = {"MCSHs": {"orders": [0, 2], "sigmas": [0.5, 1.0]}, "cutoff": 5.0,
+              "atom_gaussians": gaussians(tmp_path, ["H", "C", "O", "Cu"])}
+    desc = GMPOrderNorm(params, ["H", "C", "O", "Cu"])
+    free = molecule("CH3CH2OH")
+    boxed = free.copy()
+    boxed.cell = [30, 30, 30]
+    slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
+    slab.pbc = [True, True, False]
+    flat = slab.copy()
+    flat.cell[2] = 0.0
+    a = desc.featurize([free, slab], derivatives=False).fingerprints
+    b = desc.featurize([boxed, flat], derivatives=False).fingerprints
+    np.testing.assert_allclose(a, b, rtol=1e-13)

@@ -1,0 +1,261 @@
+"""Descriptors from AMPTorch-style JSON configs, and a canonical form to record them.
+
+A config is the ``descriptor_setup`` AMPTorch's ``AtomsDataset`` takes, as a dict or a
+JSON file::
+
+    {
+      "fp_scheme": "gmpordernorm",          # or "gmp", "gaussian"
+      "fp_params": {"MCSHs": {"orders": [0, 1, 2, 3], "sigmas": [0.4, 0.8, 1.2, 1.6, 2.0]},
+                    "cutoff": 8,
+                    "atom_gaussians": {"<El>": "../shared/gmp/psp_v3/<El>_pseudodensity.g"}},
+      "elements": ["Cu", "C", "O"],         # optional: else the elements of the frames
+      "cutoff_params": {"cutoff_func": "Cosine"}   # gaussian only
+    }
+
+Relative ``atom_gaussians`` paths resolve against the config file's directory (or
+``base_dir``). The template key ``"<El>"`` stands for every element without an entry of
+its own, with ``<El>`` in its path replaced by the element's symbol.
+
+:func:`resolve_config` turns a config into its canonical, self-contained form (lower-case
+scheme, explicit elements, absolute per-element paths); :func:`config_hash` identifies
+the descriptor settings, with each pseudodensity file standing for its *content*, so a
+store made on one machine matches the same settings on another.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .descriptors.base import Descriptor
+
+#: top-level keys of a config
+CONFIG_KEYS = {"fp_scheme", "fp_params", "elements", "cutoff_params"}
+#: fp_scheme -> (module, class name); imported on demand so that a missing module only
+#: matters to configs that use it
+SCHEMES = {
+    "gmpordernorm": ("fastfp.descriptors.gmp", "GMPOrderNorm"),
+    "gmp": ("fastfp.descriptors.gmp", "GMP"),
+    "gaussian": ("fastfp.descriptors.gaussian", "Gaussian"),
+}
+#: keys of ``cutoff_params`` (AMPTorch's ``Gaussian(Gs, elements, cutoff_func, gamma)``;
+#: fastfp's ``Gaussian(Gs, elements, cutoff_params)``)
+CUTOFF_KEYS = {"cutoff_func", "gamma"}
+#: the template key of ``atom_gaussians``
+TEMPLATE = "<El>"
+
+
+def load_config(config) -> tuple[dict, Path | None]:
+    """``(config dict, directory of the config file or None)`` from a dict or a path
+    to a JSON file. Raises ``ValueError`` for an unreadable or malformed file."""
+    if isinstance(config, dict):
+        return copy.deepcopy(config), None
+    if not isinstance(config, (str, os.PathLike)):
+        raise ValueError(f"config must be a dict or a path to a JSON file, got {type(config).__name__}")
+    path = Path(config)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data, path.resolve().parent
+
+
+def _check_elements(elements, where: str) -> list[str]:
+    if isinstance(elements, str) or not isinstance(elements, Sequence):
+        raise ValueError(f"{where}: 'elements' must be a list of chemical symbols, got {elements!r}")
+    elements = list(elements)
+    if not elements:
+        raise ValueError(f"{where}: 'elements' is empty")
+    bad = [e for e in elements if not isinstance(e, str)]
+    if bad:
+        raise ValueError(f"{where}: 'elements' must be chemical symbols (strings), got {bad}")
+    dup = sorted({e for e in elements if elements.count(e) > 1})
+    if dup:
+        raise ValueError(f"{where}: duplicate element(s) {dup} in 'elements'")
+    from .frames import element_numbers
+
+    element_numbers(elements)  # ValueError naming unknown symbols
+    return elements
+
+
+def _expand_gaussians(atom_gaussians, elements: list[str], base_dir: Path | None) -> dict:
+    """Per-element absolute paths from an ``atom_gaussians`` mapping (template expanded).
+    Elements without an entry are left out (the descriptor reports them)."""
+    if not isinstance(atom_gaussians, dict):
+        raise ValueError(f"fp_params: 'atom_gaussians' must map elements to .g files, got {atom_gaussians!r}")
+    out = {}
+    for el in elements:
+        if el in atom_gaussians:
+            path = atom_gaussians[el]
+        elif TEMPLATE in atom_gaussians:
+            path = str(atom_gaussians[TEMPLATE]).replace(TEMPLATE, el)
+        else:
+            continue
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"fp_params: 'atom_gaussians' entry of {el} must be a path, got {path!r}")
+        path = Path(os.path.expanduser(os.fspath(path)))
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        out[el] = os.path.abspath(path)
+    return out
+
+
+def resolve_config(config, base_dir=None, elements: Sequence[str] | None = None) -> dict:
+    """The canonical form of ``config`` (a dict or a JSON file path).
+
+    ``elements`` is used when the config has none (e.g. the elements found in the
+    frames); the config's own list wins otherwise. ``base_dir`` (default: the config
+    file's directory, else the working directory) anchors relative pseudodensity paths.
+    Raises ``ValueError`` naming unknown keys, an unknown ``fp_scheme`` or bad values.
+    """
+    config, file_dir = load_config(config)
+    where = "config"
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(CONFIG_KEYS)}")
+    if "fp_scheme" not in config:
+        raise ValueError(f"{where}: 'fp_scheme' is required (one of {sorted(SCHEMES)})")
+    scheme = config["fp_scheme"]
+    if not isinstance(scheme, str) or scheme.lower() not in SCHEMES:
+        raise ValueError(f"{where}: unknown fp_scheme {scheme!r}; known: {sorted(SCHEMES)}")
+    scheme = scheme.lower()
+    params = config.get("fp_params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{where}: 'fp_params' must be an object (dict), got {params!r}")
+    params = copy.deepcopy(params)
+
+    if "elements" in config:
+        els = _check_elements(config["elements"], where)
+    elif elements is not None:
+        els = _check_elements(elements, where + " (elements of the frames)")
+    else:
+        raise ValueError(f"{where}: no 'elements' in the config and none given (e.g. from the frames)")
+
+    cutoff_params = config.get("cutoff_params", {})
+    if cutoff_params is None:
+        cutoff_params = {}
+    if not isinstance(cutoff_params, dict):
+        raise ValueError(f"{where}: 'cutoff_params' must be an object (dict), got {cutoff_params!r}")
+    if scheme == "gaussian":
+        bad = sorted(set(cutoff_params) - CUTOFF_KEYS)
+        if bad:
+            raise ValueError(f"{where}: unknown 'cutoff_params' key(s) {bad}; known keys: {sorted(CUTOFF_KEYS)}")
+    elif cutoff_params:
+        raise ValueError(
+            f"{where}: 'cutoff_params' {sorted(cutoff_params)} applies to fp_scheme 'gaussian' only; "
+            f"set the cutoff of {scheme!r} with fp_params 'cutoff'"
+        )
+
+    if scheme in ("gmpordernorm", "gmp"):
+        if "atom_gaussians" not in params:
+            raise ValueError(f"{where}: fp_params 'atom_gaussians' ({{element: path to .g file}}) is required for {scheme!r}")
+        base = Path(base_dir) if base_dir is not None else file_dir
+        params["atom_gaussians"] = _expand_gaussians(params["atom_gaussians"], els, base)
+
+    return {"fp_scheme": scheme, "fp_params": params, "elements": els, "cutoff_params": dict(cutoff_params)}
+
+
+def _descriptor_class(scheme: str):
+    import importlib
+
+    module_name, class_name = SCHEMES[scheme]
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"fp_scheme {scheme!r} is not available in this fastfp ({module_name}.{class_name} missing)") from None
+
+
+def descriptor_from_config(config, base_dir=None, elements: Sequence[str] | None = None) -> Descriptor:
+    """A :class:`~fastfp.descriptors.base.Descriptor` from an AMPTorch-style config.
+
+    ``config`` is a dict or a path to a JSON file; see :func:`resolve_config` for
+    ``base_dir`` and ``elements``. Built as AMPTorch does: ``GMPOrderNorm(MCSHs=fp_params,
+    elements=...)``, ``GMP(MCSHs=fp_params, elements=...)``,
+    ``Gaussian(Gs=fp_params, elements=..., cutoff_params=cutoff_params)``.
+    Raises ``ValueError`` (incl. :class:`~fastfp.pseudodensity.PseudodensityError`) for a bad config.
+    """
+    resolved = resolve_config(config, base_dir=base_dir, elements=elements)
+    return build_descriptor(resolved)
+
+
+def build_descriptor(resolved: dict) -> Descriptor:
+    """The descriptor of a config already in canonical form (:func:`resolve_config`)."""
+    scheme = resolved["fp_scheme"]
+    cls = _descriptor_class(scheme)
+    params = copy.deepcopy(resolved["fp_params"])
+    elements = list(resolved["elements"])
+    if scheme == "gaussian":
+        return cls(Gs=params, elements=elements, cutoff_params=dict(resolved.get("cutoff_params") or {}) or None)
+    return cls(MCSHs=params, elements=elements)
+
+
+def canonical_json(config: dict) -> str:
+    """Deterministic JSON of a (resolved) config: sorted keys, no whitespace."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _file_digest(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return "path:" + str(path)
+
+
+def identity(resolved: dict) -> dict:
+    """The settings that determine the fingerprints: ``resolved`` with each
+    pseudodensity path replaced by the SHA-256 of the file's content (and integers
+    written as floats)."""
+    ident = copy.deepcopy(resolved)
+    ag = ident.get("fp_params", {}).get("atom_gaussians")
+    if isinstance(ag, dict):
+        ident["fp_params"]["atom_gaussians"] = {el: _file_digest(p) for el, p in ag.items()}
+    return _floats(ident)
+
+
+def _floats(x):
+    """Integers as floats, so that ``8`` and ``8.0`` count as the same setting."""
+    if isinstance(x, dict):
+        return {k: _floats(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_floats(v) for v in x]
+    if isinstance(x, int) and not isinstance(x, bool):
+        return float(x)
+    return x
+
+
+def config_hash(config, base_dir=None, elements: Sequence[str] | None = None) -> str:
+    """SHA-256 (hex) of the canonical settings of ``config`` (see :func:`identity`)."""
+    resolved = resolve_config(config, base_dir=base_dir, elements=elements)
+    return hashlib.sha256(canonical_json(identity(resolved)).encode()).hexdigest()
+
+
+def config_differences(a: dict, b: dict) -> list[str]:
+    """Dotted names of the settings where two resolved configs' identities differ."""
+    ia, ib = identity(a), identity(b)
+    out = []
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y), key=str):
+                name = f"{prefix}.{key}" if prefix else str(key)
+                if key not in x or key not in y:
+                    out.append(name)
+                else:
+                    walk(x[key], y[key], name)
+        elif x != y:
+            out.append(prefix or "<config>")
+
+    walk(ia, ib, "")
+    return out
