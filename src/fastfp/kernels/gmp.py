@@ -78,20 +78,13 @@ def gmp_kernel(
 
     fp = np.zeros((n_atoms, n_feat))
     fprimes = np.zeros((n_blocks if derivatives else 0, n_feat, 3))
-    mu = np.empty(n_chan)
-    keep = max_pairs if derivatives else 1
-    # harmonic path, per pair: T_k(D), grad T_k(D), radial R_sn and dR_sn/d(r^2)
-    tval = np.empty((keep, n_comp))
-    tgrad = np.empty((keep, n_comp, 3))
-    radial = np.empty((keep, n_probe, max_deg + 1))
-    dradial = np.empty((keep, n_probe, max_deg + 1))
-    # moment path, per pair: d mu_c / d D
-    dmu = np.empty((max_pairs if derivatives and not harmonic else 0, n_chan, 3))
-    px = np.empty(max_deg + 1)
-    py = np.empty(max_deg + 1)
-    pz = np.empty(max_deg + 1)
-    irs_pow = np.empty(max_deg + 1)
-    dtotal = np.empty(len(feat_chan))
+    # harmonic path: each feature's probe and degree (all its channels share them)
+    feat_probe = np.empty(n_feat, dtype=np.int64)
+    feat_degree = np.empty(n_feat, dtype=np.int64)
+    for fi in range(n_feat):
+        first = feat_chan[feat_ptr[fi]]
+        feat_probe[fi] = chan_probe[first]
+        feat_degree[fi] = comp_degree[chan_comp[first]]
 
     # per (probe, Gaussian): C1 lambda^n, C2, lambda, 1/(2 gamma)
     n_gauss = len(gauss_b)
@@ -110,6 +103,22 @@ def gmp_kernel(
             pref[s, g, 0] = probe_a[s] * gauss_b[g] * (np.pi / gamma) ** 1.5
             for n in range(1, max_deg + 1):
                 pref[s, g, n] = pref[s, g, n - 1] * lamtab[s, g]
+
+    mu = np.empty(n_chan)
+    keep = max_pairs if derivatives else 1
+    # harmonic path, per pair: T_k(D), grad T_k(D), radial R_sn and dR_sn/d(r^2)
+    tval = np.empty((keep, n_comp))
+    tgrad = np.empty((keep, n_comp, 3))
+    radial = np.empty((keep, n_probe, max_deg + 1))
+    dradial = np.empty((keep, n_probe, max_deg + 1))
+    # moment path, per pair: d mu_c / d D
+    dmu = np.empty((max_pairs if derivatives and not harmonic else 0, n_chan, 3))
+    px = np.empty(max_deg + 1)
+    py = np.empty(max_deg + 1)
+    pz = np.empty(max_deg + 1)
+    irs_pow = np.empty(max_deg + 1)
+    dtotal = np.empty(len(feat_chan))
+    scale = np.empty(n_feat)
 
     for i in range(n_atoms):
         start = ptr[i]
@@ -207,24 +216,27 @@ def gmp_kernel(
                     total += feat_weight[m] * mu[c]
                 else:
                     total += feat_weight[m] * mu[c] * mu[c]
-            scale = 1.0
+            scale[fi] = 1.0
             if mode == SQRT_SUM_SQUARES:
                 root = np.sqrt(total)
                 if root <= feat_zero[fi]:
+                    scale[fi] = 0.0
                     continue
                 total = root
-                scale = 0.5 / root
+                scale[fi] = 0.5 / root
             fp[i, fi] = total
-            if not derivatives:
-                continue
-            own = block_ptr[i]
             # d total / d mu_c for the member channels
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
                 dtotal[m] = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[feat_chan[m]]
-            first = feat_chan[feat_ptr[fi]]
-            s = chan_probe[first]
-            n = comp_degree[chan_comp[first]]
-            for q in range(npairs):
+        if not derivatives:
+            continue
+        own = block_ptr[i]
+        for q in range(npairs):
+            p = start + q
+            blk = pair_block[p]
+            for fi in range(n_feat):
+                if scale[fi] == 0.0:
+                    continue
                 gx = 0.0
                 gy = 0.0
                 gz = 0.0
@@ -240,9 +252,10 @@ def gmp_kernel(
                         ay += dtotal[m] * tgrad[q, k, 1]
                         az += dtotal[m] * tgrad[q, k, 2]
                         bt += dtotal[m] * tval[q, k]
+                    s = feat_probe[fi]
+                    n = feat_degree[fi]
                     rad = radial[q, s, n]
                     two_dr_b = 2.0 * dradial[q, s, n] * bt
-                    p = start + q
                     gx = rad * ax + two_dr_b * vectors[p, 0]
                     gy = rad * ay + two_dr_b * vectors[p, 1]
                     gz = rad * az + two_dr_b * vectors[p, 2]
@@ -252,11 +265,11 @@ def gmp_kernel(
                         gx += dtotal[m] * dmu[q, c, 0]
                         gy += dtotal[m] * dmu[q, c, 1]
                         gz += dtotal[m] * dmu[q, c, 2]
-                blk = pair_block[start + q]
-                fprimes[blk, fi, 0] += scale * gx
-                fprimes[blk, fi, 1] += scale * gy
-                fprimes[blk, fi, 2] += scale * gz
-                fprimes[own, fi, 0] -= scale * gx
-                fprimes[own, fi, 1] -= scale * gy
-                fprimes[own, fi, 2] -= scale * gz
+                sc = scale[fi]
+                fprimes[blk, fi, 0] += sc * gx
+                fprimes[blk, fi, 1] += sc * gy
+                fprimes[blk, fi, 2] += sc * gz
+                fprimes[own, fi, 0] -= sc * gx
+                fprimes[own, fi, 1] -= sc * gy
+                fprimes[own, fi, 2] -= sc * gz
     return fp, fprimes
