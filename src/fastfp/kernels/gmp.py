@@ -44,6 +44,30 @@ def _moments(u, half_inv_gamma, n, out):
 
 
 @numba.njit(cache=True)
+def _polynomial(comp_ptr, term_coef, term_exp, k, px, py, pz, coef_scale):
+    """Component k, sum of c * coef_scale[a+b+e] * px[a] py[b] pz[e], and its partial
+    derivatives by the three arguments (d px[a] = a px[a-1], true of powers and of the
+    Gaussian moments alike)."""
+    v = 0.0
+    gx = 0.0
+    gy = 0.0
+    gz = 0.0
+    for m in range(comp_ptr[k], comp_ptr[k + 1]):
+        a = term_exp[m, 0]
+        b = term_exp[m, 1]
+        e = term_exp[m, 2]
+        c = term_coef[m] * coef_scale[a + b + e]
+        v += c * px[a] * py[b] * pz[e]
+        if a > 0:
+            gx += c * a * px[a - 1] * py[b] * pz[e]
+        if b > 0:
+            gy += c * b * px[a] * py[b - 1] * pz[e]
+        if e > 0:
+            gz += c * e * px[a] * py[b] * pz[e - 1]
+    return v, gx, gy, gz
+
+
+@numba.njit(cache=True)
 def gmp_kernel(
     ptr, nbr_species, vectors, pair_block, block_ptr, n_blocks,
     comp_ptr, term_coef, term_exp, comp_degree, harmonic,
@@ -117,6 +141,7 @@ def gmp_kernel(
     py = np.empty(max_deg + 1)
     pz = np.empty(max_deg + 1)
     irs_pow = np.empty(max_deg + 1)
+    ones = np.ones(max_deg + 1)
     dtotal = np.empty(len(feat_chan))
     scale = np.empty(n_feat)
 
@@ -139,22 +164,7 @@ def gmp_kernel(
                 _powers(y, max_deg, py)
                 _powers(z, max_deg, pz)
                 for k in range(n_comp):
-                    v = 0.0
-                    gx = 0.0
-                    gy = 0.0
-                    gz = 0.0
-                    for m in range(comp_ptr[k], comp_ptr[k + 1]):
-                        c = term_coef[m]
-                        a = term_exp[m, 0]
-                        b = term_exp[m, 1]
-                        e = term_exp[m, 2]
-                        v += c * px[a] * py[b] * pz[e]
-                        if a > 0:
-                            gx += c * a * px[a - 1] * py[b] * pz[e]
-                        if b > 0:
-                            gy += c * b * px[a] * py[b - 1] * pz[e]
-                        if e > 0:
-                            gz += c * e * px[a] * py[b] * pz[e - 1]
+                    v, gx, gy, gz = _polynomial(comp_ptr, term_coef, term_exp, k, px, py, pz, ones)
                     tval[slot, k] = v
                     tgrad[slot, k, 0] = gx
                     tgrad[slot, k, 1] = gy
@@ -185,22 +195,7 @@ def gmp_kernel(
                         _moments(lam * z, h, max_deg, pz)
                         for c in range(chan_ptr[s], chan_ptr[s + 1]):
                             k = chan_comp[c]
-                            v = 0.0
-                            gx = 0.0
-                            gy = 0.0
-                            gz = 0.0
-                            for m in range(comp_ptr[k], comp_ptr[k + 1]):
-                                a = term_exp[m, 0]
-                                b = term_exp[m, 1]
-                                e = term_exp[m, 2]
-                                cf = term_coef[m] * irs_pow[a + b + e]
-                                v += cf * px[a] * py[b] * pz[e]
-                                if a > 0:
-                                    gx += cf * a * px[a - 1] * py[b] * pz[e]
-                                if b > 0:
-                                    gy += cf * b * px[a] * py[b - 1] * pz[e]
-                                if e > 0:
-                                    gz += cf * e * px[a] * py[b] * pz[e - 1]
+                            v, gx, gy, gz = _polynomial(comp_ptr, term_coef, term_exp, k, px, py, pz, irs_pow)
                             mu[c] += f * v
                             if derivatives:
                                 dmu[q, c, 0] += f * (2.0 * c2 * x * v + lam * gx)
