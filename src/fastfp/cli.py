@@ -204,5 +204,148 @@ def featurize(args) -> int:
     return 0
 
 
+# -- bench -----------------------------------------------------------------------------
+
+
+@command(
+    "bench",
+    help="run the asv benchmark suite in this environment (fastfp vs AMPTorch) and summarise it",
+    arguments=[
+        arg("--quick", action="store_true",
+            help="the 100-frame subset (and supercells up to 2000 atoms), each benchmark run once"),
+        arg("--data", default=None, metavar="PATH",
+            help="frames to benchmark instead of the default 16,000-frame workload (ASE-readable file)"),
+        arg("--backend", default="amptorch,fastfp,cupy", metavar="LIST",
+            help="comma-separated backends: amptorch, fastfp, cupy (default all; unavailable ones are skipped)"),
+        arg("--out", default="bench-results", metavar="DIR",
+            help="where summary.md and time_vs_frames.png go (default bench-results/)"),
+        arg("--frames", type=_positive_int, nargs="+", default=None, metavar="N",
+            help="frame counts to benchmark (default 100 1000 16000)"),
+    ],
+)
+def bench(args) -> int:
+    from .harness.bench import run_bench
+
+    return run_bench(quick=args.quick, data=args.data, backends=args.backend, out=args.out, frames=args.frames)
+
+
+# -- lmdb ------------------------------------------------------------------------------
+
+
+def _json_arg(text: str, what: str):
+    """JSON text, or the content of a JSON file named by ``text``."""
+    import json
+
+    source = "JSON"
+    if os.path.isfile(text):
+        source = f"file {text!r}"
+        try:
+            text = Path(text).read_text()
+        except OSError as exc:
+            raise CLIError(f"{what}: cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{what}: not valid JSON ({source}): {exc}") from None
+
+
+@command(
+    "lmdb",
+    help="featurize frames with energies and forces into an AMPTorch LMDB dataset "
+    "(for AtomsTrainer's config['dataset']['lmdb_path'])",
+    arguments=[
+        arg("frames", metavar="FRAMES",
+            help="ASE-readable file of frames with energies (and forces); read lazily, twice "
+            "(three times when the config has no elements)"),
+        arg("--config", required=True, metavar="CONFIG.json",
+            help="AMPTorch-style descriptor config (fp_scheme, fp_params, [elements], [cutoff_params])"),
+        arg("--out", required=True, metavar="DATA.lmdb", help="LMDB file to write (replaced atomically on success)"),
+        arg("--scaling", default=None, metavar="JSON",
+            help="feature scaling as JSON text or a JSON file, AMPTorch's dict "
+            "(default {\"type\": \"normalize\", \"range\": [0, 1], \"elementwise\": true})"),
+        arg("--chunk-size", type=_positive_int, default=16, metavar="K",
+            help="frames featurized, scaled and committed together (default 16); bounds memory"),
+        arg("--no-forces", action="store_true",
+            help="energy-only data (no forces, no fprimes), for get_forces=False training"),
+        arg("--format", default=None, metavar="FMT", help="ASE format of FRAMES if not guessed from its name"),
+        arg("--quiet", action="store_true", help="no progress bars or summary"),
+    ],
+)
+def lmdb_command(args) -> int:
+    try:
+        from .amptorch.lmdb import write_lmdb
+    except ImportError as exc:
+        raise CLIError(f"needs torch, torch_geometric and lmdb (the 'torch' extra): {exc}") from None
+    from .config import load_config
+
+    source = Path(args.frames)
+    if not source.is_file():
+        raise CLIError(f"frames file {str(source)!r} " + ("is not a file" if source.exists() else "not found"))
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CLIError(f"output directory {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a directory")
+    if not Path(args.config).is_file():
+        raise CLIError(f"config file {args.config!r} not found")
+    scaling = None if args.scaling is None else _json_arg(args.scaling, "--scaling")
+    raw, base_dir = load_config(args.config)
+
+    # Ctrl-C and SIGTERM (kill, job schedulers) interrupt the write, which removes its
+    # temporary file; exit code 130. Raised inside a numba kernel, the KeyboardInterrupt
+    # surfaces as a SystemError, hence the flag.
+    import signal
+
+    interrupted = []
+
+    def interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        summary = write_lmdb(_Frames(source, args.format), raw, out, scaling=scaling, progress=not args.quiet,
+                             chunk_frames=args.chunk_size, base_dir=base_dir, forcetraining=not args.no_forces,
+                             total=_count_frames(source))
+    except BaseException as exc:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        if isinstance(exc, ValueError) and str(exc).startswith("frame"):  # no energy, bad frame: "frame N: ..."
+            raise CLIError(f"{source}: {exc}") from None
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if not args.quiet:
+        print(f"wrote {out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
+              f"{summary['n_features']} features, {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']:.1f} s "
+              f"({summary['scalers']} scalers)", file=sys.stderr)
+    return 0
+
+
+# -- profile ---------------------------------------------------------------------------
+
+
+def _profile_arguments():
+    from .harness.profile import ARGUMENTS  # stdlib-only module: cheap to import here
+
+    return [arg(*flags, **kwargs) for flags, kwargs in ARGUMENTS]
+
+
+@command(
+    "profile",
+    help="profile a pipeline stage (AMPTorch's or fastfp's) under py-spy, scalene or line_profiler",
+    arguments=_profile_arguments(),
+)
+def profile_command(args) -> int:
+    from .harness.profile import ProfileError, run_from_args
+
+    try:
+        return run_from_args(args)
+    except ProfileError as exc:
+        raise CLIError(str(exc)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
