@@ -1,0 +1,93 @@
+"""The rest of the pipeline, GMPOrderNorm fingerprints with derivatives: scaling, the
+fastfp store, collation, one training epoch, and end-to-end preprocessing."""
+
+from fastfp.harness import stages
+
+from .common import BACKENDS, FRAMES, bench_frames, setup_cache
+
+
+class _Stage:
+    """Common settings: one stage of :mod:`fastfp.harness.stages` on N frames."""
+
+    stage = ""
+    labels = False
+    params = [BACKENDS, FRAMES]
+    param_names = ["backend", "frames"]
+    setup_cache = setup_cache
+    timeout = 4 * 3600
+    number = 1
+    repeat = (1, 3, 30.0)
+    rounds = 1
+    warmup_time = 0
+
+    def setup(self, info, backend, frames):
+        spec = stages.STAGES[self.stage]
+        reason = stages.available(backend)
+        if reason:
+            raise NotImplementedError(reason)
+        if backend not in spec.backends:
+            raise NotImplementedError(spec.why_not)
+        images = bench_frames(info, frames, backend, labels=self.labels)
+        self.run = stages.build(self.stage, backend, images, descriptor="gmpordernorm",
+                                elements=info["elements"])
+
+
+class Scale(_Stage):
+    """Feature scaling (normalize to [0, 1], elementwise) and target scaling, fitted and
+    applied to the same ``Data`` list."""
+
+    stage = "scale"
+    labels = True
+
+    def time_scale(self, info, backend, frames):
+        self.run()
+
+
+class StoreWrite(_Stage):
+    """Writing precomputed fingerprints and derivative blocks to the fastfp HDF5 store."""
+
+    stage = "store_write"
+
+    def time_store_write(self, info, backend, frames):
+        self.run()
+
+
+class StoreRead(_Stage):
+    """Reading the fastfp HDF5 store back, 256 frames at a time."""
+
+    stage = "store_read"
+
+    def time_store_read(self, info, backend, frames):
+        self.run()
+
+
+class Collate(_Stage):
+    """``DataCollater`` on every batch of 16 ``Data`` (block-diagonal derivative matrix)."""
+
+    stage = "collate"
+    labels = True
+
+    def time_collate(self, info, backend, frames):
+        self.run()
+
+
+class TrainEpoch(_Stage):
+    """One ``AtomsTrainer`` epoch (SingleNN 3x20, batch 16, forces, force_coefficient
+    0.05), without / with ``fastfp.amptorch.install()``; preprocessing is in setup."""
+
+    stage = "train_epoch"
+    labels = True
+    repeat = 1  # setup (preprocessing) runs before every sample
+
+    def time_train_epoch(self, info, backend, frames):
+        self.run()
+
+
+class Preprocess(_Stage):
+    """End to end: ``AtomsDataset(frames, ...)`` without / with ``install()``."""
+
+    stage = "preprocess"
+    labels = True
+
+    def time_preprocess(self, info, backend, frames):
+        self.run()
