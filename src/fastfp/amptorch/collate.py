@@ -15,7 +15,10 @@ def sparse_block_diag(matrices) -> torch.Tensor:
     shapes = torch.tensor([m.shape for m in matrices])
     offsets = torch.cumsum(shapes, dim=0) - shapes
     counts = torch.tensor([m._nnz() for m in matrices])
-    indices = torch.cat([m._indices() for m in matrices], dim=1)
-    indices = indices + torch.repeat_interleave(offsets, counts, dim=0).T
+    rows, cols = (
+        torch.cat([m._indices()[axis] for m in matrices]) + torch.repeat_interleave(offsets[:, axis], counts)
+        for axis in (0, 1)
+    )
+    indices = torch.stack([rows, cols])
     values = torch.cat([m._values() for m in matrices])
     return torch.sparse_coo_tensor(indices, values, tuple(shapes.sum(dim=0).tolist()), check_invariants=False)
