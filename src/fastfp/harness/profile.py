@@ -1,0 +1,882 @@
+"""Profile the pipeline stages under py-spy, scalene and line_profiler.
+
+``fastfp profile`` (and :func:`profile`) runs one stage of :mod:`fastfp.harness.stages`
+(the same callables the benchmarks time) for one backend, in a child Python process
+started under the profiler:
+
+* **py-spy** ``record --native -f raw`` (collapsed stacks with C/C++ frames) →
+  ``pyspy-raw.txt``, summarised by :mod:`fastfp.harness.summarise` into
+  ``pyspy.md``/``pyspy.json`` and a flame graph ``pyspy.svg`` coloured by stage. py-spy
+  starts the child itself, which needs no extra permission; where the system forbids
+  reading another process's memory at all, the run stops with an explanation.
+* **scalene** (1.5 or 2.x) with profiling switched on only around the measured work →
+  ``scalene.json`` (+ ``scalene.html`` where a 2.x viewer is available), summarised
+  into ``scalene.md`` (CPU split Python / native / system, memory).
+* **line_profiler** on the hot Python functions of the backend → ``line_profiler.txt``
+  (and ``.json``). fastfp's numba kernels are compiled code and cannot be line-profiled;
+  the report lists them.
+
+Each run writes ``OUT/<target>-<stage>/`` (``run.json`` with the command, machine and
+versions); every run also refreshes ``OUT/overview.md`` and ``OUT/stages.png`` from all
+the py-spy summaries in ``OUT``.
+
+Only the measured work is attributed to the stage: it runs inside
+:func:`_profiled_stage` (py-spy samples outside it are dropped, scalene is switched on
+around it, line_profiler enabled only there); loading frames and building inputs (for
+training: the preprocessed data set and the initialised network) are not profiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import summarise
+from .summarise import MARKER
+
+TOOLS = ("py-spy", "scalene", "line-profiler")
+TARGETS = ("amptorch", "fastfp")
+#: ``--stage`` choices -> stage names of :mod:`fastfp.harness.stages`
+STAGE_NAMES = {"preprocess": "preprocess", "train": "train_epoch", "featurize": "featurize",
+               "scale": "scale", "collate": "collate"}
+DEFAULT_STAGES = ("preprocess", "train")
+DESCRIPTORS = ("gmpordernorm", "gmp", "gaussian")
+
+CHILD_UNAVAILABLE = 3  # exit code of the child when the stage cannot run here
+
+PTRACE_HELP = (
+    "py-spy reads the profiled process's memory (process_vm_readv, the ptrace permission). "
+    "Launching the program under py-spy as its parent needs no extra rights, but this "
+    "system forbids it (seccomp or kernel.yama.ptrace_scope=3). Allow it with "
+    "'docker run --cap-add SYS_PTRACE' (Kubernetes: securityContext.capabilities.add: "
+    "[SYS_PTRACE]) or 'sysctl kernel.yama.ptrace_scope=1', or use --tool scalene / "
+    "--tool line-profiler, which need no such permission"
+)
+
+
+class ProfileError(Exception):
+    """A user-facing failure (bad input, missing tool, forbidden tracing): one message."""
+
+
+# -- the profiled child ----------------------------------------------------------------
+
+CHILD_SCRIPT = """\
+# written by fastfp.harness.profile: the program the profilers run
+import sys
+from fastfp.harness.profile import child_main
+sys.exit(child_main(sys.argv[1:]))
+"""
+
+
+def _profiled_stage(run, repeat: int) -> list[float]:
+    """The measured work, ``repeat`` times; the profilers keep only what happens in here
+    (its name is :data:`fastfp.harness.summarise.MARKER`)."""
+    seconds = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+assert _profiled_stage.__name__ == MARKER
+
+
+def _child_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastfp-profile-child")
+    p.add_argument("--tool", choices=("py-spy", "scalene", "line-profiler", "none"), default="none")
+    p.add_argument("--target", choices=TARGETS, required=True)
+    p.add_argument("--stage", required=True)
+    p.add_argument("--frames", type=int, required=True)
+    p.add_argument("--data", default=None)
+    p.add_argument("--descriptor", default="gmpordernorm")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--status", required=True)
+    p.add_argument("--lp-out", default=None)
+    return p
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("fastfp", "numpy", "torch", "torch_geometric", "numba", "vesin", "ase", "skorch", "amptorch",
+                 "py-spy", "scalene", "line-profiler"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def child_main(argv=None) -> int:
+    """Entry point of the profiled child process (see :data:`CHILD_SCRIPT`)."""
+    args = _child_parser().parse_args(argv)
+    status_path = Path(args.status)
+    t0 = time.perf_counter()
+    from fastfp.harness import stages
+
+    status = {"ok": False, "target": args.target, "stage": args.stage, "tool": args.tool}
+    try:
+        frames = stages.load_bench_frames(args.frames, args.data)
+        run = stages.build(args.stage, args.target, frames, descriptor=args.descriptor)
+    except stages.StageUnavailable as exc:
+        status["unavailable"] = str(exc)
+        status_path.write_text(json.dumps(status, indent=1))
+        print(f"stage unavailable: {exc}", file=sys.stderr)
+        return CHILD_UNAVAILABLE
+    status["setup_s"] = time.perf_counter() - t0
+    status["n_frames"] = len(frames)
+    status["n_atoms"] = int(sum(len(a) for a in frames))
+    status["elements"] = stages.elements_of(frames)
+
+    if args.tool == "line-profiler":
+        seconds = _run_line_profiler(run, args)
+    elif args.tool == "scalene":
+        from scalene import scalene_profiler
+
+        scalene_profiler.start()
+        try:
+            seconds = _profiled_stage(run, args.repeat)
+        finally:
+            scalene_profiler.stop()
+    else:
+        seconds = _profiled_stage(run, args.repeat)
+    status["ok"] = True
+    status["seconds"] = seconds
+    status["versions"] = _versions()
+    try:
+        import torch
+
+        status["torch_threads"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    status_path.write_text(json.dumps(status, indent=1))
+    return 0
+
+
+# -- line_profiler targets -------------------------------------------------------------
+
+#: functions line_profiler times, as ``module:qualname``; those that do not exist in the
+#: installed versions are skipped (and listed in the report)
+LINE_TARGETS = {
+    "amptorch": [
+        "amptorch.preprocessing.utils:FeatureScaler.norm",
+        "amptorch.preprocessing.utils:FeatureScaler.__init__",
+        "amptorch.preprocessing.utils:TargetScaler.norm",
+        "amptorch.preprocessing.utils:sparse_block_diag",
+        "amptorch.preprocessing.atoms_to_data:AtomsToData.convert",
+        "amptorch.preprocessing.atoms_to_data:AtomsToData.convert_all",
+        "amptorch.descriptor.base_descriptor:BaseDescriptor.prepare_fingerprints",
+        "amptorch.descriptor.base_descriptor:BaseDescriptor._compute_fingerprints_nodb",
+        "amptorch.descriptor.GMPOrderNorm:GMPOrderNorm.calculate_fingerprints",
+        "amptorch.descriptor.GMP:GMP.calculate_fingerprints",
+        "amptorch.descriptor.Gaussian:Gaussian.calculate_fingerprints",
+        "amptorch.dataset:AtomsDataset.process",
+        "amptorch.dataset:DataCollater.__call__",
+        "amptorch.model:BPNN.forward",
+        "amptorch.model:SingleNN.forward",
+        "amptorch.model:CustomLoss.forward",
+    ],
+    "fastfp": [
+        "fastfp.amptorch.scaling:norm_features",
+        "fastfp.amptorch.scaling:_scale_tables",
+        "fastfp.amptorch.scaling:FeatureScaler.__init__",
+        "fastfp.amptorch.scaling:TargetScaler.norm",
+        "amptorch.preprocessing.utils:FeatureScaler.__init__",  # install() keeps AMPTorch's fit
+        "fastfp.amptorch.data:images_to_data",
+        "fastfp.amptorch.data:image_to_data",
+        "fastfp.amptorch.descriptors:AMPTorchInterface.prepare_fingerprints",
+        "fastfp.amptorch.descriptors:AMPTorchInterface.image_dict",
+        "fastfp.descriptors.base:Descriptor.featurize",
+        "fastfp.descriptors.gmp:_GMPFamily._compute",
+        "fastfp.descriptors.gaussian:Gaussian._compute",
+        "fastfp.frames:pack_frames",
+        "fastfp.neighbors:neighbor_pairs",
+        "fastfp.batch:Fingerprints.coo",
+        "fastfp.amptorch.collate:sparse_block_diag",
+        "amptorch.dataset:AtomsDataset.process",
+        "amptorch.dataset:DataCollater.__call__",
+        "fastfp.amptorch.model:bpnn_forward",
+        "fastfp.amptorch.model:singlenn_forward",
+        "fastfp.amptorch.model:_energy_and_forces",
+        "fastfp.amptorch.forces:contract_forces",
+        "amptorch.model:CustomLoss.forward",
+    ],
+}
+
+#: modules whose numba-compiled kernels are listed as not line-profilable
+NUMBA_MODULES = ("fastfp.kernels.gmp", "fastfp.kernels.gaussian", "fastfp.kernels.blocks")
+
+
+def resolve(spec: str):
+    """``module:qualname`` -> the function (unwrapping classmethods/staticmethods), or None."""
+    module_name, _, qualname = spec.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception:
+        return None
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    obj = getattr(obj, "__func__", obj)
+    return obj if hasattr(obj, "__code__") else None
+
+
+def numba_kernels() -> list[str]:
+    """Names of fastfp's numba-compiled functions (``module.name``)."""
+    out = []
+    for name in NUMBA_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except Exception:
+            continue
+        for attr, value in vars(mod).items():
+            if hasattr(value, "py_func") and hasattr(value, "signatures"):
+                out.append(f"{name}.{attr}")
+    return sorted(out)
+
+
+def _run_line_profiler(run, args) -> list[float]:
+    from line_profiler import LineProfiler
+
+    lp = LineProfiler()
+    found, missing = [], []
+    for spec in LINE_TARGETS[args.target]:
+        func = resolve(spec)
+        if func is None:
+            missing.append(spec)
+        else:
+            lp.add_function(func)
+            found.append(spec)
+    lp.enable_by_count()
+    try:
+        seconds = _profiled_stage(run, args.repeat)
+    finally:
+        lp.disable_by_count()
+    prefix = Path(args.lp_out)
+    stats = lp.get_stats()
+    functions = []
+    for (filename, first_line, name), timings in stats.timings.items():
+        if not timings:
+            continue
+        total = sum(t for _, _, t in timings) * stats.unit
+        functions.append({"function": name, "file": filename, "first_line": first_line, "total_s": total,
+                          "lines": [[ln, hits, t * stats.unit] for ln, hits, t in timings]})
+    functions.sort(key=lambda f: -f["total_s"])
+    kernels = numba_kernels() if args.target == "fastfp" else []
+    with open(f"{prefix}.txt", "w", encoding="utf-8") as fh:
+        fh.write(f"# line_profiler: target {args.target}, stage {args.stage}, {args.frames} frames, "
+                 f"descriptor {args.descriptor}, {args.repeat} run(s), {sum(seconds):.2f} s under the profiler\n")
+        fh.write("# times in ms; each function's table covers only its own lines (callees included in the line "
+                 "that calls them)\n#\n# function totals:\n")
+        for f in functions:
+            fh.write(f"#   {f['total_s']:10.3f} s  {f['function']}  ({summarise.short_path(f['file'])}:{f['first_line']})\n")
+        if missing:
+            fh.write("# not found in the installed versions (skipped): " + ", ".join(missing) + "\n")
+        if kernels:
+            fh.write("# numba-compiled kernels cannot be line-profiled (compiled machine code, no Python line "
+                     "events); their time shows on the line that calls them: " + ", ".join(kernels) + "\n")
+        fh.write("#\n")
+        lp.print_stats(stream=fh, output_unit=1e-3, stripzeros=True)
+    with open(f"{prefix}.json", "w", encoding="utf-8") as fh:
+        json.dump({"target": args.target, "stage": args.stage, "seconds": seconds, "profiled": found,
+                   "missing": missing, "numba_kernels": kernels, "functions": functions}, fh, indent=1)
+    return seconds
+
+
+# -- environment checks ----------------------------------------------------------------
+
+
+def find_pyspy() -> str | None:
+    """The py-spy executable: beside this Python, else on PATH."""
+    here = Path(sys.executable).parent / ("py-spy.exe" if os.name == "nt" else "py-spy")
+    if here.is_file():
+        return str(here)
+    return shutil.which("py-spy")
+
+
+def tool_version(tool: str) -> str | None:
+    dist = {"py-spy": "py-spy", "scalene": "scalene", "line-profiler": "line-profiler"}[tool]
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tool_missing(tool: str) -> str | None:
+    """None if ``tool`` can be used, else why not (with the install command)."""
+    if tool == "py-spy":
+        if find_pyspy() is None:
+            return "py-spy is not installed: pip install py-spy"
+        return None
+    if tool == "scalene":
+        if importlib.util.find_spec("scalene") is None:
+            return "scalene is not installed: pip install scalene"
+        return None
+    if tool == "line-profiler":
+        if importlib.util.find_spec("line_profiler") is None:
+            return "line_profiler is not installed: pip install line-profiler"
+        return None
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def pyspy_permitted(timeout: float = 60) -> tuple[bool, str]:
+    """Whether py-spy can sample a child process here: ``(True, "")`` or ``(False, why)``."""
+    exe = find_pyspy()
+    if exe is None:
+        return False, "py-spy is not installed: pip install py-spy"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.txt"
+        cmd = [exe, "record", "-r", "50", "-f", "raw", "-o", str(out), "--", sys.executable, "-c",
+               "import time\nt = time.time()\nwhile time.time() - t < 0.4: pass"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False, "py-spy probe timed out"
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0 or not out.exists():
+            return False, _pyspy_failure(text) or f"py-spy failed (exit {proc.returncode}): {_tail(text, 3)}"
+    return True, ""
+
+
+_PERM = re.compile(r"(?i)(permission denied|operation not permitted|os error 1\b|EPERM|ptrace|process_vm_readv)")
+
+
+def _pyspy_failure(text: str) -> str | None:
+    """An explanation if py-spy's output says it was not allowed to read the process."""
+    for line in text.splitlines():
+        if _PERM.search(line):
+            return f"py-spy was not allowed to sample the child ({line.strip()}). {PTRACE_HELP}"
+    return None
+
+
+def _tail(text: str, n: int = 15) -> str:
+    lines = [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+def check_out_dir(out: Path) -> Path:
+    """Create ``out`` if needed and check that files can be written in it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProfileError(f"cannot create output directory {str(out)!r}: {exc.strerror or exc}") from None
+    if not out.is_dir():
+        raise ProfileError(f"output path {str(out)!r} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ProfileError(f"output directory {str(out)!r} is not writable: {exc.strerror or exc}") from None
+    return out
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def machine_info() -> dict:
+    """CPU model, core count, memory and load of this machine."""
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        pass
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal"):
+                info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    try:
+        info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+# -- running the tools -----------------------------------------------------------------
+
+
+def _profile_only_paths() -> list[str]:
+    """Path fragments scalene profiles: the pipeline's packages and torch's optimisers.
+    Time in other libraries (torch, torch_geometric, numpy) and in native code counts
+    to the innermost of these lines that called it."""
+    out = []
+    for mod in ("fastfp", "amptorch", "skorch"):
+        spec = importlib.util.find_spec(mod)
+        if spec is not None and spec.submodule_search_locations:
+            out.append(str(Path(list(spec.submodule_search_locations)[0])) + os.sep)
+    torch_spec = importlib.util.find_spec("torch")
+    if torch_spec is not None and torch_spec.submodule_search_locations:
+        out.append(str(Path(list(torch_spec.submodule_search_locations)[0]) / "optim") + os.sep)
+    return out
+
+
+def _scalene_major() -> int:
+    version = tool_version("scalene") or "0"
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _scalene_viewer() -> list[str] | None:
+    """A ``scalene`` >= 2 command that can render HTML (``scalene view --html``):
+    this Python's if it is 2.x, else ``FASTFP_SCALENE_VIEWER`` or a ``scalene`` on PATH
+    that is 2.x."""
+    if _scalene_major() >= 2:
+        return [sys.executable, "-m", "scalene"]
+    candidates = [os.environ.get("FASTFP_SCALENE_VIEWER"), shutil.which("scalene")]
+    for exe in filter(None, candidates):
+        try:
+            proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        m = re.search(r"version (\d+)\.", proc.stdout + proc.stderr)
+        if m and int(m.group(1)) >= 2:
+            return [exe]
+    return None
+
+
+class _Run:
+    """One (tool, target, stage) run: its directory, child arguments and results."""
+
+    def __init__(self, tool, target, stage, directory: Path, child_args: list[str], script: Path):
+        self.tool = tool
+        self.target = target
+        self.stage = stage
+        self.dir = directory
+        self.child_args = child_args
+        self.script = script
+        self.status_path = directory / f".status-{tool}.json"
+        self.log_path = directory / f"{tool_slug(tool)}.log"
+
+    def child(self, extra=()) -> list[str]:
+        return [sys.executable, str(self.script), "--tool", self.tool, "--status", str(self.status_path),
+                *self.child_args, *extra]
+
+    def execute(self, cmd: list[str], timeout: float | None) -> tuple[int, str]:
+        if self.status_path.exists():
+            self.status_path.unlink()
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("TQDM_DISABLE", "1")
+        try:
+            with open(self.log_path, "w", encoding="utf-8") as log:
+                log.write("$ " + shlex.join(cmd) + "\n")
+                log.flush()
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ProfileError(f"{self.tool} run of {self.target} {self.stage} took longer than {timeout:.0f} s "
+                               f"(log: {self.log_path}); use fewer --frames") from None
+        return proc.returncode, self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def status(self, rc: int, text: str) -> dict:
+        """The child's status, or a :class:`ProfileError` saying why it failed."""
+        if self.status_path.exists():
+            status = json.loads(self.status_path.read_text())
+            self.status_path.unlink()
+            if status.get("unavailable"):
+                raise ProfileError(f"{self.stage} cannot run for {self.target} here: {status['unavailable']}")
+            if status.get("ok"):
+                return status
+        raise ProfileError(f"the profiled program failed (exit {rc}); last lines of {self.log_path}:\n"
+                           f"{_tail(text)}")
+
+
+def tool_slug(tool: str) -> str:
+    return {"py-spy": "pyspy", "scalene": "scalene", "line-profiler": "line_profiler"}[tool]
+
+
+def _run_pyspy(run: _Run, rate: int, native: bool, timeout) -> dict:
+    raw = run.dir / "pyspy-raw.txt"
+    if raw.exists():
+        raw.unlink()
+    cmd = [find_pyspy(), "record", "-r", str(rate), "-f", "raw", "--full-filenames", "-o", str(raw)]
+    if native:
+        cmd.append("--native")
+    cmd += ["--", *run.child()]
+    rc, text = run.execute(cmd, timeout)
+    if not raw.exists():
+        why = _pyspy_failure(text)
+        if why:
+            raise ProfileError(why)
+    status = run.status(rc, text)
+    if not raw.exists():
+        raise ProfileError(f"py-spy wrote no samples (exit {rc}); last lines of {run.log_path}:\n{_tail(text)}")
+    m = re.search(r"Samples: (\d+) Errors: (\d+)", text)
+    if m:
+        status["pyspy_samples"], status["pyspy_errors"] = int(m.group(1)), int(m.group(2))
+    status["pyspy_native"] = native
+    data = pyspy_products(run.dir, run.target, run.stage, status)
+    return {"status": status, "summary": data, "files": ["pyspy-raw.txt", "pyspy.svg", "pyspy.md", "pyspy.json"]}
+
+
+def pyspy_products(directory: Path, target: str, stage: str, status: dict) -> dict:
+    """``pyspy.svg``, ``pyspy.md`` and ``pyspy.json`` from ``directory/pyspy-raw.txt``;
+    ``status``: ``n_frames``, ``n_atoms``, ``seconds`` (and py-spy's sample/error counts)."""
+    samples = summarise.stage_samples(summarise.read_collapsed(directory / "pyspy-raw.txt"))
+    summary = summarise.summarise_stacks(samples)
+    title = f"{target} {stage}: {status['n_frames']} frames ({status['n_atoms']} atoms)"
+    mode = "py-spy --native" if status.get("pyspy_native", True) else "py-spy (Python frames only)"
+    summarise.flamegraph_svg(samples, directory / "pyspy.svg", title=f"{title} — {mode}, {summary.total} samples")
+    md = summarise.stacks_markdown(summary, title=f"py-spy: {title}", seconds=sum(status["seconds"]))
+    note = ""
+    if status.get("pyspy_errors") and status.get("pyspy_samples"):
+        frac = status["pyspy_errors"] / max(status["pyspy_samples"], 1)
+        if frac > 0.05:
+            note = f"\nNote: py-spy reported {status['pyspy_errors']} sampling errors ({100 * frac:.0f}%).\n"
+    (directory / "pyspy.md").write_text(md + note + "\nFlame graph: [pyspy.svg](pyspy.svg)\n", encoding="utf-8")
+    data = summary.to_json()
+    data.update({"target": target, "stage": stage, "seconds": status["seconds"],
+                 "n_frames": status["n_frames"], "n_atoms": status["n_atoms"],
+                 "native": status.get("pyspy_native", True)})
+    (directory / "pyspy.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return data
+
+
+def _run_scalene(run: _Run, timeout) -> dict:
+    out_json = run.dir / "scalene.json"
+    if out_json.exists():
+        out_json.unlink()
+    only = ",".join(_profile_only_paths() + [str(run.script.parent) + os.sep])
+    child = run.child()[1:]  # the script and its arguments
+    if _scalene_major() >= 2:
+        cmd = [sys.executable, "-m", "scalene", "run", "-o", str(out_json), "--off", "--memory", "--profile-all",
+               "--profile-only", only, "--cpu-percent-threshold", "0", child[0], "---", *child[1:]]
+    else:
+        cmd = [sys.executable, "-m", "scalene", "--json", "--outfile", str(out_json), "--cli", "--no-browser",
+               "--off", "--memory", "--profile-all", "--profile-only", only, "--cpu-percent-threshold", "0",
+               child[0], "---", *child[1:]]
+    rc, text = run.execute(cmd, timeout)
+    status = run.status(rc, text)
+    if not out_json.exists():
+        raise ProfileError(f"scalene wrote no profile (exit {rc}); last lines of {run.log_path}:\n{_tail(text)}")
+    files = ["scalene.json"]
+    viewer = _scalene_viewer()
+    html_note = ""
+    if viewer:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([*viewer, "view", "--html", str(out_json.resolve())], cwd=tmp,
+                                  capture_output=True, text=True, timeout=300)
+            made = Path(tmp) / "scalene-profile.html"
+            if proc.returncode == 0 and made.exists():
+                shutil.move(str(made), run.dir / "scalene.html")
+                files.append("scalene.html")
+    else:
+        html_note = ("\nNo HTML: scalene < 2 has no 'view' command; render with a scalene 2.x: "
+                     "`scalene view --html scalene.json` (or set FASTFP_SCALENE_VIEWER).\n")
+    s = scalene_products(run.dir, run.target, run.stage, status, html_note)
+    return {"status": status, "summary": s, "files": files + ["scalene.md", "scalene-summary.json"]}
+
+
+def scalene_products(directory: Path, target: str, stage: str, status: dict, note: str = "") -> dict:
+    """``scalene.md`` and ``scalene-summary.json`` from ``directory/scalene.json``."""
+    s = summarise.summarise_scalene(directory / "scalene.json")
+    title = f"{target} {stage}: {status['n_frames']} frames ({status['n_atoms']} atoms)"
+    version = status.get("tool_version") or tool_version("scalene")
+    md = summarise.scalene_markdown(s, title=f"scalene {version}: {title}")
+    if (directory / "scalene.html").exists():
+        note += "\nInteractive view: scalene.html (not in git; regenerate with `scalene view --html scalene.json`).\n"
+    (directory / "scalene.md").write_text(md + note, encoding="utf-8")
+    s.update({"target": target, "stage": stage, "seconds": status["seconds"]})
+    (directory / "scalene-summary.json").write_text(json.dumps(s, indent=1), encoding="utf-8")
+    return s
+
+
+def resummarise(out) -> list[Path]:
+    """Rewrite the summaries, flame graphs and overview of every run in ``out`` from the
+    raw outputs kept there (``pyspy-raw.txt``, ``scalene.json``) and ``run.json``, e.g.
+    after the stage rules in :mod:`fastfp.harness.summarise` change."""
+    done = []
+    for info_path in sorted(Path(out).glob("*/run.json")):
+        info = json.loads(info_path.read_text())
+        directory = info_path.parent
+        for tool, products in (("py-spy", pyspy_products), ("scalene", scalene_products)):
+            t = info.get("tools", {}).get(tool)
+            raw = directory / ("pyspy-raw.txt" if tool == "py-spy" else "scalene.json")
+            if not t or not raw.exists():
+                continue
+            status = {"n_frames": t.get("frames"), "n_atoms": t.get("atoms"), "seconds": t.get("stage_seconds"),
+                      "pyspy_samples": t.get("samples"), "pyspy_errors": t.get("errors"),
+                      "pyspy_native": t.get("native", True),
+                      "tool_version": t.get("version")}
+            products(directory, info["target"], info["stage"], status)
+            if directory not in done:
+                done.append(directory)
+    write_overview(out)
+    return done
+
+
+def _run_line_profiler_tool(run: _Run, timeout) -> dict:
+    prefix = run.dir / "line_profiler"
+    rc, text = run.execute(run.child(["--lp-out", str(prefix)]), timeout)
+    status = run.status(rc, text)
+    data = json.loads(Path(f"{prefix}.json").read_text())
+    return {"status": status, "summary": data, "files": ["line_profiler.txt", "line_profiler.json"]}
+
+
+def profile(tools, target: str, stages_=DEFAULT_STAGES, frames: int = 20, data: str | None = None,
+            out="fastfp-profile", descriptor: str = "gmpordernorm", repeat: int | None = None,
+            rate: int = 100, native: bool = True, timeout: float | None = None, command: str | None = None,
+            log=print) -> list[dict]:
+    """Run each of ``tools`` on each of ``stages_`` (``--stage`` names) for ``target``;
+    return one dict per run (``tool``, ``target``, ``stage``, ``dir``, ``status``,
+    ``summary``, ``files``). Tools that are not installed are skipped with a message when
+    several are asked for, an error when only one is."""
+    tools = list(tools)
+    for t in tools:
+        if t not in TOOLS:
+            raise ProfileError(f"unknown tool {t!r}; known: {', '.join(TOOLS)}")
+    if target not in TARGETS:
+        raise ProfileError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    for s in stages_:
+        if s not in STAGE_NAMES:
+            raise ProfileError(f"unknown stage {s!r}; known: {', '.join(STAGE_NAMES)}")
+    if frames < 1:
+        raise ProfileError(f"--frames must be at least 1, got {frames}")
+    out = check_out_dir(Path(out))
+    from . import stages as stage_defs
+
+    if data is not None and not Path(data).exists() and not _is_workload_name(data):
+        raise ProfileError(f"--data {data!r}: no such file, directory or workload")
+
+    reason = stage_defs.available(target)
+    if reason:
+        raise ProfileError(f"cannot profile target {target!r}: {reason}")
+    for s in stages_:
+        spec = stage_defs.STAGES[STAGE_NAMES[s]]
+        if target not in spec.backends:
+            raise ProfileError(f"stage {s!r} has no {target} implementation: {spec.why_not}")
+        if spec.fastfp_needs_amptorch and target == "fastfp":
+            reason = stage_defs.available("amptorch")
+            if reason:
+                raise ProfileError(f"stage {s!r} for fastfp runs AMPTorch's AtomsTrainer with "
+                                   f"fastfp.amptorch.install(): {reason}")
+    usable = []
+    for t in tools:
+        why = tool_missing(t)
+        if why and len(tools) == 1:
+            raise ProfileError(why)
+        if why:
+            log(f"skipping {t}: {why}")
+        else:
+            usable.append(t)
+    if "py-spy" in usable:
+        ok, why = pyspy_permitted()
+        if not ok and len(usable) == 1:
+            raise ProfileError(why)
+        if not ok:
+            log(f"skipping py-spy: {why}")
+            usable.remove("py-spy")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fastfp-profile-") as tmp:
+        script = Path(tmp) / "fastfp_profile_child.py"
+        script.write_text(CHILD_SCRIPT)
+        for stage in stages_:
+            stage_name = STAGE_NAMES[stage]
+            n_repeat = repeat or (2 if stage == "train" else 1)
+            directory = out / f"{target}-{stage}"
+            directory.mkdir(exist_ok=True)
+            child_args = ["--target", target, "--stage", stage_name, "--frames", str(frames),
+                          "--descriptor", descriptor, "--repeat", str(n_repeat)]
+            if data:
+                child_args += ["--data", str(data)]
+            for tool in usable:
+                run = _Run(tool, target, stage, directory, child_args, script)
+                log(f"{tool}: {target} {stage} ({frames} frames, {descriptor}) -> {directory}")
+                t0 = time.perf_counter()
+                if tool == "py-spy":
+                    res = _run_pyspy(run, rate, native, timeout)
+                elif tool == "scalene":
+                    res = _run_scalene(run, timeout)
+                else:
+                    res = _run_line_profiler_tool(run, timeout)
+                res.update({"tool": tool, "target": target, "stage": stage, "dir": str(directory),
+                            "wall_s": time.perf_counter() - t0})
+                _write_run_json(run, res, frames, data, descriptor, n_repeat, command)
+                results.append(res)
+                log(f"  done in {res['wall_s']:.0f} s (stage {sum(res['status']['seconds']):.1f} s): "
+                    + ", ".join(str(directory / f) for f in res["files"] if not f.endswith(".json")))
+    write_overview(out)
+    return results
+
+
+def _is_workload_name(source: str) -> bool:
+    name = source.split(":", 1)[0]
+    try:
+        from fastfp.workloads import list_workloads
+    except ImportError:
+        from .stages import DEFAULT_WORKLOAD
+
+        return name == DEFAULT_WORKLOAD
+    return name in list_workloads()
+
+
+def _write_run_json(run: _Run, res: dict, frames, data, descriptor, repeat, command) -> None:
+    path = run.dir / "run.json"
+    try:
+        info = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        info = {}
+    status = res["status"]
+    info.update({
+        "target": run.target, "stage": run.stage, "descriptor": descriptor,
+        "data": data or "default workload (fastfp.harness.stages.data_source())",
+        "commit": _git_commit(), "machine": machine_info(), "versions": status.get("versions"),
+        "torch_threads": status.get("torch_threads"),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+                       if k in os.environ},
+    })
+    info.setdefault("tools", {})[run.tool] = {
+        "version": tool_version(run.tool),
+        "command": command,
+        "frames": status.get("n_frames"), "atoms": status.get("n_atoms"), "repeat": repeat,
+        "stage_seconds": status.get("seconds"), "setup_seconds": status.get("setup_s"),
+        "wall_seconds": res["wall_s"], "files": res["files"],
+        **({"samples": status.get("pyspy_samples"), "errors": status.get("pyspy_errors"),
+            "native": status.get("pyspy_native")}
+           if run.tool == "py-spy" else {}),
+    }
+    path.write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def write_overview(out) -> Path | None:
+    """``OUT/overview.md`` and ``OUT/stages.png`` from every ``OUT/*/pyspy.json``
+    (and the scalene CPU splits from ``OUT/*/scalene-summary.json``)."""
+    out = Path(out)
+    runs = []
+    order = {"amptorch": 0, "fastfp": 1}
+    for p in sorted(out.glob("*/pyspy.json"), key=lambda p: (p.parent.name.split("-", 1)[-1],
+                                                            order.get(p.parent.name.split("-")[0], 9))):
+        d = json.loads(p.read_text())
+        runs.append({"label": f"{d['target']} {d['stage']} ({d['n_frames']} frames)", "shares": d["shares"],
+                     "seconds": sum(d["seconds"]), "link": f"{p.parent.name}/pyspy.md",
+                     "native": d.get("native", True)})
+    scal = []
+    for p in sorted(out.glob("*/scalene-summary.json")):
+        d = json.loads(p.read_text())
+        cpu = d["cpu_split"]
+        user = cpu["python"] + cpu["native"]
+        py_of_user = f"{100 * cpu['python'] / user:.0f}%" if user > 0 else ""
+        scal.append(f"| [{d['target']} {d['stage']}]({p.parent.name}/scalene.md) | {sum(d['seconds']):.1f} "
+                    f"| {100 * cpu['python']:.1f}% | {100 * cpu['native']:.1f}% "
+                    f"| {100 * cpu['system']:.1f}% | {py_of_user} | {d.get('max_footprint_mb') or 0:.0f} |")
+    if not runs and not scal:
+        return None
+    text = ["# Profiles\n", "Written by `fastfp profile`; one folder per target and stage.\n"]
+    if runs:
+        chart = summarise.stage_chart(runs, out / "stages.png")
+        summarise.stage_chart(runs, out / "stages-seconds.png", absolute=True,
+                              title="Time by stage (py-spy samples x stage seconds)")
+        mode = "py-spy --native" if all(r["native"] for r in runs) else \
+            "py-spy" if not any(r["native"] for r in runs) else "py-spy, some runs without --native"
+        text += [f"## Share of time by stage ({mode} samples of the measured work)\n",
+                 "Seconds are those of the measured work under py-spy, which slows it down "
+                 "(more for native-heavy code): compare them with the benchmarks' timings, not as timings.\n",
+                 summarise.overview_markdown(runs)]
+        if chart:
+            text.append("\n![stage breakdown](stages.png)\n\n![seconds by stage](stages-seconds.png)\n")
+    if scal:
+        text += ["\n## CPU time split (scalene)\n",
+                 "Shares of the profiled stage's time as scalene reports them. Scalene's 'system' is the "
+                 "wall time not spent in user code (kernel time and, on a loaded machine, time waiting "
+                 "for a CPU), so 'Python / (Python + native)' is the fairer split.\n",
+                 "| run | seconds | Python | native | system | Python / (Python + native) | peak MB |",
+                 "|---|---:|---:|---:|---:|---:|---:|", *scal, ""]
+    path = out / "overview.md"
+    path.write_text("\n".join(text), encoding="utf-8")
+    return path
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+#: ``fastfp profile``'s options, as ``(flags, add_argument keywords)``
+ARGUMENTS = [
+    (("--tool",), dict(choices=(*TOOLS, "all"), default="all",
+                       help="profiler to run (default all: py-spy, scalene, line-profiler)")),
+    (("--target",), dict(choices=TARGETS, required=True,
+                         help="'amptorch' (AMPTorch's own code) or 'fastfp' (fastfp, or AMPTorch with "
+                              "fastfp.amptorch.install() where the stage is AMPTorch's)")),
+    (("--stage",), dict(choices=(*STAGE_NAMES, "all"), default="all",
+                        help="stage to profile (default all = preprocess and train)")),
+    (("--frames",), dict(type=int, default=20, metavar="N", help="number of frames (default 20)")),
+    (("--data",), dict(default=None, metavar="PATH",
+                       help="frames: ASE-readable file, directory or workload name "
+                            "(default: the benchmark workload, or FASTFP_BENCH_DATA)")),
+    (("--out",), dict(default="fastfp-profile", metavar="DIR", help="output directory (default fastfp-profile)")),
+    (("--descriptor",), dict(choices=DESCRIPTORS, default="gmpordernorm",
+                             help="descriptor settings of fastfp.harness.stages (default gmpordernorm)")),
+    (("--repeat",), dict(type=int, default=None, metavar="K",
+                         help="run the measured work K times (default 1; train: 2 epochs)")),
+    (("--rate",), dict(type=int, default=100, metavar="HZ", help="py-spy samples per second (default 100)")),
+    (("--no-native",), dict(action="store_true", help="py-spy without --native (Python frames only)")),
+    (("--timeout",), dict(type=float, default=None, metavar="S", help="time limit per profiled run, seconds")),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for flags, kwargs in ARGUMENTS:
+        parser.add_argument(*flags, **kwargs)
+
+
+def run_from_args(args) -> int:
+    """``fastfp profile``: raises :class:`ProfileError` with a one-line reason on bad input."""
+    tools = list(TOOLS) if args.tool == "all" else [args.tool]
+    stage_list = list(DEFAULT_STAGES) if args.stage == "all" else [args.stage]
+    for name, value in (("--frames", args.frames), ("--repeat", args.repeat or 1), ("--rate", args.rate)):
+        if value < 1:
+            raise ProfileError(f"{name} must be a positive integer, got {value}")
+    command = "fastfp profile " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "profile" else None
+    results = profile(tools, args.target, stage_list, frames=args.frames, data=args.data, out=args.out,
+                      descriptor=args.descriptor, repeat=args.repeat, rate=args.rate, native=not args.no_native,
+                      timeout=args.timeout, command=command, log=lambda m: print(m, file=sys.stderr))
+    overview = Path(args.out) / "overview.md"
+    if overview.exists():
+        print(f"overview: {overview}", file=sys.stderr)
+    return 0 if results else 1
+
+
+def main(argv=None) -> int:
+    """``python -m fastfp.harness.profile`` (same options as ``fastfp profile``)."""
+    parser = argparse.ArgumentParser(prog="python -m fastfp.harness.profile", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except ProfileError as exc:
+        print(f"fastfp profile: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
