@@ -86,10 +86,11 @@ def test_scalene_through_harness(tiny_traj, tmp_path):
     why = prof.tool_missing("scalene")
     if why:
         pytest.skip(why)
-    assert cli.main(_profile_args("scalene", tiny_traj, tmp_path)) == 0
+    # repeated so that scalene's 10 ms sampling sees the (tiny) measured work
+    assert cli.main(_profile_args("scalene", tiny_traj, tmp_path, "--repeat", "30")) == 0
     run = tmp_path / "fastfp-preprocess"
     raw = json.loads((run / "scalene.json").read_text())
-    assert "files" in raw
+    assert raw.get("files"), "scalene recorded no samples"
     s = json.loads((run / "scalene-summary.json").read_text())
     assert set(s["cpu_split"]) == {"python", "native", "system"}
     assert s["functions"], "no profiled function"
@@ -179,6 +180,14 @@ def test_read_collapsed_rejects_bad_lines(tmp_path):
     path.write_text("a (x.py:1);b (y.py:2) notacount\n")
     with pytest.raises(ValueError, match="not a collapsed-stack line"):
         sm.read_collapsed(path)
+
+
+def test_summarise_empty_scalene_profile(tmp_path):
+    path = tmp_path / "scalene.json"
+    path.write_text("{}")  # what scalene writes when it took no sample
+    s = sm.summarise_scalene(path)
+    assert s["samples"] is False and s["functions"] == []
+    assert "recorded no samples" in sm.scalene_markdown(s)
 
 
 def test_summarise_scalene_json(tmp_path):

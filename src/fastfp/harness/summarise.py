@@ -381,6 +381,7 @@ def summarise_scalene(path, top: int = 15) -> dict:
     lines_by_mem = sorted((r for r in lines if r["malloc_mb"] > 0), key=lambda r: -r["malloc_mb"])
     accounted = sum(cats.values())
     return {
+        "samples": bool(prof.get("files")),
         "elapsed_s": prof.get("elapsed_time_sec"),
         "max_footprint_mb": prof.get("max_footprint_mb"),
         "max_footprint_at": f"{short_path(prof.get('max_footprint_fname') or '')}:{prof.get('max_footprint_lineno')}"
@@ -461,6 +462,10 @@ def scalene_markdown(s: dict, title: str = "") -> str:
     out = []
     if title:
         out.append(f"### {title}\n")
+    if not s.get("samples", True):
+        out.append("scalene recorded no samples: the measured work was too short for its 10 ms sampling "
+                   "interval. Profile more frames or use --repeat.\n")
+        return "\n".join(out)
     split = s["cpu_split"]
     el = s.get("elapsed_s")
     out.append(
