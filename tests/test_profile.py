@@ -59,7 +59,7 @@ def test_pyspy_through_harness(tiny_traj, tmp_path):
     ok, why = prof.pyspy_permitted()
     if not ok:
         pytest.skip(why)
-    assert cli.main(_profile_args("py-spy", tiny_traj, tmp_path, "--no-native", "--rate", "50")) == 0
+    assert cli.main(_profile_args("py-spy", tiny_traj, tmp_path, "--no-native", "--rate", "100", "--repeat", "30")) == 0
     run = tmp_path / "fastfp-preprocess"
     data = json.loads((run / "pyspy.json").read_text())
     assert data["total_samples"] > 0
