@@ -7,8 +7,9 @@ checks that name the offending frame.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers as _ATOMIC_NUMBERS, chemical_symbols
@@ -111,3 +112,16 @@ def pack_frames(frames: Sequence, allowed: np.ndarray, first_index: int = 0) -> 
         pbc[k] = atoms.pbc
         check_frame(first_index + k, numbers[sl], positions[sl], cells[k], pbc[k], allowed)
     return PackedFrames(positions, numbers, offsets, cells, pbc)
+
+
+def chunks(frames: Iterable, size: int, convert: Callable = lambda a: a):
+    """``(index of the first frame, [convert(frame), ...])`` for ``size`` frames at a
+    time, reading ``frames`` lazily."""
+    it = iter(frames)
+    first = 0
+    while True:
+        chunk = [convert(a) for a in itertools.islice(it, size)]
+        if not chunk:
+            return
+        yield first, chunk
+        first += len(chunk)

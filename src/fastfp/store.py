@@ -36,7 +36,6 @@ killed write never leaves a partial store at the target and never damages an old
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import secrets
@@ -50,6 +49,7 @@ import numpy as np
 
 from .batch import Fingerprints
 from .config import build_descriptor, canonical_json, config_differences, identity, resolve_config
+from .frames import chunks
 
 FORMAT = "fastfp-store"
 FORMAT_VERSION = 1
@@ -490,15 +490,6 @@ def featurize_to_store(frames: Iterable, config: dict, path, *, derivatives: boo
     meta = {"features_per_element": descriptor.features_per_element()}
     meta.update(metadata or {})
 
-    def chunks():
-        it = iter(frames)
-        first = 0
-        while True:
-            chunk = [_light(a) for a in itertools.islice(it, chunk_size)]
-            if not chunk:
-                return
-            yield first, chunk
-            first += len(chunk)
 
     from tqdm import tqdm
 
@@ -511,7 +502,7 @@ def featurize_to_store(frames: Iterable, config: dict, path, *, derivatives: boo
                 bar.update(fps.n_frames)
 
             if workers == 1:
-                for first, chunk in chunks():
+                for first, chunk in chunks(frames, chunk_size, _light):
                     write(descriptor.featurize(chunk, derivatives=derivatives, first_index=first))
             else:
                 import multiprocessing as mp
@@ -519,7 +510,7 @@ def featurize_to_store(frames: Iterable, config: dict, path, *, derivatives: boo
                 ctx = mp.get_context("spawn")
                 with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
                     pending = deque()
-                    for first, chunk in chunks():
+                    for first, chunk in chunks(frames, chunk_size, _light):
                         pending.append(pool.apply_async(_featurize_chunk, (chunk, first, derivatives)))
                         if len(pending) >= 2 * workers:
                             write(pending.popleft().get())

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
 import os
 import pickle
 import secrets
@@ -64,6 +63,7 @@ import numpy as np
 import torch
 
 from ..config import config_differences, load_config, resolve_config
+from ..frames import chunks
 from .data import image_to_data
 from .descriptors import CHUNK_FRAMES, GMP, Gaussian, GMPOrderNorm
 from .scaling import norm_features
@@ -156,14 +156,7 @@ def _as_atoms(item):
 
 def _chunks(frames, size: int):
     """``(index of the first frame, [Atoms, ...])`` of ``size`` frames at a time."""
-    it = iter(frames)
-    first = 0
-    while True:
-        chunk = [_as_atoms(a) for a in itertools.islice(it, size)]
-        if not chunk:
-            return
-        yield first, chunk
-        first += len(chunk)
+    return chunks(frames, size, _as_atoms)
 
 
 def _energy(atoms, index: int) -> float:
