@@ -116,5 +116,8 @@ def test_force_contraction_first_and_second_derivatives():
 
 def test_block_diagonal_collation():
     matrices = [random_fprimes(s, n_atoms=n) for s, n in enumerate((3, 5, 2))]
+    # a frame whose derivative entries were all thresholded away
+    empty = torch.sparse_coo_tensor(torch.empty(2, 0, dtype=torch.long), torch.empty(0), (4 * 5, 3 * 4))
+    matrices.insert(1, empty)
     expect = torch.block_diag(*[m.to_dense() for m in matrices])
     torch.testing.assert_close(sparse_block_diag(matrices).to_dense(), expect)
