@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.blocks import blocks_to_coo
+from .threads import balanced_ranges, num_threads, run_ranges
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,42 @@ class Fingerprints:
         ``size = (n_atoms * n_features, 3 * n_atoms)``, the layout of
         ``amptorch/descriptor/base_descriptor.py``. Rows come in the order of the atoms
         in ``atom_order`` (default: ascending), columns ascend within a row; entries with
-        ``|val| < threshold`` (or exactly zero) are dropped.
+        ``|val| < threshold`` (or exactly zero) are dropped. ``row`` and ``col`` are the
+        two rows of one (2, nnz) int64 array.
+        """
+        one = self.frame(k)
+        order = None if atom_order is None else np.asarray(atom_order)
+        (indices, val, size), = one.coo_frames(threshold, order)
+        return indices[0], indices[1], val, np.array(size)
+
+    def coo_frames(self, threshold: float = 0.0, atom_order=None, widths=None) -> list:
+        """:meth:`coo` of every frame, as ``(indices, val, size)`` with ``indices``
+        (2, nnz) int64 (rows, columns), converted on :func:`~fastfp.threads.num_threads`
+        threads.
+
+        ``atom_order`` (n_atoms,) lists the batch's atoms frame by frame, each frame's
+        atoms in the order its rows should come (default: ascending). ``widths``
+        (n_frames,) sets each frame's row width (default ``n_features``): features at
+        and beyond it must be zero padding. Raises ``ValueError`` without derivatives.
         """
         if not self.has_derivatives:
             raise ValueError("these fingerprints were computed without derivatives")
-        one = self.frame(k)
-        n_atoms, n_feat = one.fingerprints.shape
-        if atom_order is None:
-            atom_order = np.arange(n_atoms)
-        row, col, val = blocks_to_coo(one.fprime_ptr, one.fprime_j, one.fprimes, atom_order, threshold)
-        return row, col, val, np.array([n_atoms * n_feat, 3 * n_atoms])
+        order = np.arange(len(self.numbers)) if atom_order is None else np.asarray(atom_order, dtype=np.int64)
+        widths = np.full(self.n_frames, self.n_features) if widths is None else np.asarray(widths)
+
+        def convert(start, stop):
+            out = []
+            for k in range(start, stop):
+                a0, a1 = self.offsets[k], self.offsets[k + 1]
+                b0, b1 = self.fprime_ptr[a0], self.fprime_ptr[a1]
+                width = int(widths[k])
+                indices, val = blocks_to_coo(
+                    self.fprime_ptr[a0 : a1 + 1] - b0, self.fprime_j[b0:b1] - a0, self.fprimes[b0:b1],
+                    order[a0:a1] - a0, width, threshold,
+                )
+                out.append((indices, val, (int(a1 - a0) * width, 3 * int(a1 - a0))))
+            return out
+
+        # frames weighted by their derivative blocks
+        ranges = balanced_ranges(self.fprime_ptr[self.offsets], num_threads())
+        return [one for part in run_ranges(convert, ranges) for one in part]

@@ -16,11 +16,13 @@ from tqdm.auto import tqdm
 from .descriptors import CHUNK_FRAMES
 
 
-def image_to_data(atoms, image: dict, r_energy: bool, r_forces: bool) -> Data:
-    """One ``Data`` from an ASE ``Atoms`` and its ``prepare_fingerprints`` dict."""
+def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) -> Data:
+    """One ``Data`` from an ASE ``Atoms``, its fingerprints (N, width) and derivatives
+    ``(indices, val, size)`` or None (see ``AMPTorchInterface.frame_outputs``). The
+    derivative arrays are taken over without copying when of the default dtype."""
     dtype = torch.get_default_dtype()
     data = Data(
-        fingerprint=torch.tensor(image["descriptors"], dtype=dtype),
+        fingerprint=torch.tensor(descriptors, dtype=dtype),
         atomic_numbers=torch.as_tensor(atoms.numbers, dtype=torch.long),
         num_nodes=len(atoms),
     )
@@ -28,11 +30,10 @@ def image_to_data(atoms, image: dict, r_energy: bool, r_forces: bool) -> Data:
         data.energy = atoms.get_potential_energy(apply_constraint=False)
     if r_forces:
         data.forces = torch.tensor(atoms.get_forces(apply_constraint=False), dtype=dtype)
-    if "descriptor_primes" in image:
-        primes = image["descriptor_primes"]
-        indices = torch.from_numpy(np.vstack((primes["row"], primes["col"])).astype(np.int64))
-        values = torch.tensor(primes["val"], dtype=dtype)
-        data.fprimes = torch.sparse_coo_tensor(indices, values, torch.Size(primes["size"]), check_invariants=False)
+    if primes is not None:
+        indices, val, size = primes
+        values = torch.from_numpy(val).to(dtype)
+        data.fprimes = torch.sparse_coo_tensor(torch.from_numpy(indices), values, size, check_invariants=False)
     return data
 
 
@@ -44,8 +45,14 @@ def images_to_data(descriptor, images, r_energy=True, r_forces=True, fprimes=Tru
     with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar:
         for start in range(0, len(images), CHUNK_FRAMES):
             chunk = images[start : start + CHUNK_FRAMES]
-            fps = descriptor.featurize(chunk, derivatives=fprimes, first_index=start)
-            for k, atoms in enumerate(chunk):
-                out.append(image_to_data(atoms, descriptor.image_dict(fps, k, fprimes), r_energy, r_forces))
+            out.extend(chunk_to_data(descriptor, chunk, start, r_energy, r_forces, fprimes))
             bar.update(len(chunk))
     return out
+
+
+def chunk_to_data(descriptor, chunk, first_index, r_energy, r_forces, fprimes) -> list:
+    """``Data`` objects for the frames ``chunk`` (ASE ``Atoms``), featurized in one call;
+    ``first_index``: the number of ``chunk[0]`` in error messages."""
+    fps = descriptor.featurize(chunk, derivatives=fprimes, first_index=first_index)
+    return [image_to_data(atoms, descriptors, primes, r_energy, r_forces)
+            for atoms, (_, descriptors, _, primes) in zip(chunk, descriptor.frame_outputs(fps, fprimes))]

@@ -71,35 +71,53 @@ class AMPTorchInterface:
         for start in range(0, len(images), CHUNK_FRAMES):
             chunk = images[start : start + CHUNK_FRAMES]
             fps = self.featurize(chunk, derivatives=calc_derivatives, first_index=start)
-            out.extend(self.image_dict(fps, k, calc_derivatives) for k in range(fps.n_frames))
+            out.extend(self.image_dicts(fps, calc_derivatives))
             bar.update(len(chunk))
         bar.close()
         return out
 
-    def image_dict(self, fps, k, calc_derivatives) -> dict:
-        """AMPTorch's dict of frame ``k`` of the batch ``fps`` (see :meth:`prepare_fingerprints`)."""
-        one = fps.frame(k)
-        numbers = one.numbers
+    def frame_outputs(self, fps, calc_derivatives) -> list[tuple]:
+        """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples
+        ``(numbers, descriptors, num_descriptors, primes)``: atomic numbers (N,),
+        fingerprints (N, width) with AMPTorch's row width (the widest element present in
+        the image), {element present: n_features}, and with ``calc_derivatives`` the
+        derivatives ``(indices, val, size)`` in AMPTorch's COO layout and entry order
+        (``indices`` (2, nnz) int64: rows ``atom * width + feature``, columns
+        ``atom * 3 + xyz``), else None."""
         per_element = self.features_per_element()
-        present = [el for el, z in zip(self.elements, self.numbers) if (numbers == z).any()]
-        # AMPTorch pads rows to the widest element present in this image
-        width = max(per_element[el] for el in present)
-        image = {
-            "atomic_numbers": numbers.astype(np.intc),
-            "num_atoms": len(numbers),
-            "descriptors": self._transform(one.fingerprints[:, :width]),
-            "num_descriptors": {el: per_element[el] for el in present},
-        }
+        widths, present = [], []
+        for k in range(fps.n_frames):
+            numbers = fps.numbers[fps.offsets[k] : fps.offsets[k + 1]]
+            present.append([el for el, z in zip(self.elements, self.numbers) if (numbers == z).any()])
+            widths.append(max(per_element[el] for el in present[-1]))
+        primes = [None] * fps.n_frames
         if calc_derivatives:
             # AMPTorch concatenates the elements' matrices in ``elements`` order
-            atom_order = np.argsort(self.species_of[numbers], kind="stable")
-            row, col, val, size = one.coo(0, threshold=self.prime_threshold, atom_order=atom_order)
-            if width < one.n_features:
-                atom, feature = np.divmod(row, one.n_features)
-                row = atom * width + feature
-                size = np.array([len(numbers) * width, size[1]])
-            image["descriptor_primes"] = {"row": row, "col": col, "val": val, "size": size}
-        return image
+            frame_of = np.repeat(np.arange(fps.n_frames), np.diff(fps.offsets))
+            atom_order = np.lexsort((self.species_of[fps.numbers], frame_of))
+            primes = fps.coo_frames(self.prime_threshold, atom_order, widths)
+        out = []
+        for k in range(fps.n_frames):
+            a0, a1 = fps.offsets[k], fps.offsets[k + 1]
+            descriptors = self._transform(fps.fingerprints[a0:a1, : widths[k]])
+            out.append((fps.numbers[a0:a1], descriptors, {el: per_element[el] for el in present[k]}, primes[k]))
+        return out
+
+    def image_dicts(self, fps, calc_derivatives) -> list[dict]:
+        """AMPTorch's per-image dicts for the frames of ``fps`` (see :meth:`prepare_fingerprints`)."""
+        out = []
+        for numbers, descriptors, num_descriptors, primes in self.frame_outputs(fps, calc_derivatives):
+            image = {
+                "atomic_numbers": numbers.astype(np.intc),
+                "num_atoms": len(numbers),
+                "descriptors": descriptors,
+                "num_descriptors": num_descriptors,
+            }
+            if primes is not None:
+                indices, val, size = primes
+                image["descriptor_primes"] = {"row": indices[0], "col": indices[1], "val": val, "size": np.array(size)}
+            out.append(image)
+        return out
 
     def _transform(self, fingerprints):
         """AMPTorch's ``"log"`` option: log10(max(|fp|, 1e-8)), fingerprints only."""

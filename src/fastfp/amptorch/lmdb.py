@@ -64,7 +64,7 @@ import torch
 
 from ..config import config_differences, load_config, resolve_config
 from ..frames import chunks
-from .data import image_to_data
+from .data import chunk_to_data
 from .descriptors import CHUNK_FRAMES, GMP, Gaussian, GMPOrderNorm
 from .scaling import norm_features
 
@@ -323,7 +323,7 @@ def _fit_scalers(frames, descriptor, scaling, forcetraining, dtype, chunk_frames
                     _check_forces(atoms, first + k)
                 n_atoms.append(len(atoms))
             fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
-            rows = [descriptor.image_dict(fps, k, False)["descriptors"] for k in range(fps.n_frames)]
+            rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
             widths = {r.shape[1] for r in rows} | {c.fingerprint.shape[1] for c in fit_chunks[-1:]}
             if len(widths) > 1:
                 raise ValueError(
@@ -362,10 +362,7 @@ def _write_atomically(path: Path, frames, descriptor, fit, meta, forcetraining, 
                 if first + len(chunk) > n_frames or any(len(a) != n_atoms[first + k] for k, a in enumerate(chunk)):
                     raise ValueError(f"frames changed between the two passes over them (at frames "
                                      f"{first}..{first + len(chunk) - 1}); pass a list or a file")
-                fps = descriptor.featurize(chunk, derivatives=forcetraining, first_index=first)
-                data = [image_to_data(atoms, descriptor.image_dict(fps, k, forcetraining), True, forcetraining)
-                        for k, atoms in enumerate(chunk)]
-                del fps
+                data = chunk_to_data(descriptor, chunk, first, True, forcetraining, forcetraining)
                 norm_features(feature_scaler, data)
                 target_scaler.norm(data, disable_tqdm=True)
                 _put_all(env, {str(first + k): d for k, d in enumerate(data)})

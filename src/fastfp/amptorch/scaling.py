@@ -42,8 +42,8 @@ def norm_features(scaler, data_list, disable_tqdm=False):
             data.fingerprint = data.fingerprint * scale + offset
         if scaler.forcetraining:
             indices = data.fprimes._indices()
-            atom, feature = indices[0] // n_features, indices[0] % n_features
-            factor = scale[atom, feature]
+            # rows are atom * n_features + feature: the row's factor is the flat table's entry
+            factor = scale.reshape(-1)[indices[0]]
             values = data.fprimes._values()
             values = values / factor if scaler.transform == "standardize" else values * factor
             data.fprimes = torch.sparse_coo_tensor(indices, values, data.fprimes.size(), check_invariants=False)

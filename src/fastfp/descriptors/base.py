@@ -9,6 +9,9 @@ import numpy as np
 
 from ..batch import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
+from ..kernels.blocks import pair_blocks
+from ..neighbors import NeighborPairs
+from ..threads import balanced_ranges, num_threads, run_ranges
 
 
 def check_keys(params: dict, allowed: set, where: str) -> None:
@@ -66,6 +69,27 @@ class Descriptor(ABC):
         """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
         fp, deriv = self._compute(packed, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
+
+    def _run_kernel(self, kernel, pairs: NeighborPairs, derivatives: bool, *tables) -> tuple[np.ndarray, dict]:
+        """Run a featurization ``kernel`` over all centres of ``pairs``, the centres split
+        into ranges of about equal pair counts on :func:`~fastfp.threads.num_threads`
+        threads. The kernel is called as ``kernel(ptr, pair_block, block_ptr, *tables, fp,
+        fprimes, atom_start, atom_stop)`` and fills ``fp`` and ``fprimes`` (zeroed here).
+        Returns what :meth:`_compute` returns."""
+        n_atoms = len(pairs.ptr) - 1
+        if derivatives:
+            block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
+        else:
+            block_ptr = block_j = pair_block = np.empty(0, dtype=np.int64)
+        fp = np.zeros((n_atoms, self.n_features))
+        fprimes = np.zeros((len(block_j), self.n_features, 3))
+        run_ranges(
+            lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop),
+            balanced_ranges(pairs.ptr, num_threads()),
+        )
+        if not derivatives:
+            return fp, {}
+        return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
 
     @abstractmethod
     def _compute(self, packed: PackedFrames, derivatives: bool) -> tuple[np.ndarray, dict]:

@@ -12,7 +12,6 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from ..frames import PackedFrames, element_numbers
-from ..kernels.blocks import pair_blocks
 from ..kernels.gaussian import COSINE, POLYNOMIAL, gaussian_kernel
 from ..neighbors import neighbor_pairs
 from .base import Descriptor, check_keys
@@ -209,17 +208,12 @@ class Gaussian(Descriptor):
 
     def _compute(self, packed: PackedFrames, derivatives: bool):
         pairs = neighbor_pairs(packed, self.cutoff, amptorch_binning=self.amptorch_binning)
-        block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
-        fp, fprimes = gaussian_kernel(
-            pairs.ptr, self.species_of[packed.numbers], self.species_of[packed.numbers[pairs.j]],
-            pairs.vectors, pair_block, block_ptr, len(block_j), self.n_features,
+        return self._run_kernel(
+            gaussian_kernel, pairs, derivatives,
+            self.species_of[packed.numbers], self.species_of[packed.numbers[pairs.j]], pairs.vectors,
             self._cutoffs, self._cutoff_kind, self._cutoff_gamma,
             self._g2_ptr, self._g2_col, self._g2_eta, self._g2_rs,
             self._rad_ptr, self._rad_eta, self._rad_g4,
             self._ang_ptr, self._ang_zeta, self._ang_lambda, self._ang_norm, self._ang_int_power,
             self._tri_ptr, self._tri_col, self._tri_rad, self._tri_ang,
-            derivatives,
         )
-        if not derivatives:
-            return fp, {}
-        return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)

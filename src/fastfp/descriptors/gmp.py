@@ -13,7 +13,6 @@ import numpy as np
 
 from .. import harmonics
 from ..frames import PackedFrames
-from ..kernels.blocks import pair_blocks
 from ..kernels.gmp import LINEAR, SQRT_SUM_SQUARES, SUM_SQUARES, gmp_kernel
 from ..neighbors import neighbor_pairs
 from ..pseudodensity import read_atom_gaussians
@@ -90,19 +89,14 @@ class _GMPFamily(Descriptor):
 
     def _compute(self, packed: PackedFrames, derivatives: bool):
         pairs = neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=self.amptorch_binning)
-        block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
         species = self.species_of[packed.numbers[pairs.j]]
-        fp, fprimes = gmp_kernel(
-            pairs.ptr, species, pairs.vectors, pair_block, block_ptr, len(block_j),
+        return self._run_kernel(
+            gmp_kernel, pairs, derivatives, species, pairs.vectors,
             self._comp_ptr, self._term_coef, self._term_exp, self._comp_degree, self.solid,
             self._chan_ptr, self._chan_comp, self._probe_a, self._probe_alpha, self._probe_inv_rs,
             self._gauss_ptr, self._gauss_b, self._gauss_beta,
             self._feat_ptr, self._feat_chan, self._feat_weight, self._feat_mode, self._feat_zero,
-            derivatives,
         )
-        if not derivatives:
-            return fp, {}
-        return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
 
 
 def _positive_sigmas(sigmas, where):

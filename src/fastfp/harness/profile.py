@@ -198,7 +198,7 @@ LINE_TARGETS = {
         "fastfp.amptorch.data:images_to_data",
         "fastfp.amptorch.data:image_to_data",
         "fastfp.amptorch.descriptors:AMPTorchInterface.prepare_fingerprints",
-        "fastfp.amptorch.descriptors:AMPTorchInterface.image_dict",
+        "fastfp.amptorch.descriptors:AMPTorchInterface.frame_outputs",
         "fastfp.descriptors.base:Descriptor.featurize",
         "fastfp.descriptors.gmp:_GMPFamily._compute",
         "fastfp.descriptors.gaussian:Gaussian._compute",

@@ -452,7 +452,7 @@ def _sizes_per_atom(frames, descriptor: str, elements) -> dict:
     if key not in _SIZES:
         desc = make_descriptor("fastfp", descriptor, elements)
         fps = desc.featurize(sample, derivatives=True)
-        images = [desc.image_dict(fps, k, True) for k in range(fps.n_frames)]
+        images = desc.image_dicts(fps, True)
         atoms = max(1, fps.fingerprints.shape[0])
         _SIZES[key] = {
             "nnz": sum(len(im["descriptor_primes"]["val"]) for im in images) / atoms,

@@ -42,31 +42,38 @@ def pair_blocks(ptr, j):
     return block_ptr, block_j[:nb].copy(), pair_block
 
 
-@numba.njit(cache=True)
-def blocks_to_coo(fprime_ptr, fprime_j, fprimes, atom_order, threshold):
+@numba.njit(cache=True, nogil=True)
+def blocks_to_coo(fprime_ptr, fprime_j, fprimes, atom_order, width, threshold):
     """Derivative blocks of one frame as COO entries in AMPTorch's layout.
 
-    ``row = i * n_features + f``, ``col = j * 3 + xyz``. Rows of the centres come in
-    ``atom_order``; within a row, columns ascend. Entries with ``|val| < threshold``
-    or equal to zero are dropped. Returns ``row``, ``col`` (int64) and ``val``.
+    ``row = i * width + f`` for features ``f < width`` (the rest must be zero padding),
+    ``col = j * 3 + xyz``. Rows of the centres come in ``atom_order``; within a row,
+    columns ascend. Entries with ``|val| < threshold`` or equal to zero are dropped.
+    Returns ``indices`` (2, nnz) int64 (rows, columns) and ``val`` (nnz,), allocated
+    to size: a first pass counts the entries (the frame's blocks stay in cache for
+    the second).
     """
-    n_feat = fprimes.shape[1]
-    size = fprimes.shape[0] * n_feat * 3
-    row = np.empty(size, dtype=np.int64)
-    col = np.empty(size, dtype=np.int64)
-    val = np.empty(size)
+    n = 0
+    for b in range(fprime_ptr[len(fprime_ptr) - 1]):
+        for f in range(width):
+            for xyz in range(3):
+                v = fprimes[b, f, xyz]
+                if v != 0.0 and abs(v) >= threshold:
+                    n += 1
+    indices = np.empty((2, n), dtype=np.int64)
+    val = np.empty(n)
     n = 0
     for i in atom_order:
         b0 = fprime_ptr[i]
         by_j = np.argsort(fprime_j[b0 : fprime_ptr[i + 1]])
-        for f in range(n_feat):
+        for f in range(width):
             for ob in by_j:
                 b = b0 + ob
                 for xyz in range(3):
                     v = fprimes[b, f, xyz]
                     if v != 0.0 and abs(v) >= threshold:
-                        row[n] = i * n_feat + f
-                        col[n] = fprime_j[b] * 3 + xyz
+                        indices[0, n] = i * width + f
+                        indices[1, n] = fprime_j[b] * 3 + xyz
                         val[n] = v
                         n += 1
-    return row[:n].copy(), col[:n].copy(), val[:n].copy()
+    return indices, val

@@ -52,20 +52,24 @@ def _abs_power(base, exponent, int_exponent):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def gaussian_kernel(
-    ptr, species, nbr_species, vectors, pair_block, block_ptr, n_blocks, n_feat,
+    ptr, pair_block, block_ptr, species, nbr_species, vectors,
     cutoffs, cutoff_kind, cutoff_gamma,
     g2_ptr, g2_col, g2_eta, g2_rs,
     rad_ptr, rad_eta, rad_g4,
     ang_ptr, ang_zeta, ang_lambda, ang_norm, ang_int_power,
     tri_ptr, tri_col, tri_rad, tri_ang,
-    derivatives,
+    fp, fprimes, atom_start, atom_stop,
 ):
-    """Fingerprints (n_atoms, n_feat) and derivative blocks (n_blocks, n_feat, 3).
+    """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_feat)
+    and their derivative blocks in ``fprimes`` (n_blocks, n_feat, 3), both zeroed by the
+    caller; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
+    entries, so ranges can run on separate threads.
 
-    Pairs: ``ptr`` (n_atoms + 1), neighbour species ``nbr_species`` and ``vectors``
-    (n_pairs, 3) Å; ``species`` (n_atoms,) of the centres; ``cutoffs`` (n_species,) Å.
+    Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
+    :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives), neighbour
+    species ``nbr_species`` and ``vectors`` (n_pairs, 3) Å; ``species`` (n_atoms,) of the centres; ``cutoffs`` (n_species,) Å.
     G2 features of centre species e and neighbour species t:
     ``g2_ptr[e * n_sp + t]:g2_ptr[e * n_sp + t + 1]`` (column, eta in 1/Å^2, R_s in Å).
     Radial groups of e: ``rad_ptr[e]:rad_ptr[e + 1]`` (eta, G4 or G5); angular groups
@@ -74,10 +78,11 @@ def gaussian_kernel(
     Angular features of e with neighbour species a <= b:
     ``tri_ptr[(e * n_sp + a) * n_sp + b]`` onwards (column, radial group, angular group).
     """
-    n_atoms = len(ptr) - 1
+    derivatives = len(fprimes) > 0
+    n_feat = fp.shape[1]
     n_sp = len(cutoffs)
     max_pairs = 0
-    for i in range(n_atoms):
+    for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
     max_rad = 0
     max_ang = 0
@@ -85,8 +90,6 @@ def gaussian_kernel(
         max_rad = max(max_rad, rad_ptr[e + 1] - rad_ptr[e])
         max_ang = max(max_ang, ang_ptr[e + 1] - ang_ptr[e])
 
-    fp = np.zeros((n_atoms, n_feat))
-    fprimes = np.zeros((n_blocks if derivatives else 0, n_feat, 3))
     dfp = np.zeros((max_pairs if derivatives else 0, n_feat, 3))
     active = np.empty(max_pairs, dtype=np.int64)
     dist = np.empty(max_pairs)
@@ -100,7 +103,7 @@ def gaussian_kernel(
     ang = np.empty(max_ang)
     dang = np.empty(max_ang)
 
-    for i in range(n_atoms):
+    for i in range(atom_start, atom_stop):
         e = species[i]
         rc = cutoffs[e]
         start = ptr[i]
@@ -225,4 +228,3 @@ def gaussian_kernel(
                         fprimes[blk, col, xyz] += v
                         fprimes[own, col, xyz] -= v
                         dfp[q, col, xyz] = 0.0
-    return fp, fprimes

@@ -67,25 +67,29 @@ def _polynomial(comp_ptr, term_coef, term_exp, k, px, py, pz, coef_scale):
     return v, gx, gy, gz
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def gmp_kernel(
-    ptr, nbr_species, vectors, pair_block, block_ptr, n_blocks,
+    ptr, pair_block, block_ptr, nbr_species, vectors,
     comp_ptr, term_coef, term_exp, comp_degree, harmonic,
     chan_ptr, chan_comp, probe_a, probe_alpha, probe_inv_rs,
     gauss_ptr, gauss_b, gauss_beta,
     feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero,
-    derivatives,
+    fp, fprimes, atom_start, atom_stop,
 ):
-    """Fingerprints (n_atoms, n_features) and derivative blocks (n_blocks, n_features, 3).
+    """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_features)
+    and their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), both zeroed by
+    the caller; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write
+    disjoint entries, so ranges can run on separate threads.
 
-    Pairs: ``ptr`` (n_atoms + 1), ``nbr_species`` (n_pairs,) index into the Gaussian
-    table, ``vectors`` (n_pairs, 3) Å. Components: terms ``comp_ptr[k]:comp_ptr[k+1]`` of
+    Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
+    :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives),
+    ``nbr_species`` (n_pairs,) index into the Gaussian table, ``vectors`` (n_pairs, 3) Å. Components: terms ``comp_ptr[k]:comp_ptr[k+1]`` of
     ``term_coef`` x^a y^b z^c with ``term_exp`` (n_terms, 3), degree ``comp_degree``.
     Channels of probe s are ``chan_ptr[s]:chan_ptr[s+1]``, component ``chan_comp``.
     Probes: A, alpha (1/Å^2), 1/r_s. Gaussians of species t: ``gauss_ptr[t]:gauss_ptr[t+1]``.
     Features: channels ``feat_ptr[f]:feat_ptr[f+1]`` of ``feat_chan`` with ``feat_weight``.
     """
-    n_atoms = len(ptr) - 1
+    derivatives = len(fprimes) > 0
     n_comp = len(comp_ptr) - 1
     n_chan = len(chan_comp)
     n_probe = len(probe_a)
@@ -94,14 +98,12 @@ def gmp_kernel(
     for k in range(n_comp):
         max_deg = max(max_deg, comp_degree[k])
     max_pairs = 0
-    for i in range(n_atoms):
+    for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
     chan_probe = np.empty(n_chan, dtype=np.int64)
     for s in range(n_probe):
         chan_probe[chan_ptr[s] : chan_ptr[s + 1]] = s
 
-    fp = np.zeros((n_atoms, n_feat))
-    fprimes = np.zeros((n_blocks if derivatives else 0, n_feat, 3))
     # harmonic path: each feature's probe and degree (all its channels share them)
     feat_probe = np.empty(n_feat, dtype=np.int64)
     feat_degree = np.empty(n_feat, dtype=np.int64)
@@ -145,7 +147,7 @@ def gmp_kernel(
     dtotal = np.empty(len(feat_chan))
     scale = np.empty(n_feat)
 
-    for i in range(n_atoms):
+    for i in range(atom_start, atom_stop):
         start = ptr[i]
         npairs = ptr[i + 1] - start
         mu[:] = 0.0
@@ -267,4 +269,3 @@ def gmp_kernel(
                 fprimes[own, fi, 0] -= sc * gx
                 fprimes[own, fi, 1] -= sc * gy
                 fprimes[own, fi, 2] -= sc * gz
-    return fp, fprimes

@@ -1,0 +1,55 @@
+"""Threads for the compiled kernels.
+
+The numba kernels are compiled with ``nogil=True``, so plain Python threads run them in
+parallel: the featurization kernels over disjoint ranges of centre atoms (each writes
+only its own rows and derivative blocks), the COO conversion over frames.
+
+The number of threads is ``FASTFP_NUM_THREADS`` if set, else the CPUs this process may
+run on. ``FASTFP_NUM_THREADS=1`` runs everything in the calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+
+
+def num_threads() -> int:
+    """Threads the kernels use (``FASTFP_NUM_THREADS``, default: the usable CPUs).
+
+    Raises ``ValueError`` if ``FASTFP_NUM_THREADS`` is not a positive integer."""
+    text = os.environ.get("FASTFP_NUM_THREADS", "").strip()
+    if not text:
+        return len(os.sched_getaffinity(0))
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"FASTFP_NUM_THREADS must be a positive integer, got {text!r}")
+    return int(text)
+
+
+@lru_cache(maxsize=None)
+def _pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastfp")
+
+
+def balanced_ranges(ptr: np.ndarray, n_parts: int) -> list[tuple[int, int]]:
+    """Split items ``0:len(ptr)-1`` into at most ``n_parts`` contiguous ranges with about
+    equal work, item k weighing ``ptr[k+1] - ptr[k]`` (e.g. its pairs)."""
+    n_items = len(ptr) - 1
+    bounds = np.searchsorted(ptr, np.linspace(0, ptr[-1], n_parts + 1), side="left")
+    bounds[0], bounds[-1] = 0, n_items
+    bounds = np.unique(np.clip(bounds, 0, n_items))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])] or [(0, n_items)]
+
+
+def run_ranges(func, ranges) -> list:
+    """``[func(start, stop) for start, stop in ranges]``, on :func:`num_threads` threads.
+
+    ``func`` must release the GIL for this to run in parallel (numba ``nogil=True``).
+    Exceptions propagate to the caller."""
+    n = min(num_threads(), len(ranges))
+    if n <= 1:
+        return [func(a, b) for a, b in ranges]
+    return list(_pool(n).map(lambda r: func(*r), ranges))

@@ -1,0 +1,53 @@
+"""Threaded kernels give the same bits as one thread; thread settings and ranges."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_fingerprints_equal, load_reference, requires_shared
+from fastfp.descriptors.gaussian import Gaussian
+from fastfp.descriptors.gmp import GMPOrderNorm
+from fastfp.threads import balanced_ranges, num_threads
+
+
+@requires_shared
+@pytest.mark.parametrize("name, cls, extra", [
+    ("gmpordernorm_solid", GMPOrderNorm, ()),
+    ("gaussian_cosine", Gaussian, ("cutoff_params",)),
+])
+@pytest.mark.parametrize("derivatives", [True, False])
+def test_threads_give_identical_results(monkeypatch, name, cls, extra, derivatives):
+    config, frames, _ = load_reference(name)
+    desc = cls(config["fp_params"], config["elements"], *(config[k] for k in extra))
+    results = {}
+    for n in ("1", "3"):
+        monkeypatch.setenv("FASTFP_NUM_THREADS", n)
+        fps = desc.featurize(frames, derivatives=derivatives)
+        coo = fps.coo_frames(1e-5) if derivatives else []
+        results[n] = fps, coo
+    assert_fingerprints_equal(results["1"][0], results["3"][0])
+    for (i1, v1, s1), (i3, v3, s3) in zip(results["1"][1], results["3"][1]):
+        np.testing.assert_array_equal(i1, i3)
+        np.testing.assert_array_equal(v1, v3)
+        assert s1 == s3
+
+
+def test_balanced_ranges_cover_everything_once():
+    ptr = np.concatenate(([0], np.cumsum([5, 0, 100, 1, 1, 1, 50, 0])))
+    for parts in (1, 2, 3, 8, 20):
+        ranges = balanced_ranges(ptr, parts)
+        assert ranges[0][0] == 0 and ranges[-1][1] == len(ptr) - 1
+        assert all(a < b for a, b in ranges)
+        assert all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+        assert len(ranges) <= parts
+    assert balanced_ranges(np.array([0]), 4) == [(0, 0)]
+
+
+def test_num_threads_setting(monkeypatch):
+    monkeypatch.setenv("FASTFP_NUM_THREADS", "2")
+    assert num_threads() == 2
+    monkeypatch.delenv("FASTFP_NUM_THREADS")
+    assert num_threads() >= 1
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("FASTFP_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match="FASTFP_NUM_THREADS"):
+            num_threads()
