@@ -13,11 +13,11 @@ import ase.io
 import numpy as np
 import pytest
 
+from conftest import SHARED, assert_fingerprints_equal
 from fastfp.cli import main
 from fastfp.config import descriptor_from_config
 from fastfp.store import open_store
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 OC20 = SHARED / "data" / "oc20_300_test.traj"
 WATER = SHARED / "data" / "water_842.traj"
 PSP = SHARED / "gmp" / "psp_v3"
@@ -56,16 +56,6 @@ def run(*args):
     return main(["featurize", *map(str, args), "--quiet"])
 
 
-def assert_same(store, fps):
-    got = store.read_all()
-    for name in ("fingerprints", "offsets", "numbers", "fprime_ptr", "fprime_j", "fprimes"):
-        x, y = getattr(got, name), getattr(fps, name)
-        if x is None or y is None:
-            assert x is None and y is None, name
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
-
-
 @pytest.fixture(scope="module")
 def gmp_direct(data):
     d = data["dir"]
@@ -84,7 +74,7 @@ def gmp_store(data):
 def test_gmpordernorm_end_to_end(data, gmp_store, gmp_direct):
     store = open_store(gmp_store)
     assert len(store) == N and store.has_derivatives and store.n_features == 20
-    assert_same(store, gmp_direct)
+    assert_fingerprints_equal(store.read_all(), gmp_direct)
     np.testing.assert_array_equal(store[13].fprimes, gmp_direct.frame(13).fprimes)
     assert store.config["elements"] == sorted({s for a in data["oc20"] for s in a.get_chemical_symbols()})
     store.require_config(data["dir"] / "gmp.json")
@@ -95,7 +85,7 @@ def test_workers_identical(data, gmp_store):
     out = data["dir"] / "gmp_w2.h5"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out,
                "--derivatives", "--workers", 2, "--chunk-size", 3) == 0
-    assert_same(open_store(out), open_store(gmp_store).read_all())
+    assert_fingerprints_equal(open_store(out).read_all(), open_store(gmp_store).read_all())
 
 
 def test_no_derivatives(data, gmp_direct):
@@ -114,7 +104,7 @@ def test_gaussian_end_to_end(data):
     direct = descriptor_from_config(d / "gauss.json").featurize(data["water"])
     store = open_store(out)
     assert len(store) == N
-    assert_same(store, direct)
+    assert_fingerprints_equal(store.read_all(), direct)
 
 
 def test_entry_point_subprocess(data, tmp_path):

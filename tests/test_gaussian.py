@@ -6,7 +6,7 @@ import pytest
 from ase.neighborlist import neighbor_list
 from ase import Atoms
 
-from conftest import dense, load_reference, reference_fprimes, requires_shared
+from conftest import assert_matches_reference, load_reference, requires_shared
 from fd import finite_difference_check
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.frames import FrameError
@@ -36,14 +36,7 @@ def test_matches_amptorch_reference(name):
     desc = Gaussian(config["fp_params"], config["elements"], config["cutoff_params"])
     desc.amptorch_binning = True
     fps = desc.featurize(frames)
-    for k in range(len(frames)):
-        ref = data[f"fp_{k}"]
-        np.testing.assert_allclose(fps.frame(k).fingerprints, ref, rtol=1e-8, atol=1e-12, err_msg=f"frame {k}")
-        row, col, val, size = fps.coo(k)
-        np.testing.assert_array_equal(size, data[f"size_{k}"])
-        np.testing.assert_allclose(
-            dense(row, col, val, size), reference_fprimes(data, k), rtol=0, atol=2e-5, err_msg=f"frame {k}"
-        )
+    assert_matches_reference(name, data, [(fps.frame(k).fingerprints, fps.coo(k)) for k in range(len(frames))])
 
 
 def _random_atoms(rng, n, cell, pbc, cutoffs, min_distance=0.9):

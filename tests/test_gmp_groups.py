@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from conftest import SHARED, dense, load_reference, reference_fprimes, requires_shared
+from conftest import SHARED, assert_matches_reference, load_reference, requires_shared, write_pseudodensities
 from fd import finite_difference_check
 from fastfp import harmonics
 from fastfp.descriptors.gmp import GMP, gmp_group_kind
@@ -43,17 +43,12 @@ def test_matches_amptorch_reference():
     fps = desc.featurize(frames)
     plain = desc.featurize(frames, derivatives=False)
     np.testing.assert_array_equal(plain.fingerprints, fps.fingerprints)
-    for k in range(len(frames)):
-        ref = data[f"fp_{k}"]
-        # atol: in symmetric crystals some p/d-type groups are sums of O(1) contributions
-        # cancelling to ~1e-6 (with pseudodensity Gaussians of B ~ +-1e3 cancelling too);
-        # AMPTorch and fastfp then differ by summation-order round-off, ~3e-11 absolute
-        np.testing.assert_allclose(fps.frame(k).fingerprints, ref, rtol=1e-8, atol=1e-10, err_msg=f"frame {k}")
-        row, col, val, size = fps.coo(k)
-        np.testing.assert_array_equal(size, data[f"size_{k}"])
-        np.testing.assert_allclose(
-            dense(row, col, val, size), reference_fprimes(data, k), rtol=0, atol=2e-5, err_msg=f"frame {k}"
-        )
+    # fp_atol: in symmetric crystals some p/d-type groups are sums of O(1) contributions
+    # cancelling to ~1e-6 (with pseudodensity Gaussians of B ~ +-1e3 cancelling too);
+    # AMPTorch and fastfp then differ by summation-order round-off, ~3e-11 absolute
+    assert_matches_reference(
+        "gmp_groups", data, [(fps.frame(k).fingerprints, fps.coo(k)) for k in range(len(frames))], fp_atol=1e-10
+    )
 
 
 # --------------------------------------------------------------------------- semantics
@@ -61,12 +56,9 @@ def test_matches_amptorch_reference():
 
 def small_gaussians(tmp_path, elements):
     """Pseudodensity files with a negative Gaussian, so that order-0 overlaps can be < 0."""
-    paths = {}
-    for k, el in enumerate(elements):
-        path = tmp_path / f"{el}.g"
-        path.write_text(f"{1.5 + k} {0.8 + 0.3 * k}\n-2.5 {0.5 + 0.1 * k}\n")
-        paths[el] = str(path)
-    return paths
+    return write_pseudodensities(
+        tmp_path, {el: [(1.5 + k, 0.8 + 0.3 * k), (-2.5, 0.5 + 0.1 * k)] for k, el in enumerate(elements)}
+    )
 
 
 def test_group_kinds_follow_amptorch_get_mcsh_type():

@@ -5,7 +5,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from conftest import SHARED, dense, load_reference, reference_fprimes, requires_shared
+from conftest import assert_matches_reference, load_reference, requires_shared, write_pseudodensities
 from fastfp.amptorch import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gmp import GMPOrderNorm
 from fastfp.frames import FrameError
@@ -18,18 +18,16 @@ def test_matches_amptorch_reference(name):
     config, frames, data = load_reference(name)
     desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
     images = desc.prepare_fingerprints(frames, calc_derivatives=True)
-    for k, image in enumerate(images):
-        ref = data[f"fp_{k}"]
-        np.testing.assert_allclose(image["descriptors"], ref, rtol=1e-8, atol=1e-12 * np.abs(ref).max())
-        primes = image["descriptor_primes"]
-        np.testing.assert_array_equal(primes["size"], data[f"size_{k}"])
-        np.testing.assert_allclose(
-            dense(primes["row"], primes["col"], primes["val"], primes["size"]),
-            reference_fprimes(data, k),
-            rtol=0,
-            atol=2e-5,
-        )
-        assert np.abs(primes["val"]).min() >= 1e-5  # AMPTorch's threshold is reproduced
+    primes = [image["descriptor_primes"] for image in images]
+    assert_matches_reference(
+        name,
+        data,
+        [(image["descriptors"], (p["row"], p["col"], p["val"], p["size"])) for image, p in zip(images, primes)],
+        fp_atol=0.0,
+        fp_atol_of_largest=1e-12,
+    )
+    for k, p in enumerate(primes):
+        assert np.abs(p["val"]).min() >= 1e-5, f"frame {k}"  # AMPTorch's threshold is reproduced
 
 
 @requires_shared
@@ -67,12 +65,9 @@ def test_prepare_fingerprints_layout_and_hash():
 
 def gaussians(tmp_path, elements):
     """Pseudodensity files of two Gaussians each, written to ``tmp_path``."""
-    paths = {}
-    for k, el in enumerate(elements):
-        path = tmp_path / f"{el}.g"
-        path.write_text(f"{1.5 + k} {0.8 + 0.3 * k}\n{-0.4} {3.0 + k}\n")
-        paths[el] = str(path)
-    return paths
+    return write_pseudodensities(
+        tmp_path, {el: [(1.5 + k, 0.8 + 0.3 * k), (-0.4, 3.0 + k)] for k, el in enumerate(elements)}
+    )
 
 
 def test_bad_input(tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from conftest import write_pseudodensities
 from fd import finite_difference_check
 from fastfp.descriptors.gmp import GMPOrderNorm
 
@@ -36,12 +37,10 @@ def random_atoms(seed, n, cell, pbc, h):
 
 @pytest.fixture
 def atom_gaussians(tmp_path):
-    paths = {}
-    for k, el in enumerate(["H", "O", "Cu"]):
-        path = tmp_path / f"{el}.g"
-        path.write_text(f"{2.0 + k} {0.9 + 0.4 * k}\n-0.5 {2.5 + k}\n0.3 {6.0 + 2 * k}\n")
-        paths[el] = str(path)
-    return paths
+    return write_pseudodensities(
+        tmp_path,
+        {el: [(2.0 + k, 0.9 + 0.4 * k), (-0.5, 2.5 + k), (0.3, 6.0 + 2 * k)] for k, el in enumerate(["H", "O", "Cu"])},
+    )
 
 
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))

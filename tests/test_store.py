@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
+from conftest import assert_fingerprints_equal
 from fastfp.batch import Fingerprints
 from fastfp.config import config_hash, descriptor_from_config, resolve_config
 from fastfp.store import FORMAT_VERSION, StoreError, StoreWriter, featurize_to_store, open_store
@@ -37,15 +38,6 @@ def random_fps(rng, atoms_per_frame, derivatives=True, n_features=F) -> Fingerpr
         fingerprints=rng.normal(size=(n, n_features)), offsets=offsets,
         numbers=rng.integers(1, 90, size=n).astype(np.int64), **kw,
     )
-
-
-def assert_fps_equal(a: Fingerprints, b: Fingerprints):
-    for name in ("fingerprints", "offsets", "numbers", "fprime_ptr", "fprime_j", "fprimes"):
-        x, y = getattr(a, name), getattr(b, name)
-        if x is None or y is None:
-            assert x is None and y is None, name
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
 
 
 CONFIG = {"fp_scheme": "gmpordernorm", "fp_params": {"MCSHs": {"orders": [0], "sigmas": [1.0]},
@@ -96,18 +88,18 @@ def test_round_trip(tmp_path, derivatives):
         assert store.has_derivatives is derivatives
         assert store.n_features == F
         assert store.config == CONFIG
-        assert_fps_equal(store.read_all(), ref)
+        assert_fingerprints_equal(store.read_all(), ref)
         for k in range(len(store)):
-            assert_fps_equal(store[k], ref.frame(k))
-        assert_fps_equal(store[-1], ref.frame(7))
-        assert_fps_equal(store[2:6], ref.frames(2, 6))
-        assert_fps_equal(store[5:], ref.frames(5, 8))
+            assert_fingerprints_equal(store[k], ref.frame(k))
+        assert_fingerprints_equal(store[-1], ref.frame(7))
+        assert_fingerprints_equal(store[2:6], ref.frames(2, 6))
+        assert_fingerprints_equal(store[5:], ref.frames(5, 8))
         assert store[4:4].n_frames == 0
         for k, one in enumerate(store):
-            assert_fps_equal(one, ref.frame(k))
+            assert_fingerprints_equal(one, ref.frame(k))
         got = list(store.chunks(3))
         assert [c.n_frames for c in got] == [3, 3, 2]
-        assert_fps_equal(got[1], ref.frames(3, 6))
+        assert_fingerprints_equal(got[1], ref.frames(3, 6))
         with pytest.raises(IndexError):
             store[8]
         with pytest.raises(ValueError, match="step"):
@@ -129,8 +121,8 @@ def test_real_descriptor_round_trip(tmp_path):
     summary = featurize_to_store(frames, resolved, tmp_path / "s.h5", chunk_size=3)
     assert summary["n_frames"] == 7 and summary["n_blocks"] == len(direct.fprime_j)
     store = open_store(tmp_path / "s.h5")
-    assert_fps_equal(store.read_all(), direct)
-    assert_fps_equal(store[4], direct.frame(4))
+    assert_fingerprints_equal(store.read_all(), direct)
+    assert_fingerprints_equal(store[4], direct.frame(4))
     store.require_config(config, base_dir=tmp_path)
     assert store.metadata["features_per_element"] == {"H": direct.n_features, "O": direct.n_features}
 
@@ -144,7 +136,7 @@ def test_empty_store(tmp_path):
 def test_pickle_and_reopen(tmp_path, batches):
     store = open_store(write(tmp_path / "s.h5", batches))
     clone = pickle.loads(pickle.dumps(store))
-    assert_fps_equal(clone[3], store[3])
+    assert_fingerprints_equal(clone[3], store[3])
     assert "frames=8" in repr(clone)
 
 
