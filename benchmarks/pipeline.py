@@ -1,5 +1,6 @@
 """The rest of the pipeline, GMPOrderNorm fingerprints with derivatives: scaling, the
-fastfp store, collation, one training epoch, and end-to-end preprocessing."""
+fastfp store, collation, the force contraction, one training epoch, and end-to-end
+preprocessing."""
 
 from fastfp.harness import stages
 
@@ -68,6 +69,18 @@ class Collate(_Stage):
     labels = True
 
     def time_collate(self, info, backend, frames):
+        self.run()
+
+
+class ForceContraction(_Stage):
+    """Forces from dE/dG and the derivative matrix of every batch of 16, a loss of the
+    forces and its ``backward()`` (AMPTorch's ``torch.sparse.mm`` vs fastfp's
+    ``contract_forces``); collation and the dE/dG tensors are in setup."""
+
+    stage = "force_contraction"
+    labels = True
+
+    def time_force_contraction(self, info, backend, frames):
         self.run()
 
 

@@ -51,6 +51,16 @@ class PreprocessRatio(_Ratio):
         return self._ratio()
 
 
+class ForceContractionRatio(_Ratio):
+    """Force contraction, forward + backward, on every batch of 16."""
+
+    stage = "force_contraction"
+    labels = True
+
+    def track_force_contraction_ratio(self, info, frames):
+        return self._ratio()
+
+
 class TrainEpochRatio(_Ratio):
     """One training epoch without / with ``install()``."""
 

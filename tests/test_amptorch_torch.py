@@ -114,6 +114,48 @@ def test_force_contraction_first_and_second_derivatives():
     assert torch.autograd.gradgradcheck(forces_of, (weights,))
 
 
+def test_force_contraction_paths_and_dtypes(monkeypatch):
+    from fastfp.amptorch import forces
+
+    fprimes = random_fprimes(3)
+    gradients = torch.randn(1, fprimes.shape[0], requires_grad=True)
+    dense = fprimes.to_dense()
+    expect = -(dense.T @ gradients.detach().reshape(-1)).view(-1, 3)
+    # float32 (compiled loop in float32)
+    got32 = contract_forces(fprimes.to(torch.float32), gradients.detach().to(torch.float32))
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32, expect.to(torch.float32))
+    # gradients to the derivative values as well (plain autograd)
+    leaf = fprimes._values().clone().requires_grad_()
+    with_values = torch.sparse_coo_tensor(fprimes._indices(), leaf, fprimes.shape)
+    out = contract_forces(with_values, gradients)
+    torch.testing.assert_close(out, expect, rtol=1e-13, atol=1e-13)
+    out.sum().backward()
+    rows, cols = fprimes._indices()
+    torch.testing.assert_close(leaf.grad, -gradients.detach().reshape(-1)[rows], rtol=1e-13, atol=1e-13)
+    # the torch path (GPU tensors, other dtypes) gives the same, to second order
+    monkeypatch.setattr(forces, "_NUMPY", {})
+    torch.testing.assert_close(contract_forces(fprimes, gradients), expect, rtol=1e-13, atol=1e-13)
+    weights = torch.randn(fprimes.shape[0], requires_grad=True)
+
+    def forces_of(w):
+        return contract_forces(fprimes, torch.tanh(w) ** 2)
+
+    assert torch.autograd.gradcheck(forces_of, (weights,))
+    assert torch.autograd.gradgradcheck(forces_of, (weights,))
+
+
+def test_force_contraction_checks_shapes_and_indices():
+    fprimes = random_fprimes(4)
+    with pytest.raises(ValueError, match="gradients has"):
+        contract_forces(fprimes, torch.ones(fprimes.shape[0] + 1))
+    rows, cols = fprimes._indices()
+    bad = torch.sparse_coo_tensor(torch.stack([rows, cols + 3]), fprimes._values(), fprimes.shape,
+                                  check_invariants=False)
+    with pytest.raises(IndexError, match="outside its shape"):
+        contract_forces(bad, torch.ones(fprimes.shape[0]))
+
+
 def test_block_diagonal_collation():
     matrices = [random_fprimes(s, n_atoms=n) for s, n in enumerate((3, 5, 2))]
     # a frame whose derivative entries were all thresholded away

@@ -110,7 +110,7 @@ def test_frames_without_energies_give_a_reason(frames):
     bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
     assert stages.labels_reason(bare) == stages.NO_LABELS
     assert stages.labels_reason(frames) is None
-    for stage in ("scale", "collate", "preprocess", "train_epoch"):
+    for stage in ("scale", "collate", "force_contraction", "preprocess", "train_epoch"):
         with pytest.raises(stages.StageUnavailable) as err:
             stages.build(stage, "fastfp", bare)
         assert "no energies/forces" in str(err.value) or "AMPTorch" in str(err.value)
@@ -188,6 +188,46 @@ def test_pipeline_stages_same_across_backends(frames):
     assert losses["fastfp"] == pytest.approx(losses["amptorch"], rel=1e-4)
 
 
+@requires_gmp
+@pytest.mark.skipif(not has_torch, reason="needs the 'torch' extra (pip install -e '.[torch]')")
+def test_force_contraction_stage(frames):
+    """Forces and the gradient of the loss (sum of squared forces) by dE/dG, on real
+    batches: fastfp's against the dense product, and against AMPTorch's expression."""
+    torch = stages._torch_setup()  # float64, as the stages and AtomsTrainer set it
+    data = stages._data_list(frames, "gmpordernorm", stages.elements_of(frames))
+    fast = stages.build("force_contraction", "fastfp", frames, data=data, collect=True, batch_size=2)()
+    batches = stages.build("collate", "fastfp", frames, data=data, collect=True, batch_size=2)()
+    assert len(fast) == len(batches) == 2
+    for (dEdG, forces, grad), (batch, _) in zip(fast, batches):
+        assert dEdG.dtype == torch.float64 and dEdG.shape == (1, batch.fprimes.shape[0])
+        dense = batch.fprimes.to_dense()
+        expect = -(dense.T @ dEdG.reshape(-1)).view(-1, 3)
+        torch.testing.assert_close(forces, expect, rtol=1e-12, atol=1e-12)
+        assert forces.shape == (batch.fprimes.shape[1] // 3, 3) == batch.forces.shape
+        torch.testing.assert_close(grad, (-dense @ (2 * forces.reshape(-1))).view(1, -1), rtol=1e-12, atol=1e-12)
+    if amptorch_reason:
+        with pytest.raises(stages.StageUnavailable, match="AMPTorch"):
+            stages.build("force_contraction", "amptorch", frames, data=data)
+        return
+    theirs = stages.build("force_contraction", "amptorch", frames, data=data, collect=True, batch_size=2)()
+    for (d_a, f_a, g_a), (d_f, f_f, g_f) in zip(theirs, fast):
+        torch.testing.assert_close(d_f, d_a, rtol=0, atol=0)  # the same inputs
+        torch.testing.assert_close(f_f, f_a, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g_f, g_a, rtol=1e-12, atol=1e-12)
+
+
+@needs_amptorch
+def test_amptorch_force_expression_is_amptorchs():
+    """The "amptorch" side of the force_contraction stage is AMPTorch's own line."""
+    import inspect
+
+    import amptorch.model
+
+    source = inspect.getsource(amptorch.model)
+    assert source.count("forces = -1 * torch.sparse.mm(batch.fprimes.t(), gradients.t()).view(") == 2
+    assert "torch.sparse.mm(fprimes.t(), gradients.t()).view(-1, 3)" in inspect.getsource(stages._amptorch_forces)
+
+
 # -- fastfp bench: bad input, no commit, summary ---------------------------------------
 
 
@@ -263,6 +303,39 @@ def test_summary_from_results(tmp_path):
     assert "no equivalent" in store
     png = bench.plot_time_vs_frames(summary, ["amptorch", "fastfp"], tmp_path / "t.png")
     assert png.stat().st_size > 1000
+
+
+def _benchmark_names(module: str, prefix: str) -> list[str]:
+    """``module.Class.method`` of the asv benchmarks in ``benchmarks/<module>.py``."""
+    import ast
+
+    tree = ast.parse((ROOT / "benchmarks" / f"{module}.py").read_text())
+    return [f"{module}.{cls.name}.{fn.name}" for cls in tree.body if isinstance(cls, ast.ClassDef)
+            for fn in cls.body if isinstance(fn, ast.FunctionDef) and fn.name.startswith(prefix)]
+
+
+def test_summary_knows_every_stage_benchmark():
+    """Every timed pipeline stage and every in-process ratio has a row in the summary."""
+    pipeline = _benchmark_names("pipeline", "time_")
+    assert "pipeline.ForceContraction.time_force_contraction" in pipeline
+    assert set(pipeline) <= set(bench.KNOWN)
+    ratios = _benchmark_names("ratios", "track_")
+    assert "ratios.ForceContractionRatio.track_force_contraction_ratio" in ratios
+    assert set(ratios) <= set(bench.RATIOS)
+    title = stages.STAGES["force_contraction"].title
+    assert title in bench.QUICK_STAGES
+    results = _fake_results(amptorch=True)
+    results["results"]["pipeline.ForceContraction.time_force_contraction"] = (
+        [[3.4, None, 0.12, None, None, None], [["'amptorch'", "'fastfp'", "'cupy'"], ["100", "1000"]]]
+        + [None] * 11)
+    results["results"]["ratios.ForceContractionRatio.track_force_contraction_ratio"] = (
+        [[25.0, None], [["100", "1000"]]] + [None] * 11)
+    summary = bench.table(results)
+    assert summary["ratios"][(title, 100)] == 25.0
+    text = bench.summary_markdown(summary, ["amptorch", "fastfp"], {}, True, {"labels": None, "n_frames": 100})
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {title} | 100 frames"))
+    assert "3.40 s" in line and "120.0 ms" in line
+    assert f"| {title} | 100 | 25.0× |" in text
 
 
 def test_summary_says_amptorch_missing(monkeypatch):

@@ -149,13 +149,14 @@ def parse_backends(text: str) -> list[str]:
 QUICK_BENCHMARKS = [
     r"^featurize\.Featurize\.time_featurize\({B}, 'gmpordernorm'",
     r"^featurize\.FeaturizeAtoms\.time_featurize_atoms\({B}, 'gmpordernorm'",
-    r"^pipeline\.(StoreWrite|StoreRead|Collate|TrainEpoch|Preprocess)\.time_\w+\({B},",
+    r"^pipeline\.(StoreWrite|StoreRead|Collate|ForceContraction|TrainEpoch|Preprocess)\.time_\w+\({B},",
     r"^memory\.FeaturizeMemory\.peakmem_\w+\({B},",
 ]
 
 
 #: stage titles in ``--quick`` besides GMPOrderNorm featurization
-QUICK_STAGES = [stages.STAGES[k].title for k in ("store_write", "store_read", "collate", "train_epoch", "preprocess")]
+QUICK_STAGES = [stages.STAGES[k].title for k in ("store_write", "store_read", "collate", "force_contraction",
+                                                  "train_epoch", "preprocess")]
 
 
 def bench_filters(backends: list[str], quick: bool = False) -> list[str]:
@@ -301,6 +302,7 @@ KNOWN = {
     "pipeline.StoreWrite.time_store_write": ("store_write", ["frames"]),
     "pipeline.StoreRead.time_store_read": ("store_read", ["frames"]),
     "pipeline.Collate.time_collate": ("collate", ["frames"]),
+    "pipeline.ForceContraction.time_force_contraction": ("force_contraction", ["frames"]),
     "pipeline.TrainEpoch.time_train_epoch": ("train_epoch", ["frames"]),
     "pipeline.Preprocess.time_preprocess": ("preprocess", ["frames"]),
 }
@@ -315,6 +317,7 @@ REFERENCE = {
 RATIOS = {
     "ratios.FeaturizeRatio.track_featurize_ratio": "featurize gmpordernorm + derivatives",
     "ratios.PreprocessRatio.track_preprocess_ratio": "end-to-end preprocessing",
+    "ratios.ForceContractionRatio.track_force_contraction_ratio": "force contraction, forward + backward",
     "ratios.TrainEpochRatio.track_train_epoch_ratio": "training epoch",
 }
 

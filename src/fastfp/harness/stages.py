@@ -37,6 +37,12 @@ Stages (:data:`STAGES`)
 ``store_write`` / ``store_read``  the fastfp HDF5 store (AMPTorch has no comparable store);
 ``collate``     every batch of 16 ``Data`` (``DataCollater``: AMPTorch's
                 ``sparse_block_diag`` vs fastfp's);
+``force_contraction``  on every collated batch of 16: forces from dE/dG (a leaf
+                tensor) and the derivative matrix, a loss of the forces, ``backward()``
+                (AMPTorch's ``torch.sparse.mm`` expression from ``amptorch/model.py`` vs
+                :func:`fastfp.amptorch.forces.contract_forces`); the "amptorch" side
+                is plain torch but, like every "amptorch" stage, runs only where
+                AMPTorch is installed, so its column never shows an imitation;
 ``train_epoch`` one epoch of ``AtomsTrainer`` (SingleNN 3×20, batch 16, forces,
                 force_coefficient 0.05) without / with ``install()``;
 ``preprocess``  end to end: ``AtomsDataset(frames, ...)`` without / with ``install()``
@@ -471,7 +477,7 @@ def estimate_bytes(stage: str, frames, descriptor: str = "gmpordernorm", element
     blocks = atoms * s["blocks"] * (s["features"] * 24 + 8)
     if stage in ("store_write",):
         return blocks
-    if stage in ("scale", "collate", "preprocess", "train_epoch"):
+    if stage in ("scale", "collate", "force_contraction", "preprocess", "train_epoch"):
         return 1.5 * coo  # the Data list and transient copies
     return 0.0
 
@@ -678,6 +684,54 @@ def _collate(backend, frames, descriptor="gmpordernorm", elements=None, data=Non
     return run
 
 
+def _amptorch_forces(fprimes, gradients):
+    """AMPTorch's force contraction, verbatim from ``BPNN.forward`` and
+    ``SingleNN.forward`` in AMPTorch's ``amptorch/model.py`` (AMPTorch 0.1, lines 202
+    and 297: ``forces = -1 * torch.sparse.mm(batch.fprimes.t(), gradients.t()).view(-1, 3)``;
+    tests/test_bench.py checks the installed file still has it)."""
+    import torch
+
+    return -1 * torch.sparse.mm(fprimes.t(), gradients.t()).view(-1, 3)
+
+
+def _force_contraction(backend, frames, descriptor="gmpordernorm", elements=None, data=None, collect=False,
+                       batch_size=BATCH_SIZE):
+    """Forces from dE/dG and the derivative matrix of every collated batch, then a loss
+    of the forces (sum of squares) and ``loss.backward()``: what each training step does
+    with this product. dE/dG is a leaf (1, n_rows) tensor, as AMPTorch's ``gradients``
+    (random values, seeded: the cost does not depend on them). Collation and the
+    tensors are made in setup, once, the same way for both backends. ``collect``: per
+    batch ``(dE/dG, forces, gradient of the loss by dE/dG)``."""
+    torch = _torch_setup()
+    # the batches as training sees them; fastfp's collation gives AMPTorch's matrices
+    # (tests/test_bench.py), faster
+    batches = _collate("fastfp", frames, descriptor, elements, data=data, collect=True, batch_size=batch_size)()
+    matrices = [batch.fprimes for batch, _ in batches]
+    del batches
+    generator = torch.Generator().manual_seed(0)
+    gradients = [torch.randn(1, m.shape[0], generator=generator, dtype=m.dtype).requires_grad_()
+                 for m in matrices]
+    if backend == "amptorch":
+        contract = _amptorch_forces
+    else:
+        from fastfp.amptorch.forces import contract_forces as contract, warm_up
+
+        warm_up()  # load the compiled kernel outside the timing
+
+    def run():
+        out = []
+        for fprimes, dEdG in zip(matrices, gradients):
+            dEdG.grad = None
+            forces = contract(fprimes, dEdG)
+            loss = (forces ** 2).sum()
+            loss.backward()
+            if collect:
+                out.append((dEdG.detach(), forces.detach(), dEdG.grad))
+        return out if collect else len(matrices)
+
+    return run
+
+
 def _train_config(frames, descriptor, elements, run_dir) -> dict:
     scheme, params, cutoff_params, els = descriptor_setup(descriptor, elements)
     dataset = {"raw_data": list(frames), "val_split": 0, "fp_scheme": scheme, "fp_params": params,
@@ -788,6 +842,8 @@ STAGES: dict[str, Stage] = {
                       "cache is one file per image, read back inside prepare_fingerprints): not compared"),
         Stage("collate", "collate (batches of 16)", _collate, needs_labels=True, needs_torch=True,
               memory_checked=True),
+        Stage("force_contraction", "force contraction, forward + backward", _force_contraction,
+              needs_labels=True, needs_torch=True, memory_checked=True),
         Stage("train_epoch", "training epoch", _train_epoch, needs_labels=True, needs_torch=True,
               fastfp_needs_amptorch=True, memory_checked=True),
         Stage("preprocess", "end-to-end preprocessing", _preprocess, needs_labels=True, needs_torch=True,
@@ -802,9 +858,10 @@ def build(stage: str, backend: str, frames, **options) -> Callable[[], Any]:
 
     Options: ``descriptor`` (``"gmpordernorm"``), ``elements`` (default: those of
     ``frames``; pass the data set's to keep settings equal across subsets),
-    ``derivatives`` (featurize, store), ``collect`` (featurize, store_read, collate:
-    return the full results instead of a count, for comparisons), ``data`` (scale,
-    collate: a ready ``Data`` list, modified in place by scale), ``check_memory`` (True).
+    ``derivatives`` (featurize, store), ``collect`` (featurize, store_read, collate,
+    force_contraction: return the full results instead of a count, for comparisons),
+    ``data`` (scale, collate, force_contraction: a ready ``Data`` list, modified in
+    place by scale), ``batch_size`` (collate, force_contraction: 16), ``check_memory`` (True).
     Raises :class:`StageUnavailable` with the reason if it cannot run here.
     """
     if stage not in STAGES:

@@ -128,6 +128,8 @@ RULES: list[tuple[str, re.Pattern, bool]] = [(cat, re.compile(rx), weak) for cat
     (SPARSE, r"^py:[^@]*@[^|]*\|.*torch\.sparse\.mm\(", False),
     (SPARSE, r"^py:(mm|addmm)@.*torch/sparse/__init__\.py", False),
     (SPARSE, r"^py:contract_forces@", False),
+    # its compiled loop and autograd.Function (forward and backward)
+    (SPARSE, r"^py:[^@]*@.*fastfp/amptorch/forces\.py", False),
     (SCALING, r"^py:(FeatureScaler|TargetScaler)\.[^@]*@", False),
     (SCALING, r"^py:(norm_features|_scale_tables)@", False),
     (COLLATION, r"^py:(DataCollater\.__call__|sparse_block_diag|_collate_like_amptorch)@", False),
