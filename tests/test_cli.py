@@ -88,6 +88,19 @@ def test_workers_identical(data, gmp_store):
     assert_fingerprints_equal(open_store(out).read_all(), open_store(gmp_store).read_all())
 
 
+def test_frame_selection(data, gmp_direct):
+    """ASE's FILE@SLICE picks frames, as ``ase.io.read`` would."""
+    out = data["dir"] / "selected.h5"
+    assert run(f"{data['dir'] / 'oc20.traj'}@3:9:2", "--config", data["dir"] / "gmp.json", "--out", out,
+               "--derivatives") == 0
+    store = open_store(out)
+    assert len(store) == 3
+    for k, frame in enumerate((3, 5, 7)):
+        np.testing.assert_array_equal(store[k].fingerprints, gmp_direct.frame(frame).fingerprints)
+        np.testing.assert_array_equal(store[k].fprimes, gmp_direct.frame(frame).fprimes)
+    assert store.metadata["source"] == str(data["dir"] / "oc20.traj") + "@3:9:2"
+
+
 def test_no_derivatives(data, gmp_direct):
     out = data["dir"] / "noderiv.h5"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out) == 0

@@ -87,18 +87,27 @@ def _positive_int(text: str) -> int:
 
 
 class _Frames:
-    """Re-iterable, lazy frames of a file (``ase.io.iread``), read errors as :class:`CLIError`."""
+    """Re-iterable, lazy frames of a file (``ase.io.iread``), read errors as :class:`CLIError`.
 
-    def __init__(self, path: Path, fmt: str | None = None):
-        self.path = path
+    ``text`` is a path, optionally with ASE's frame selection: ``frames.traj@:8000``,
+    ``frames.traj@-100:``. Raises :class:`CLIError` if the file does not exist."""
+
+    def __init__(self, text: str, fmt: str | None = None):
+        from ase.io.formats import parse_filename
+
+        path, index = parse_filename(text)
+        self.path = Path(path)
+        self.index = ":" if index is None else index
         self.format = fmt
+        if not self.path.is_file():
+            raise CLIError(f"frames file {str(self.path)!r} " + ("is not a file" if self.path.exists() else "not found"))
 
     def __iter__(self):
         import ase.io
 
         k = 0
         try:
-            for atoms in ase.io.iread(self.path, index=":", format=self.format):
+            for atoms in ase.io.iread(self.path, index=self.index, format=self.format):
                 yield atoms
                 k += 1
         except (CLIError, KeyboardInterrupt, GeneratorExit):
@@ -108,20 +117,22 @@ class _Frames:
             raise CLIError(f"cannot read frames from {str(self.path)!r}{where}: "
                            f"{type(exc).__name__}: {exc}") from None
         if k == 0:
-            raise CLIError(f"no frames in {str(self.path)!r}")
+            raise CLIError(f"no frames in {str(self.path)!r} (selection {self.index!r})")
 
+    def count(self):
+        """Number of frames selected from an ASE trajectory, cheaply; None for other formats."""
+        if self.path.suffix != ".traj":
+            return None
+        try:
+            from ase.io.trajectory import Trajectory
 
-def _count_frames(path: Path):
-    """Number of frames of an ASE trajectory, cheaply; None for other formats."""
-    if path.suffix != ".traj":
-        return None
-    try:
-        from ase.io.trajectory import Trajectory
-
-        with Trajectory(path) as traj:
-            return len(traj)
-    except Exception:
-        return None
+            with Trajectory(self.path) as traj:
+                n = len(traj)
+        except Exception:
+            return None
+        if isinstance(self.index, slice):
+            return len(range(*self.index.indices(n)))
+        return 1 if isinstance(self.index, int) else None
 
 
 def _scan_elements(frames) -> tuple[list[str], int]:
@@ -140,7 +151,7 @@ def _scan_elements(frames) -> tuple[list[str], int]:
     "featurize",
     help="featurize frames (any ASE-readable file) into an HDF5 fingerprint store",
     arguments=[
-        arg("frames", metavar="FRAMES", help="ASE-readable file of frames (read lazily)"),
+        arg("frames", metavar="FRAMES", help="ASE-readable file of frames (read lazily); FILE@SLICE selects frames, e.g. data.traj@:1000"),
         arg("--config", required=True, metavar="CONFIG.json",
             help="AMPTorch-style descriptor config (fp_scheme, fp_params, [elements], [cutoff_params])"),
         arg("--out", required=True, metavar="STORE", help="store to write (replaced atomically on success)"),
@@ -159,11 +170,8 @@ def featurize(args) -> int:
     from .frames import FrameError
     from .store import featurize_to_store
 
-    source = Path(args.frames)
-    if not source.exists():
-        raise CLIError(f"frames file {str(source)!r} not found")
-    if not source.is_file():
-        raise CLIError(f"frames {str(source)!r} is not a file")
+    frames = _Frames(args.frames, args.format)
+    source = frames.path
     out = Path(args.out)
     if not out.parent.is_dir():
         raise CLIError(f"output directory {str(out.parent)!r} does not exist")
@@ -174,20 +182,19 @@ def featurize(args) -> int:
         raise CLIError(f"config file {str(config_path)!r} not found")
 
     raw, base_dir = load_config(config_path)
-    frames = _Frames(source, args.format)
     elements = None
     total = None
     if "elements" not in raw:
         elements, total = _scan_elements(frames)
     resolved = resolve_config(raw, base_dir=base_dir, elements=elements)
     if total is None:
-        total = _count_frames(source)
+        total = frames.count()
     try:
         summary = featurize_to_store(
             frames, resolved, out,
             derivatives=args.derivatives, workers=args.workers, chunk_size=args.chunk_size,
             total=total, progress=not args.quiet,
-            metadata={"source": os.path.abspath(source), "config_file": os.path.abspath(config_path)},
+            metadata={"source": os.path.abspath(args.frames), "config_file": os.path.abspath(config_path)},
             compression=None if args.compression == "none" else args.compression,
         )
     except FrameError as exc:  # "frame N: ..." with N counted from 0 over the whole file
@@ -255,7 +262,7 @@ def _json_arg(text: str, what: str):
     "(for AtomsTrainer's config['dataset']['lmdb_path'])",
     arguments=[
         arg("frames", metavar="FRAMES",
-            help="ASE-readable file of frames with energies (and forces); read lazily, twice "
+            help="ASE-readable file of frames with energies (and forces), FILE@SLICE to select (e.g. data.traj@:1000); read lazily, twice "
             "(three times when the config has no elements)"),
         arg("--config", required=True, metavar="CONFIG.json",
             help="AMPTorch-style descriptor config (fp_scheme, fp_params, [elements], [cutoff_params])"),
@@ -278,9 +285,8 @@ def lmdb_command(args) -> int:
         raise CLIError(f"needs torch, torch_geometric and lmdb (the 'torch' extra): {exc}") from None
     from .config import load_config
 
-    source = Path(args.frames)
-    if not source.is_file():
-        raise CLIError(f"frames file {str(source)!r} " + ("is not a file" if source.exists() else "not found"))
+    frames = _Frames(args.frames, args.format)
+    source = frames.path
     out = Path(args.out)
     if not out.parent.is_dir():
         raise CLIError(f"output directory {str(out.parent)!r} does not exist")
@@ -305,9 +311,9 @@ def lmdb_command(args) -> int:
     handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
                 if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        summary = write_lmdb(_Frames(source, args.format), raw, out, scaling=scaling, progress=not args.quiet,
+        summary = write_lmdb(frames, raw, out, scaling=scaling, progress=not args.quiet,
                              chunk_frames=args.chunk_size, base_dir=base_dir, forcetraining=not args.no_forces,
-                             total=_count_frames(source))
+                             total=frames.count())
     except BaseException as exc:
         if interrupted:
             raise KeyboardInterrupt from None
