@@ -135,6 +135,20 @@ class _Frames:
         return 1 if isinstance(self.index, int) else None
 
 
+def _inputs(args) -> tuple[_Frames, Path, Path]:
+    """FRAMES, --out and --config of ``featurize`` and ``lmdb``, checked before any work."""
+    frames = _Frames(args.frames, args.format)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CLIError(f"output directory {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a directory")
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        raise CLIError(f"config file {str(config_path)!r} not found")
+    return frames, out, config_path
+
+
 def _scan_elements(frames) -> tuple[list[str], int]:
     """Sorted chemical symbols found in ``frames``, and the number of frames."""
     from ase.data import chemical_symbols
@@ -170,16 +184,8 @@ def featurize(args) -> int:
     from .frames import FrameError
     from .store import featurize_to_store
 
-    frames = _Frames(args.frames, args.format)
+    frames, out, config_path = _inputs(args)
     source = frames.path
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CLIError(f"output directory {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise CLIError(f"--out {str(out)!r} is a directory")
-    config_path = Path(args.config)
-    if not config_path.is_file():
-        raise CLIError(f"config file {str(config_path)!r} not found")
 
     raw, base_dir = load_config(config_path)
     elements = None
@@ -285,17 +291,10 @@ def lmdb_command(args) -> int:
         raise CLIError(f"needs torch, torch_geometric and lmdb (the 'torch' extra): {exc}") from None
     from .config import load_config
 
-    frames = _Frames(args.frames, args.format)
+    frames, out, config_path = _inputs(args)
     source = frames.path
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CLIError(f"output directory {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise CLIError(f"--out {str(out)!r} is a directory")
-    if not Path(args.config).is_file():
-        raise CLIError(f"config file {args.config!r} not found")
     scaling = None if args.scaling is None else _json_arg(args.scaling, "--scaling")
-    raw, base_dir = load_config(args.config)
+    raw, base_dir = load_config(config_path)
 
     # Ctrl-C and SIGTERM (kill, job schedulers) interrupt the write, which removes its
     # temporary file; exit code 130. Raised inside a numba kernel, the KeyboardInterrupt
