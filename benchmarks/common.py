@@ -3,7 +3,8 @@
 Environment variables (all optional; ``fastfp bench`` sets them):
 
 ``FASTFP_BENCH_DATA``
-    frames to use instead of the default 16,000-frame workload (ASE file or directory).
+    frames to use instead of the default 16,000-frame workload (ASE file or directory);
+    a relative path is taken from the repository root (asv runs benchmarks elsewhere).
 ``FASTFP_BENCH_FRAMES``
     frame counts to benchmark (default ``100 1000 16000``).
 ``FASTFP_BENCH_MAX_FRAMES``
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from fastfp.harness import stages
 
@@ -68,6 +70,16 @@ def _preimport() -> None:
         importlib.import_module("amptorch.dataset")
 
 
+def _absolute_data_path() -> None:
+    """asv runs each benchmark in a temporary directory: make a relative
+    ``FASTFP_BENCH_DATA`` absolute, from the repository root (where asv is run)."""
+    text = os.environ.get("FASTFP_BENCH_DATA", "")
+    path = Path(__file__).resolve().parents[1] / text
+    if text and not Path(text).is_absolute() and path.exists():
+        os.environ["FASTFP_BENCH_DATA"] = str(path)
+
+
+_absolute_data_path()
 _preimport()
 
 BACKENDS = list(stages.BACKENDS)
