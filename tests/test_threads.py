@@ -1,11 +1,14 @@
-"""Threaded kernels give the same bits as one thread; thread settings and ranges."""
+"""Threaded kernels give the same bits as one thread; thread settings, ranges and chunks."""
 
 import numpy as np
 import pytest
 
 from conftest import assert_fingerprints_equal, load_reference, requires_shared
+from fastfp.amptorch import descriptors as amptorch_descriptors
+from fastfp.amptorch.descriptors import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMPOrderNorm
+from fastfp.frames import FrameError, chunks
 from fastfp.threads import balanced_ranges, num_threads
 
 
@@ -51,3 +54,27 @@ def test_num_threads_setting(monkeypatch):
         monkeypatch.setenv("FASTFP_NUM_THREADS", bad)
         with pytest.raises(ValueError, match="FASTFP_NUM_THREADS"):
             num_threads()
+
+
+def test_chunks_bounded_by_atoms():
+    sizes = [5, 300, 700, 10, 10, 600, 1]
+    got = [(start, [len(a) for a in chunk]) for start, chunk in chunks([np.zeros(n) for n in sizes], 3, max_atoms=512)]
+    assert got == [(0, [5, 300, 700]), (3, [10, 10, 600]), (6, [1])]
+    assert list(chunks(range(5), 2)) == [(0, [0, 1]), (2, [2, 3]), (4, [4])]
+
+
+@requires_shared
+def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch):
+    """The next chunk is featurized ahead on a thread: same results in the same order as
+    one call, and a bad frame still raises naming its index in the whole input."""
+    config, frames, _ = load_reference("gmpordernorm_solid")
+    desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
+    monkeypatch.setattr(amptorch_descriptors, "CHUNK_ATOMS", 2 * max(len(a) for a in frames))
+    whole = desc.featurize(frames)
+    parts = list(desc.featurized_chunks(frames, True))
+    assert len(parts) > 1 and [start for start, _, _ in parts] == list(np.cumsum([0] + [len(c) for _, c, _ in parts[:-1]]))
+    np.testing.assert_array_equal(np.concatenate([fps.fingerprints for _, _, fps in parts]), whole.fingerprints)
+    bad = [a.copy() for a in frames]
+    bad[-1].positions[0, 0] = np.nan
+    with pytest.raises(FrameError, match=f"frame {len(frames) - 1}:"):
+        list(desc.featurized_chunks(bad, True))

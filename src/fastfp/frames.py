@@ -114,13 +114,22 @@ def pack_frames(frames: Sequence, allowed: np.ndarray, first_index: int = 0) -> 
     return PackedFrames(positions, numbers, offsets, cells, pbc)
 
 
-def chunks(frames: Iterable, size: int, convert: Callable = lambda a: a):
+def chunks(frames: Iterable, size: int, convert: Callable = lambda a: a, max_atoms: int | None = None):
     """``(index of the first frame, [convert(frame), ...])`` for ``size`` frames at a
-    time, reading ``frames`` lazily."""
+    time, reading ``frames`` lazily; with ``max_atoms``, a chunk also ends once it holds
+    that many atoms (it always holds at least one frame)."""
     it = iter(frames)
     first = 0
     while True:
-        chunk = [convert(a) for a in itertools.islice(it, size)]
+        if max_atoms is None:
+            chunk = [convert(a) for a in itertools.islice(it, size)]
+        else:
+            chunk, atoms = [], 0
+            for a in itertools.islice(it, size):
+                chunk.append(convert(a))
+                atoms += len(chunk[-1])
+                if atoms >= max_atoms:
+                    break
         if not chunk:
             return
         yield first, chunk

@@ -6,6 +6,8 @@ only its own rows and derivative blocks), the COO conversion over frames.
 
 The number of threads is ``FASTFP_NUM_THREADS`` if set, else the CPUs this process may
 run on. ``FASTFP_NUM_THREADS=1`` runs everything in the calling thread.
+
+While featurizing, BLAS/LAPACK is held to one thread (:func:`single_threaded_blas`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 
 def num_threads() -> int:
@@ -27,6 +30,20 @@ def num_threads() -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"FASTFP_NUM_THREADS must be a positive integer, got {text!r}")
     return int(text)
+
+
+@lru_cache(maxsize=None)
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """Context manager holding BLAS/LAPACK (numpy's OpenBLAS) to one thread.
+
+    fastfp calls LAPACK only on 3 x 3 cell matrices, once per frame. OpenBLAS still wakes
+    its threads for them, and they keep spinning afterwards: a core taken from the
+    kernels (measured: the neighbour search used 0.86 s CPU for 0.43 s wall on 2 cores)."""
+    return _controller().limit(limits=1, user_api="blas")
 
 
 @lru_cache(maxsize=None)

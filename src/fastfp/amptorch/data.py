@@ -13,7 +13,6 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
-from .descriptors import CHUNK_FRAMES
 
 
 def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) -> Data:
@@ -39,20 +38,18 @@ def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) ->
 
 def images_to_data(descriptor, images, r_energy=True, r_forces=True, fprimes=True, disable_tqdm=False) -> list:
     """``Data`` objects for ``images`` (a sequence of ASE ``Atoms``) with a
-    :mod:`fastfp.amptorch` descriptor, featurized ``CHUNK_FRAMES`` frames per call."""
+    :mod:`fastfp.amptorch` descriptor, featurized about ``CHUNK_ATOMS`` atoms per call
+    (``featurized_chunks``)."""
     images = [a if hasattr(a, "positions") else a.toatoms() for a in images]  # ase.db rows
     out = []
     with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar:
-        for start in range(0, len(images), CHUNK_FRAMES):
-            chunk = images[start : start + CHUNK_FRAMES]
-            out.extend(chunk_to_data(descriptor, chunk, start, r_energy, r_forces, fprimes))
+        for _, chunk, fps in descriptor.featurized_chunks(images, fprimes):
+            out.extend(fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, fprimes))
             bar.update(len(chunk))
     return out
 
 
-def chunk_to_data(descriptor, chunk, first_index, r_energy, r_forces, fprimes) -> list:
-    """``Data`` objects for the frames ``chunk`` (ASE ``Atoms``), featurized in one call;
-    ``first_index``: the number of ``chunk[0]`` in error messages."""
-    fps = descriptor.featurize(chunk, derivatives=fprimes, first_index=first_index)
+def fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, fprimes) -> list:
+    """``Data`` objects for the frames ``chunk`` (ASE ``Atoms``) from their fingerprints ``fps``."""
     return [image_to_data(atoms, descriptors, primes, r_energy, r_forces)
             for atoms, (_, descriptors, _, primes) in zip(chunk, descriptor.frame_outputs(fps, fprimes))]

@@ -15,15 +15,20 @@ Two AMPTorch behaviours are reproduced so that numbers agree one to one:
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..descriptors import gaussian as _gaussian
+from ..frames import chunks
 from ..descriptors import gmp as _gmp
 
-#: frames featurized per kernel call inside ``prepare_fingerprints``
-CHUNK_FRAMES = 256
+#: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): about
+#: 15-50 MB of derivative blocks, small enough for the C allocator to reuse the memory of
+#: the previous chunk rather than map (and page-fault) fresh memory for every chunk,
+#: which costs more than the kernel on many machines; larger chunks gain nothing
+CHUNK_ATOMS = 512
 
 
 class AMPTorchInterface:
@@ -68,13 +73,26 @@ class AMPTorchInterface:
         self._check_log(calc_derivatives)
         out = []
         bar = tqdm(total=len(images), desc="Computing fingerprints (fastfp)", disable=not verbose)
-        for start in range(0, len(images), CHUNK_FRAMES):
-            chunk = images[start : start + CHUNK_FRAMES]
-            fps = self.featurize(chunk, derivatives=calc_derivatives, first_index=start)
+        for _, chunk, fps in self.featurized_chunks(images, calc_derivatives):
             out.extend(self.image_dicts(fps, calc_derivatives))
             bar.update(len(chunk))
         bar.close()
         return out
+
+    def featurized_chunks(self, images, calc_derivatives):
+        """``(first frame index, frames, Fingerprints)`` for chunks of about
+        :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next chunk is featurized on
+        a background thread while the caller converts this one: the neighbour search
+        holds the GIL, the kernels and the COO conversion do not, so the two overlap."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-ahead") as ahead:
+            pending = None
+            for start, chunk in chunks(images, len(images), max_atoms=CHUNK_ATOMS):
+                future = ahead.submit(self.featurize, chunk, calc_derivatives, start)
+                if pending is not None:
+                    yield pending[0], pending[1], pending[2].result()
+                pending = (start, chunk, future)
+            if pending is not None:
+                yield pending[0], pending[1], pending[2].result()
 
     def frame_outputs(self, fps, calc_derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples

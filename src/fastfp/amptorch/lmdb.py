@@ -64,8 +64,8 @@ import torch
 
 from ..config import config_differences, load_config, resolve_config
 from ..frames import chunks
-from .data import chunk_to_data
-from .descriptors import CHUNK_FRAMES, GMP, Gaussian, GMPOrderNorm
+from .data import fingerprints_to_data
+from .descriptors import GMP, Gaussian, GMPOrderNorm
 from .scaling import norm_features
 
 #: the metadata keys AMPTorch's AtomsLMDBDataset reads (besides "0".."n-1")
@@ -184,7 +184,7 @@ def _scan_elements(frames) -> list[str]:
     from ase.data import chemical_symbols
 
     seen: set[int] = set()
-    for _, chunk in _chunks(frames, CHUNK_FRAMES):
+    for _, chunk in _chunks(frames, DEFAULT_CHUNK_FRAMES):
         for atoms in chunk:
             seen.update(int(z) for z in np.unique(atoms.numbers))
     if not seen:
@@ -362,7 +362,9 @@ def _write_atomically(path: Path, frames, descriptor, fit, meta, forcetraining, 
                 if first + len(chunk) > n_frames or any(len(a) != n_atoms[first + k] for k, a in enumerate(chunk)):
                     raise ValueError(f"frames changed between the two passes over them (at frames "
                                      f"{first}..{first + len(chunk) - 1}); pass a list or a file")
-                data = chunk_to_data(descriptor, chunk, first, True, forcetraining, forcetraining)
+                fps = descriptor.featurize(chunk, derivatives=forcetraining, first_index=first)
+                data = fingerprints_to_data(descriptor, chunk, fps, True, forcetraining, forcetraining)
+                del fps
                 norm_features(feature_scaler, data)
                 target_scaler.norm(data, disable_tqdm=True)
                 _put_all(env, {str(first + k): d for k, d in enumerate(data)})
