@@ -64,9 +64,12 @@ def test_chunks_bounded_by_atoms():
 
 
 @requires_shared
-def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch):
-    """The next chunk is featurized ahead on a thread: same results in the same order as
-    one call, and a bad frame still raises naming its index in the whole input."""
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threads):
+    """The next chunk is featurized ahead on a thread (not with one thread): same
+    results in the same order as one call, and a bad frame still raises naming its index
+    in the whole input."""
+    monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
     config, frames, _ = load_reference("gmpordernorm_solid")
     desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
     monkeypatch.setattr(amptorch_descriptors, "CHUNK_ATOMS", 2 * max(len(a) for a in frames))

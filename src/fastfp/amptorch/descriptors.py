@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..descriptors import gaussian as _gaussian
 from ..frames import chunks
+from ..threads import num_threads
 from ..descriptors import gmp as _gmp
 
 #: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): about
@@ -83,7 +84,12 @@ class AMPTorchInterface:
         """``(first frame index, frames, Fingerprints)`` for chunks of about
         :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next chunk is featurized on
         a background thread while the caller converts this one: the neighbour search
-        holds the GIL, the kernels and the COO conversion do not, so the two overlap."""
+        holds the GIL, the kernels and the COO conversion do not, so the two overlap.
+        With ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
+        if num_threads() == 1:
+            for start, chunk in chunks(images, len(images), max_atoms=CHUNK_ATOMS):
+                yield start, chunk, self.featurize(chunk, calc_derivatives, start)
+            return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-ahead") as ahead:
             pending = None
             for start, chunk in chunks(images, len(images), max_atoms=CHUNK_ATOMS):
