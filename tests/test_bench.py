@@ -57,6 +57,28 @@ def test_bench_filters():
         bench.parse_backends("fastfp,gpu")
 
 
+def test_bench_filters_descriptors():
+    import re
+
+    regexes = bench.bench_filters(["amptorch", "fastfp", "cupy"], descriptors=bench.parse_descriptors("gmpordernorm"))
+
+    def selected(name):
+        return any(re.search(r, name) for r in regexes)
+
+    assert selected("featurize.Featurize.time_featurize('amptorch', 'gmpordernorm', True, 16000)")
+    assert selected("featurize.FeaturizeAtoms.time_featurize_atoms('fastfp', 'gmpordernorm', 500)")
+    assert not selected("featurize.Featurize.time_featurize('fastfp', 'gaussian', True, 100)")
+    assert selected("pipeline.Preprocess.time_preprocess('amptorch', 1000)")
+    assert selected("memory.FeaturizeMemory.peakmem_featurize('fastfp', 16000)")
+    assert selected("ratios.PreprocessRatio.track_preprocess_ratio(100)")
+    only_fastfp = bench.bench_filters(["fastfp"], descriptors=["gmp"])
+    assert not any(re.search(r, "pipeline.Preprocess.time_preprocess('amptorch', 100)") for r in only_fastfp)
+    assert not any(re.search(r, "ratios.PreprocessRatio.track_preprocess_ratio(100)") for r in only_fastfp)
+    assert bench.bench_filters(["amptorch", "fastfp", "cupy"], descriptors=list(stages.DESCRIPTORS)) == []
+    with pytest.raises(bench.BenchError, match="unknown descriptor"):
+        bench.parse_descriptors("gmpordernorm,soap")
+
+
 # -- stages ----------------------------------------------------------------------------
 
 

@@ -234,12 +234,16 @@ def featurize(args) -> int:
             help="where summary.md and time_vs_frames.png go (default bench-results/)"),
         arg("--frames", type=_positive_int, nargs="+", default=None, metavar="N",
             help="frame counts to benchmark (default 100 1000 16000)"),
+        arg("--descriptors", default=None, metavar="LIST",
+            help="comma-separated descriptors to featurize: gmpordernorm, gmp, gaussian (default all; "
+                 "the other stages use GMPOrderNorm)"),
     ],
 )
 def bench(args) -> int:
     from .harness.bench import run_bench
 
-    return run_bench(quick=args.quick, data=args.data, backends=args.backend, out=args.out, frames=args.frames)
+    return run_bench(quick=args.quick, data=args.data, backends=args.backend, out=args.out, frames=args.frames,
+                     descriptors=args.descriptors)
 
 
 # -- lmdb ------------------------------------------------------------------------------

@@ -159,19 +159,38 @@ QUICK_STAGES = [stages.STAGES[k].title for k in ("store_write", "store_read", "c
                                                   "train_epoch", "preprocess")]
 
 
-def bench_filters(backends: list[str], quick: bool = False) -> list[str]:
+def parse_descriptors(text: str | None) -> list[str] | None:
+    """``--descriptors``: comma-separated names of :data:`stages.DESCRIPTORS`, or None (all)."""
+    if text is None:
+        return None
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in stages.DESCRIPTORS]
+    if unknown or not names:
+        raise BenchError(f"unknown descriptor(s) {unknown or [text]} in --descriptors; known: "
+                         f"{','.join(stages.DESCRIPTORS)}")
+    return list(dict.fromkeys(names))
+
+
+def bench_filters(backends: list[str], quick: bool = False, descriptors: list[str] | None = None) -> list[str]:
     """asv ``--bench`` regexes selecting the benchmarks of ``backends`` (and the
-    ``--quick`` subset); an empty list selects everything.
+    ``--quick`` subset), featurization only for ``descriptors`` (None: all); an empty
+    list selects everything.
 
     asv matches them against ``name(param, ...)``; the backend is the first parameter
-    of every benchmark but the ratios, which need both AMPTorch and fastfp."""
+    of every benchmark but the ratios, which need both AMPTorch and fastfp; the
+    descriptor is the second parameter of the featurization benchmarks."""
     every = set(backends) >= set(stages.BACKENDS)
     which = "'(?:" + "|".join(backends) + ")'"
     if quick:
         return [r.replace("{B}", which) for r in QUICK_BENCHMARKS]
-    if every:
-        return []
-    regexes = [r"\(" + which]
+    if descriptors is None or set(descriptors) >= set(stages.DESCRIPTORS):
+        if every:
+            return []
+        regexes = [r"\(" + which]
+    else:
+        chosen = "'(?:" + "|".join(descriptors) + ")'"
+        regexes = [r"^featurize\.\w+\.\w+\(" + which + ", " + chosen,
+                   r"^(?!featurize\.|ratios\.)[\w.]+\(" + which]
     if {"amptorch", "fastfp"} <= set(backends):
         regexes.append(r"^ratios\.")
     return regexes
@@ -533,11 +552,12 @@ def plot_time_vs_frames(summary: dict, backends: list[str], path: Path, title: s
 
 
 def run_bench(quick: bool = False, data: str | None = None, backends: str = "amptorch,fastfp,cupy",
-              out: str = "bench-results", frames=None) -> int:
+              out: str = "bench-results", frames=None, descriptors: str | None = None) -> int:
     """``fastfp bench``; returns the exit code (1 if some benchmark failed). Raises
     :class:`BenchError` for bad input."""
     t0 = time.perf_counter()
     chosen = parse_backends(backends)
+    featurized = parse_descriptors(descriptors)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise BenchError(f"--out {out!r} is not a directory")
@@ -562,7 +582,7 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str = "amp
     env = bench_env(source, quick, frames)
     machine = ensure_machine(root, env)
     started = time.time()
-    code = run_asv(root, sha, env, bench_filters(chosen, quick), quick)
+    code = run_asv(root, sha, env, bench_filters(chosen, quick, featurized), quick)
     if code != 0:
         _say(f"asv run exited with {code} (some benchmarks failed; see above)")
     publish(root, env)
@@ -593,4 +613,4 @@ def importlib_missing(module: str) -> bool:
 
 
 __all__ = ["BenchError", "run_bench", "check_data", "table", "summary_markdown", "plot_time_vs_frames",
-           "bench_filters"]
+           "bench_filters", "parse_descriptors"]
