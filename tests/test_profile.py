@@ -162,6 +162,19 @@ def test_summarise_synthetic_collapsed_stacks(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_worker_thread_samples_count_as_stage_work(tmp_path):
+    """fastfp runs its kernels on concurrent.futures threads, whose stacks have no marker."""
+    path = tmp_path / "stacks.txt"
+    worker = ("_bootstrap (/py/threading.py:1002);_bootstrap_inner (/py/threading.py:1045);"
+              "run (/py/threading.py:982);_worker (/py/concurrent/futures/thread.py:83);"
+              "run (/py/concurrent/futures/thread.py:58)")
+    path.write_text(SYNTHETIC + worker + ";Descriptor._run_kernel.<locals>.<lambda> "
+                    "(/x/fastfp/descriptors/base.py:88);gmp_kernel (/x/fastfp/kernels/gmp.py:150) 100\n")
+    stage = sm.stage_samples(sm.read_collapsed(path))
+    assert sum(n for _, n in stage) == 200
+    assert all(frames[0].name == sm.MARKER for frames, _ in stage)
+    assert sm.summarise_stacks(stage).share(sm.KERNEL) == pytest.approx((30 + 100) / 200)
+
 def test_parse_frame_kinds():
     py = sm.parse_frame("FeatureScaler.norm (/a/site-packages/amptorch/preprocessing/utils.py:134)")
     assert (py.name, py.line, py.native, py.short_file) == ("FeatureScaler.norm", 134, False,

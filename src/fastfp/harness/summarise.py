@@ -240,9 +240,20 @@ def read_collapsed(path) -> list[tuple[list[Frame], int]]:
     return out
 
 
+def _is_worker_loop(frame: Frame) -> bool:
+    """The loop of a ``concurrent.futures`` thread: fastfp's kernel threads
+    (:mod:`fastfp.threads`) and the thread featurizing the next chunk ahead."""
+    return frame.name == "_worker" and frame.file.replace("\\", "/").endswith("concurrent/futures/thread.py")
+
+
 def stage_samples(samples, marker: str = MARKER):
     """The samples inside the profiled stage, with the stack cut to start at ``marker``
-    (all samples, unchanged, if no stack contains it)."""
+    (all samples, unchanged, if no stack contains it).
+
+    Work fastfp hands to its threads has no ``marker`` frame in its stacks: samples of
+    ``concurrent.futures`` worker threads count as stage work too, their stacks cut below
+    the worker loop and put under ``marker``. (The child creates such threads only for
+    the work it measures and a warm-up on a few atoms.)"""
     if not any(f.name == marker for frames, _ in samples for f in frames):
         return list(samples)
     out = []
@@ -250,6 +261,9 @@ def stage_samples(samples, marker: str = MARKER):
         for i, f in enumerate(frames):
             if f.name == marker:
                 out.append((frames[i:], n))
+                break
+            if _is_worker_loop(f):
+                out.append(([Frame(marker)] + list(frames[i + 1 :]), n))
                 break
     return out
 
