@@ -111,8 +111,8 @@ class AMPTorchInterface:
         per_element = self.features_per_element()
         widths, present = [], []
         for k in range(fps.n_frames):
-            numbers = fps.numbers[fps.offsets[k] : fps.offsets[k + 1]]
-            present.append([el for el, z in zip(self.elements, self.numbers) if (numbers == z).any()])
+            here = set(np.unique(fps.numbers[fps.offsets[k] : fps.offsets[k + 1]]).tolist())
+            present.append([el for el, z in zip(self.elements, self.numbers) if z in here])
             widths.append(max(per_element[el] for el in present[-1]))
         primes = [None] * fps.n_frames
         if calc_derivatives:
