@@ -77,6 +77,11 @@ def test_bench_filters_descriptors():
     assert bench.bench_filters(["amptorch", "fastfp", "cupy"], descriptors=list(stages.DESCRIPTORS)) == []
     with pytest.raises(bench.BenchError, match="unknown descriptor"):
         bench.parse_descriptors("gmpordernorm,soap")
+    info = {"labels": None, "n_frames": 100}
+    assert bench._why_missing("featurize gmp + derivatives", "fastfp", "100 frames", info, False,
+                              ["gmpordernorm"]) == "not in --descriptors"
+    assert bench._why_missing("featurize gmpordernorm", "fastfp", "100 frames", info, False,
+                              ["gmpordernorm"]) != "not in --descriptors"
 
 
 # -- stages ----------------------------------------------------------------------------

@@ -408,8 +408,10 @@ def _fmt_bytes(b) -> str:
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
 
-def _why_missing(label: str, backend: str, size: str, info: dict, quick: bool) -> str:
+def _why_missing(label: str, backend: str, size: str, info: dict, quick: bool, descriptors=None) -> str:
     """Why a backend has no number in a row (asv records no reason)."""
+    if descriptors is not None and label.startswith("featurize ") and label.split()[1] not in descriptors:
+        return "not in --descriptors"
     if quick and not (label.startswith("featurize gmpordernorm") or label in QUICK_STAGES):
         return "not in --quick"
     for spec in stages.STAGES.values():
@@ -437,7 +439,8 @@ def _why_missing(label: str, backend: str, size: str, info: dict, quick: bool) -
     return "skipped or failed"
 
 
-def summary_markdown(summary: dict, backends: list[str], header: dict, quick: bool, info: dict) -> str:
+def summary_markdown(summary: dict, backends: list[str], header: dict, quick: bool, info: dict,
+                     descriptors: list[str] | None = None) -> str:
     """The markdown summary: header, notes, the stage table, the in-process ratios."""
     rows, ratios = summary["rows"], summary["ratios"]
     amp_reason = stages.available("amptorch") if "amptorch" in backends else None
@@ -472,7 +475,7 @@ def summary_markdown(summary: dict, backends: list[str], header: dict, quick: bo
         if not any(row.get(b, {}).get("time") is not None or row.get(b, {}).get("peak") is not None
                    for b in shown):
             main = "fastfp" if "fastfp" in shown else shown[0]
-            reason = _why_missing(label, main, size, info, quick)
+            reason = _why_missing(label, main, size, info, quick, descriptors)
             not_run.setdefault((label, reason), []).append(size)
             continue
         timed = any("time" in row.get(b, {}) for b in backends)
@@ -480,7 +483,7 @@ def summary_markdown(summary: dict, backends: list[str], header: dict, quick: bo
         for b in shown:
             t = row.get(b, {}).get("time")
             cells.append(_fmt_time(t) if t is not None else
-                         (_why_missing(label, b, size, info, quick) if timed else ""))
+                         (_why_missing(label, b, size, info, quick, descriptors) if timed else ""))
         for b in mem_backends:
             cell = row.get(b, {})
             text = _fmt_bytes(cell.get("peak"))
@@ -596,7 +599,7 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str = "amp
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "asv results": str(root / ".asv" / "results" / machine),
     }
-    text = summary_markdown(summary, chosen, header, quick, info)
+    text = summary_markdown(summary, chosen, header, quick, info, featurized)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text(text)
     plot_time_vs_frames(summary, chosen, out_dir / "time_vs_frames.png", title=f"fastfp bench, {sha[:8]}")
