@@ -84,9 +84,7 @@ class Fingerprints:
         ``|val| < threshold`` (or exactly zero) are dropped. ``row`` and ``col`` are the
         two rows of one (2, nnz) int64 array.
         """
-        one = self.frame(k)
-        order = None if atom_order is None else np.asarray(atom_order)
-        (indices, val, size), = one.coo_frames(threshold, order)
+        (indices, val, size), = self.frame(k).coo_frames(threshold, atom_order)
         return indices[0], indices[1], val, np.array(size)
 
     def coo_frames(self, threshold: float = 0.0, atom_order=None, widths=None) -> list:
@@ -107,14 +105,11 @@ class Fingerprints:
         def convert(start, stop):
             out = []
             for k in range(start, stop):
-                a0, a1 = self.offsets[k], self.offsets[k + 1]
-                b0, b1 = self.fprime_ptr[a0], self.fprime_ptr[a1]
-                width = int(widths[k])
-                indices, val = blocks_to_coo(
-                    self.fprime_ptr[a0 : a1 + 1] - b0, self.fprime_j[b0:b1] - a0, self.fprimes[b0:b1],
-                    order[a0:a1] - a0, width, threshold,
-                )
-                out.append((indices, val, (int(a1 - a0) * width, 3 * int(a1 - a0))))
+                one, a0 = self.frame(k), self.offsets[k]
+                n_atoms, width = len(one.numbers), int(widths[k])
+                indices, val = blocks_to_coo(one.fprime_ptr, one.fprime_j, one.fprimes,
+                                             order[a0 : a0 + n_atoms] - a0, width, threshold)
+                out.append((indices, val, (n_atoms * width, 3 * n_atoms)))
             return out
 
         # frames weighted by their derivative blocks

@@ -8,11 +8,9 @@ atoms_to_data.py``): ``fingerprint`` (n_atoms, n_features), ``atomic_numbers``,
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
-
 
 
 def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) -> Data:

@@ -21,9 +21,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..descriptors import gaussian as _gaussian
+from ..descriptors import gmp as _gmp
 from ..frames import chunks
 from ..threads import num_threads
-from ..descriptors import gmp as _gmp
 
 #: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): about
 #: 15-50 MB of derivative blocks, small enough for the C allocator to reuse the memory of
