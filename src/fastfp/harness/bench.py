@@ -132,14 +132,19 @@ def check_data(source: str | None, limit: int | None = None) -> dict:
     return info
 
 
-def parse_backends(text: str) -> list[str]:
-    names = [b.strip().lower() for b in text.split(",") if b.strip()]
-    unknown = [b for b in names if b not in stages.BACKENDS]
+def _parse_names(text: str, known, option: str, what: str) -> list[str]:
+    """Comma-separated names from ``known``, in order, without repeats; ``BenchError``
+    naming ``option`` for an unknown name or an empty list."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise BenchError(f"--backend {text!r}: unknown backend(s) {unknown}; choose from "
-                         f"{','.join(stages.BACKENDS)}")
+        raise BenchError(f"{option} {text!r}: unknown {what}(s) {unknown}; choose from {','.join(known)}")
     return list(dict.fromkeys(names))
 
+
+def parse_backends(text: str) -> list[str]:
+    """``--backend``: names of :data:`stages.BACKENDS`."""
+    return _parse_names(text, stages.BACKENDS, "--backend", "backend")
 
 #: ``--quick``: the benchmarks run (asv ``--bench`` regexes; ``{B}`` is the backend
 #: parameter). Left out: the gmp and gaussian descriptors, standalone scaling (it is
@@ -160,16 +165,8 @@ QUICK_STAGES = [stages.STAGES[k].title for k in ("store_write", "store_read", "c
 
 
 def parse_descriptors(text: str | None) -> list[str] | None:
-    """``--descriptors``: comma-separated names of :data:`stages.DESCRIPTORS`, or None (all)."""
-    if text is None:
-        return None
-    names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in stages.DESCRIPTORS]
-    if unknown or not names:
-        raise BenchError(f"unknown descriptor(s) {unknown or [text]} in --descriptors; known: "
-                         f"{','.join(stages.DESCRIPTORS)}")
-    return list(dict.fromkeys(names))
-
+    """``--descriptors``: names of :data:`stages.DESCRIPTORS`, or None (all)."""
+    return None if text is None else _parse_names(text, stages.DESCRIPTORS, "--descriptors", "descriptor")
 
 def bench_filters(backends: list[str], quick: bool = False, descriptors: list[str] | None = None) -> list[str]:
     """asv ``--bench`` regexes selecting the benchmarks of ``backends`` (and the

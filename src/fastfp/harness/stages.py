@@ -585,13 +585,19 @@ def _scale(backend, frames, descriptor="gmpordernorm", elements=None, data=None)
 
     def run():
         with _fastfp_installed(False):  # AMPTorch's own FeatureScaler.norm for "amptorch"
-            features = FeatureScaler(data, True, SCALING)
-            targets = TargetScaler(data, True)
-            features.norm(data, disable_tqdm=True)
-            targets.norm(data, disable_tqdm=True)
-        return data
+            return _fit_and_scale(data, FeatureScaler, TargetScaler)
 
     return run
+
+
+def _fit_and_scale(data, feature_scaler, target_scaler):
+    """What ``AtomsDataset.process`` does after conversion: fit both scalers on ``data``
+    (forces on, :data:`SCALING`) and scale it in place. Returns ``data``."""
+    features = feature_scaler(data, True, SCALING)
+    targets = target_scaler(data, True)
+    features.norm(data, disable_tqdm=True)
+    targets.norm(data, disable_tqdm=True)
+    return data
 
 
 def _store_config(descriptor, elements):
@@ -800,11 +806,7 @@ def _preprocess(backend, frames, descriptor="gmpordernorm", elements=None):
 
     def run():
         data = images_to_data(desc, list(frames), True, True, True, disable_tqdm=True)
-        features = FeatureScaler(data, True, SCALING)
-        targets = TargetScaler(data, True)
-        features.norm(data, disable_tqdm=True)
-        targets.norm(data, disable_tqdm=True)
-        return data
+        return _fit_and_scale(data, FeatureScaler, TargetScaler)
 
     return run
 
