@@ -42,7 +42,7 @@ def single_threaded_blas():
 
     fastfp calls LAPACK only on 3 x 3 cell matrices, once per frame. OpenBLAS still wakes
     its threads for them, and they keep spinning afterwards: a core taken from the
-    kernels (measured: the neighbour search used 0.86 s CPU for 0.43 s wall on 2 cores)."""
+    kernels (seen as about twice as much CPU time as wall time in the neighbour search)."""
     return _controller().limit(limits=1, user_api="blas")
 
 

@@ -25,10 +25,10 @@ from ..descriptors import gmp as _gmp
 from ..frames import chunks
 from ..threads import num_threads
 
-#: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): about
-#: 15-50 MB of derivative blocks, small enough for the C allocator to reuse the memory of
-#: the previous chunk rather than map (and page-fault) fresh memory for every chunk,
-#: which costs more than the kernel on many machines; larger chunks gain nothing
+#: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): a few
+#: tens of MB of derivative blocks (512 atoms x ~60-100 blocks x 480 bytes), small enough
+#: for the C allocator to reuse the memory of the previous chunk rather than map (and
+#: page-fault) fresh memory for every chunk; larger chunks gain nothing
 CHUNK_ATOMS = 512
 
 
