@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from ase.geometry import complete_cell
 from matscipy.neighbours import neighbour_list
@@ -67,9 +68,21 @@ def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndar
     nbins = np.ceil(plane / cutoff)
     reach = np.ceil(cutoff * nbins / plane)
     bins = np.trunc(scaled * nbins)
-    amp_shift = shifts - wrap[j] + wrap[i]
-    window = np.abs(bins[j] + amp_shift * nbins - bins[i])
-    return (window <= reach).all(axis=1)
+    return _within_bin_window(i, j, shifts, bins, wrap, nbins, reach)
+
+
+@numba.njit(cache=True)
+def _within_bin_window(i, j, shifts, bins, wrap, nbins, reach):
+    """Pair p is kept when, along every axis, the bin of j's image (shifted as AMPTorch
+    shifts it: ``shifts - wrap[j] + wrap[i]`` cells) lies within ``reach`` bins of i's."""
+    keep = np.empty(len(i), dtype=np.bool_)
+    for p in range(len(i)):
+        keep[p] = True
+        for d in range(3):
+            cells = shifts[p, d] - wrap[j[p], d] + wrap[i[p], d]
+            if abs(bins[j[p], d] + cells * nbins[d] - bins[i[p], d]) > reach[d]:
+                keep[p] = False
+    return keep
 
 
 def neighbor_pairs(
