@@ -229,3 +229,14 @@ def test_bad_arguments(data, tmp_path, capsys):
     assert not (tmp_path / "o.h5").exists()
     check_fails(capsys, tmp_path / "no_dir" / "o.h5", None, data["dir"] / "oc20.traj",
                 "--config", data["dir"] / "gmp.json", match="does not exist")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").glob("*.json")), ids=lambda p: p.name)
+def test_example_configs_featurize(data, path):
+    """The configs the README and reports use load as written and give fingerprints."""
+    frames = data["water"][:2] if "water" in path.name else data["oc20"][:2]
+    config = json.loads(path.read_text())
+    elements = config.get("elements") or sorted({s for a in frames for s in a.get_chemical_symbols()})
+    fps = descriptor_from_config(path, elements=elements).featurize(frames)
+    assert fps.fingerprints.shape[0] == sum(len(a) for a in frames)
+    assert np.isfinite(fps.fingerprints).all() and np.abs(fps.fingerprints).max() > 0
