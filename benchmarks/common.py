@@ -30,7 +30,7 @@ from pathlib import Path
 
 from fastfp.harness import stages
 
-__all__ = ["ATOMS", "BACKENDS", "DESCRIPTORS", "FRAMES", "atoms_frame", "bench_frames", "setup_cache",
+__all__ = ["ATOMS", "BACKENDS", "Benchmark", "DESCRIPTORS", "FRAMES", "atoms_frame", "bench_frames", "setup_cache",
            "best_time"]
 
 
@@ -96,6 +96,20 @@ def setup_cache(*_):
 
 
 setup_cache.timeout = 4 * 3600  # the 16,000-frame workload is generated on first use
+
+
+class Benchmark:
+    """Settings every benchmark class shares: the frames from :func:`setup_cache`, a
+    timeout for 16,000 frames, and samples of one call each (a call is seconds to
+    minutes, so no calibration or warm-up rounds): at least 1 and up to 3 samples
+    within 30 s, in one round."""
+
+    setup_cache = setup_cache
+    timeout = 4 * 3600
+    number = 1
+    repeat = (1, 3, 30.0)
+    rounds = 1
+    warmup_time = 0
 
 
 def _skip(reason: str):

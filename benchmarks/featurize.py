@@ -3,21 +3,15 @@ derivatives, against the number of frames and (fastfp) the number of atoms per f
 
 from fastfp.harness import stages
 
-from .common import ATOMS, BACKENDS, DESCRIPTORS, FRAMES, atoms_frame, bench_frames, setup_cache
+from .common import ATOMS, BACKENDS, DESCRIPTORS, FRAMES, Benchmark, atoms_frame, bench_frames
 
 
-class Featurize:
+class Featurize(Benchmark):
     """``prepare_fingerprints`` of the first N frames of the workload (AMPTorch's output
     format for both backends), 256 frames per call."""
 
     params = [BACKENDS, DESCRIPTORS, [False, True], FRAMES]
     param_names = ["backend", "descriptor", "derivatives", "frames"]
-    setup_cache = setup_cache
-    timeout = 4 * 3600
-    number = 1
-    repeat = (1, 3, 30.0)
-    rounds = 1
-    warmup_time = 0
 
     def setup(self, info, backend, descriptor, derivatives, frames):
         images = bench_frames(info, frames, backend)
@@ -28,18 +22,13 @@ class Featurize:
         self.run()
 
 
-class FeaturizeAtoms:
+class FeaturizeAtoms(Benchmark):
     """Fingerprints and derivatives of one frame of about N atoms (frame 0 of the
     workload repeated in-plane: the metal slab with its water)."""
 
     params = [BACKENDS, DESCRIPTORS, ATOMS]
     param_names = ["backend", "descriptor", "atoms"]
-    setup_cache = setup_cache
     timeout = 1800
-    number = 1
-    repeat = (1, 3, 30.0)
-    rounds = 1
-    warmup_time = 0
 
     def setup(self, info, backend, descriptor, atoms):
         frame = atoms_frame(info, atoms, backend)

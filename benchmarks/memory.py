@@ -6,17 +6,15 @@ subtract."""
 
 from fastfp.harness import stages
 
-from .common import BACKENDS, FRAMES, bench_frames, setup_cache
+from .common import BACKENDS, FRAMES, Benchmark, bench_frames
 
 
-class FeaturizeMemory:
+class FeaturizeMemory(Benchmark):
     """GMPOrderNorm fingerprints with derivatives (``prepare_fingerprints``, 256 frames
     per call)."""
 
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
-    setup_cache = setup_cache
-    timeout = 4 * 3600
 
     def setup(self, info, backend, frames):
         images = bench_frames(info, frames, backend)
@@ -30,13 +28,11 @@ class FeaturizeMemory:
         pass
 
 
-class PreprocessMemory:
+class PreprocessMemory(Benchmark):
     """End to end: ``AtomsDataset(frames, ...)`` without / with ``install()``."""
 
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
-    setup_cache = setup_cache
-    timeout = 4 * 3600
 
     def setup(self, info, backend, frames):
         images = bench_frames(info, frames, backend, labels=True)

@@ -4,22 +4,16 @@ preprocessing."""
 
 from fastfp.harness import stages
 
-from .common import BACKENDS, FRAMES, bench_frames, setup_cache
+from .common import BACKENDS, FRAMES, Benchmark, bench_frames
 
 
-class _Stage:
+class _Stage(Benchmark):
     """Common settings: one stage of :mod:`fastfp.harness.stages` on N frames."""
 
     stage = ""
     labels = False
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
-    setup_cache = setup_cache
-    timeout = 4 * 3600
-    number = 1
-    repeat = (1, 3, 30.0)
-    rounds = 1
-    warmup_time = 0
 
     def setup(self, info, backend, frames):
         spec = stages.STAGES[self.stage]

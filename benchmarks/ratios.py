@@ -3,22 +3,17 @@ the best of up to three fastfp runs): the speed-up, free of machine-to-machine n
 
 from fastfp.harness import stages
 
-from .common import FRAMES, bench_frames, best_time, setup_cache
+from .common import FRAMES, Benchmark, bench_frames, best_time
 
 
-class _Ratio:
+class _Ratio(Benchmark):
     stage = ""
     options: dict = {}
     labels = False
     params = [FRAMES]
     param_names = ["frames"]
-    setup_cache = setup_cache
-    timeout = 4 * 3600
     unit = "AMPTorch time / fastfp time"
-    number = 1
     repeat = 1
-    rounds = 1
-    warmup_time = 0
 
     def setup(self, info, frames):
         images = bench_frames(info, frames, "fastfp", labels=self.labels)
