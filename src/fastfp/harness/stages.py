@@ -880,6 +880,8 @@ def build(stage: str, backend: str, frames, **options) -> Callable[[], Any]:
             raise StageUnavailable(f"{spec.title} runs AMPTorch's AtomsTrainer with fastfp.amptorch.install(); {reason}")
     if spec.needs_torch:
         _require_torch()
+    if backend == "fastfp" and available("amptorch") is None:
+        importlib.import_module("fastfp.amptorch.patching")  # here, so that no stage times its imports
     frames = list(frames)
     if not frames:
         raise ValueError("no frames")
