@@ -129,3 +129,31 @@ def surface_terms(exponents: tuple[int, int, int]) -> tuple[tuple[float, int, in
     For another r_s, multiply each coefficient by (1/r_s)^(a + b + c).
     """
     return _collect((coef, a, b, c) for (a, b, c, m), coef in _maxwell(tuple(exponents)).items())
+
+
+def laplacian(terms) -> tuple[tuple[float, int, int, int], ...]:
+    """The Laplacian of a polynomial given as monomials (coefficient, a, b, c)."""
+    out = []
+    for coef, a, b, c in terms:
+        if a > 1:
+            out.append((coef * a * (a - 1), a - 2, b, c))
+        if b > 1:
+            out.append((coef * b * (b - 1), a, b - 2, c))
+        if c > 1:
+            out.append((coef * c * (c - 1), a, b, c - 2))
+    return _collect(out)
+
+
+def heat_pieces(terms) -> dict[tuple[int, int], tuple[tuple[float, int, int, int], ...]]:
+    """A polynomial T split for Gaussian averages: E[T(m + xi)], xi ~ Normal(0, h I), is
+    sum_j (h/2)^j / j! (Laplacian^j T)(m) (the heat-kernel series, finite for a
+    polynomial). Returns {(j, d): the monomials of degree d of Laplacian^j T}, non-empty
+    pieces only."""
+    pieces = {}
+    j = 0
+    while terms:
+        for term in terms:
+            pieces.setdefault((j, sum(term[1:])), []).append(term)
+        terms = laplacian(terms)
+        j += 1
+    return {key: tuple(value) for key, value in sorted(pieces.items())}

@@ -54,11 +54,25 @@ class _GMPFamily(Descriptor):
         channels = sorted({(sigmas.index(f.sigma), comp_index[e]) for f in features for e, _ in f.components})
         chan_index = {c: n for n, c in enumerate(channels)}
 
-        terms = [harmonics.solid_terms(e) if solid else harmonics.surface_terms(e) for e in comps]
-        self._comp_ptr = np.concatenate(([0], np.cumsum([len(t) for t in terms]))).astype(np.int64)
-        self._term_coef = np.array([c for t in terms for c, *_ in t], dtype=np.float64)
-        self._term_exp = np.array([e for t in terms for _, *e in t], dtype=np.int64).reshape(-1, 3)
-        self._comp_degree = np.array([sum(e) for e in comps], dtype=np.int64)
+        # pieces (component, slot (j, d), monomials): see fastfp.kernels.gmp; a solid
+        # harmonic is harmonic, so it is one piece, j = 0 and d = its order
+        pieces = [
+            (k, slot, terms)
+            for k, e in enumerate(comps)
+            for slot, terms in (
+                {(0, sum(e)): harmonics.solid_terms(e)} if solid else harmonics.heat_pieces(harmonics.surface_terms(e))
+            ).items()
+        ]
+        slots = sorted({slot for _, slot, _ in pieces})
+        self._piece_ptr = np.concatenate(([0], np.cumsum([len(t) for _, _, t in pieces]))).astype(np.int64)
+        self._term_coef = np.array([c for _, _, t in pieces for c, *_ in t], dtype=np.float64)
+        self._term_exp = np.array([e for _, _, t in pieces for _, *e in t], dtype=np.int64).reshape(-1, 3)
+        self._comp_piece_ptr = np.searchsorted([k for k, _, _ in pieces], np.arange(len(comps) + 1)).astype(np.int64)
+        self._piece_slot = np.array([slots.index(slot) for _, slot, _ in pieces], dtype=np.int64)
+        self._slot_j = np.array([j for j, _ in slots], dtype=np.int64)
+        self._slot_d = np.array([d for _, d in slots], dtype=np.int64)
+        # surface harmonics' terms of degree d + 2j carry (1/r_s)^(d + 2j)
+        self._slot_rs_power = np.array([0 if solid else d + 2 * j for j, d in slots], dtype=np.int64)
 
         chan_probe = np.array([s for s, _ in channels], dtype=np.int64)
         self._chan_ptr = np.searchsorted(chan_probe, np.arange(len(sigmas) + 1)).astype(np.int64)
@@ -92,7 +106,8 @@ class _GMPFamily(Descriptor):
         species = self.species_of[packed.numbers[pairs.j]]
         return self._run_kernel(
             gmp_kernel, pairs, derivatives, species, pairs.vectors,
-            self._comp_ptr, self._term_coef, self._term_exp, self._comp_degree, self.solid,
+            self._piece_ptr, self._term_coef, self._term_exp, self._comp_piece_ptr, self._piece_slot,
+            self._slot_j, self._slot_d, self._slot_rs_power,
             self._chan_ptr, self._chan_comp, self._probe_a, self._probe_alpha, self._probe_inv_rs,
             self._gauss_ptr, self._gauss_b, self._gauss_beta,
             self._feat_ptr, self._feat_chan, self._feat_weight, self._feat_mode, self._feat_zero,

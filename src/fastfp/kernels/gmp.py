@@ -1,31 +1,43 @@
 """GMP kernel: overlap of Gaussian-probed MCSH with neighbours' Gaussian pseudodensities.
 
-For a probe A exp(-alpha r^2) times a harmonic polynomial T, and one Gaussian of a
-neighbour at D, B exp(-beta |r - D|^2), the overlap integral is (Gaussian product
+For a probe A exp(-alpha r^2) times a polynomial T (an MCSH component), and one Gaussian
+of a neighbour at D, B exp(-beta |r - D|^2), the overlap integral is (Gaussian product
 theorem; AMPTorch ``GMPOrderNorm/helper.cpp``)
 
-    C1 exp(C2 |D|^2) E[T(X)],  X ~ Normal(lambda D, 1/(2 gamma) I),
-    gamma = alpha + beta, lambda = beta / gamma, C1 = A B (pi / gamma)^(3/2),
-    C2 = -alpha beta / gamma.
+    C1 exp(C2 |D|^2) E[T(X)],  X ~ Normal(lambda D, h I),
+    gamma = alpha + beta, lambda = beta / gamma, h = 1/(2 gamma),
+    C1 = A B (pi / gamma)^(3/2), C2 = -alpha beta / gamma.
 
-* Solid harmonics are harmonic, so by the mean-value property E[T(X)] = T(lambda D) =
-  lambda^n T(D): the angular part T(D) is computed once per pair and the radial part,
-  sum over Gaussians of C1 exp(C2 r^2) lambda^n, once per pair, probe and order.
-* Other polynomials (surface harmonics) use the separable Gaussian moments
-  E[(u + xi)^k] = P_k(u), P_{k+1} = u P_k + k/(2 gamma) P_{k-1}, dP_k/du = k P_{k-1}.
+The Gaussian average of a polynomial is a finite heat-kernel series,
 
-A *channel* is (probe, component); mu_c = sum over the pairs of the overlap. On the
-harmonic path every feature draws on channels of one probe s and one degree n, so its
-derivative by a pair vector contracts over components before the radial factor:
-d mu_c / dD = R_sn grad T_k + 2 (dR_sn / dr^2) T_k D. A feature is one of: sum_c w_c mu_c^2 (mode 0), its square root (mode 1, set to 0 with zero
-derivative below ``zero_below``), or sum_c w_c mu_c (mode 2).
+    E[T(lambda D + xi)] = sum_j (h/2)^j / j! (Laplacian^j T)(lambda D),
 
-Layout: the harmonic path (GMPOrderNorm and solid-harmonic GMP, the common case) works
-on one centre at a time with its pairs in the innermost loop, so the compiler vectorises
-the loops over pairs: Gaussian decays species by species with the vectorised exp of
-:mod:`~fastfp.kernels.fastexp`, then T_k and grad T_k term by term, then the channels and
-the derivative contractions. The moment path runs pair by pair.
+and a term of degree d evaluated at lambda D is lambda^d times its value at D. So T
+splits into *pieces* Q_p, the degree-d part of Laplacian^j T (a *slot* (j, d)), and
+
+    E[T] = sum_p (h/2)^j / j! lambda^d Q_p(D).
+
+Solid harmonics are harmonic: one piece, j = 0, d = n (the mean-value property).
+Surface harmonics (GMP with ``solid_harmonics`` off) have terms scaled by
+(1/r_s)^(degree), which become (1/r_s)^(d + 2j) of the piece's slot. Everything that
+depends on the Gaussian sits in the radial part of a (probe s, slot r)
+
+    R_sr(r^2) = sum over the neighbour's Gaussians of C1 lambda^d (h/2)^j / j! (1/r_s)^(d+2j) exp(C2 r^2),
+
+so the angular part Q_p(D) is computed once per pair. A *channel* is (probe, component);
+mu_c = sum over the pairs and the component's pieces of R_sr Q_p, and
+d mu_c / dD = sum_p R_sr grad Q_p + 2 (dR_sr / dr^2) Q_p D. Every feature draws on
+channels of one probe, so its derivative contracts over components slot by slot before
+the radial factor. A feature is one of: sum_c w_c mu_c^2 (mode 0), its square root
+(mode 1, set to 0 with zero derivative below ``zero_below``), or sum_c w_c mu_c (mode 2).
+
+Layout: one centre at a time with its pairs in the innermost loop, so the compiler
+vectorises the loops over pairs: Gaussian decays species by species with the vectorised
+exp of :mod:`~fastfp.kernels.fastexp`, then Q_p and grad Q_p term by term, then the
+channels and the derivative contractions.
 """
+
+import math
 
 import numba
 import numpy as np
@@ -35,55 +47,15 @@ from .fastexp import exp_nonpositive
 SUM_SQUARES, SQRT_SUM_SQUARES, LINEAR = 0, 1, 2
 
 
-@numba.njit(cache=True)
-def _powers(x, n, out):
-    out[0] = 1.0
-    for k in range(1, n + 1):
-        out[k] = out[k - 1] * x
-
-
-@numba.njit(cache=True)
-def _moments(u, half_inv_gamma, n, out):
-    out[0] = 1.0
-    if n > 0:
-        out[1] = u
-    for k in range(1, n):
-        out[k + 1] = u * out[k] + k * half_inv_gamma * out[k - 1]
-
-
-@numba.njit(cache=True)
-def _polynomial(comp_ptr, term_coef, term_exp, k, px, py, pz, coef_scale):
-    """Component k, sum of c * coef_scale[a+b+e] * px[a] py[b] pz[e], and its partial
-    derivatives by the three arguments (d px[a] = a px[a-1], true of powers and of the
-    Gaussian moments alike)."""
-    v = 0.0
-    gx = 0.0
-    gy = 0.0
-    gz = 0.0
-    for m in range(comp_ptr[k], comp_ptr[k + 1]):
-        a = term_exp[m, 0]
-        b = term_exp[m, 1]
-        e = term_exp[m, 2]
-        c = term_coef[m] * coef_scale[a + b + e]
-        v += c * px[a] * py[b] * pz[e]
-        if a > 0:
-            gx += c * a * px[a - 1] * py[b] * pz[e]
-        if b > 0:
-            gy += c * b * px[a] * py[b - 1] * pz[e]
-        if e > 0:
-            gz += c * e * px[a] * py[b] * pz[e - 1]
-    return v, gx, gy, gz
-
-
 @numba.njit(cache=True, nogil=True)
-def _harmonic_radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, dradial,
-                     sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial, arg, decay, bits):
-    """Harmonic path, one centre: ``radial[s, n, q]`` = R_sn = sum over the Gaussians g of
-    the neighbour's species of C1 lambda^n exp(C2 r^2) (``pref[s, g, n]``, ``c2tab[s, g]``),
-    and ``dradial`` = dR_sn/d(r^2) = the same sum times C2, for its ``npairs`` pair vectors
-    ``hxyz`` (3, pairs) with neighbour ``species``. Pairs are taken species by species (a
-    counting sort into ``sorted_pairs``), so that the loops over them vectorise; the rest
-    of the arguments are scratch."""
+def _radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, dradial,
+            sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial, arg, decay, bits):
+    """One centre: ``radial[s, r, q]`` = R_sr = sum over the Gaussians g of the
+    neighbour's species of ``pref[s, g, r] * exp(c2tab[s, g] r^2)``, and ``dradial`` =
+    dR_sr/d(r^2) = the same sum times C2, for its ``npairs`` pair vectors ``hxyz`` (3,
+    pairs) with neighbour ``species``. Pairs are taken species by species (a counting sort
+    into ``sorted_pairs``), so that the loops over them vectorise; the rest of the
+    arguments are scratch."""
     species_ptr[:] = 0
     for q in range(npairs):
         species_ptr[species[q] + 1] += 1
@@ -96,7 +68,7 @@ def _harmonic_radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, drad
     for t in range(len(species_ptr) - 2, -1, -1):  # back to the starts
         species_ptr[t + 1] = species_ptr[t]
     species_ptr[0] = 0
-    max_deg = pref.shape[2] - 1
+    n_slots = pref.shape[2]
     for t in range(len(species_ptr) - 1):
         first = species_ptr[t]
         nt = species_ptr[t + 1] - first
@@ -113,94 +85,110 @@ def _harmonic_radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, drad
                 for u in range(nt):
                     arg[u] = c2 * sub_r2[u]
                 exp_nonpositive(arg, decay, bits, nt)
-                for n in range(max_deg + 1):
-                    a = pref[s, g, n]
+                for r in range(n_slots):
+                    a = pref[s, g, r]
                     for u in range(nt):
                         f = a * decay[u]
-                        sub_radial[n, u] += f
-                        sub_dradial[n, u] += f * c2
-            for n in range(max_deg + 1):
+                        sub_radial[r, u] += f
+                        sub_dradial[r, u] += f * c2
+            for r in range(n_slots):
                 for u in range(nt):
                     q = sorted_pairs[first + u]
-                    radial[s, n, q] = sub_radial[n, u]
-                    dradial[s, n, q] = sub_dradial[n, u]
+                    radial[s, r, q] = sub_radial[r, u]
+                    dradial[s, r, q] = sub_dradial[r, u]
 
 
 @numba.njit(cache=True, nogil=True)
-def _harmonic_channels(hxyz, hpow, npairs, max_deg, comp_ptr, term_coef, term_exp, comp_degree,
-                       chan_ptr, chan_comp, radial, tval, tgrad, mu, derivatives):
-    """Harmonic path, one centre: T_k(D) (``tval``), with ``derivatives`` grad T_k(D)
-    (``tgrad``), for its ``npairs`` pair vectors ``hxyz`` (3, pairs), then the channels
-    mu_c = sum over pairs of R_sn T_k. Loops run over the pairs innermost."""
+def _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot,
+              chan_ptr, chan_comp, radial, tval, tgrad, mu, derivatives):
+    """One centre: the pieces Q_p(D) (``tval``) and, with ``derivatives``, grad Q_p(D)
+    (``tgrad``) for its ``npairs`` pair vectors ``hxyz`` (3, pairs), then the channels
+    mu_c = sum over pairs and the component's pieces of R_sr Q_p. Loops run over the
+    pairs innermost."""
     for d in range(3):
         for q in range(npairs):
             hpow[d, 0, q] = 1.0
-        for a in range(1, max_deg + 1):
+        for a in range(1, hpow.shape[1]):
             for q in range(npairs):
                 hpow[d, a, q] = hpow[d, a - 1, q] * hxyz[d, q]
-    for k in range(len(comp_ptr) - 1):
-        tval[k, :npairs] = 0.0
+    for p in range(len(piece_ptr) - 1):
+        tval[p, :npairs] = 0.0
         if derivatives:
-            tgrad[k, :, :npairs] = 0.0
-        for m in range(comp_ptr[k], comp_ptr[k + 1]):
+            tgrad[p, :, :npairs] = 0.0
+        for m in range(piece_ptr[p], piece_ptr[p + 1]):
             c = term_coef[m]
             a = term_exp[m, 0]
             b = term_exp[m, 1]
             e = term_exp[m, 2]
             for q in range(npairs):
-                tval[k, q] += c * hpow[0, a, q] * hpow[1, b, q] * hpow[2, e, q]
+                tval[p, q] += c * hpow[0, a, q] * hpow[1, b, q] * hpow[2, e, q]
             if not derivatives:
                 continue
             if a > 0:
                 for q in range(npairs):
-                    tgrad[k, 0, q] += c * a * hpow[0, a - 1, q] * hpow[1, b, q] * hpow[2, e, q]
+                    tgrad[p, 0, q] += c * a * hpow[0, a - 1, q] * hpow[1, b, q] * hpow[2, e, q]
             if b > 0:
                 for q in range(npairs):
-                    tgrad[k, 1, q] += c * b * hpow[0, a, q] * hpow[1, b - 1, q] * hpow[2, e, q]
+                    tgrad[p, 1, q] += c * b * hpow[0, a, q] * hpow[1, b - 1, q] * hpow[2, e, q]
             if e > 0:
                 for q in range(npairs):
-                    tgrad[k, 2, q] += c * e * hpow[0, a, q] * hpow[1, b, q] * hpow[2, e - 1, q]
+                    tgrad[p, 2, q] += c * e * hpow[0, a, q] * hpow[1, b, q] * hpow[2, e - 1, q]
     for s in range(len(chan_ptr) - 1):
         for c in range(chan_ptr[s], chan_ptr[s + 1]):
             k = chan_comp[c]
-            n = comp_degree[k]
             total = 0.0
-            for q in range(npairs):
-                total += radial[s, n, q] * tval[k, q]
+            for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
+                r = piece_slot[p]
+                for q in range(npairs):
+                    total += radial[s, r, q] * tval[p, q]
             mu[c] = total
 
 
 @numba.njit(cache=True, nogil=True)
-def _harmonic_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, feat_degree,
-                      dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
-    """Harmonic path, one centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included),
-    from d mu_c/dD = R_sn grad T_k + 2 dR_sn T_k D contracted over the feature's channels
-    (``dtotal``, d feature / d mu_c) before the radial factor. ``acc`` (4, pairs) scratch."""
+def _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
+                     dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
+    """One centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included), from
+    d mu_c/dD = sum_p R_sr grad Q_p + 2 dR_sr Q_p D contracted over the feature's channels
+    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor. ``acc`` (4,
+    pairs) is scratch."""
+    n_slots = radial.shape[1]
     for fi in range(len(feat_ptr) - 1):
         if scale[fi] == 0.0:
             continue
-        acc[:, :npairs] = 0.0
-        for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-            k = chan_comp[feat_chan[m]]
-            w = dtotal[m]
-            for q in range(npairs):
-                acc[0, q] += w * tgrad[k, 0, q]
-                acc[1, q] += w * tgrad[k, 1, q]
-                acc[2, q] += w * tgrad[k, 2, q]
-                acc[3, q] += w * tval[k, q]
         s = feat_probe[fi]
-        n = feat_degree[fi]
+        dfeat[fi, :, :npairs] = 0.0
+        for r in range(n_slots):
+            used = False
+            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                k = chan_comp[feat_chan[m]]
+                for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
+                    if piece_slot[p] != r:
+                        continue
+                    if not used:
+                        acc[:, :npairs] = 0.0
+                        used = True
+                    w = dtotal[m]
+                    for q in range(npairs):
+                        acc[0, q] += w * tgrad[p, 0, q]
+                        acc[1, q] += w * tgrad[p, 1, q]
+                        acc[2, q] += w * tgrad[p, 2, q]
+                        acc[3, q] += w * tval[p, q]
+            if not used:
+                continue
+            for q in range(npairs):
+                two_dr_b = 2.0 * dradial[s, r, q] * acc[3, q]
+                for d in range(3):
+                    dfeat[fi, d, q] += radial[s, r, q] * acc[d, q] + two_dr_b * hxyz[d, q]
         sc = scale[fi]
-        for q in range(npairs):
-            two_dr_b = 2.0 * dradial[s, n, q] * acc[3, q]
-            for d in range(3):
-                dfeat[fi, d, q] = sc * (radial[s, n, q] * acc[d, q] + two_dr_b * hxyz[d, q])
+        for d in range(3):
+            for q in range(npairs):
+                dfeat[fi, d, q] *= sc
 
 
 @numba.njit(cache=True, nogil=True)
 def gmp_kernel(
     ptr, pair_block, block_ptr, nbr_species, vectors,
-    comp_ptr, term_coef, term_exp, comp_degree, harmonic,
+    piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot, slot_j, slot_d, slot_rs_power,
     chan_ptr, chan_comp, probe_a, probe_alpha, probe_inv_rs,
     gauss_ptr, gauss_b, gauss_beta,
     feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero,
@@ -213,132 +201,90 @@ def gmp_kernel(
 
     Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
     :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives),
-    ``nbr_species`` (n_pairs,) index into the Gaussian table, ``vectors`` (n_pairs, 3) Å. Components: terms ``comp_ptr[k]:comp_ptr[k+1]`` of
-    ``term_coef`` x^a y^b z^c with ``term_exp`` (n_terms, 3), degree ``comp_degree``.
+    ``nbr_species`` (n_pairs,) index into the Gaussian table, ``vectors`` (n_pairs, 3) Å.
+    Pieces: terms ``piece_ptr[p]:piece_ptr[p+1]`` of ``term_coef`` x^a y^b z^c with
+    ``term_exp`` (n_terms, 3); the pieces of component k are
+    ``comp_piece_ptr[k]:comp_piece_ptr[k+1]``, piece p in slot ``piece_slot[p]``; slot r
+    is (``slot_j[r]``, ``slot_d[r]``) with radial factor (1/r_s)^``slot_rs_power[r]``.
     Channels of probe s are ``chan_ptr[s]:chan_ptr[s+1]``, component ``chan_comp``.
     Probes: A, alpha (1/Å^2), 1/r_s. Gaussians of species t: ``gauss_ptr[t]:gauss_ptr[t+1]``.
-    Features: channels ``feat_ptr[f]:feat_ptr[f+1]`` of ``feat_chan`` with ``feat_weight``.
+    Features: channels ``feat_ptr[f]:feat_ptr[f+1]`` of ``feat_chan`` with ``feat_weight``;
+    all channels of a feature belong to one probe.
     """
     derivatives = len(fprimes) > 0
-    n_comp = len(comp_ptr) - 1
     n_chan = len(chan_comp)
     n_probe = len(probe_a)
     n_feat = len(feat_ptr) - 1
+    n_slots = len(slot_j)
     max_deg = 0
-    for k in range(n_comp):
-        max_deg = max(max_deg, comp_degree[k])
+    for r in range(n_slots):
+        max_deg = max(max_deg, slot_d[r])
     max_pairs = 0
     for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
     chan_probe = np.empty(n_chan, dtype=np.int64)
     for s in range(n_probe):
         chan_probe[chan_ptr[s] : chan_ptr[s + 1]] = s
-
-    # harmonic path: each feature's probe and degree (all its channels share them)
     feat_probe = np.empty(n_feat, dtype=np.int64)
-    feat_degree = np.empty(n_feat, dtype=np.int64)
     for fi in range(n_feat):
-        first = feat_chan[feat_ptr[fi]]
-        feat_probe[fi] = chan_probe[first]
-        feat_degree[fi] = comp_degree[chan_comp[first]]
+        feat_probe[fi] = chan_probe[feat_chan[feat_ptr[fi]]]
 
-    # per (probe, Gaussian): C1 lambda^n, C2, lambda, 1/(2 gamma)
+    # per (probe, Gaussian): C2, and per slot C1 lambda^d (h/2)^j / j! (1/r_s)^power
     n_gauss = len(gauss_b)
-    pref = np.empty((n_probe, n_gauss, max_deg + 1))
     c2tab = np.empty((n_probe, n_gauss))
-    lamtab = np.empty((n_probe, n_gauss))
-    half_inv_gamma = np.empty((n_probe, n_gauss))
+    pref = np.empty((n_probe, n_gauss, n_slots))
     for s in range(n_probe):
         for g in range(n_gauss):
             alpha = probe_alpha[s]
             beta = gauss_beta[g]
             gamma = alpha + beta
-            lamtab[s, g] = beta / gamma
+            lam = beta / gamma
             c2tab[s, g] = -alpha * beta / gamma
-            half_inv_gamma[s, g] = 0.5 / gamma
-            pref[s, g, 0] = probe_a[s] * gauss_b[g] * (np.pi / gamma) ** 1.5
-            for n in range(1, max_deg + 1):
-                pref[s, g, n] = pref[s, g, n - 1] * lamtab[s, g]
+            c1 = probe_a[s] * gauss_b[g] * (np.pi / gamma) ** 1.5
+            for r in range(n_slots):
+                f = c1
+                for _ in range(slot_d[r]):
+                    f *= lam
+                if slot_j[r] > 0:
+                    f *= (0.25 / gamma) ** slot_j[r] / math.gamma(slot_j[r] + 1.0)
+                if slot_rs_power[r] > 0:
+                    f *= probe_inv_rs[s] ** slot_rs_power[r]
+                pref[s, g, r] = f
 
     mu = np.empty(n_chan)
-    # exp(C2 r^2) of every (probe, Gaussian of the neighbour's species) of a pair (moment
-    # path), or of one (probe, Gaussian) over pairs (harmonic path)
-    n_decay = max(n_probe * n_gauss, max_pairs)
-    decay = np.empty(n_decay)
-    decay_arg = np.empty(n_decay)
-    decay_bits = np.empty(n_decay, dtype=np.int64)
-    # harmonic path, over the pairs q of one centre (pair index last, so loops over q
-    # vectorise): D, powers of its components, T_k(D), grad T_k(D), radial R_sn and
-    # dR_sn/d(r^2), d feature / dD
-    hp = max_pairs if harmonic else 0
-    hxyz = np.empty((3, hp))
-    hpow = np.empty((3, max_deg + 1, hp))
-    tval = np.empty((n_comp, hp))
-    tgrad = np.empty((n_comp, 3, hp))
-    radial = np.empty((n_probe, max_deg + 1, hp))
-    dradial = np.empty((n_probe, max_deg + 1, hp))
-    acc = np.empty((4, hp))
-    sorted_pairs = np.empty(hp, dtype=np.int64)
-    species_ptr = np.empty(len(gauss_ptr), dtype=np.int64)
-    sub_r2 = np.empty(hp)
-    sub_radial = np.empty((max_deg + 1, hp))
-    sub_dradial = np.empty((max_deg + 1, hp))
-    dfeat = np.empty((n_feat, 3, hp if derivatives else 0))
-    # moment path, per pair: d mu_c / d D
-    dmu = np.empty((max_pairs if derivatives and not harmonic else 0, n_chan, 3))
-    px = np.empty(max_deg + 1)
-    py = np.empty(max_deg + 1)
-    pz = np.empty(max_deg + 1)
-    irs_pow = np.empty(max_deg + 1)
     dtotal = np.empty(len(feat_chan))
     scale = np.empty(n_feat)
+    # over the pairs q of one centre (pair index last, so loops over q vectorise): D,
+    # powers of its components, Q_p(D), grad Q_p(D), R_sr and dR_sr/d(r^2), d feature / dD
+    n_pieces = len(piece_ptr) - 1
+    hxyz = np.empty((3, max_pairs))
+    hpow = np.empty((3, max_deg + 1, max_pairs))
+    tval = np.empty((n_pieces, max_pairs))
+    tgrad = np.empty((n_pieces, 3, max_pairs if derivatives else 0))
+    radial = np.empty((n_probe, n_slots, max_pairs))
+    dradial = np.empty((n_probe, n_slots, max_pairs))
+    acc = np.empty((4, max_pairs))
+    dfeat = np.empty((n_feat, 3, max_pairs if derivatives else 0))
+    sorted_pairs = np.empty(max_pairs, dtype=np.int64)
+    species_ptr = np.empty(len(gauss_ptr), dtype=np.int64)
+    sub_r2 = np.empty(max_pairs)
+    sub_radial = np.empty((n_slots, max_pairs))
+    sub_dradial = np.empty((n_slots, max_pairs))
+    decay = np.empty(max_pairs)
+    decay_arg = np.empty(max_pairs)
+    decay_bits = np.empty(max_pairs, dtype=np.int64)
 
     for i in range(atom_start, atom_stop):
         start = ptr[i]
         npairs = ptr[i + 1] - start
-        mu[:] = 0.0
-        if derivatives and not harmonic:
-            dmu[:npairs] = 0.0
-        if harmonic:
-            for q in range(npairs):
-                for d in range(3):
-                    hxyz[d, q] = vectors[start + q, d]
-            _harmonic_radial(hxyz, nbr_species[start : start + npairs], npairs, gauss_ptr, c2tab, pref,
-                             radial, dradial, sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial,
-                             decay_arg, decay, decay_bits)
-            _harmonic_channels(hxyz, hpow, npairs, max_deg, comp_ptr, term_coef, term_exp, comp_degree,
-                               chan_ptr, chan_comp, radial, tval, tgrad, mu, derivatives)
-        else:
-            for q in range(npairs):
-                p = start + q
-                x = vectors[p, 0]
-                y = vectors[p, 1]
-                z = vectors[p, 2]
-                r2 = x * x + y * y + z * z
-                g0 = gauss_ptr[nbr_species[p]]
-                ng = gauss_ptr[nbr_species[p] + 1] - g0
-                for s in range(n_probe):
-                    for g in range(ng):
-                        decay_arg[s * ng + g] = c2tab[s, g0 + g] * r2
-                exp_nonpositive(decay_arg, decay, decay_bits, n_probe * ng)
-                for s in range(n_probe):
-                    _powers(probe_inv_rs[s], max_deg, irs_pow)
-                    for g in range(g0, g0 + ng):
-                        c2 = c2tab[s, g]
-                        lam = lamtab[s, g]
-                        f = pref[s, g, 0] * decay[s * ng + g - g0]
-                        h = half_inv_gamma[s, g]
-                        _moments(lam * x, h, max_deg, px)
-                        _moments(lam * y, h, max_deg, py)
-                        _moments(lam * z, h, max_deg, pz)
-                        for c in range(chan_ptr[s], chan_ptr[s + 1]):
-                            k = chan_comp[c]
-                            v, gx, gy, gz = _polynomial(comp_ptr, term_coef, term_exp, k, px, py, pz, irs_pow)
-                            mu[c] += f * v
-                            if derivatives:
-                                dmu[q, c, 0] += f * (2.0 * c2 * x * v + lam * gx)
-                                dmu[q, c, 1] += f * (2.0 * c2 * y * v + lam * gy)
-                                dmu[q, c, 2] += f * (2.0 * c2 * z * v + lam * gz)
+        for q in range(npairs):
+            for d in range(3):
+                hxyz[d, q] = vectors[start + q, d]
+        _radial(hxyz, nbr_species[start : start + npairs], npairs, gauss_ptr, c2tab, pref,
+                radial, dradial, sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial,
+                decay_arg, decay, decay_bits)
+        _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot,
+                  chan_ptr, chan_comp, radial, tval, tgrad, mu, derivatives)
 
         for fi in range(n_feat):
             mode = feat_mode[fi]
@@ -363,37 +309,14 @@ def gmp_kernel(
                 dtotal[m] = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[feat_chan[m]]
         if not derivatives:
             continue
+        _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
+                         dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
         own = block_ptr[i]
-        if harmonic:
-            _harmonic_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, feat_degree,
-                              dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
-            for q in range(npairs):
-                blk = pair_block[start + q]
-                for fi in range(n_feat):
-                    if scale[fi] == 0.0:
-                        continue
-                    for xyz in range(3):
-                        fprimes[blk, fi, xyz] += dfeat[fi, xyz, q]
-                        fprimes[own, fi, xyz] -= dfeat[fi, xyz, q]
-            continue
         for q in range(npairs):
-            p = start + q
-            blk = pair_block[p]
+            blk = pair_block[start + q]
             for fi in range(n_feat):
                 if scale[fi] == 0.0:
                     continue
-                gx = 0.0
-                gy = 0.0
-                gz = 0.0
-                for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                    c = feat_chan[m]
-                    gx += dtotal[m] * dmu[q, c, 0]
-                    gy += dtotal[m] * dmu[q, c, 1]
-                    gz += dtotal[m] * dmu[q, c, 2]
-                sc = scale[fi]
-                fprimes[blk, fi, 0] += sc * gx
-                fprimes[blk, fi, 1] += sc * gy
-                fprimes[blk, fi, 2] += sc * gz
-                fprimes[own, fi, 0] -= sc * gx
-                fprimes[own, fi, 1] -= sc * gy
-                fprimes[own, fi, 2] -= sc * gz
+                for xyz in range(3):
+                    fprimes[blk, fi, xyz] += dfeat[fi, xyz, q]
+                    fprimes[own, fi, xyz] -= dfeat[fi, xyz, q]
