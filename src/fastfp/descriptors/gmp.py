@@ -46,7 +46,6 @@ class _GMPFamily(Descriptor):
     def _build(self, features: list[FeatureSpec], solid: bool, probe_amplitude, inv_rs, atom_gaussians):
         """Tables from ``features``. ``probe_amplitude(sigma)`` is A of the probe
         A exp(-r^2 / (2 sigma^2)); ``inv_rs(sigma)`` is 1/r_s (surface harmonics only)."""
-        self.solid = bool(solid)
         self.feature_specs = features
         sigmas = sorted({f.sigma for f in features})
         comps = sorted({e for f in features for e, _ in f.components}, key=lambda e: (sum(e), e))
