@@ -175,6 +175,7 @@ def test_worker_thread_samples_count_as_stage_work(tmp_path):
     assert all(frames[0].name == sm.MARKER for frames, _ in stage)
     assert sm.summarise_stacks(stage).share(sm.KERNEL) == pytest.approx((30 + 100) / 200)
 
+
 def test_parse_frame_kinds():
     py = sm.parse_frame("FeatureScaler.norm (/a/site-packages/amptorch/preprocessing/utils.py:134)")
     assert (py.name, py.line, py.native, py.short_file) == ("FeatureScaler.norm", 134, False,

@@ -86,13 +86,14 @@ class AMPTorchInterface:
         a background thread while the caller converts this one: the neighbour search
         holds the GIL, the kernels and the COO conversion do not, so the two overlap.
         With ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
+        parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
-            for start, chunk in chunks(images, len(images), max_atoms=CHUNK_ATOMS):
+            for start, chunk in parts:
                 yield start, chunk, self.featurize(chunk, calc_derivatives, start)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-ahead") as ahead:
             pending = None
-            for start, chunk in chunks(images, len(images), max_atoms=CHUNK_ATOMS):
+            for start, chunk in parts:
                 future = ahead.submit(self.featurize, chunk, calc_derivatives, start)
                 if pending is not None:
                     yield pending[0], pending[1], pending[2].result()

@@ -146,6 +146,7 @@ def parse_backends(text: str) -> list[str]:
     """``--backend``: names of :data:`stages.BACKENDS`."""
     return _parse_names(text, stages.BACKENDS, "--backend", "backend")
 
+
 #: ``--quick``: the benchmarks run (asv ``--bench`` regexes; ``{B}`` is the backend
 #: parameter). Left out: the gmp and gaussian descriptors, standalone scaling (it is
 #: inside end-to-end preprocessing), peak memory of preprocessing and the in-process
@@ -167,6 +168,7 @@ QUICK_STAGES = [stages.STAGES[k].title for k in ("store_write", "store_read", "c
 def parse_descriptors(text: str | None) -> list[str] | None:
     """``--descriptors``: names of :data:`stages.DESCRIPTORS`, or None (all)."""
     return None if text is None else _parse_names(text, stages.DESCRIPTORS, "--descriptors", "descriptor")
+
 
 def bench_filters(backends: list[str], quick: bool = False, descriptors: list[str] | None = None) -> list[str]:
     """asv ``--bench`` regexes selecting the benchmarks of ``backends`` (and the
