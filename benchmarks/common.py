@@ -60,7 +60,7 @@ def _preimport() -> None:
         return
     import importlib
 
-    for module in ("fastfp.workloads", "torch", "torch_geometric.data", "fastfp.amptorch.data",
+    for module in ("fastfp.harness.workloads", "torch", "torch_geometric.data", "fastfp.amptorch.data",
                    "fastfp.amptorch.patching", "fastfp.store"):
         try:
             importlib.import_module(module)

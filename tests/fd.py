@@ -9,7 +9,7 @@ from conftest import dense
 
 def analytic_derivatives(descriptor, atoms) -> np.ndarray:
     """Dense d fingerprints / d positions, (n_atoms * n_features, 3 * n_atoms), from
-    :meth:`~fastfp.batch.Fingerprints.coo` (AMPTorch's layout)."""
+    :meth:`~fastfp.fingerprints.Fingerprints.coo` (AMPTorch's layout)."""
     return dense(*descriptor.featurize([atoms]).coo(0))
 
 

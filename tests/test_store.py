@@ -15,7 +15,7 @@ import pytest
 from ase import Atoms
 
 from conftest import assert_fingerprints_equal
-from fastfp.batch import Fingerprints
+from fastfp.fingerprints import Fingerprints
 from fastfp.config import config_hash, descriptor_from_config, resolve_config
 from fastfp.store import FORMAT_VERSION, StoreError, StoreWriter, featurize_to_store, open_store
 

@@ -1,4 +1,4 @@
-"""Tests for fastfp.workloads: the embedded water-on-Cu workload, its cache, and frame loading."""
+"""Tests for fastfp.harness.workloads: the embedded water-on-Cu workload, its cache, and frame loading."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 
-from fastfp import workloads
-from fastfp.workloads import has_labels, list_workloads, load_frames, load_workload, shared_data_dir
+from fastfp.harness import workloads
+from fastfp.harness.workloads import has_labels, list_workloads, load_frames, load_workload, shared_data_dir
 
 N_TRAJ = workloads._N_TRAJ
 

@@ -11,7 +11,7 @@ Descriptors take AMPTorch's parameter dicts and featurize many frames per call::
 :mod:`fastfp.amptorch` has the AMPTorch-compatible classes.
 """
 
-from .batch import Fingerprints
+from .fingerprints import Fingerprints
 from .descriptors.gaussian import Gaussian
 from .descriptors.gmp import GMP, GMPOrderNorm
 from .frames import FrameError

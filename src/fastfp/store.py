@@ -1,6 +1,6 @@
 """On-disk store of fingerprints and their derivative blocks (HDF5).
 
-A store holds one :class:`~fastfp.batch.Fingerprints` for any number of frames, written
+A store holds one :class:`~fastfp.fingerprints.Fingerprints` for any number of frames, written
 in chunks of frames and read back a frame or a slice of frames at a time::
 
     with StoreWriter("fp.h5", config, n_features=20, derivatives=True) as w:
@@ -23,7 +23,7 @@ indices are global over the whole store:
 
 - ``fingerprints`` (A, F) float64, ``numbers`` (A,) int64, ``offsets`` (N+1,) int64;
 - with derivatives: ``fprime_ptr`` (A+1,) int64, ``fprime_j`` (B,) int64,
-  ``fprimes`` (B, F, 3) float64 (see :class:`~fastfp.batch.Fingerprints`);
+  ``fprimes`` (B, F, 3) float64 (see :class:`~fastfp.fingerprints.Fingerprints`);
 - attributes: ``format`` ("fastfp-store"), ``format_version``, ``complete`` (set when
   the writer closes successfully), ``config`` (canonical JSON of the descriptor
   config), ``config_hash``, ``n_features``, ``has_derivatives``, ``metadata`` (JSON).
@@ -47,7 +47,7 @@ from typing import Iterable, Iterator
 import h5py
 import numpy as np
 
-from .batch import Fingerprints
+from .fingerprints import Fingerprints
 from .config import build_descriptor, canonical_json, config_differences, identity, resolve_config
 from .frames import chunks
 
@@ -227,8 +227,8 @@ class Store:
     """A store opened for reading (see :func:`open_store`).
 
     ``len(store)`` frames; ``store[k]`` one frame and ``store[a:b]`` frames ``a..b-1``
-    as :class:`~fastfp.batch.Fingerprints` with indices re-based to 0; iteration yields
-    one-frame :class:`~fastfp.batch.Fingerprints`. Only the slices of the requested frames
+    as :class:`~fastfp.fingerprints.Fingerprints` with indices re-based to 0; iteration yields
+    one-frame :class:`~fastfp.fingerprints.Fingerprints`. Only the slices of the requested frames
     are read. Picklable (re-opens by path), and safe to use after ``fork``.
     """
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..batch import Fingerprints
+from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
 from ..kernels.blocks import pair_blocks
 from ..neighbors import NeighborPairs
@@ -59,7 +59,7 @@ class Descriptor(ABC):
         """Fingerprints of ``frames`` (a sequence of ASE ``Atoms``), all in one batch.
 
         With ``derivatives`` the exact derivative blocks are included (see
-        :class:`~fastfp.batch.Fingerprints`). ``first_index`` offsets frame numbers in
+        :class:`~fastfp.fingerprints.Fingerprints`). ``first_index`` offsets frame numbers in
         error messages. Raises :class:`~fastfp.frames.FrameError` naming a bad frame.
         """
         packed = pack_frames(frames, self.numbers, first_index=first_index)

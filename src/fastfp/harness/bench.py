@@ -94,7 +94,7 @@ def check_data_path(source: str) -> None:
 
 
 def _workload_names() -> list[str]:
-    from fastfp.workloads import list_workloads
+    from fastfp.harness.workloads import list_workloads
 
     return sorted(list_workloads())
 
@@ -112,7 +112,7 @@ def check_data(source: str | None, limit: int | None = None) -> dict:
         frames = None
         name = (source or stages.data_source()).partition(":")[0]
         if not Path(source or stages.data_source()).exists() and name == stages.DEFAULT_WORKLOAD:
-            from fastfp.workloads import load_workload
+            from fastfp.harness.workloads import load_workload
 
             _say(f"loading the {name} workload (generated and cached on first use)")
             frames = load_workload(name, n_frames=limit or stages.WORKLOAD_FRAMES, progress=True)

@@ -204,7 +204,7 @@ LINE_TARGETS = {
         "fastfp.descriptors.gaussian:Gaussian._compute",
         "fastfp.frames:pack_frames",
         "fastfp.neighbors:neighbor_pairs",
-        "fastfp.batch:Fingerprints.coo",
+        "fastfp.fingerprints:Fingerprints.coo",
         "fastfp.amptorch.collate:sparse_block_diag",
         "amptorch.dataset:AtomsDataset.process",
         "amptorch.dataset:DataCollater.__call__",
@@ -733,7 +733,7 @@ def profile(tools, target: str, stages_=DEFAULT_STAGES, frames: int = 20, data: 
 def _is_workload_name(source: str) -> bool:
     name = source.split(":", 1)[0]
     try:
-        from fastfp.workloads import list_workloads
+        from fastfp.harness.workloads import list_workloads
     except ImportError:
         from .stages import DEFAULT_WORKLOAD
 

@@ -51,7 +51,7 @@ Stages (:data:`STAGES`)
 Inputs
 ------
 :func:`load_bench_frames` reads the frames the benchmarks use: the first N frames of the
-default 16,000-frame workload (:mod:`fastfp.workloads`), or of the file/directory named
+default 16,000-frame workload (:mod:`fastfp.harness.workloads`), or of the file/directory named
 by ``FASTFP_BENCH_DATA``. Descriptor settings for their elements come from
 :func:`descriptor_setup`; GMP pseudodensities are read from ``FASTFP_GMP_DIR`` or the
 ``gmp/`` folder beside the shared data directory (never shipped with fastfp).
@@ -77,7 +77,7 @@ import numpy as np
 BACKENDS = ("amptorch", "fastfp", "cupy")
 DESCRIPTORS = ("gmpordernorm", "gmp", "gaussian")
 
-#: the default benchmark workload (:func:`fastfp.workloads.load_workload`) and its size
+#: the default benchmark workload (:func:`fastfp.harness.workloads.load_workload`) and its size
 DEFAULT_WORKLOAD = "water-metal"
 WORKLOAD_FRAMES = 16000
 
@@ -193,8 +193,8 @@ def max_frames() -> int | None:
 
 
 def shared_dir() -> Path:
-    """The shared data directory (:func:`fastfp.workloads.shared_data_dir`)."""
-    from fastfp.workloads import shared_data_dir
+    """The shared data directory (:func:`fastfp.harness.workloads.shared_data_dir`)."""
+    from fastfp.harness.workloads import shared_data_dir
 
     found = shared_data_dir()
     # not found: ../shared/data beside a source checkout, named in error messages
@@ -233,18 +233,18 @@ def _is_workload(source: str) -> bool:
     """Whether ``source`` names a workload (``name`` or ``name:N``) rather than a path."""
     if Path(source).exists():
         return False
-    from fastfp.workloads import list_workloads
+    from fastfp.harness.workloads import list_workloads
 
     return source.split(":", 1)[0] in list_workloads()
 
 
 def load_bench_frames(n: int | None = None, source: str | None = None) -> list:
     """The first ``n`` frames (all if None) of ``source`` (default :func:`data_source`):
-    a workload name, optionally ``name:N`` (:func:`fastfp.workloads.load_frames`; the
+    a workload name, optionally ``name:N`` (:func:`fastfp.harness.workloads.load_frames`; the
     default workload is generated once, then read from its cache), an ASE-readable file
     or a directory of them. Raises :class:`StageUnavailable` if there are fewer than
     ``n`` frames."""
-    from fastfp import workloads
+    from fastfp.harness import workloads
 
     source = source or data_source()
     name, _, size = source.partition(":")

@@ -141,7 +141,7 @@ RULES: list[tuple[str, re.Pattern, bool]] = [(cat, re.compile(rx), weak) for cat
                  r"|_fp_prime_element_row_index_to_image_row_index)@", False),
     # fastfp: blocks -> AMPTorch COO, Data objects
     (CONVERSION, r"^py:[^@]*(frame_outputs|image_dicts|image_to_data|images_to_data|fingerprints_to_data|coo_frames|blocks_to_coo|pair_blocks)@", False),
-    (CONVERSION, r"^py:[^@]*@.*fastfp/(batch\.py|kernels/blocks\.py|amptorch/data\.py)", False),
+    (CONVERSION, r"^py:[^@]*@.*fastfp/(fingerprints\.py|kernels/blocks\.py|amptorch/data\.py)", False),
     (KERNEL, r"^py:[^@]*@.*amptorch/descriptor/", False),
     (KERNEL, r"^py:[^@]*@.*fastfp/(neighbors|frames|harmonics|pseudodensity)\.py", False),
     (KERNEL, r"^py:[^@]*@.*fastfp/(descriptors|kernels)/", False),
