@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SHARED, assert_fingerprints_equal
 from fastfp.cli import main
-from fastfp.config import descriptor_from_config
+from fastfp.config import build_descriptor
 from fastfp.store import open_store
 
 OC20 = SHARED / "data" / "oc20_300_test.traj"
@@ -60,7 +60,7 @@ def run(*args):
 def gmp_direct(data):
     d = data["dir"]
     elements = sorted({s for a in data["oc20"] for s in a.get_chemical_symbols()})
-    return descriptor_from_config(d / "gmp.json", elements=elements).featurize(data["oc20"])
+    return build_descriptor(d / "gmp.json", elements=elements).featurize(data["oc20"])
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_gaussian_end_to_end(data):
     d = data["dir"]
     out = d / "water.h5"
     assert run(d / "water.traj", "--config", d / "gauss.json", "--out", out, "--derivatives") == 0
-    direct = descriptor_from_config(d / "gauss.json").featurize(data["water"])
+    direct = build_descriptor(d / "gauss.json").featurize(data["water"])
     store = open_store(out)
     assert len(store) == N
     assert_fingerprints_equal(store.read_all(), direct)
@@ -237,6 +237,6 @@ def test_example_configs_featurize(data, path):
     frames = data["water"][:2] if "water" in path.name else data["oc20"][:2]
     config = json.loads(path.read_text())
     elements = config.get("elements") or sorted({s for a in frames for s in a.get_chemical_symbols()})
-    fps = descriptor_from_config(path, elements=elements).featurize(frames)
+    fps = build_descriptor(path, elements=elements).featurize(frames)
     assert fps.fingerprints.shape[0] == sum(len(a) for a in frames)
     assert np.isfinite(fps.fingerprints).all() and np.abs(fps.fingerprints).max() > 0

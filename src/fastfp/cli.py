@@ -149,18 +149,6 @@ def _inputs(args) -> tuple[_Frames, Path, Path]:
     return frames, out, config_path
 
 
-def _scan_elements(frames) -> tuple[list[str], int]:
-    """Sorted chemical symbols found in ``frames``, and the number of frames."""
-    from ase.data import chemical_symbols
-
-    seen: set[int] = set()
-    n = 0
-    for atoms in frames:
-        seen.update(int(z) for z in set(atoms.numbers.tolist()))
-        n += 1
-    return sorted(chemical_symbols[z] for z in seen if 0 < z < len(chemical_symbols)), n
-
-
 @command(
     "featurize",
     help="featurize frames (any ASE-readable file) into an HDF5 fingerprint store",
@@ -181,20 +169,15 @@ def _scan_elements(frames) -> tuple[list[str], int]:
 )
 def featurize(args) -> int:
     from .config import load_config, resolve_config
-    from .frames import FrameError
+    from .frames import FrameError, elements_of
     from .store import featurize_to_store
 
     frames, out, config_path = _inputs(args)
     source = frames.path
 
     raw, base_dir = load_config(config_path)
-    elements = None
-    total = None
-    if "elements" not in raw:
-        elements, total = _scan_elements(frames)
-    resolved = resolve_config(raw, base_dir=base_dir, elements=elements)
-    if total is None:
-        total = frames.count()
+    resolved = resolve_config(raw, base_dir=base_dir, elements=None if "elements" in raw else elements_of(frames))
+    total = frames.count()
     try:
         summary = featurize_to_store(
             frames, resolved, out,
@@ -282,8 +265,8 @@ def _json_arg(text: str, what: str):
             "(default {\"type\": \"normalize\", \"range\": [0, 1], \"elementwise\": true})"),
         arg("--chunk-size", type=_positive_int, default=16, metavar="K",
             help="frames featurized, scaled and committed together (default 16); bounds memory"),
-        arg("--no-forces", action="store_true",
-            help="energy-only data (no forces, no fprimes), for get_forces=False training"),
+        arg("--no-derivatives", action="store_true",
+            help="energy-only data (no forces, no derivative matrices), for get_forces=False training"),
         arg("--format", default=None, metavar="FMT", help="ASE format of FRAMES if not guessed from its name"),
         arg("--quiet", action="store_true", help="no progress bars or summary"),
     ],
@@ -315,7 +298,7 @@ def lmdb_command(args) -> int:
                 if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         summary = write_lmdb(frames, raw, out, scaling=scaling, progress=not args.quiet,
-                             chunk_frames=args.chunk_size, base_dir=base_dir, forcetraining=not args.no_forces,
+                             chunk_frames=args.chunk_size, base_dir=base_dir, derivatives=not args.no_derivatives,
                              total=frames.count())
     except BaseException as exc:
         if interrupted:

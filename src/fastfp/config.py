@@ -19,7 +19,11 @@ its own, with ``<El>`` in its path replaced by the element's symbol.
 :func:`resolve_config` turns a config into its canonical, self-contained form (lower-case
 scheme, explicit elements, absolute per-element paths); :func:`config_hash` identifies
 the descriptor settings, with each pseudodensity file standing for its *content*, so a
-store made on one machine matches the same settings on another.
+store made on one machine matches the same settings on another, and
+:func:`require_same_settings` refuses data written with other settings, naming them.
+:func:`build_descriptor` makes the descriptor of a config (fastfp's or, with
+``amptorch=True``, the AMPTorch-interface class); :func:`descriptor_setup` and
+:func:`config_from_setup` convert to and from AMPTorch's ``descriptor_setup`` tuple.
 """
 
 from __future__ import annotations
@@ -165,10 +169,12 @@ def resolve_config(config, base_dir=None, elements: Sequence[str] | None = None)
     return {"fp_scheme": scheme, "fp_params": params, "elements": els, "cutoff_params": dict(cutoff_params)}
 
 
-def _descriptor_class(scheme: str):
+def _descriptor_class(scheme: str, amptorch: bool):
     import importlib
 
     module_name, class_name = SCHEMES[scheme]
+    if amptorch:
+        module_name = "fastfp.amptorch.descriptors"
     try:
         module = importlib.import_module(module_name)
         return getattr(module, class_name)
@@ -176,28 +182,65 @@ def _descriptor_class(scheme: str):
         raise ValueError(f"fp_scheme {scheme!r} is not available in this fastfp ({module_name}.{class_name} missing)") from None
 
 
-def descriptor_from_config(config, base_dir=None, elements: Sequence[str] | None = None) -> Descriptor:
-    """A :class:`~fastfp.descriptors.base.Descriptor` from an AMPTorch-style config.
+def build_descriptor(config, base_dir=None, elements: Sequence[str] | None = None, amptorch: bool = False) -> Descriptor:
+    """The descriptor of an AMPTorch-style config, built as AMPTorch's
+    ``construct_descriptor`` builds it (``amptorch/dataset.py``).
 
-    ``config`` is a dict or a path to a JSON file; see :func:`resolve_config` for
-    ``base_dir`` and ``elements``. Built as AMPTorch does: ``GMPOrderNorm(MCSHs=fp_params,
-    elements=...)``, ``GMP(MCSHs=fp_params, elements=...)``,
-    ``Gaussian(Gs=fp_params, elements=..., cutoff_params=cutoff_params)``.
-    Raises ``ValueError`` (incl. :class:`~fastfp.pseudodensity.PseudodensityError`) for a bad config.
+    Parameters
+    ----------
+    config : dict or path to a JSON file; see :func:`resolve_config` for ``base_dir`` and
+        ``elements`` (the elements to use when the config has none)
+    amptorch : build the class of :mod:`fastfp.amptorch.descriptors` (AMPTorch's
+        interface: ``prepare_fingerprints``, ``descriptor_setup_hash``) instead of the
+        core one of :mod:`fastfp.descriptors`
+
+    ``fp_scheme`` "gmpordernorm" and "gmp" give ``cls(MCSHs=fp_params, elements=...)``;
+    "gaussian" gives ``Gaussian(Gs=fp_params, elements=..., cutoff_params=...)`` (the
+    AMPTorch interface takes ``cutoff_params``' keys as keywords, as AMPTorch's does).
+    Raises ``ValueError`` (incl. :class:`~fastfp.pseudodensity.PseudodensityError`) for a
+    bad config.
     """
     resolved = resolve_config(config, base_dir=base_dir, elements=elements)
-    return build_descriptor(resolved)
-
-
-def build_descriptor(resolved: dict) -> Descriptor:
-    """The descriptor of a config already in canonical form (:func:`resolve_config`)."""
     scheme = resolved["fp_scheme"]
-    cls = _descriptor_class(scheme)
+    cls = _descriptor_class(scheme, amptorch)
     params = copy.deepcopy(resolved["fp_params"])
-    elements = list(resolved["elements"])
-    if scheme == "gaussian":
-        return cls(Gs=params, elements=elements, cutoff_params=dict(resolved.get("cutoff_params") or {}) or None)
-    return cls(MCSHs=params, elements=elements)
+    els = list(resolved["elements"])
+    if scheme != "gaussian":
+        return cls(MCSHs=params, elements=els)
+    cutoff = dict(resolved["cutoff_params"])
+    if amptorch:
+        return cls(Gs=params, elements=els, **cutoff)
+    return cls(Gs=params, elements=els, cutoff_params=cutoff or None)
+
+
+def descriptor_setup(config) -> tuple:
+    """AMPTorch's ``descriptor_setup`` tuple ``(fp_scheme, fp_params, cutoff_params,
+    elements)`` of a config (resolved first, so pseudodensity paths are absolute): what
+    ``AtomsDataset`` takes and AMPTorch's LMDBs record."""
+    resolved = resolve_config(config)
+    return (resolved["fp_scheme"], copy.deepcopy(resolved["fp_params"]), dict(resolved["cutoff_params"]),
+            list(resolved["elements"]))
+
+
+def _plain(x):
+    """JSON-like copy: numpy arrays and scalars to lists and numbers, tuples to lists."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy arrays and scalars
+        return _plain(x.tolist())
+    return x
+
+
+def config_from_setup(setup, base_dir=None) -> dict:
+    """The resolved config of an AMPTorch ``descriptor_setup`` tuple (the inverse of
+    :func:`descriptor_setup`; numpy values become plain numbers and lists)."""
+    scheme, fp_params, cutoff_params, elements = setup
+    return resolve_config({"fp_scheme": str(scheme).lower(), "fp_params": _plain(fp_params),
+                           "elements": [str(e) for e in _plain(elements)],
+                           "cutoff_params": _plain(cutoff_params) if isinstance(cutoff_params, dict) else {}},
+                          base_dir=base_dir)
 
 
 def canonical_json(config: dict) -> str:
@@ -259,3 +302,23 @@ def config_differences(a: dict, b: dict) -> list[str]:
 
     walk(ia, ib, "")
     return out
+
+
+def require_same_settings(stored: dict, config, where: str, base_dir=None, stored_hash: str | None = None,
+                          error=ValueError) -> None:
+    """Raise ``error`` naming the differing settings unless ``config`` (a dict or a JSON
+    path) has the descriptor settings of ``stored``, the resolved config recorded with
+    data written earlier. A config without ``elements`` takes the stored ones.
+
+    Pseudodensity files compare by content: by ``stored_hash`` (the :func:`config_hash`
+    recorded when the data was written, so the files may have moved since) where given,
+    else by reading the files both configs name. ``where`` names the data in the message.
+    """
+    resolved = resolve_config(config, base_dir=base_dir, elements=stored.get("elements"))
+    if stored_hash is not None and config_hash(resolved) == stored_hash:
+        return
+    diff = config_differences(stored, resolved)
+    if diff or stored_hash is not None:
+        diff = diff or ["pseudodensity file contents (changed since it was written)"]
+        raise error(f"{where} was written with different descriptor settings "
+                    f"(differing: {', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''})")

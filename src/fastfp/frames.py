@@ -134,3 +134,17 @@ def chunks(frames: Iterable, size: int, convert: Callable = lambda a: a, max_ato
             return
         yield first, chunk
         first += len(chunk)
+
+
+def elements_of(frames: Iterable) -> list[str]:
+    """Sorted chemical symbols of the atoms in ``frames`` (read once, lazily: anything
+    with ``numbers``, such as ASE ``Atoms`` or ``ase.db`` rows). Raises ``ValueError``
+    when there are no frames."""
+    seen: set[int] = set()
+    n = 0
+    for atoms in frames:
+        seen.update(np.unique(atoms.numbers).tolist())
+        n += 1
+    if n == 0:
+        raise ValueError("no frames given")
+    return sorted(chemical_symbols[z] for z in seen)

@@ -35,10 +35,8 @@ killed write never leaves a partial store at the target and never damages an old
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import secrets
 import time
 from collections import deque
 from pathlib import Path
@@ -47,8 +45,9 @@ from typing import Iterable, Iterator
 import h5py
 import numpy as np
 
+from .atomic import AtomicPath
 from .fingerprints import Fingerprints
-from .config import build_descriptor, canonical_json, config_differences, identity, resolve_config
+from .config import build_descriptor, canonical_json, config_hash, require_same_settings
 from .frames import chunks
 
 FORMAT = "fastfp-store"
@@ -59,10 +58,6 @@ _DERIV = ("fprime_ptr", "fprime_j", "fprimes")
 
 class StoreError(ValueError):
     """A missing, corrupt, incomplete or mismatched store; the message names the path."""
-
-
-def _hash(config: dict) -> str:
-    return hashlib.sha256(canonical_json(identity(config)).encode()).hexdigest()
 
 
 class StoreWriter:
@@ -94,12 +89,11 @@ class StoreWriter:
         self.derivatives = bool(derivatives)
         config_json = canonical_json(descriptor_config)
         meta_json = json.dumps(metadata or {}, sort_keys=True)
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise StoreError(f"{self.path}: directory {str(directory)!r} does not exist")
-        # a fresh name beside the target (same filesystem, so os.replace is atomic);
-        # created with mode "x" so that the file gets the usual umask permissions
-        self.tmp_path = directory / f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        try:
+            self._target = AtomicPath(self.path)
+        except FileNotFoundError as exc:
+            raise StoreError(str(exc)) from None
+        self.tmp_path = self._target.tmp
         self._closed = False
         self._file = None
         try:
@@ -109,7 +103,7 @@ class StoreWriter:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["complete"] = False
             f.attrs["config"] = config_json
-            f.attrs["config_hash"] = _hash(descriptor_config)
+            f.attrs["config_hash"] = config_hash(descriptor_config)
             f.attrs["n_features"] = self.n_features
             f.attrs["has_derivatives"] = self.derivatives
             f.attrs["metadata"] = meta_json
@@ -189,21 +183,8 @@ class StoreWriter:
             f.attrs["n_blocks"] = self.n_blocks
             f.attrs["complete"] = True
             f.close()
-            fd = os.open(self.tmp_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self.tmp_path, self.path)
+            self._target.commit()
             self._closed = True
-            try:  # make the rename durable
-                dfd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            except OSError:
-                pass
         except BaseException:
             self.abort()
             raise
@@ -217,10 +198,7 @@ class StoreWriter:
                 f.close()
             except Exception:
                 pass
-        try:
-            os.unlink(self.tmp_path)
-        except OSError:
-            pass
+        self._target.discard()
 
 
 class Store:
@@ -418,26 +396,13 @@ class Store:
         return self.frames(0, len(self))
 
     # -- provenance ---------------------------------------------------------------
-    def matches_config(self, config, base_dir=None) -> bool:
-        """Whether ``config`` has the settings this store was written with."""
-        return not self._differences(config, base_dir)
-
-    def _differences(self, config, base_dir) -> list[str]:
-        resolved = resolve_config(config, base_dir=base_dir, elements=self.config.get("elements"))
-        if _hash(resolved) == self.config_hash:
-            return []
-        return config_differences(self.config, resolved) or ["<config>"]
-
     def require_config(self, config, base_dir=None) -> None:
-        """Raise :class:`StoreError` unless this store was written with the descriptor
-        settings of ``config`` (a dict or a JSON path; pseudodensity files compared by
-        content). A config without ``elements`` takes the store's."""
-        diff = self._differences(config, base_dir)
-        if diff:
-            raise StoreError(
-                f"{self.path}: store was written with different descriptor settings "
-                f"(differing: {', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''})"
-            )
+        """Raise :class:`StoreError` naming the differing settings unless this store was
+        written with the descriptor settings of ``config`` (a dict or a JSON path;
+        pseudodensity files compared by content). A config without ``elements`` takes
+        the store's."""
+        require_same_settings(self.config, config, str(self.path), base_dir=base_dir, stored_hash=self.config_hash,
+                              error=StoreError)
 
 
 def open_store(path) -> Store:

@@ -34,20 +34,20 @@ def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) ->
     return data
 
 
-def images_to_data(descriptor, images, r_energy=True, r_forces=True, fprimes=True, disable_tqdm=False) -> list:
+def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives=True, disable_tqdm=False) -> list:
     """``Data`` objects for ``images`` (a sequence of ASE ``Atoms``) with a
     :mod:`fastfp.amptorch` descriptor, featurized about ``CHUNK_ATOMS`` atoms per call
     (``featurized_chunks``)."""
     images = [a if hasattr(a, "positions") else a.toatoms() for a in images]  # ase.db rows
     out = []
     with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar:
-        for _, chunk, fps in descriptor.featurized_chunks(images, fprimes):
-            out.extend(fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, fprimes))
+        for _, chunk, fps in descriptor.featurized_chunks(images, derivatives):
+            out.extend(fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives))
             bar.update(len(chunk))
     return out
 
 
-def fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, fprimes) -> list:
+def fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives) -> list:
     """``Data`` objects for the frames ``chunk`` (ASE ``Atoms``) from their fingerprints ``fps``."""
     return [image_to_data(atoms, descriptors, primes, r_energy, r_forces)
-            for atoms, (_, descriptors, _, primes) in zip(chunk, descriptor.frame_outputs(fps, fprimes))]
+            for atoms, (_, descriptors, _, primes) in zip(chunk, descriptor.frame_outputs(fps, derivatives))]

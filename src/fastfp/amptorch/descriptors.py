@@ -80,7 +80,7 @@ class AMPTorchInterface:
         bar.close()
         return out
 
-    def featurized_chunks(self, images, calc_derivatives):
+    def featurized_chunks(self, images, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
         :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next chunk is featurized on
         a background thread while the caller converts this one: the neighbour search
@@ -89,23 +89,23 @@ class AMPTorchInterface:
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:
-                yield start, chunk, self.featurize(chunk, calc_derivatives, start)
+                yield start, chunk, self.featurize(chunk, derivatives, start)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-ahead") as ahead:
             pending = None
             for start, chunk in parts:
-                future = ahead.submit(self.featurize, chunk, calc_derivatives, start)
+                future = ahead.submit(self.featurize, chunk, derivatives, start)
                 if pending is not None:
                     yield pending[0], pending[1], pending[2].result()
                 pending = (start, chunk, future)
             if pending is not None:
                 yield pending[0], pending[1], pending[2].result()
 
-    def frame_outputs(self, fps, calc_derivatives) -> list[tuple]:
+    def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples
         ``(numbers, descriptors, num_descriptors, primes)``: atomic numbers (N,),
         fingerprints (N, width) with AMPTorch's row width (the widest element present in
-        the image), {element present: n_features}, and with ``calc_derivatives`` the
+        the image), {element present: n_features}, and with ``derivatives`` the
         derivatives ``(indices, val, size)`` in AMPTorch's COO layout and entry order
         (``indices`` (2, nnz) int64: rows ``atom * width + feature``, columns
         ``atom * 3 + xyz``), else None."""
@@ -116,7 +116,7 @@ class AMPTorchInterface:
             present.append([el for el, z in zip(self.elements, self.numbers) if z in here])
             widths.append(max(per_element[el] for el in present[-1]))
         primes = [None] * fps.n_frames
-        if calc_derivatives:
+        if derivatives:
             # AMPTorch concatenates the elements' matrices in ``elements`` order
             frame_of = np.repeat(np.arange(fps.n_frames), np.diff(fps.offsets))
             atom_order = np.lexsort((self.species_of[fps.numbers], frame_of))
@@ -128,10 +128,10 @@ class AMPTorchInterface:
             out.append((fps.numbers[a0:a1], descriptors, {el: per_element[el] for el in present[k]}, primes[k]))
         return out
 
-    def image_dicts(self, fps, calc_derivatives) -> list[dict]:
+    def image_dicts(self, fps, derivatives) -> list[dict]:
         """AMPTorch's per-image dicts for the frames of ``fps`` (see :meth:`prepare_fingerprints`)."""
         out = []
-        for numbers, descriptors, num_descriptors, primes in self.frame_outputs(fps, calc_derivatives):
+        for numbers, descriptors, num_descriptors, primes in self.frame_outputs(fps, derivatives):
             image = {
                 "atomic_numbers": numbers.astype(np.intc),
                 "num_atoms": len(numbers),
@@ -150,8 +150,8 @@ class AMPTorchInterface:
             return fingerprints
         return np.log10(np.maximum(np.abs(fingerprints), 1e-8))
 
-    def _check_log(self, calc_derivatives):
-        if self.params.get("log", False) and calc_derivatives:
+    def _check_log(self, derivatives):
+        if self.params.get("log", False) and derivatives:
             raise NotImplementedError(f"{self.descriptor_type}: 'log' fingerprints have no derivatives (as in AMPTorch)")
 
 

@@ -51,10 +51,7 @@ Needs ``torch``, ``torch_geometric`` and ``lmdb`` (the ``torch`` extra); not AMP
 from __future__ import annotations
 
 import contextlib
-import copy
-import os
 import pickle
-import secrets
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -62,17 +59,15 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ..config import config_differences, load_config, resolve_config
-from ..frames import chunks
+from ..atomic import AtomicPath
+from ..config import (build_descriptor, config_from_setup, descriptor_setup, load_config, require_same_settings,
+                      resolve_config)
+from ..frames import chunks, elements_of
 from .data import fingerprints_to_data
-from .descriptors import GMP, Gaussian, GMPOrderNorm
-from .scaling import norm_features
+from .scaling import check_scaling, norm_features
 
 #: the metadata keys AMPTorch's AtomsLMDBDataset reads (besides "0".."n-1")
 META_KEYS = ("feature_scaler", "target_scaler", "length", "elements", "descriptor_setup")
-#: AMPTorch's default scaling (``AtomsTrainer``'s ``config["dataset"]["scaling"]`` default)
-DEFAULT_SCALING = {"type": "normalize", "range": (0, 1), "elementwise": True}
-SCALING_KEYS = {"type", "range", "elementwise", "threshold"}
 #: map size the LMDB starts with; doubled whenever a chunk does not fit
 INITIAL_MAP_SIZE = 1 << 30
 #: frames featurized with derivatives, scaled and committed together (pass 2)
@@ -80,21 +75,6 @@ DEFAULT_CHUNK_FRAMES = 16
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def _amptorch_descriptor(resolved: dict):
-    """The :mod:`fastfp.amptorch` descriptor of a resolved config (AMPTorch's layout)."""
-    scheme = resolved["fp_scheme"]
-    params = copy.deepcopy(resolved["fp_params"])
-    elements = list(resolved["elements"])
-    if scheme == "gmpordernorm":
-        return GMPOrderNorm(params, elements)
-    if scheme == "gmp":
-        return GMP(params, elements)
-    if scheme == "gaussian":
-        cutoff = resolved.get("cutoff_params") or {}
-        return Gaussian(params, elements, cutoff_func=cutoff.get("cutoff_func", "cosine"), gamma=cutoff.get("gamma"))
-    raise ValueError(f"unknown fp_scheme {scheme!r}")
 
 
 def _scaler_classes(amptorch_scalers):
@@ -113,33 +93,6 @@ def _scaler_classes(amptorch_scalers):
     return FeatureScaler, TargetScaler, "fastfp"
 
 
-def check_scaling(scaling) -> dict:
-    """A copy of ``scaling`` (AMPTorch's scaling dict), checked; ``None`` gives
-    :data:`DEFAULT_SCALING`. Raises ``ValueError`` naming the problem."""
-    if scaling is None:
-        return dict(DEFAULT_SCALING)
-    if not isinstance(scaling, dict):
-        raise ValueError(f"scaling must be a dict like {DEFAULT_SCALING}, got {scaling!r}")
-    unknown = sorted(set(scaling) - SCALING_KEYS)
-    if unknown:
-        raise ValueError(f"scaling: unknown key(s) {unknown}; known keys: {sorted(SCALING_KEYS)}")
-    kind = scaling.get("type")
-    if kind not in ("normalize", "standardize"):
-        raise ValueError(f"scaling: 'type' must be 'normalize' or 'standardize', got {kind!r}")
-    out = dict(scaling)
-    if kind == "normalize":
-        rng = scaling.get("range")
-        if (not isinstance(rng, (list, tuple)) or len(rng) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) or rng[0] >= rng[1]):
-            raise ValueError(f"scaling: 'normalize' needs a 'range' [low, high] with low < high, got {rng!r}")
-        out["range"] = (rng[0], rng[1])
-    if "elementwise" in out and not isinstance(out["elementwise"], bool):
-        raise ValueError(f"scaling: 'elementwise' must be true or false, got {out['elementwise']!r}")
-    if "threshold" in out and (isinstance(out["threshold"], bool) or not isinstance(out["threshold"], (int, float))):
-        raise ValueError(f"scaling: 'threshold' must be a number, got {out['threshold']!r}")
-    return out
-
-
 @contextlib.contextmanager
 def _default_dtype(dtype):
     old = torch.get_default_dtype()
@@ -152,11 +105,6 @@ def _default_dtype(dtype):
 
 def _as_atoms(item):
     return item if hasattr(item, "positions") else item.toatoms()  # ase.db rows
-
-
-def _chunks(frames, size: int):
-    """``(index of the first frame, [Atoms, ...])`` of ``size`` frames at a time."""
-    return chunks(frames, size, _as_atoms)
 
 
 def _energy(atoms, index: int) -> float:
@@ -175,34 +123,9 @@ def _check_forces(atoms, index: int) -> None:
         forces = atoms.get_forces(apply_constraint=False)
     except Exception as exc:
         raise ValueError(f"frame {index}: no forces ({type(exc).__name__}: {exc}); "
-                         "force training needs forces for every frame (or pass forcetraining=False)") from None
+                         "force training needs forces for every frame (or pass derivatives=False)") from None
     if forces is None or np.shape(forces) != (len(atoms), 3) or not np.isfinite(forces).all():
         raise ValueError(f"frame {index}: forces missing or not finite")
-
-
-def _scan_elements(frames) -> list[str]:
-    from ase.data import chemical_symbols
-
-    seen: set[int] = set()
-    for _, chunk in _chunks(frames, DEFAULT_CHUNK_FRAMES):
-        for atoms in chunk:
-            seen.update(int(z) for z in np.unique(atoms.numbers))
-    if not seen:
-        raise ValueError("no frames given")
-    return sorted(chemical_symbols[z] for z in seen)
-
-
-def _tmp_paths(path: Path) -> tuple[Path, Path]:
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    return tmp, Path(str(tmp) + "-lock")
-
-
-def _remove(*paths) -> None:
-    for p in paths:
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
 
 
 def _put_all(env, items: dict) -> None:
@@ -225,14 +148,14 @@ def _put_all(env, items: dict) -> None:
 
 
 def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=DEFAULT_CHUNK_FRAMES, *,
-               base_dir=None, forcetraining=True, amptorch_scalers=None, dtype=torch.float64,
+               base_dir=None, derivatives=True, amptorch_scalers=None, dtype=torch.float64,
                total=None) -> dict:
     """Featurize ``frames`` and write them as an AMPTorch LMDB dataset at ``path``.
 
     Parameters
     ----------
     frames : re-iterable of ASE ``Atoms`` (or ``ase.db`` rows) with energies and, with
-        ``forcetraining``, forces (read with ``apply_constraint=False``, as AMPTorch does);
+        ``derivatives``, forces (read with ``apply_constraint=False``, as AMPTorch does);
         iterated twice (see the module docstring).
     config : fastfp/AMPTorch descriptor config, a dict or a JSON file path
         (:mod:`fastfp.config`); without ``elements`` the elements of the frames, sorted
@@ -247,8 +170,8 @@ def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=D
         are kept for the whole set).
     base_dir : directory that relative pseudodensity paths in ``config`` resolve against
         (default: the config file's directory, else the working directory).
-    forcetraining : store ``forces`` and ``fprimes`` (AMPTorch's ``forcetraining``,
-        ``config["model"]["get_forces"]``).
+    derivatives : store ``forces`` and the derivative matrices ``fprimes``, for force
+        training (AMPTorch's ``forcetraining``, ``config["model"]["get_forces"]``).
     amptorch_scalers : ``None`` (AMPTorch's scaler classes where importable, else
         fastfp's), ``True`` (AMPTorch's, or ``ImportError``) or ``False`` (fastfp's).
     dtype : torch dtype of the stored tensors (default float64, AMPTorch's usual
@@ -274,14 +197,12 @@ def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=D
         raise TypeError("frames must be re-iterable (a list, an ASE Trajectory, ...): write_lmdb reads them twice")
     scaling = check_scaling(scaling)
     raw, file_dir = load_config(config)
-    elements = None if "elements" in raw else _scan_elements(frames)
-    resolved = resolve_config(raw, base_dir=base_dir if base_dir is not None else file_dir, elements=elements)
-    descriptor = _amptorch_descriptor(resolved)
+    resolved = resolve_config(raw, base_dir=base_dir if base_dir is not None else file_dir,
+                              elements=None if "elements" in raw else elements_of(frames))
+    descriptor = build_descriptor(resolved, amptorch=True)
     FeatureScaler, TargetScaler, origin = _scaler_classes(amptorch_scalers)
     if total is None and hasattr(frames, "__len__"):
         total = len(frames)
-    descriptor_setup = (resolved["fp_scheme"], copy.deepcopy(resolved["fp_params"]),
-                        dict(resolved.get("cutoff_params") or {}), list(resolved["elements"]))
 
     # torch's OpenMP threads and numba's (the kernels') spin against each other; the
     # elementwise torch work here is fastest on one thread (3x faster on 2 cores)
@@ -289,23 +210,23 @@ def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=D
     torch.set_num_threads(1)
     try:
         with _default_dtype(dtype):
-            fit = _fit_scalers(frames, descriptor, scaling, forcetraining, dtype, chunk_frames, total, progress,
+            fit = _fit_scalers(frames, descriptor, scaling, derivatives, dtype, chunk_frames, total, progress,
                                FeatureScaler, TargetScaler)
             meta = {
                 "feature_scaler": fit["feature_scaler"],
                 "target_scaler": fit["target_scaler"],
                 "length": fit["n_frames"],
                 "elements": list(resolved["elements"]),
-                "descriptor_setup": descriptor_setup,
+                "descriptor_setup": descriptor_setup(resolved),
             }
-            _write_atomically(path, frames, descriptor, fit, meta, forcetraining, chunk_frames, progress)
+            _write_atomically(path, frames, descriptor, fit, meta, derivatives, chunk_frames, progress)
     finally:
         torch.set_num_threads(threads)
     return dict(n_frames=fit["n_frames"], n_atoms=int(sum(fit["n_atoms"])), n_features=fit["n_features"],
                 bytes=path.stat().st_size, seconds=time.perf_counter() - t0, scalers=origin)
 
 
-def _fit_scalers(frames, descriptor, scaling, forcetraining, dtype, chunk_frames, total, progress,
+def _fit_scalers(frames, descriptor, scaling, derivatives, dtype, chunk_frames, total, progress,
                  FeatureScaler, TargetScaler) -> dict:
     """Pass 1: fingerprints without derivatives and energies of all frames -> both
     scalers, fitted as AMPTorch fits them on the whole data set. The scalers see one
@@ -316,10 +237,10 @@ def _fit_scalers(frames, descriptor, scaling, forcetraining, dtype, chunk_frames
     fit_chunks, energies, n_atoms = [], [], []
     with tqdm(total=total, unit="frame", desc="fastfp lmdb 1/2: fitting scalers", disable=not progress,
               dynamic_ncols=True) as bar:
-        for first, chunk in _chunks(frames, chunk_frames):
+        for first, chunk in chunks(frames, chunk_frames, _as_atoms):
             for k, atoms in enumerate(chunk):
                 energies.append(SimpleNamespace(energy=_energy(atoms, first + k)))
-                if forcetraining:
+                if derivatives:
                     _check_forces(atoms, first + k)
                 n_atoms.append(len(atoms))
             fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
@@ -335,12 +256,12 @@ def _fit_scalers(frames, descriptor, scaling, forcetraining, dtype, chunk_frames
             bar.update(len(chunk))
     if not energies:
         raise ValueError("no frames given")
-    return dict(feature_scaler=FeatureScaler(fit_chunks, forcetraining, scaling),
-                target_scaler=TargetScaler(energies, forcetraining),
+    return dict(feature_scaler=FeatureScaler(fit_chunks, derivatives, scaling),
+                target_scaler=TargetScaler(energies, derivatives),
                 n_frames=len(energies), n_atoms=np.asarray(n_atoms), n_features=int(fit_chunks[0].fingerprint.shape[1]))
 
 
-def _write_atomically(path: Path, frames, descriptor, fit, meta, forcetraining, chunk_frames, progress) -> None:
+def _write_atomically(path: Path, frames, descriptor, fit, meta, derivatives, chunk_frames, progress) -> None:
     """Pass 2: featurize with derivatives, build, scale and pickle each chunk's ``Data``
     and commit it, in a temporary LMDB moved to ``path`` when complete."""
     import lmdb
@@ -348,50 +269,35 @@ def _write_atomically(path: Path, frames, descriptor, fit, meta, forcetraining, 
 
     feature_scaler, target_scaler, n_frames, n_atoms = (fit["feature_scaler"], fit["target_scaler"],
                                                         fit["n_frames"], fit["n_atoms"])
-    tmp, tmp_lock = _tmp_paths(path)
-    env = None
-    try:
+    with AtomicPath(path) as tmp:
         # no fsync per commit (sync=False): the OS writes back while the next chunk is
         # computed; env.sync(True) before the rename makes the whole file durable
         env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=False, lock=False, meminit=False,
                         readahead=False, sync=False, metasync=False)
-        done = 0
-        with tqdm(total=n_frames, unit="frame", desc="fastfp lmdb 2/2: writing", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for first, chunk in _chunks(frames, chunk_frames):
-                if first + len(chunk) > n_frames or any(len(a) != n_atoms[first + k] for k, a in enumerate(chunk)):
-                    raise ValueError(f"frames changed between the two passes over them (at frames "
-                                     f"{first}..{first + len(chunk) - 1}); pass a list or a file")
-                fps = descriptor.featurize(chunk, derivatives=forcetraining, first_index=first)
-                data = fingerprints_to_data(descriptor, chunk, fps, True, forcetraining, forcetraining)
-                del fps
-                norm_features(feature_scaler, data)
-                target_scaler.norm(data, disable_tqdm=True)
-                _put_all(env, {str(first + k): d for k, d in enumerate(data)})
-                del data
-                done = first + len(chunk)
-                bar.update(len(chunk))
-        if done != n_frames:
-            raise ValueError(f"frames changed between the two passes over them ({n_frames} frames, then {done}); "
-                             "pass a list or a file")
-        _put_all(env, {key: meta[key] for key in META_KEYS})
-        env.sync(True)
-        env.close()
-        env = None
-        os.replace(tmp, path)
-    except BaseException:
-        if env is not None:
-            with contextlib.suppress(Exception):
-                env.close()
-        _remove(tmp, tmp_lock)
-        raise
-    _remove(tmp_lock)
-    with contextlib.suppress(OSError):  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(dfd)
+            done = 0
+            with tqdm(total=n_frames, unit="frame", desc="fastfp lmdb 2/2: writing", disable=not progress,
+                      dynamic_ncols=True) as bar:
+                for first, chunk in chunks(frames, chunk_frames, _as_atoms):
+                    if first + len(chunk) > n_frames or any(len(a) != n_atoms[first + k] for k, a in enumerate(chunk)):
+                        raise ValueError(f"frames changed between the two passes over them (at frames "
+                                         f"{first}..{first + len(chunk) - 1}); pass a list or a file")
+                    fps = descriptor.featurize(chunk, derivatives=derivatives, first_index=first)
+                    data = fingerprints_to_data(descriptor, chunk, fps, True, derivatives, derivatives)
+                    del fps
+                    norm_features(feature_scaler, data)
+                    target_scaler.norm(data, disable_tqdm=True)
+                    _put_all(env, {str(first + k): d for k, d in enumerate(data)})
+                    del data
+                    done = first + len(chunk)
+                    bar.update(len(chunk))
+            if done != n_frames:
+                raise ValueError(f"frames changed between the two passes over them ({n_frames} frames, then {done}); "
+                                 "pass a list or a file")
+            _put_all(env, {key: meta[key] for key in META_KEYS})
+            env.sync(True)
         finally:
-            os.close(dfd)
+            env.close()
 
 
 # -- reading and checking --------------------------------------------------------------
@@ -428,52 +334,13 @@ def read_lmdb_setup(path) -> dict:
     return out
 
 
-def _plain(x):
-    """JSON-like copy: numpy arrays and scalars to lists and numbers, tuples to lists."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _plain(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def _setup_config(descriptor_setup) -> dict:
-    """A descriptor_setup tuple as a config dict (resolved when it is a valid config)."""
-    scheme, fp_params, cutoff_params, elements = descriptor_setup
-    config = {"fp_scheme": str(scheme).lower(), "fp_params": _plain(fp_params),
-              "elements": [str(e) for e in _plain(elements)],
-              "cutoff_params": _plain(cutoff_params) if isinstance(cutoff_params, dict) else {}}
-    try:
-        return resolve_config(config)
-    except ValueError:
-        return config
-
-
-def setup_differences(path, config, base_dir=None) -> list[str]:
-    """Dotted names of the descriptor settings where the LMDB at ``path`` and ``config``
-    (a dict or a JSON path) differ; pseudodensity files compare by content. A config
-    without ``elements`` takes the LMDB's."""
-    stored = _setup_config(read_lmdb_setup(path)["descriptor_setup"])
-    raw, file_dir = load_config(config)
-    resolved = resolve_config(raw, base_dir=base_dir if base_dir is not None else file_dir,
-                              elements=stored.get("elements"))
-    return config_differences(stored, resolved)
-
-
 def require_same_setup(path, config, base_dir=None) -> None:
-    """Raise ``ValueError`` naming the differing keys unless the LMDB at ``path`` was
-    written with the descriptor settings of ``config`` (see :func:`setup_differences`)."""
-    diff = setup_differences(path, config, base_dir=base_dir)
-    if diff:
-        raise ValueError(
-            f"{path}: LMDB was written with different descriptor settings than the config "
-            f"(differing: {', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''})"
-        )
+    """Raise ``ValueError`` naming the differing settings unless the LMDB at ``path`` was
+    written with the descriptor settings of ``config`` (a dict or a JSON path;
+    pseudodensity files compare by content; a config without ``elements`` takes the
+    LMDB's)."""
+    stored = config_from_setup(read_lmdb_setup(path)["descriptor_setup"])
+    require_same_settings(stored, config, f"{path}: LMDB", base_dir=base_dir)
 
 
-__all__ = ["write_lmdb", "read_lmdb_setup", "require_same_setup", "setup_differences", "check_scaling",
-           "DEFAULT_SCALING", "META_KEYS"]
+__all__ = ["write_lmdb", "read_lmdb_setup", "require_same_setup", "META_KEYS"]

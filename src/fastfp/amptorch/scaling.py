@@ -12,6 +12,37 @@ from __future__ import annotations
 
 import torch
 
+#: AMPTorch's default feature scaling (``AtomsTrainer``'s ``config["dataset"]["scaling"]``)
+DEFAULT_SCALING = {"type": "normalize", "range": (0, 1), "elementwise": True}
+SCALING_KEYS = {"type", "range", "elementwise", "threshold"}
+
+
+def check_scaling(scaling) -> dict:
+    """A copy of ``scaling`` (AMPTorch's scaling dict), checked; ``None`` gives
+    :data:`DEFAULT_SCALING`. Raises ``ValueError`` naming the problem."""
+    if scaling is None:
+        return dict(DEFAULT_SCALING)
+    if not isinstance(scaling, dict):
+        raise ValueError(f"scaling must be a dict like {DEFAULT_SCALING}, got {scaling!r}")
+    unknown = sorted(set(scaling) - SCALING_KEYS)
+    if unknown:
+        raise ValueError(f"scaling: unknown key(s) {unknown}; known keys: {sorted(SCALING_KEYS)}")
+    kind = scaling.get("type")
+    if kind not in ("normalize", "standardize"):
+        raise ValueError(f"scaling: 'type' must be 'normalize' or 'standardize', got {kind!r}")
+    out = dict(scaling)
+    if kind == "normalize":
+        rng = scaling.get("range")
+        if (not isinstance(rng, (list, tuple)) or len(rng) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) or rng[0] >= rng[1]):
+            raise ValueError(f"scaling: 'normalize' needs a 'range' [low, high] with low < high, got {rng!r}")
+        out["range"] = (rng[0], rng[1])
+    if "elementwise" in out and not isinstance(out["elementwise"], bool):
+        raise ValueError(f"scaling: 'elementwise' must be true or false, got {out['elementwise']!r}")
+    if "threshold" in out and (isinstance(out["threshold"], bool) or not isinstance(out["threshold"], (int, float))):
+        raise ValueError(f"scaling: 'threshold' must be a number, got {out['threshold']!r}")
+    return out
+
 
 def _scale_tables(scaler, atomic_numbers: torch.Tensor, n_features: int):
     """Per-atom (n_atoms, n_features) scale and offset of ``scaler``."""

@@ -40,7 +40,6 @@ import contextlib
 import multiprocessing
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -55,6 +54,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms, FixConstraint
 from ase.md.langevin import Langevin
 from tqdm.auto import tqdm
+
+from ..atomic import AtomicPath
 
 __all__ = [
     "VERSION",
@@ -379,17 +380,10 @@ def _find_cached(directory: Path, name: str, seed: int, n_frames: int) -> Path |
 
 
 def _write_atomic(path: Path, frames: list[Atoms]) -> None:
-    """Write ``frames`` to ``path`` (ASE .traj) via a temporary file in the same directory."""
+    """Write ``frames`` to ``path`` (ASE .traj), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with AtomicPath(path) as tmp:
         ase.io.write(tmp, frames, format="traj")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- public API
