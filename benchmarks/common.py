@@ -1,108 +1,96 @@
 """Parameters, limits and inputs shared by the benchmark modules.
 
-Environment variables (all optional; ``fastfp bench`` sets them):
-
-``FASTFP_BENCH_DATA``
-    frames to use instead of the default 16,000-frame workload (ASE file or directory);
-    a relative path is taken from the repository root (asv runs benchmarks elsewhere).
-``FASTFP_BENCH_FRAMES``
-    frame counts to benchmark (default ``100 1000 16000``).
-``FASTFP_BENCH_MAX_FRAMES``
-    setups skip larger frame counts (``fastfp bench --quick``: 100).
-``FASTFP_BENCH_MAX_ATOMS``
-    setups of the per-atom benchmarks skip larger supercells.
-``FASTFP_BENCH_AMPTORCH_MAX_FRAMES`` / ``FASTFP_BENCH_AMPTORCH_MAX_ATOMS``
-    AMPTorch runs only up to these sizes (default 1000 frames, 2000 atoms): at about
-    0.4 s per 66-atom frame with derivatives, 16,000 frames would take hours per stage.
-``FASTFP_BENCH_PREIMPORT``
-    ``1``: import torch, torch_geometric and AMPTorch when the suite is imported (for
-    asv's forkserver launch method; see :func:`_preimport`).
-``FASTFP_BENCH_MEMORY_GB``
-    memory a stage's inputs may take (default 70% of the available memory); larger
-    inputs are skipped with the estimate (see :func:`fastfp.harness.stages.estimate_bytes`).
+The settings come from the ``FASTFP_BENCH_*`` variables of
+:mod:`fastfp.harness.settings` (each with its default and meaning there; ``fastfp bench``
+sets them). A benchmark that cannot run raises ``NotImplementedError`` in ``setup``,
+which asv takes as "skip", and records the reason in ``FASTFP_BENCH_SKIPS`` for the
+summary: a backend or library missing, a size above a limit, frames without energies,
+inputs that would not fit in memory, a class outside ``--quick``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
-from fastfp.harness import stages
+from fastfp.harness import settings, stages, workloads
+from fastfp.harness.backends import BACKENDS as ALL_BACKENDS
+from fastfp.harness.backends import StageUnavailable, is_available
 
-__all__ = ["ATOMS", "BACKENDS", "Benchmark", "DESCRIPTORS", "FRAMES", "atoms_frame", "bench_frames", "setup_cache",
-           "best_time"]
-
-
-def _ints(name: str, default):
-    text = os.environ.get(name, "").replace(",", " ").split()
-    if not text:
-        return list(default)
-    try:
-        values = sorted({int(t) for t in text})
-    except ValueError:
-        raise ValueError(f"{name} must list integers, got {os.environ[name]!r}") from None
-    return [v for v in values if v > 0] or list(default)
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _int(name: str, default):
-    text = os.environ.get(name, "").strip()
-    return int(text) if text else default
+def _locate_inputs() -> None:
+    """asv runs each benchmark in a temporary directory: make a relative
+    ``FASTFP_BENCH_DATA`` absolute, from the repository root, and point ``FASTFP_SHARED``
+    (real frames, pseudodensities) at the ``shared`` folder beside the checkout unless set."""
+    text = settings.DATA.get()
+    if not Path(text).is_absolute() and (ROOT / text).exists():
+        os.environ[settings.DATA.name] = str(ROOT / text)
+    if not settings.SHARED.get() and (ROOT.parent / "shared").is_dir():
+        os.environ[settings.SHARED.name] = str(ROOT.parent / "shared")
 
 
 def _preimport() -> None:
     """With ``FASTFP_BENCH_PREIMPORT=1`` (``fastfp bench``, which runs asv with
-    ``--launch-method forkserver``): import the heavy modules the setups need (torch via
-    the workloads' neighbour lists, torch_geometric, AMPTorch) once, in the forkserver,
-    instead of in every benchmark process (about 5 s each on 2 cores). Importing starts
-    no threads, so forking afterwards is safe."""
-    if os.environ.get("FASTFP_BENCH_PREIMPORT") != "1":
+    ``--launch-method forkserver``): import the heavy modules the setups need (torch,
+    torch_geometric, AMPTorch) once, in the forkserver, instead of in every benchmark
+    process (about 5 s each on 2 cores). Importing starts no threads, so forking
+    afterwards is safe."""
+    if settings.PREIMPORT.get() != "1":
         return
     import importlib
 
-    for module in ("fastfp.harness.workloads", "torch", "torch_geometric.data", "fastfp.amptorch.data",
-                   "fastfp.amptorch.patching", "fastfp.store"):
+    for module in ("torch", "torch_geometric.data", "fastfp.amptorch.data", "fastfp.amptorch.patching",
+                   "fastfp.store"):
         try:
             importlib.import_module(module)
         except Exception:  # an optional part missing: its benchmarks skip with the reason
             pass
-    if stages.available("amptorch") is None:
+    if is_available("amptorch"):
         importlib.import_module("amptorch.dataset")
 
 
-def _absolute_data_path() -> None:
-    """asv runs each benchmark in a temporary directory: make a relative
-    ``FASTFP_BENCH_DATA`` absolute, from the repository root (where asv is run)."""
-    text = os.environ.get("FASTFP_BENCH_DATA", "")
-    path = Path(__file__).resolve().parents[1] / text
-    if text and not Path(text).is_absolute() and path.exists():
-        os.environ["FASTFP_BENCH_DATA"] = str(path)
-
-
-_absolute_data_path()
+_locate_inputs()
 _preimport()
 
-BACKENDS = list(stages.BACKENDS)
-DESCRIPTORS = list(stages.DESCRIPTORS)
-FRAMES = _ints("FASTFP_BENCH_FRAMES", [100, 1000, 16000])
-ATOMS = [500, 2000, 4000, 10000]
+BACKENDS = settings.BENCH_BACKENDS.names(ALL_BACKENDS)
+DESCRIPTORS = settings.BENCH_DESCRIPTORS.names(settings.DESCRIPTORS)
+FRAMES = settings.FRAMES.ints()
+ATOMS = list(settings.ATOMS)
 
 
 def setup_cache(*_):
     """Generate (first time) or load the benchmark frames once per asv run; what the
-    setups need (:func:`fastfp.harness.stages.describe_data`). Shared by every class
-    (asv keys the cache by this function), so no timed stage includes data generation."""
-    return stages.describe_data()
+    setups need (:func:`fastfp.harness.workloads.describe`). Shared by every class (asv
+    keys the cache by this function), so no timed stage includes data generation."""
+    source = settings.DATA.get()
+    limit = min(max(FRAMES), settings.MAX_FRAMES.limit() or max(FRAMES))
+    return workloads.describe(workloads.load_frames(source, limit), source)
 
 
 setup_cache.timeout = 4 * 3600  # the 16,000-frame workload is generated on first use
 
 
+def _record_skip(benchmark, params, reason: str) -> None:
+    """Append why ``benchmark`` (an instance) skips at ``params`` to ``FASTFP_BENCH_SKIPS``."""
+    path = settings.SKIPS.get()
+    if not path:
+        return
+    cls = type(benchmark)
+    entry = {"benchmark": f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}",
+             "params": [repr(p) for p in params], "reason": reason}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
 class Benchmark:
-    """Settings every benchmark class shares: the frames from :func:`setup_cache`, a
-    timeout for 16,000 frames, and samples of one call each (a call is seconds to
-    minutes, so no calibration or warm-up rounds): at least 1 and up to 3 samples
-    within 30 s, in one round."""
+    """What every benchmark class shares: the frames from :func:`setup_cache`, a timeout
+    for 16,000 frames, samples of one call each (a call is seconds to minutes, so no
+    calibration or warm-up rounds: at least 1 and up to 3 samples within 30 s, in one
+    round), and a ``setup`` that calls the class's ``prepare`` and records why it skips."""
 
     setup_cache = setup_cache
     timeout = 4 * 3600
@@ -110,47 +98,62 @@ class Benchmark:
     repeat = (1, 3, 30.0)
     rounds = 1
     warmup_time = 0
+    #: part of ``fastfp bench --quick``
+    quick = True
+
+    def setup(self, info, *params):
+        try:
+            if settings.QUICK.get() == "1" and not self.quick:
+                raise StageUnavailable("not in --quick")
+            self.prepare(info, *params)
+        except NotImplementedError as exc:
+            _record_skip(self, params, str(exc))
+            raise
+
+    def prepare(self, info, *params):
+        """Build what the timed methods need (``self.run``), or raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no prepare()")
 
 
-def _skip(reason: str):
-    raise NotImplementedError(reason)
-
-
-def _check_backend(backend: str) -> None:
-    reason = stages.available(backend)
-    if reason:
-        _skip(reason)
-
-
-def bench_frames(info: dict, n: int, backend: str | None = None, labels: bool = False) -> list:
-    """The first ``n`` benchmark frames, or ``NotImplementedError`` (asv: skip) with the
-    reason: backend missing, ``n`` above a limit or above the frames available, no
-    energies where ``labels`` are needed."""
-    if backend is not None:
-        _check_backend(backend)
-    cap = stages.max_frames()
+def _check_frames(info: dict, n: int, backend: str, labels: bool) -> None:
+    cap = settings.MAX_FRAMES.limit()
     if cap is not None and n > cap:
-        _skip(f"{n} frames > FASTFP_BENCH_MAX_FRAMES={cap}")
+        raise StageUnavailable(f"{n} frames > {settings.MAX_FRAMES.name}={cap}")
     if n > info["n_frames"]:
-        _skip(f"{info['source']} has {info['n_frames']} frames, fewer than {n}")
-    amp_cap = _int("FASTFP_BENCH_AMPTORCH_MAX_FRAMES", 1000)
+        raise StageUnavailable(f"{info['source']} has {info['n_frames']} frames, fewer than {n}")
+    amp_cap = settings.AMPTORCH_MAX_FRAMES.limit()
     if backend == "amptorch" and n > amp_cap:
-        _skip(f"AMPTorch skipped above {amp_cap} frames (FASTFP_BENCH_AMPTORCH_MAX_FRAMES)")
-    if labels and info["labels"]:
-        _skip(info["labels"])
-    return stages.load_bench_frames(n, info["source"])
+        raise StageUnavailable(f"AMPTorch too slow above {amp_cap} frames ({settings.AMPTORCH_MAX_FRAMES.name})")
+    if labels and not info["labels"]:
+        raise StageUnavailable(stages.NO_LABELS)
 
 
-def atoms_frame(info: dict, n_atoms: int, backend: str):
-    """Frame 0 of the benchmark frames repeated in-plane to about ``n_atoms`` atoms."""
-    _check_backend(backend)
-    cap = _int("FASTFP_BENCH_MAX_ATOMS", 0)
+def stage_run(stage: str, info: dict, backend: str, n: int, **options):
+    """:func:`fastfp.harness.stages.build` of ``stage`` on the first ``n`` benchmark
+    frames, or ``StageUnavailable`` (asv: skip) with the reason."""
+    reason = stages.why_not(stage, backend)
+    if reason:
+        raise StageUnavailable(reason)
+    _check_frames(info, n, backend, stages.STAGES[stage].needs_labels)
+    frames = workloads.load_frames(info["source"], n)
+    return stages.build(stage, backend, frames, elements=info["elements"], **options)
+
+
+def atoms_run(info: dict, backend: str, n_atoms: int, descriptor: str):
+    """Featurization with derivatives of frame 0 of the benchmark frames repeated
+    in-plane to about ``n_atoms`` atoms, or ``StageUnavailable`` with the reason."""
+    reason = stages.why_not("featurize", backend)
+    if reason:
+        raise StageUnavailable(reason)
+    cap = settings.MAX_ATOMS.limit()
     if cap and n_atoms > cap:
-        _skip(f"{n_atoms} atoms > FASTFP_BENCH_MAX_ATOMS={cap}")
-    amp_cap = _int("FASTFP_BENCH_AMPTORCH_MAX_ATOMS", 2000)
+        raise StageUnavailable(f"{n_atoms} atoms > {settings.MAX_ATOMS.name}={cap}")
+    amp_cap = settings.AMPTORCH_MAX_ATOMS.limit()
     if backend == "amptorch" and n_atoms > amp_cap:
-        _skip(f"AMPTorch skipped above {amp_cap} atoms (FASTFP_BENCH_AMPTORCH_MAX_ATOMS)")
-    return stages.supercell(stages.load_bench_frames(1, info["source"])[0], n_atoms)
+        raise StageUnavailable(f"AMPTorch too slow above {amp_cap} atoms ({settings.AMPTORCH_MAX_ATOMS.name})")
+    frame = workloads.supercell(workloads.load_frames(info["source"], 1)[0], n_atoms)
+    return stages.build("featurize", backend, [frame], descriptor=descriptor, derivatives=True,
+                        elements=info["elements"])
 
 
 def best_time(run, repeat: int = 3, budget: float = 30.0) -> float:

@@ -1,9 +1,7 @@
 """Featurization: ``prepare_fingerprints`` per descriptor, fingerprints only or with
-derivatives, against the number of frames and (fastfp) the number of atoms per frame."""
+derivatives, against the number of frames and the number of atoms per frame."""
 
-from fastfp.harness import stages
-
-from .common import ATOMS, BACKENDS, DESCRIPTORS, FRAMES, Benchmark, atoms_frame, bench_frames
+from .common import ATOMS, BACKENDS, DESCRIPTORS, FRAMES, Benchmark, atoms_run, stage_run
 
 
 class Featurize(Benchmark):
@@ -13,13 +11,13 @@ class Featurize(Benchmark):
     params = [BACKENDS, DESCRIPTORS, [False, True], FRAMES]
     param_names = ["backend", "descriptor", "derivatives", "frames"]
 
-    def setup(self, info, backend, descriptor, derivatives, frames):
-        images = bench_frames(info, frames, backend)
-        self.run = stages.build("featurize", backend, images, descriptor=descriptor,
-                                derivatives=derivatives, elements=info["elements"])
+    def prepare(self, info, backend, descriptor, derivatives, frames):
+        self.run = stage_run("featurize", info, backend, frames, descriptor=descriptor, derivatives=derivatives)
 
     def time_featurize(self, info, backend, descriptor, derivatives, frames):
         self.run()
+
+    time_featurize.pretty_name = "featurize {descriptor} {derivatives} derivatives"
 
 
 class FeaturizeAtoms(Benchmark):
@@ -30,10 +28,10 @@ class FeaturizeAtoms(Benchmark):
     param_names = ["backend", "descriptor", "atoms"]
     timeout = 1800
 
-    def setup(self, info, backend, descriptor, atoms):
-        frame = atoms_frame(info, atoms, backend)
-        self.run = stages.build("featurize", backend, [frame], descriptor=descriptor, derivatives=True,
-                                elements=info["elements"])
+    def prepare(self, info, backend, descriptor, atoms):
+        self.run = atoms_run(info, backend, atoms, descriptor)
 
     def time_featurize_atoms(self, info, backend, descriptor, atoms):
         self.run()
+
+    time_featurize_atoms.pretty_name = "featurize {descriptor} with derivatives, one frame"

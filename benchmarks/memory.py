@@ -6,7 +6,7 @@ subtract."""
 
 from fastfp.harness import stages
 
-from .common import BACKENDS, FRAMES, Benchmark, bench_frames
+from .common import BACKENDS, FRAMES, Benchmark, stage_run
 
 
 class FeaturizeMemory(Benchmark):
@@ -16,13 +16,13 @@ class FeaturizeMemory(Benchmark):
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
 
-    def setup(self, info, backend, frames):
-        images = bench_frames(info, frames, backend)
-        self.run = stages.build("featurize", backend, images, descriptor="gmpordernorm", derivatives=True,
-                                elements=info["elements"])
+    def prepare(self, info, backend, frames):
+        self.run = stage_run("featurize", info, backend, frames, descriptor="gmpordernorm", derivatives=True)
 
     def peakmem_featurize(self, info, backend, frames):
         self.run()
+
+    peakmem_featurize.pretty_name = "featurize gmpordernorm with derivatives"
 
     def peakmem_reference(self, info, backend, frames):
         pass
@@ -33,14 +33,15 @@ class PreprocessMemory(Benchmark):
 
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
+    quick = False  # its time is in pipeline.Preprocess
 
-    def setup(self, info, backend, frames):
-        images = bench_frames(info, frames, backend, labels=True)
-        self.run = stages.build("preprocess", backend, images, descriptor="gmpordernorm",
-                                elements=info["elements"])
+    def prepare(self, info, backend, frames):
+        self.run = stage_run("preprocess", info, backend, frames)
 
     def peakmem_preprocess(self, info, backend, frames):
         self.run()
+
+    peakmem_preprocess.pretty_name = stages.STAGES["preprocess"].title
 
     def peakmem_reference(self, info, backend, frames):
         pass

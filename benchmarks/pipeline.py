@@ -4,27 +4,23 @@ preprocessing."""
 
 from fastfp.harness import stages
 
-from .common import BACKENDS, FRAMES, Benchmark, bench_frames
+from .common import BACKENDS, FRAMES, Benchmark, stage_run
 
 
 class _Stage(Benchmark):
-    """Common settings: one stage of :mod:`fastfp.harness.stages` on N frames."""
+    """One stage of :mod:`fastfp.harness.stages` on N frames, timed by the subclass's
+    ``time_<stage>``, whose table label is the stage's title."""
 
     stage = ""
-    labels = False
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
 
-    def setup(self, info, backend, frames):
-        spec = stages.STAGES[self.stage]
-        reason = stages.available(backend)
-        if reason:
-            raise NotImplementedError(reason)
-        if backend not in spec.backends:
-            raise NotImplementedError(spec.why_not)
-        images = bench_frames(info, frames, backend, labels=self.labels)
-        self.run = stages.build(self.stage, backend, images, descriptor="gmpordernorm",
-                                elements=info["elements"])
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        getattr(cls, f"time_{cls.stage}").pretty_name = stages.STAGES[cls.stage].title
+
+    def prepare(self, info, backend, frames):
+        self.run = stage_run(self.stage, info, backend, frames)
 
 
 class Scale(_Stage):
@@ -32,7 +28,7 @@ class Scale(_Stage):
     applied to the same ``Data`` list."""
 
     stage = "scale"
-    labels = True
+    quick = False  # inside end-to-end preprocessing
 
     def time_scale(self, info, backend, frames):
         self.run()
@@ -60,7 +56,6 @@ class Collate(_Stage):
     """``DataCollater`` on every batch of 16 ``Data`` (block-diagonal derivative matrix)."""
 
     stage = "collate"
-    labels = True
 
     def time_collate(self, info, backend, frames):
         self.run()
@@ -72,7 +67,6 @@ class ForceContraction(_Stage):
     ``contract_forces``); collation and the dE/dG tensors are in setup."""
 
     stage = "force_contraction"
-    labels = True
 
     def time_force_contraction(self, info, backend, frames):
         self.run()
@@ -83,7 +77,6 @@ class TrainEpoch(_Stage):
     0.05), without / with ``fastfp.amptorch.install()``; preprocessing is in setup."""
 
     stage = "train_epoch"
-    labels = True
     repeat = 1  # setup (preprocessing) runs before every sample
 
     def time_train_epoch(self, info, backend, frames):
@@ -94,7 +87,6 @@ class Preprocess(_Stage):
     """End to end: ``AtomsDataset(frames, ...)`` without / with ``install()``."""
 
     stage = "preprocess"
-    labels = True
 
     def time_preprocess(self, info, backend, frames):
         self.run()

@@ -3,23 +3,28 @@ the best of up to three fastfp runs): the speed-up, free of machine-to-machine n
 
 from fastfp.harness import stages
 
-from .common import FRAMES, Benchmark, bench_frames, best_time
+from .common import FRAMES, Benchmark, best_time, stage_run
 
 
 class _Ratio(Benchmark):
+    """The ratio of one stage's times, labelled with the stage's title."""
+
     stage = ""
     options: dict = {}
-    labels = False
     params = [FRAMES]
     param_names = ["frames"]
     unit = "AMPTorch time / fastfp time"
     repeat = 1
+    quick = False  # the summary computes the speed-up from the times instead
+    #: the table label (default: the stage's title)
+    title = ""
 
-    def setup(self, info, frames):
-        images = bench_frames(info, frames, "fastfp", labels=self.labels)
-        bench_frames(info, frames, "amptorch", labels=self.labels)  # skips with the reason
-        self.runs = {b: stages.build(self.stage, b, images, elements=info["elements"], **self.options)
-                     for b in ("amptorch", "fastfp")}
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        getattr(cls, f"track_{cls.stage}_ratio").pretty_name = cls.title or stages.STAGES[cls.stage].title
+
+    def prepare(self, info, frames):
+        self.runs = {b: stage_run(self.stage, info, b, frames, **self.options) for b in ("amptorch", "fastfp")}
 
     def _ratio(self):
         amptorch = best_time(self.runs["amptorch"], repeat=1)
@@ -31,6 +36,7 @@ class FeaturizeRatio(_Ratio):
 
     stage = "featurize"
     options = {"descriptor": "gmpordernorm", "derivatives": True}
+    title = "featurize gmpordernorm with derivatives"
 
     def track_featurize_ratio(self, info, frames):
         return self._ratio()
@@ -40,7 +46,6 @@ class PreprocessRatio(_Ratio):
     """End-to-end preprocessing (``AtomsDataset``) without / with ``install()``."""
 
     stage = "preprocess"
-    labels = True
 
     def track_preprocess_ratio(self, info, frames):
         return self._ratio()
@@ -50,7 +55,6 @@ class ForceContractionRatio(_Ratio):
     """Force contraction, forward + backward, on every batch of 16."""
 
     stage = "force_contraction"
-    labels = True
 
     def track_force_contraction_ratio(self, info, frames):
         return self._ratio()
@@ -60,7 +64,6 @@ class TrainEpochRatio(_Ratio):
     """One training epoch without / with ``install()``."""
 
     stage = "train_epoch"
-    labels = True
 
     def track_train_epoch_ratio(self, info, frames):
         return self._ratio()

@@ -1,12 +1,13 @@
-"""The benchmark harness: the asv suite is valid, the stages agree across backends,
-``fastfp bench`` rejects bad input, and its summary reads asv's results.
+"""The benchmark harness: the asv suite is valid and fully described by asv's own
+metadata, the stages agree across backends, ``fastfp bench`` rejects bad input before
+any work, and its summary reads asv's results and the recorded skip reasons.
 
 No real benchmark run here (``fastfp bench --quick`` takes minutes)."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +18,20 @@ import pytest
 from ase import Atoms
 
 from fastfp.cli import main
-from fastfp.harness import bench, stages
+from fastfp.config import build_descriptor
+from fastfp.harness import bench, results, settings, stages
+from fastfp.harness.backends import StageUnavailable, why_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 WATER = SHARED / "data" / "water_842.traj"
 
-requires_water = pytest.mark.skipif(not WATER.is_file(), reason=f"shared frames not found at {WATER}")
 requires_gmp = pytest.mark.skipif(not (SHARED / "gmp" / "psp_v3").is_dir(),
                                   reason=f"GMP pseudodensities not found at {SHARED / 'gmp'}")
 has_asv = importlib.util.find_spec("asv") is not None
 has_torch = importlib.util.find_spec("torch_geometric") is not None
-amptorch_reason = stages.available("amptorch")
+amptorch_reason = why_unavailable("amptorch")
+needs_amptorch = pytest.mark.skipif(amptorch_reason is not None, reason=str(amptorch_reason))
 
 
 # -- the asv suite ---------------------------------------------------------------------
@@ -42,46 +45,85 @@ def test_asv_check_passes():
     assert "No problems found" in proc.stdout
 
 
-def test_bench_filters():
-    assert bench.bench_filters(["amptorch", "fastfp", "cupy"]) == []
-    (only,) = bench.bench_filters(["fastfp"])
-    import re
+def _discovered(monkeypatch, **variables) -> dict:
+    """The suite as asv's own discovery sees it (what it writes to benchmarks.json),
+    with the given FASTFP_BENCH_* variables set."""
+    from asv_runner.discovery import disc_benchmarks, update_sys_path
 
-    name = "featurize.Featurize.time_featurize('{}', 'gmp', True, 100)"
-    assert re.search(only, name.format("fastfp")) and not re.search(only, name.format("amptorch"))
-    quick = bench.bench_filters(["amptorch", "fastfp"], quick=True)
-    assert any(re.search(r, "pipeline.Preprocess.time_preprocess('amptorch', 100)") for r in quick)
-    assert not any(re.search(r, name.format("fastfp")) for r in quick)  # gmp is not in --quick
-    assert not any(re.search(r, "ratios.FeaturizeRatio.track_featurize_ratio(100)") for r in quick)
-    with pytest.raises(bench.BenchError, match="unknown backend"):
-        bench.parse_backends("fastfp,gpu")
+    for variable, value in variables.items():
+        monkeypatch.setenv(getattr(settings, variable).name, value)
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    update_sys_path(str(ROOT / "benchmarks"))
+    return {b.name: b for b in disc_benchmarks(str(ROOT / "benchmarks"))}
 
 
-def test_bench_filters_descriptors():
-    import re
+@pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
+def test_every_benchmark_describes_its_row(monkeypatch):
+    """The summary needs nothing but asv's metadata: every benchmark has a label
+    naming only its parameters, and a backend and a size parameter (ratios: a size)."""
+    found = _discovered(monkeypatch)
+    assert {"pipeline.ForceContraction.time_force_contraction", "ratios.TrainEpochRatio.track_train_epoch_ratio",
+            "memory.FeaturizeMemory.peakmem_reference"} <= set(found)
+    for name, b in found.items():
+        if name.endswith(results.REFERENCE):
+            continue
+        assert b.pretty_name, name
+        params = dict(zip(b.param_names, (p[0] for p in b.params)))
+        assert any(s in params for s in results.SIZE_PARAMS), name
+        assert ("backend" in params) != (b.type == "track"), name
+        results.label(b.pretty_name, {k: v for k, v in params.items() if k not in ("backend", "frames", "atoms")})
+    assert found["pipeline.TrainEpoch.time_train_epoch"].pretty_name == stages.STAGES["train_epoch"].title
 
-    regexes = bench.bench_filters(["amptorch", "fastfp", "cupy"], descriptors=bench.parse_descriptors("gmpordernorm"))
 
-    def selected(name):
-        return any(re.search(r, name) for r in regexes)
+@pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
+def test_settings_choose_the_parameters(monkeypatch):
+    found = _discovered(monkeypatch, BENCH_BACKENDS="fastfp", BENCH_DESCRIPTORS="gaussian,gmp", FRAMES="10,30")
+    featurize = found["featurize.Featurize.time_featurize"]
+    assert featurize.params == [["'fastfp'"], ["'gmp'", "'gaussian'"], ["False", "True"], ["10", "30"]]
 
-    assert selected("featurize.Featurize.time_featurize('amptorch', 'gmpordernorm', True, 16000)")
-    assert selected("featurize.FeaturizeAtoms.time_featurize_atoms('fastfp', 'gmpordernorm', 500)")
-    assert not selected("featurize.Featurize.time_featurize('fastfp', 'gaussian', True, 100)")
-    assert selected("pipeline.Preprocess.time_preprocess('amptorch', 1000)")
-    assert selected("memory.FeaturizeMemory.peakmem_featurize('fastfp', 16000)")
-    assert selected("ratios.PreprocessRatio.track_preprocess_ratio(100)")
-    only_fastfp = bench.bench_filters(["fastfp"], descriptors=["gmp"])
-    assert not any(re.search(r, "pipeline.Preprocess.time_preprocess('amptorch', 100)") for r in only_fastfp)
-    assert not any(re.search(r, "ratios.PreprocessRatio.track_preprocess_ratio(100)") for r in only_fastfp)
-    assert bench.bench_filters(["amptorch", "fastfp", "cupy"], descriptors=list(stages.DESCRIPTORS)) == []
-    with pytest.raises(bench.BenchError, match="unknown descriptor"):
-        bench.parse_descriptors("gmpordernorm,soap")
-    info = {"labels": None, "n_frames": 100}
-    assert bench._why_missing("featurize gmp + derivatives", "fastfp", "100 frames", info, False,
-                              ["gmpordernorm"]) == "not in --descriptors"
-    assert bench._why_missing("featurize gmpordernorm", "fastfp", "100 frames", info, False,
-                              ["gmpordernorm"]) != "not in --descriptors"
+
+def test_bench_env_passes_the_settings(tmp_path):
+    env = bench.bench_env("water-metal", [10, 30, 100], True, ["fastfp"], ["gmpordernorm"], tmp_path / "s")
+    assert env["FASTFP_BENCH_FRAMES"] == "10 30 100" and env["FASTFP_BENCH_QUICK"] == "1"
+    assert env["FASTFP_BENCH_BACKENDS"] == "fastfp" and env["FASTFP_BENCH_DESCRIPTORS"] == "gmpordernorm"
+    assert env["FASTFP_BENCH_SKIPS"] == str(tmp_path / "s")
+    full = bench.bench_env("x.traj", [100], False, ["amptorch", "fastfp"], list(settings.DESCRIPTORS), tmp_path)
+    assert "FASTFP_BENCH_QUICK" not in full and full["FASTFP_BENCH_DATA"] == "x.traj"
+    assert bench.parse_names("FastFP", settings.BENCH_BACKENDS, "--backend") == ["fastfp"]
+    assert bench.parse_names(None, settings.BENCH_DESCRIPTORS, "--descriptors") == list(settings.DESCRIPTORS)
+    with pytest.raises(bench.BenchError, match="unknown name"):
+        bench.parse_names("fastfp,gpu", settings.BENCH_BACKENDS, "--backend")
+
+
+def test_settings_variables(monkeypatch):
+    monkeypatch.setenv("FASTFP_BENCH_FRAMES", "1000, 100")
+    assert settings.FRAMES.ints() == [100, 1000]
+    monkeypatch.setenv("FASTFP_BENCH_FRAMES", "many")
+    with pytest.raises(ValueError, match="FASTFP_BENCH_FRAMES must list integers"):
+        settings.FRAMES.ints()
+    monkeypatch.delenv("FASTFP_BENCH_MAX_FRAMES", raising=False)
+    assert settings.MAX_FRAMES.limit() is None and settings.AMPTORCH_MAX_FRAMES.limit() == 1000
+    assert all(v.name.startswith("FASTFP_") and v.help for v in settings.VARIABLES)
+    assert "FASTFP_BENCH_SKIPS" in settings.describe()
+
+
+@pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
+def test_skips_are_recorded_where_they_happen(monkeypatch, tmp_path):
+    """A setup that skips writes its reason, which the summary shows; under --quick,
+    classes outside the subset skip saying so."""
+    skips = tmp_path / "skips.jsonl"
+    found = _discovered(monkeypatch, SKIPS=str(skips), QUICK="1", MAX_FRAMES="50")
+    info = {"source": "x", "n_frames": 100, "elements": ["H", "O"], "labels": False, "atoms_per_frame": 3.0}
+    assert "pipeline.Scale.time_scale" in found
+    pipeline = sys.modules["benchmarks.pipeline"]
+    with pytest.raises(NotImplementedError, match="not in --quick"):
+        pipeline.Scale().setup(info, "fastfp", 100)
+    with pytest.raises(NotImplementedError):
+        pipeline.Collate().setup(info, "fastfp", 100)
+    recorded = results.read_skips(skips)
+    assert recorded[("pipeline.Scale", ("'fastfp'", "100"))] == "not in --quick"
+    assert "FASTFP_BENCH_MAX_FRAMES=50" in recorded[("pipeline.Collate", ("'fastfp'", "100"))]
 
 
 # -- stages ----------------------------------------------------------------------------
@@ -94,35 +136,41 @@ def frames():
     return ase.io.read(WATER, ":3")
 
 
+def _data(frames):
+    from fastfp.amptorch.data import images_to_data
+
+    desc = build_descriptor(settings.descriptor_config("gmpordernorm", ["H", "O"]), amptorch=True)
+    return images_to_data(desc, frames, True, True, True, disable_tqdm=True)
+
+
 def test_backend_reasons():
-    assert stages.available("fastfp") is None
-    if importlib.util.find_spec("cupy") is None:
-        assert stages.available("cupy").startswith("CuPy/GPU not available")
-        with pytest.raises(stages.StageUnavailable, match="CuPy/GPU not available"):
-            stages.build("featurize", "cupy", [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.7]])])
+    assert why_unavailable("fastfp") is None
     if amptorch_reason:
         assert "AMPTorch" in amptorch_reason and "README" in amptorch_reason
+        assert "AMPTorch" in stages.why_not("train_epoch", "fastfp")
     with pytest.raises(ValueError, match="unknown backend"):
-        stages.available("gpu")
+        why_unavailable("gpu")
+    with pytest.raises(ValueError, match="unknown stage"):
+        stages.build("fly", "fastfp", [Atoms("H")])
 
 
 def test_missing_pseudodensities_name_env_and_default(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTFP_GMP_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="FASTFP_GMP_DIR"):
-        stages.descriptor_setup("gmpordernorm", ["Cu"])
-    stages.descriptor_setup("gaussian", ["Cu"])  # no pseudodensities needed
+        settings.descriptor_config("gmpordernorm", ["Cu"])
+    settings.descriptor_config("gaussian", ["Cu"])  # no pseudodensities needed
 
 
 @requires_gmp
 def test_store_not_compared_for_amptorch(frames):
-    with pytest.raises(stages.StageUnavailable) as err:
+    with pytest.raises(StageUnavailable) as err:
         stages.build("store_write", "amptorch", frames)
     assert "not compared" in str(err.value) or "AMPTorch" in str(err.value)
 
 
 @requires_gmp
 def test_store_round_trip(frames):
-    fps = stages.make_descriptor("fastfp", "gmpordernorm", stages.elements_of(frames)).featurize(frames)
+    fps = build_descriptor(settings.descriptor_config("gmpordernorm", ["H", "O"])).featurize(frames)
     stored = stages.build("store_read", "fastfp", frames, collect=True)()
     np.testing.assert_array_equal(stored.fingerprints, fps.fingerprints)
     np.testing.assert_array_equal(stored.fprimes, fps.fprimes)
@@ -135,22 +183,21 @@ def test_store_round_trip(frames):
 
 def test_frames_without_energies_give_a_reason(frames):
     bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
-    assert stages.labels_reason(bare) == stages.NO_LABELS
-    assert stages.labels_reason(frames) is None
     for stage in ("scale", "collate", "force_contraction", "preprocess", "train_epoch"):
-        with pytest.raises(stages.StageUnavailable) as err:
+        with pytest.raises(StageUnavailable) as err:
             stages.build(stage, "fastfp", bare)
-        assert "no energies/forces" in str(err.value) or "AMPTorch" in str(err.value)
+        assert stages.NO_LABELS in str(err.value) or "AMPTorch" in str(err.value)
     run = stages.build("featurize", "fastfp", bare, descriptor="gaussian", derivatives=True)
     assert run() == sum(len(a) for a in bare)
 
 
+@requires_gmp
 def test_check_data_without_energies(frames, tmp_path):
     bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
     path = tmp_path / "bare.traj"
     ase.io.write(path, bare)
     info = bench.check_data(str(path))
-    assert info["labels"] == stages.NO_LABELS and info["n_frames"] == len(bare)
+    assert info["labels"] is False and info["n_frames"] == len(bare)
     assert info["elements"] == ["H", "O"]
 
 
@@ -164,12 +211,9 @@ def _torch_dense(tensor):
     return tensor.to_dense().numpy()
 
 
-needs_amptorch = pytest.mark.skipif(amptorch_reason is not None, reason=str(amptorch_reason))
-
-
 @needs_amptorch
 @requires_gmp
-@pytest.mark.parametrize("descriptor", stages.DESCRIPTORS)
+@pytest.mark.parametrize("descriptor", settings.DESCRIPTORS)
 @pytest.mark.parametrize("derivatives", [False, True])
 def test_featurize_same_across_backends(frames, descriptor, derivatives):
     out = {b: stages.build("featurize", b, frames, descriptor=descriptor, derivatives=derivatives,
@@ -188,9 +232,11 @@ def test_featurize_same_across_backends(frames, descriptor, derivatives):
 @needs_amptorch
 @requires_gmp
 def test_pipeline_stages_same_across_backends(frames):
+    import copy
+
     import torch
 
-    data = stages._data_list(frames, "gmpordernorm", stages.elements_of(frames))
+    data = _data(frames)
     scaled = {b: stages.build("scale", b, frames, data=copy.deepcopy(data))() for b in ("amptorch", "fastfp")}
     for a, b in zip(scaled["amptorch"], scaled["fastfp"]):
         torch.testing.assert_close(b.fingerprint, a.fingerprint, rtol=1e-9, atol=1e-12)
@@ -221,7 +267,7 @@ def test_force_contraction_stage(frames):
     """Forces and the gradient of the loss (sum of squared forces) by dE/dG, on real
     batches: fastfp's against the dense product, and against AMPTorch's expression."""
     torch = stages._torch_setup()  # float64, as the stages and AtomsTrainer set it
-    data = stages._data_list(frames, "gmpordernorm", stages.elements_of(frames))
+    data = _data(frames)
     fast = stages.build("force_contraction", "fastfp", frames, data=data, collect=True, batch_size=2)()
     batches = stages.build("collate", "fastfp", frames, data=data, collect=True, batch_size=2)()
     assert len(fast) == len(batches) == 2
@@ -233,7 +279,7 @@ def test_force_contraction_stage(frames):
         assert forces.shape == (batch.fprimes.shape[1] // 3, 3) == batch.forces.shape
         torch.testing.assert_close(grad, (-dense @ (2 * forces.reshape(-1))).view(1, -1), rtol=1e-12, atol=1e-12)
     if amptorch_reason:
-        with pytest.raises(stages.StageUnavailable, match="AMPTorch"):
+        with pytest.raises(StageUnavailable, match="AMPTorch"):
             stages.build("force_contraction", "amptorch", frames, data=data)
         return
     theirs = stages.build("force_contraction", "amptorch", frames, data=data, collect=True, batch_size=2)()
@@ -279,100 +325,107 @@ def test_bench_non_ase_data(tmp_path, capsys, name, content):
 
 def test_bench_bad_backend(capsys):
     assert main(["bench", "--backend", "torch"]) == 2
-    assert "unknown backend" in capsys.readouterr().err
+    assert "unknown name" in capsys.readouterr().err
+
+
+def test_bench_out_not_writable_fails_first(tmp_path, capsys):
+    """A bad --out is refused before asv or the frames are touched."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["bench", "--quick", "--out", str(blocker / "sub")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+    assert main(["bench", "--quick", "--out", str(blocker)]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_bench_needs_a_commit(tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     with pytest.raises(bench.BenchError, match="no commit"):
         bench.head_commit(tmp_path)
+    with pytest.raises(bench.BenchError, match="git checkout of fastfp"):
+        bench.find_checkout(tmp_path)
 
 
-def _fake_results(amptorch: bool) -> dict:
-    """asv's results JSON (format 2) for a few benchmarks."""
-    backends = ["'amptorch'", "'fastfp'", "'cupy'"]
+def _fake(amptorch: bool) -> tuple[dict, dict]:
+    """asv's benchmarks.json and results JSON (format 2) for a few benchmarks."""
+    backends = ["'amptorch'", "'fastfp'"]
     frames = ["100", "1000"]
 
-    def times(values):
-        return [values, [backends, frames]] + [None] * 11
+    def meta(kind, pretty, names=("backend", "frames")):
+        return {"type": kind, "pretty_name": pretty, "param_names": list(names)}
+
+    benchmarks = {
+        "pipeline.Preprocess.time_preprocess": meta("time", "end-to-end preprocessing"),
+        "pipeline.StoreWrite.time_store_write": meta("time", "store write"),
+        "memory.FeaturizeMemory.peakmem_featurize": meta("peakmemory", "featurize gmpordernorm with derivatives"),
+        "memory.FeaturizeMemory.peakmem_reference": meta("peakmemory", None),
+        "ratios.FeaturizeRatio.track_featurize_ratio": meta("track", "featurize gmpordernorm with derivatives",
+                                                            ["frames"]),
+    }
+
+    def row(values, q25=None, q75=None, repeat=None, grid=(backends, frames)):
+        n = len(values)
+        return [values, list(grid), "v", 1, 1.0, None, None, q25 or [None] * n, q75 or [None] * n,
+                [1] * n, repeat or [None] * n, None, None]
 
     amp = [12.0, None] if amptorch else [None, None]
-    return {
+    found = {
         "version": 2,
         "result_columns": ["result", "params", "version", "started_at", "duration", "stats_ci_99_a",
                            "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_number", "stats_repeat",
                            "samples", "profile"],
         "results": {
-            "pipeline.Preprocess.time_preprocess": times(amp + [1.5, 14.0, None, None]),
-            "pipeline.StoreWrite.time_store_write": times([None, None, 0.2, 2.0, None, None]),
-            "memory.FeaturizeMemory.peakmem_featurize": times(
-                ([3e9, None] if amptorch else [None, None]) + [1e9, 5e9, None, None]),
-            "memory.FeaturizeMemory.peakmem_reference": times([5e8, None, 5e8, 6e8, None, None]),
-            "ratios.FeaturizeRatio.track_featurize_ratio": [[7.5, None], [frames]] + [None] * 11,
+            "pipeline.Preprocess.time_preprocess": row(amp + [1.5, 14.0], q25=[11.0, None, 1.4, 14.0],
+                                                       q75=[13.0, None, 1.6, 14.0], repeat=[3, None, 3, 1]),
+            "pipeline.StoreWrite.time_store_write": row([None, None, 0.2, 2.0], repeat=[None, None, 1, 1]),
+            "memory.FeaturizeMemory.peakmem_featurize": row(([3e9, None] if amptorch else [None, None]) + [1e9, 5e9]),
+            "memory.FeaturizeMemory.peakmem_reference": row([5e8, None, 5e8, 6e8]),
+            "ratios.FeaturizeRatio.track_featurize_ratio": row([7.5, None], grid=(frames,)),
         },
     }
+    return benchmarks, found
 
 
 def test_summary_from_results(tmp_path):
-    info = {"labels": None, "n_frames": 16000}
-    summary = bench.table(_fake_results(amptorch=True))
-    row = summary["rows"][("end-to-end preprocessing", "100 frames")]
-    assert row["amptorch"]["time"] == 12.0 and row["fastfp"]["time"] == 1.5
-    mem = summary["rows"][("featurize gmpordernorm + derivatives", "100 frames")]
-    assert mem["fastfp"]["peak_delta"] == 5e8
-    assert summary["ratios"] == {("featurize gmpordernorm + derivatives", 100): 7.5}
-    text = bench.summary_markdown(summary, ["amptorch", "fastfp"], {"commit": "abc"}, False, info)
+    skips = {("pipeline.StoreWrite", ("'amptorch'", "100")): "no comparable store",
+             ("pipeline.StoreWrite", ("'amptorch'", "1000")): "no comparable store",
+             ("ratios.FeaturizeRatio", ("1000",)): "AMPTorch too slow above 100 frames"}
+    table = results.table(results.measurements(*_fake(amptorch=True), skips))
+    row = table.rows[("end-to-end preprocessing", "100 frames")]
+    assert row["amptorch"]["time"].value == 12.0 and row["fastfp"]["time"].value == 1.5
+    mem = table.rows[("featurize gmpordernorm with derivatives", "100 frames")]
+    assert mem["fastfp"]["delta"] == 5e8
+    assert [(m.label, m.size, m.value) for m in table.ratios if m.value] == [
+        ("featurize gmpordernorm with derivatives", "100 frames", 7.5)]
+    text = results.summary_markdown(table, {"commit": "abc"})
     line = next(ln for ln in text.splitlines() if ln.startswith("| end-to-end preprocessing | 100 frames"))
-    assert "12.00 s" in line and "1.50 s" in line
-    if amptorch_reason is None:
-        assert "8.0×" in line
+    assert "12.00 s ±8% (n=3)" in line and "1.50 s ±7% (n=3)" in line and "8.0×" in line
+    line = next(ln for ln in text.splitlines() if ln.startswith("| end-to-end preprocessing | 1000 frames"))
+    assert "14.00 s (1 sample)" in line and "failed" in line  # AMPTorch's None without a recorded reason
     store = next(ln for ln in text.splitlines() if ln.startswith("| store write | 100 frames"))
-    assert "no equivalent" in store
-    png = bench.plot_time_vs_frames(summary, ["amptorch", "fastfp"], tmp_path / "t.png")
+    assert "no comparable store" in store
+    assert "In-process ratios not measured: AMPTorch too slow above 100 frames." in text
+    png = results.plot_time_vs_frames(table, tmp_path / "t.png")
     assert png.stat().st_size > 1000
 
 
-def _benchmark_names(module: str, prefix: str) -> list[str]:
-    """``module.Class.method`` of the asv benchmarks in ``benchmarks/<module>.py``."""
-    import ast
-
-    tree = ast.parse((ROOT / "benchmarks" / f"{module}.py").read_text())
-    return [f"{module}.{cls.name}.{fn.name}" for cls in tree.body if isinstance(cls, ast.ClassDef)
-            for fn in cls.body if isinstance(fn, ast.FunctionDef) and fn.name.startswith(prefix)]
-
-
-def test_summary_knows_every_stage_benchmark():
-    """Every timed pipeline stage and every in-process ratio has a row in the summary."""
-    pipeline = _benchmark_names("pipeline", "time_")
-    assert "pipeline.ForceContraction.time_force_contraction" in pipeline
-    assert set(pipeline) <= set(bench.KNOWN)
-    ratios = _benchmark_names("ratios", "track_")
-    assert "ratios.ForceContractionRatio.track_force_contraction_ratio" in ratios
-    assert set(ratios) <= set(bench.RATIOS)
-    title = stages.STAGES["force_contraction"].title
-    assert title in bench.QUICK_STAGES
-    results = _fake_results(amptorch=True)
-    results["results"]["pipeline.ForceContraction.time_force_contraction"] = (
-        [[3.4, None, 0.12, None, None, None], [["'amptorch'", "'fastfp'", "'cupy'"], ["100", "1000"]]]
-        + [None] * 11)
-    results["results"]["ratios.ForceContractionRatio.track_force_contraction_ratio"] = (
-        [[25.0, None], [["100", "1000"]]] + [None] * 11)
-    summary = bench.table(results)
-    assert summary["ratios"][(title, 100)] == 25.0
-    text = bench.summary_markdown(summary, ["amptorch", "fastfp"], {}, True, {"labels": None, "n_frames": 100})
-    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {title} | 100 frames"))
-    assert "3.40 s" in line and "120.0 ms" in line
-    assert f"| {title} | 100 | 25.0× |" in text
+def test_whole_rows_skipped_are_listed_once():
+    benchmarks, found = _fake(amptorch=False)
+    skips = {("pipeline.StoreWrite", (b, f)): "AMPTorch has none" if b == "'amptorch'" else "disk"
+             for b in ("'amptorch'", "'fastfp'") for f in ("100", "1000")}
+    found["results"]["pipeline.StoreWrite.time_store_write"][0] = [None] * 4
+    text = results.summary_markdown(results.table(results.measurements(benchmarks, found, skips)), {})
+    assert "- store write (100 frames, 1000 frames): AMPTorch has none" in text
+    assert "| store write |" not in text
 
 
-def test_summary_says_amptorch_missing(monkeypatch):
-    monkeypatch.setattr(stages, "available", lambda b: f"AMPTorch is not installed: {stages.AMPTORCH_HINT}"
-                        if b == "amptorch" else None)
-    info = {"labels": stages.NO_LABELS, "n_frames": 100}
-    summary = bench.table(_fake_results(amptorch=False))
-    text = bench.summary_markdown(summary, ["amptorch", "fastfp"], {}, True, info)
-    assert "AMPTorch is not installed" in text and "Comparing with AMPTorch" in text
-    assert stages.NO_LABELS in text
-    line = next(ln for ln in text.splitlines() if ln.startswith("| end-to-end preprocessing | 100 frames"))
-    assert "not installed" in line
-    assert "No in-process AMPTorch/fastfp ratios" not in text or not summary["ratios"]
+def test_results_from_an_asv_folder(tmp_path):
+    benchmarks, found = _fake(amptorch=True)
+    (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "res"}))
+    (tmp_path / "res" / "m").mkdir(parents=True)
+    (tmp_path / "res" / "benchmarks.json").write_text(json.dumps(benchmarks))
+    (tmp_path / "res" / "m" / "abcdef12-existing.json").write_text(json.dumps(found))
+    assert results.load(tmp_path, "m", "abcdef1234") == (benchmarks, found)
+    with pytest.raises(FileNotFoundError, match="no asv results for 99999999"):
+        results.load(tmp_path, "m", "9999999999")

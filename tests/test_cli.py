@@ -123,12 +123,12 @@ def test_gaussian_end_to_end(data):
 def test_entry_point_subprocess(data, tmp_path):
     """The real process: exit code 2 and a one-line message on stderr."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run([sys.executable, "-m", "fastfp.cli", "featurize", str(tmp_path / "none.traj"),
+    res = subprocess.run([sys.executable, "-m", "fastfp", "featurize", str(tmp_path / "none.traj"),
                           "--config", str(data["dir"] / "gmp.json"), "--out", str(tmp_path / "o.h5")],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 2
     assert "none.traj" in res.stderr and "not found" in res.stderr and "Traceback" not in res.stderr
-    res = subprocess.run([sys.executable, "-m", "fastfp.cli", "--help"], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-m", "fastfp", "--help"], capture_output=True, text=True, env=env)
     assert res.returncode == 0 and "featurize" in res.stdout
 
 

@@ -358,7 +358,7 @@ def test_cli_sigterm_removes_partial_file(tmp_path):
     # enough frames that pass 2 lasts seconds: the signal must land before the final rename
     ase.io.write(tmp_path / "frames.traj", synthetic_frames(1000, oxygen=False))
     (tmp_path / "config.json").write_text(json.dumps(gauss_config(["Cu"])))
-    proc = subprocess.Popen([sys.executable, "-m", "fastfp.cli", "lmdb", str(tmp_path / "frames.traj"),
+    proc = subprocess.Popen([sys.executable, "-m", "fastfp", "lmdb", str(tmp_path / "frames.traj"),
                              "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "out.lmdb"),
                              "--chunk-size", "1", "--quiet"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300

@@ -47,7 +47,7 @@ def tiny_traj(tmp_path_factory) -> Path:
 
 
 def _profile_args(tool, data, out, *extra):
-    return ["profile", "--tool", tool, "--target", "fastfp", "--stage", "preprocess", "--frames", "2",
+    return ["profile", "--tool", tool, "--backend", "fastfp", "--stage", "preprocess", "--frames", "2",
             "--data", str(data), "--descriptor", "gaussian", "--out", str(out), *extra]
 
 
@@ -66,7 +66,9 @@ def test_pyspy_through_harness(tiny_traj, tmp_path):
     assert sum(data["shares"].values()) == pytest.approx(1.0)
     # everything counted is inside the measured work, which featurizes and scales
     assert data["shares"][sm.KERNEL] + data["shares"][sm.CONVERSION] + data["shares"][sm.SCALING] > 0
-    assert all(r["function"] != "child_main" for r in data["functions"])
+    assert all(r["function"] != "main" for r in data["functions"])
+    # imports and first calls happen in the untimed run before the measured work
+    assert not any("importlib" in r["file"] for r in data["functions"])
     samples = sm.read_collapsed(run / "pyspy-raw.txt")
     assert any(f.name == sm.MARKER for frames, _ in samples for f in frames)
     ET.parse(run / "pyspy.svg")
@@ -76,7 +78,7 @@ def test_pyspy_through_harness(tiny_traj, tmp_path):
     assert (tmp_path / "overview.md").exists()
     # the summaries can be rebuilt from the raw stacks and run.json alone
     (run / "pyspy.md").unlink()
-    assert prof.resummarise(tmp_path) == [run]
+    assert cli.main(["profile", "--resummarise", str(tmp_path)]) == 0
     assert json.loads((run / "pyspy.json").read_text())["shares"] == data["shares"]
     assert (run / "pyspy.md").exists()
 
@@ -116,12 +118,12 @@ def test_line_profiler_through_harness(tiny_traj, tmp_path):
 # -- the summariser ----------------------------------------------------------------------
 
 SYNTHETIC = """\
-<module> (/x/child.py:4);child_main (/x/fastfp/harness/profile.py:10) 40
-<module> (/x/child.py:4);child_main (/x/fastfp/harness/profile.py:12);_profiled_stage (/x/fastfp/harness/profile.py:90);process (/s/site-packages/amptorch/dataset.py:72);FeatureScaler.norm (/s/site-packages/amptorch/preprocessing/utils.py:134) 64
-<module> (/x/child.py:4);child_main (/x/fastfp/harness/profile.py:12);_profiled_stage (/x/fastfp/harness/profile.py:90);process (/s/site-packages/amptorch/dataset.py:70);AtomsToData.convert (/s/site-packages/amptorch/preprocessing/atoms_to_data.py:44);GMPOrderNorm.calculate_fingerprints (/s/site-packages/amptorch/descriptor/GMPOrderNorm/__init__.py:317);_cffi_f_calculate_solid_gmpordernorm (/b/amptorch.descriptor.GMPOrderNorm._libgmpordernorm.cpp:1178);dP3_exp (/s/amptorch/descriptor/GMPOrderNorm/helper.cpp:180) 30
-<module> (/x/child.py:4);child_main (/x/fastfp/harness/profile.py:12);_profiled_stage (/x/fastfp/harness/profile.py:90);SingleNN.forward (/s/site-packages/amptorch/model.py:297);at::native::s_addmm_out_sparse_dense_worker<double> (libtorch_cpu.so) 4
-<module> (/x/child.py:4);child_main (/x/fastfp/harness/profile.py:12);_profiled_stage (/x/fastfp/harness/profile.py:90);Adam.step (/s/site-packages/torch/optim/adam.py:200);Tensor.backward (/s/site-packages/torch/_tensor.py:500);0x7f00 (libtorch_cpu.so);torch::autograd::generated::SparseAddmmBackward0::apply (libtorch_cpu.so);at::native::coalesce (libtorch_cpu.so) 1
-<module> (/x/child.py:4);child_main (/x/fastfp/harness/profile.py:12);_profiled_stage (/x/fastfp/harness/profile.py:90);Adam.step (/s/site-packages/torch/optim/adam.py:200);Tensor.backward (/s/site-packages/torch/_tensor.py:500);at::native::addmm (libtorch_cpu.so) 1
+<module> (/x/child.py:4);main (/x/fastfp/harness/child.py:10) 40
+<module> (/x/child.py:4);main (/x/fastfp/harness/child.py:12);_profiled_stage (/x/fastfp/harness/child.py:90);process (/s/site-packages/amptorch/dataset.py:72);FeatureScaler.norm (/s/site-packages/amptorch/preprocessing/utils.py:134) 64
+<module> (/x/child.py:4);main (/x/fastfp/harness/child.py:12);_profiled_stage (/x/fastfp/harness/child.py:90);process (/s/site-packages/amptorch/dataset.py:70);AtomsToData.convert (/s/site-packages/amptorch/preprocessing/atoms_to_data.py:44);GMPOrderNorm.calculate_fingerprints (/s/site-packages/amptorch/descriptor/GMPOrderNorm/__init__.py:317);_cffi_f_calculate_solid_gmpordernorm (/b/amptorch.descriptor.GMPOrderNorm._libgmpordernorm.cpp:1178);dP3_exp (/s/amptorch/descriptor/GMPOrderNorm/helper.cpp:180) 30
+<module> (/x/child.py:4);main (/x/fastfp/harness/child.py:12);_profiled_stage (/x/fastfp/harness/child.py:90);SingleNN.forward (/s/site-packages/amptorch/model.py:297);at::native::s_addmm_out_sparse_dense_worker<double> (libtorch_cpu.so) 4
+<module> (/x/child.py:4);main (/x/fastfp/harness/child.py:12);_profiled_stage (/x/fastfp/harness/child.py:90);Adam.step (/s/site-packages/torch/optim/adam.py:200);Tensor.backward (/s/site-packages/torch/_tensor.py:500);0x7f00 (libtorch_cpu.so);torch::autograd::generated::SparseAddmmBackward0::apply (libtorch_cpu.so);at::native::coalesce (libtorch_cpu.so) 1
+<module> (/x/child.py:4);main (/x/fastfp/harness/child.py:12);_profiled_stage (/x/fastfp/harness/child.py:90);Adam.step (/s/site-packages/torch/optim/adam.py:200);Tensor.backward (/s/site-packages/torch/_tensor.py:500);at::native::addmm (libtorch_cpu.so) 1
 """
 
 
@@ -163,13 +165,16 @@ def test_summarise_synthetic_collapsed_stacks(tmp_path):
 
 
 def test_worker_thread_samples_count_as_stage_work(tmp_path):
-    """fastfp runs its kernels on concurrent.futures threads, whose stacks have no marker."""
+    """fastfp runs its kernels on concurrent.futures threads, whose stacks have no marker;
+    their samples count while they run a task, not while they wait for one."""
     path = tmp_path / "stacks.txt"
     worker = ("_bootstrap (/py/threading.py:1002);_bootstrap_inner (/py/threading.py:1045);"
               "run (/py/threading.py:982);_worker (/py/concurrent/futures/thread.py:83);"
               "run (/py/concurrent/futures/thread.py:58)")
+    idle = (worker.rsplit(";", 1)[0] + ";_queue_SimpleQueue_get (Modules/_queuemodule.c:177);"
+            "PyThread_acquire_lock_timed (libpython3.11.so.1.0) 500\n")  # waiting for a task: not work
     path.write_text(SYNTHETIC + worker + ";Descriptor._run_kernel.<locals>.<lambda> "
-                    "(/x/fastfp/descriptors/base.py:88);gmp_kernel (/x/fastfp/kernels/gmp.py:150) 100\n")
+                    "(/x/fastfp/descriptors/base.py:88);gmp_kernel (/x/fastfp/kernels/gmp.py:150) 100\n" + idle)
     stage = sm.stage_samples(sm.read_collapsed(path))
     assert sum(n for _, n in stage) == 200
     assert all(frames[0].name == sm.MARKER for frames, _ in stage)
@@ -238,30 +243,48 @@ def test_summarise_scalene_json(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [
-    ["profile", "--tool", "perf", "--target", "fastfp"],
-    ["profile", "--tool", "py-spy", "--target", "nope"],
-    ["profile", "--tool", "py-spy"],
+    ["profile", "--tool", "perf", "--backend", "fastfp"],
+    ["profile", "--tool", "py-spy", "--backend", "nope"],
 ])
-def test_unknown_tool_or_target_is_an_argparse_error(argv, capsys):
+def test_unknown_tool_or_backend_is_an_argparse_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "invalid choice" in err or "the following arguments are required: --target" in err
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_backend_and_stage_are_checked(tmp_path, capsys):
+    assert cli.main(["profile", "--tool", "py-spy", "--out", str(tmp_path)]) == 2
+    assert "--backend is required" in capsys.readouterr().err
+    assert cli.main(["profile", "--tool", "py-spy", "--backend", "fastfp", "--stage", "train",
+                     "--out", str(tmp_path)]) == 2
+    assert "unknown stage 'train'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(HAS_AMPTORCH, reason="AMPTorch is installed here")
-def test_amptorch_target_without_amptorch(tmp_path, capsys):
-    assert cli.main(["profile", "--tool", "py-spy", "--target", "amptorch", "--out", str(tmp_path)]) == 2
+def test_amptorch_backend_without_amptorch(tmp_path, capsys):
+    assert cli.main(["profile", "--tool", "py-spy", "--backend", "amptorch", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "cannot profile target 'amptorch'" in err and "AMPTorch is not installed" in err
+    assert "cannot profile backend 'amptorch'" in err and "AMPTorch is not installed" in err
 
 
 @pytest.mark.skipif(HAS_AMPTORCH, reason="AMPTorch is installed here")
 def test_fastfp_training_needs_amptorch(tmp_path, capsys):
-    assert cli.main(["profile", "--tool", "line-profiler", "--target", "fastfp", "--stage", "train",
+    assert cli.main(["profile", "--tool", "line-profiler", "--backend", "fastfp", "--stage", "train_epoch",
                      "--out", str(tmp_path)]) == 2
     assert "AtomsTrainer" in capsys.readouterr().err
+
+
+@needs_torch
+@pytest.mark.skipif(HAS_AMPTORCH, reason="AMPTorch is installed here")
+def test_default_stages_skip_what_needs_amptorch(tiny_traj, tmp_path, capsys):
+    """``fastfp profile --backend fastfp`` without AMPTorch profiles preprocessing and
+    says why training was left out."""
+    assert cli.main(["profile", "--tool", "line-profiler", "--backend", "fastfp", "--frames", "2", "--data",
+                     str(tiny_traj), "--descriptor", "gaussian", "--out", str(tmp_path)]) == 0
+    assert "skipping stage train_epoch" in capsys.readouterr().err
+    assert (tmp_path / "fastfp-preprocess" / "line_profiler.txt").is_file()
+    assert not (tmp_path / "fastfp-train_epoch").exists()
 
 
 def _writable(directory: Path) -> bool:
@@ -282,7 +305,8 @@ def test_output_directory_not_writable(tmp_path, capsys):
         target = next((d for d in (locked, Path("/sys")) if d.is_dir() and not _writable(d)), None)
         if target is None:
             pytest.skip("no unwritable directory available")
-        assert cli.main(["profile", "--tool", "line-profiler", "--target", "fastfp", "--out", str(target)]) == 2
+        assert cli.main(["profile", "--tool", "line-profiler", "--backend", "fastfp", "--stage", "featurize",
+                         "--out", str(target)]) == 2
         err = capsys.readouterr().err
         assert f"output directory '{target}' is not writable" in err
     finally:
@@ -290,7 +314,7 @@ def test_output_directory_not_writable(tmp_path, capsys):
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
-    assert cli.main(["profile", "--tool", "line-profiler", "--target", "fastfp", "--data",
+    assert cli.main(["profile", "--tool", "line-profiler", "--backend", "fastfp", "--data",
                      str(tmp_path / "nope.traj"), "--out", str(tmp_path)]) == 2
     assert "no such file, directory or workload" in capsys.readouterr().err
 

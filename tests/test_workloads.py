@@ -8,7 +8,8 @@ import pytest
 from ase.calculators.emt import EMT
 
 from fastfp.harness import workloads
-from fastfp.harness.workloads import has_labels, list_workloads, load_frames, load_workload, shared_data_dir
+from fastfp.harness.settings import DATA, shared_data_dir
+from fastfp.harness.workloads import has_labels, list_workloads, load_frames, load_workload
 
 N_TRAJ = workloads._N_TRAJ
 
@@ -176,6 +177,7 @@ def test_cache_dir_from_environment(tmp_path, frames100, monkeypatch):
 
 def test_list_workloads():
     names = list_workloads()
+    assert DATA.default == workloads.REFERENCE  # the benchmarks' default frames
     assert "water-metal" in names and "16,000" in names["water-metal"]
     shared = shared_data_dir()
     for name, (filename, _) in workloads.SHARED_FILES.items():

@@ -1,5 +1,6 @@
-"""Atomic replacement of a file: written under a temporary name beside it, moved over
-it only when complete.
+"""Writing output files safely: atomic replacement of a file (written under a temporary
+name beside it, moved over it only when complete), and checking an output folder before
+any work.
 
 Every file fastfp writes (stores, AMPTorch LMDBs, the cached workload) goes through
 :class:`AtomicPath`, so that a failed, interrupted or killed write never leaves a partial
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 #: how temporary names end (``.gitignore`` and the tests look for it)
@@ -85,3 +87,23 @@ class AtomicPath:
                 raise
         else:
             self.discard()
+
+
+def check_writable_dir(directory, what: str = "output directory") -> Path:
+    """Create ``directory`` if needed and check that files can be written in it, so
+    that a command fails before its work rather than after; returns it as a ``Path``.
+    Raises ``NotADirectoryError`` or ``PermissionError`` (``OSError``) naming ``what``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"{what} {str(directory)!r} exists and is not a directory") from None
+    except OSError as exc:
+        raise PermissionError(f"{what} {str(directory)!r} cannot be created: {exc.strerror or exc}") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test-", suffix=SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PermissionError(f"{what} {str(directory)!r} is not writable: {exc.strerror or exc}") from None
+    return directory

@@ -208,18 +208,20 @@ def featurize(args) -> int:
     help="run the asv benchmark suite in this environment (fastfp vs AMPTorch) and summarise it",
     arguments=[
         arg("--quick", action="store_true",
-            help="the 100-frame subset (and supercells up to 2000 atoms), each benchmark run once"),
+            help="a subset: 10, 30 and 100 frames, GMPOrderNorm featurization, supercells up to 2000 atoms, "
+                 "no in-process ratios"),
         arg("--data", default=None, metavar="PATH",
-            help="frames to benchmark instead of the default 16,000-frame workload (ASE-readable file)"),
-        arg("--backend", default="amptorch,fastfp,cupy", metavar="LIST",
-            help="comma-separated backends: amptorch, fastfp, cupy (default all; unavailable ones are skipped)"),
+            help="frames to benchmark instead of the default 16,000-frame workload (ASE-readable file, "
+                 "folder or workload name)"),
+        arg("--backend", default=None, metavar="LIST",
+            help="comma-separated backends: amptorch, fastfp (default all; unavailable ones say why)"),
         arg("--out", default="bench-results", metavar="DIR",
             help="where summary.md and time_vs_frames.png go (default bench-results/)"),
         arg("--frames", type=_positive_int, nargs="+", default=None, metavar="N",
-            help="frame counts to benchmark (default 100 1000 16000)"),
+            help="frame counts to benchmark (default 100 1000 16000; --quick: 10 30 100)"),
         arg("--descriptors", default=None, metavar="LIST",
             help="comma-separated descriptors to featurize: gmpordernorm, gmp, gaussian (default all; "
-                 "the other stages use GMPOrderNorm)"),
+                 "--quick: gmpordernorm; the other stages use GMPOrderNorm)"),
     ],
 )
 def bench(args) -> int:
@@ -320,7 +322,7 @@ def lmdb_command(args) -> int:
 
 
 def _profile_arguments():
-    from .harness.profile import ARGUMENTS  # stdlib-only module: cheap to import here
+    from .harness.profile import ARGUMENTS  # imports neither torch nor the kernels: cheap here
 
     return [arg(*flags, **kwargs) for flags, kwargs in ARGUMENTS]
 
@@ -338,6 +340,3 @@ def profile_command(args) -> int:
     except ProfileError as exc:
         raise CLIError(str(exc)) from None
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,37 +1,36 @@
 """``fastfp bench``: run the asv suite in this environment, then summarise it.
 
-Steps: check the inputs (git checkout with a commit, ``--data`` frames, pseudodensities),
-``asv machine --yes`` if this machine is unknown to asv, ``asv run --python=same
---set-commit-hash HEAD`` (asv saves no results from an existing environment without
-it) with ``--bench`` filters for the chosen backends, ``asv publish``, then read asv's
-results JSON and write a table (``summary.md``: stage × backend, median time, peak
-memory, speed-up over AMPTorch) and a plot (``time_vs_frames.png``) to ``--out``.
+Steps: check the inputs (``--out`` writable, a git checkout with a commit, ``--data``
+frames, pseudodensities), ``asv machine --yes`` if this machine is unknown to asv,
+``asv run --python=same --set-commit-hash HEAD`` (asv saves no results from an existing
+environment without it), ``asv publish``, then :mod:`fastfp.harness.results` turns asv's
+results into ``summary.md`` and ``time_vs_frames.png`` in ``--out``.
 
-The benchmarks get their settings through environment variables (see
-``benchmarks/common.py``): ``FASTFP_BENCH_DATA``, ``FASTFP_BENCH_FRAMES``,
-``FASTFP_BENCH_MAX_FRAMES`` (100 with ``--quick``), ``FASTFP_BENCH_MAX_ATOMS``.
+What runs is chosen by the benchmark settings (:mod:`fastfp.harness.settings`), passed
+to asv's processes as ``FASTFP_BENCH_*`` variables: the backends and descriptors are
+the benchmarks' parameter values, ``--quick`` sets :data:`settings.QUICK_SETTINGS`
+(benchmark classes outside the quick subset skip, saying so), and every setup that
+skips records why in a file the summary reads.
 """
 
 from __future__ import annotations
 
-import ast
 import datetime
+import importlib.metadata
+import importlib.util
 import json
-import math
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from . import stages
+from fastfp.atomic import check_writable_dir
 
-#: ``--quick``: frames and supercell atoms benchmarked at most
-QUICK_FRAMES = 100
-QUICK_ATOMS = 2000
-QUICK_AMPTORCH_ATOMS = 500
-DEFAULT_FRAMES = (100, 1000, 16000)
+from . import results, settings
+from .backends import BACKENDS, why_unavailable
 
 
 class BenchError(ValueError):
@@ -46,25 +45,15 @@ def _say(*parts) -> None:
 
 
 def find_checkout(start: Path | None = None) -> Path:
-    """Root of the fastfp git checkout holding ``asv.conf.json`` and ``benchmarks/``:
-    the working directory's repository, else the one this fastfp was installed from."""
-    candidates = []
+    """Root of the fastfp git checkout holding ``asv.conf.json`` and ``benchmarks/``
+    that the working directory is in."""
     start = Path(start or os.getcwd())
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        candidates.append(Path(top))
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    candidates.append(Path(__file__).resolve().parents[3])  # src/fastfp/harness/bench.py
-    for root in candidates:
-        if (root / "asv.conf.json").is_file() and (root / "benchmarks").is_dir():
-            if not (root / ".git").exists():
-                raise BenchError(f"{root} is not a git checkout: asv records results per commit; "
-                                 "run fastfp bench from a git clone of fastfp")
-            return root
-    raise BenchError("fastfp bench runs from a git checkout of fastfp (asv.conf.json and benchmarks/ "
-                     f"at its root); none found from {start}")
+    proc = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, text=True)
+    root = Path(proc.stdout.strip()) if proc.returncode == 0 else None
+    if root is None or not (root / "asv.conf.json").is_file() or not (root / "benchmarks").is_dir():
+        raise BenchError("fastfp bench runs in a git checkout of fastfp (asv.conf.json and benchmarks/ at its "
+                         f"root: asv records results per commit); {start} is not in one")
+    return root
 
 
 def head_commit(root: Path) -> str:
@@ -78,10 +67,12 @@ def head_commit(root: Path) -> str:
 
 def check_data_path(source: str) -> None:
     """``--data`` exists (or names a workload) and, if a file, ASE reads its first frame."""
+    from .workloads import is_workload, list_workloads
+
     path = Path(source)
-    if not path.exists() and not stages._is_workload(source):
+    if not path.exists() and not is_workload(source):
         raise BenchError(f"--data {source!r}: no such file or directory (nor a workload name: "
-                         f"{', '.join(_workload_names())})")
+                         f"{', '.join(sorted(list_workloads()))})")
     if path.is_file():
         try:
             import ase.io
@@ -93,106 +84,37 @@ def check_data_path(source: str) -> None:
             raise BenchError(f"--data {source!r}: its first frame has no atoms")
 
 
-def _workload_names() -> list[str]:
-    from fastfp.harness.workloads import list_workloads
+def check_data(source: str, limit: int | None = None) -> dict:
+    """Load the first ``limit`` frames (all if None) of ``source`` (the default workload
+    is generated here, with a progress bar, if not cached) and check that the
+    pseudodensities of their elements are found; returns
+    :func:`fastfp.harness.workloads.describe`'s dict."""
+    from .workloads import describe, load_frames
 
-    return sorted(list_workloads())
-
-
-def check_data(source: str | None, limit: int | None = None) -> dict:
-    """Validate ``--data`` (or the default workload, generated here with a progress bar
-    if not cached) and the pseudodensities; returns
-    :func:`~fastfp.harness.stages.describe_data`'s dict for the first ``limit`` frames
-    (all if None)."""
-    if source is not None:
-        check_data_path(source)
-        path = Path(source)
-        source = str(path.resolve()) if path.exists() else source
+    check_data_path(source)
     try:
-        frames = None
-        name = (source or stages.data_source()).partition(":")[0]
-        if not Path(source or stages.data_source()).exists() and name == stages.DEFAULT_WORKLOAD:
-            from fastfp.harness.workloads import load_workload
-
-            _say(f"loading the {name} workload (generated and cached on first use)")
-            frames = load_workload(name, n_frames=limit or stages.WORKLOAD_FRAMES, progress=True)
-        info = stages.describe_data(source, limit=limit, frames=frames)
-    except stages.StageUnavailable as exc:
-        raise BenchError(f"--data {source!r}: {exc}") from None
+        info = describe(load_frames(source, limit, progress=True), source)
     except (ValueError, OSError) as exc:
-        raise BenchError(f"cannot read the benchmark frames {source or stages.data_source()!r}: {exc}") from None
-    except Exception as exc:
-        raise BenchError(f"cannot read the benchmark frames {source or stages.data_source()!r}: "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise BenchError(f"cannot read the benchmark frames {source!r}: {exc}") from None
     try:
-        for descriptor in stages.DESCRIPTORS:
-            stages.descriptor_setup(descriptor, info["elements"])
+        for descriptor in settings.DESCRIPTORS:
+            settings.descriptor_config(descriptor, info["elements"])
     except FileNotFoundError as exc:
         raise BenchError(str(exc)) from None
     return info
 
 
-def _parse_names(text: str, known, option: str, what: str) -> list[str]:
-    """Comma-separated names from ``known``, in order, without repeats; ``BenchError``
-    naming ``option`` for an unknown name or an empty list."""
+def parse_names(text: str | None, variable: settings.Variable, option: str) -> list[str]:
+    """``--backend`` / ``--descriptors``: comma-separated names known to ``variable``'s
+    default, in that order; all of them when ``text`` is None."""
+    known = variable.default.split(",")
+    if text is None:
+        return known
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise BenchError(f"{option} {text!r}: unknown {what}(s) {unknown}; choose from {','.join(known)}")
-    return list(dict.fromkeys(names))
-
-
-def parse_backends(text: str) -> list[str]:
-    """``--backend``: names of :data:`stages.BACKENDS`."""
-    return _parse_names(text, stages.BACKENDS, "--backend", "backend")
-
-
-#: ``--quick``: the benchmarks run (asv ``--bench`` regexes; ``{B}`` is the backend
-#: parameter). Left out: the gmp and gaussian descriptors, standalone scaling (it is
-#: inside end-to-end preprocessing), peak memory of preprocessing and the in-process
-#: ratios (the speed-up column is computed from the times instead): AMPTorch alone
-#: would need about 25 minutes for the whole suite at 100 frames.
-QUICK_BENCHMARKS = [
-    r"^featurize\.Featurize\.time_featurize\({B}, 'gmpordernorm'",
-    r"^featurize\.FeaturizeAtoms\.time_featurize_atoms\({B}, 'gmpordernorm'",
-    r"^pipeline\.(StoreWrite|StoreRead|Collate|ForceContraction|TrainEpoch|Preprocess)\.time_\w+\({B},",
-    r"^memory\.FeaturizeMemory\.peakmem_\w+\({B},",
-]
-
-
-#: stage titles in ``--quick`` besides GMPOrderNorm featurization
-QUICK_STAGES = [stages.STAGES[k].title for k in ("store_write", "store_read", "collate", "force_contraction",
-                                                  "train_epoch", "preprocess")]
-
-
-def parse_descriptors(text: str | None) -> list[str] | None:
-    """``--descriptors``: names of :data:`stages.DESCRIPTORS`, or None (all)."""
-    return None if text is None else _parse_names(text, stages.DESCRIPTORS, "--descriptors", "descriptor")
-
-
-def bench_filters(backends: list[str], quick: bool = False, descriptors: list[str] | None = None) -> list[str]:
-    """asv ``--bench`` regexes selecting the benchmarks of ``backends`` (and the
-    ``--quick`` subset), featurization only for ``descriptors`` (None: all); an empty
-    list selects everything.
-
-    asv matches them against ``name(param, ...)``; the backend is the first parameter
-    of every benchmark but the ratios, which need both AMPTorch and fastfp; the
-    descriptor is the second parameter of the featurization benchmarks."""
-    every = set(backends) >= set(stages.BACKENDS)
-    which = "'(?:" + "|".join(backends) + ")'"
-    if quick:
-        return [r.replace("{B}", which) for r in QUICK_BENCHMARKS]
-    if descriptors is None or set(descriptors) >= set(stages.DESCRIPTORS):
-        if every:
-            return []
-        regexes = [r"\(" + which]
-    else:
-        chosen = "'(?:" + "|".join(descriptors) + ")'"
-        regexes = [r"^featurize\.\w+\.\w+\(" + which + ", " + chosen,
-                   r"^(?!featurize\.|ratios\.)[\w.]+\(" + which]
-    if {"amptorch", "fastfp"} <= set(backends):
-        regexes.append(r"^ratios\.")
-    return regexes
+        raise BenchError(f"{option} {text!r}: unknown name(s) {unknown}; choose from {','.join(known)}")
+    return [k for k in known if k in names]
 
 
 # -- running asv -----------------------------------------------------------------------
@@ -211,52 +133,38 @@ def ensure_machine(root: Path, env: dict) -> str:
         MachineCollection.load(name)
     except Exception:
         _say("asv does not know this machine yet: asv machine --yes")
-        subprocess.run(_asv("machine", "--yes"), cwd=root, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(_asv("machine", "--yes"), cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
         MachineCollection.load(name)
-    path = Path(MachineCollection.get_machine_file_path())
-    data = json.loads(path.read_text())
+    data = json.loads(Path(MachineCollection.get_machine_file_path()).read_text())
     entry = data.get(name) or next((v for k, v in data.items() if isinstance(v, dict)), {})
     return entry.get("machine", name)
 
 
-def bench_env(data: str | None, quick: bool, frames) -> dict:
+def bench_env(source: str, frames, quick: bool, backends: list[str], descriptors: list[str], skips: Path) -> dict:
     """Environment of the asv run: the benchmark settings, and ``ASV_PYTHONPATH`` so that
     benchmark processes import this fastfp even when it is not installed."""
-    env = dict(os.environ)
     import fastfp
 
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTFP_BENCH_")}
     pkg_parent = str(Path(fastfp.__file__).resolve().parent.parent)
     paths = [pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["ASV_PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["TQDM_DISABLE"] = "1"
-    env["FASTFP_BENCH_PREIMPORT"] = "1"  # with --launch-method forkserver (benchmarks/common.py)
-    for key in ("FASTFP_BENCH_DATA", "FASTFP_BENCH_MAX_FRAMES", "FASTFP_BENCH_MAX_ATOMS", "FASTFP_BENCH_FRAMES"):
-        env.pop(key, None)
-    if data:
-        env["FASTFP_BENCH_DATA"] = data
-    if frames:
-        env["FASTFP_BENCH_FRAMES"] = " ".join(str(n) for n in frames)
+    values = {settings.DATA: source, settings.PREIMPORT: "1", settings.SKIPS: str(skips),
+              settings.BENCH_BACKENDS: ",".join(backends), settings.BENCH_DESCRIPTORS: ",".join(descriptors)}
+    values[settings.FRAMES] = " ".join(str(n) for n in frames)
     if quick:
-        if not frames:  # the 100-frame subset (an explicit --frames wins); the larger
-            # frame counts are left out of the parameters, saving a process start each
-            env["FASTFP_BENCH_MAX_FRAMES"] = str(QUICK_FRAMES)
-            env["FASTFP_BENCH_FRAMES"] = str(QUICK_FRAMES)
-        env["FASTFP_BENCH_MAX_ATOMS"] = str(QUICK_ATOMS)
-        env["FASTFP_BENCH_AMPTORCH_MAX_ATOMS"] = str(QUICK_AMPTORCH_ATOMS)
+        values.update(settings.QUICK_SETTINGS)
+    for variable, value in values.items():
+        env[variable.name] = value
     return env
 
 
-def run_asv(root: Path, sha: str, env: dict, filters: list[str], quick: bool) -> int:
+def run_asv(root: Path, sha: str, env: dict) -> int:
     # forkserver: the suite (fastfp, numba, h5py) is imported once, each benchmark runs
     # in a fork of that process instead of a fresh interpreter (~2 s saved per benchmark
     # and parameter set); nothing imported at module level starts threads or a GPU context
-    cmd = _asv("run", "--python=same", "--set-commit-hash", sha, "--show-stderr",
-               "--launch-method", "forkserver")
-    if quick:
-        cmd.append("--quick")
-    for regex in filters:
-        cmd += ["--bench", regex]
+    cmd = _asv("run", "--python=same", "--set-commit-hash", sha, "--show-stderr", "--launch-method", "forkserver")
     _say("+", " ".join(cmd))
     return subprocess.run(cmd, cwd=root, env=env).returncode
 
@@ -269,350 +177,106 @@ def publish(root: Path, env: dict) -> None:
         _say(f"asv publish: html in {root / '.asv' / 'html'}")
 
 
-# -- results ---------------------------------------------------------------------------
+# -- the summary's header ----------------------------------------------------------------
 
 
-def load_results(root: Path, machine: str, sha: str) -> dict:
-    """asv's results JSON of ``sha`` on ``machine`` (the newest, if several envs)."""
-    conf = json.loads((root / "asv.conf.json").read_text())
-    directory = root / conf.get("results_dir", ".asv/results") / machine
-    files = sorted(directory.glob(f"{sha[:8]}-*.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise BenchError(f"no asv results for {sha[:8]} in {directory} (did asv run any benchmark?)")
-    return json.loads(files[-1].read_text())
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def measurements(results: dict) -> list[dict]:
-    """One dict per benchmark and parameter combination: ``name``, ``params`` (dict),
-    ``value`` (seconds, bytes or a ratio; None if skipped or failed)."""
-    import itertools
-
-    columns = results.get("result_columns", ["result", "params"])
+def versions() -> str:
+    """Versions of the libraries the benchmarks measure."""
     out = []
-    for name, row in results.get("results", {}).items():
-        entry = dict(zip(columns, row))
-        values = entry.get("result")
-        params = entry.get("params") or []
-        combos = list(itertools.product(*params)) if params else [()]
-        if not isinstance(values, list):
-            values = [values]
-        started = entry.get("started_at")
-        for combo, value in zip(combos, values):
-            if isinstance(value, float) and math.isnan(value):
-                value = None
-            out.append({"name": name, "params": [_value(p) for p in combo], "value": value,
-                        "started_at": started})
-    return out
+    for dist in ("fastfp", "amptorch", "numpy", "numba", "torch", "torch_geometric", "ase", "matscipy", "h5py"):
+        try:
+            out.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(out)
 
 
-#: benchmark name -> (stage key, parameter names after the backend)
-KNOWN = {
-    "featurize.Featurize.time_featurize": ("featurize", ["descriptor", "derivatives", "frames"]),
-    "featurize.FeaturizeAtoms.time_featurize_atoms": ("featurize_atoms", ["descriptor", "atoms"]),
-    "pipeline.Scale.time_scale": ("scale", ["frames"]),
-    "pipeline.StoreWrite.time_store_write": ("store_write", ["frames"]),
-    "pipeline.StoreRead.time_store_read": ("store_read", ["frames"]),
-    "pipeline.Collate.time_collate": ("collate", ["frames"]),
-    "pipeline.ForceContraction.time_force_contraction": ("force_contraction", ["frames"]),
-    "pipeline.TrainEpoch.time_train_epoch": ("train_epoch", ["frames"]),
-    "pipeline.Preprocess.time_preprocess": ("preprocess", ["frames"]),
-}
-MEMORY = {
-    "memory.FeaturizeMemory.peakmem_featurize": ("featurize", "gmpordernorm", True),
-    "memory.PreprocessMemory.peakmem_preprocess": ("preprocess", None, None),
-}
-REFERENCE = {
-    "memory.FeaturizeMemory.peakmem_reference": "memory.FeaturizeMemory.peakmem_featurize",
-    "memory.PreprocessMemory.peakmem_reference": "memory.PreprocessMemory.peakmem_preprocess",
-}
-RATIOS = {
-    "ratios.FeaturizeRatio.track_featurize_ratio": "featurize gmpordernorm + derivatives",
-    "ratios.PreprocessRatio.track_preprocess_ratio": "end-to-end preprocessing",
-    "ratios.ForceContractionRatio.track_force_contraction_ratio": "force contraction, forward + backward",
-    "ratios.TrainEpochRatio.track_train_epoch_ratio": "training epoch",
-}
+def threads() -> str:
+    """Threads of fastfp's kernels and of torch, and the variables that set them."""
+    from fastfp.threads import num_threads
+
+    text = f"fastfp kernels {num_threads()} (FASTFP_NUM_THREADS), {os.cpu_count()} CPUs"
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        text += f"; torch {torch.get_num_threads()}"
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FASTFP_NUM_THREADS") if k in os.environ}
+    return text + (f" ({', '.join(f'{k}={v}' for k, v in env.items())})" if env else "")
 
 
-def _stage_label(key: str, p: dict) -> str:
-    if key == "featurize":
-        return f"featurize {p['descriptor']}" + (" + derivatives" if p["derivatives"] else "")
-    if key == "featurize_atoms":
-        return f"featurize {p['descriptor']} + derivatives, one frame"
-    return stages.STAGES[key].title
-
-
-def table(results: dict, since: float | None = None) -> dict:
-    """Rows ``{(label, size): {backend: {"time", "peak", "peak_delta"}}}`` and the
-    ``ratios`` ``{(label, frames): value}`` from asv's results; with ``since`` (a Unix
-    time), only benchmarks run from then on (asv keeps older results of the same commit)."""
-    rows: dict = {}
-    refs: dict = {}
-    ratios: dict = {}
-    meas = measurements(results)
-    if since is not None:
-        meas = [m for m in meas if m["started_at"] is None or m["started_at"] >= since * 1000 - 1]
-    for m in meas:
-        if m["name"] in REFERENCE and m["value"] is not None:
-            refs[(REFERENCE[m["name"]], tuple(m["params"]))] = m["value"]
-    for m in meas:
-        name, value = m["name"], m["value"]
-        if name in KNOWN:
-            key, names = KNOWN[name]
-            backend, rest = m["params"][0], m["params"][1:]
-            p = dict(zip(names, rest))
-            size = f"{p['frames']} frames" if "frames" in p else f"{p['atoms']} atoms"
-            descriptor = p.get("descriptor")
-            order = (list(KNOWN).index(name),
-                     stages.DESCRIPTORS.index(descriptor) if descriptor in stages.DESCRIPTORS else 0,
-                     bool(p.get("derivatives")),
-                     p.get("frames", p.get("atoms", 0)))
-            row = rows.setdefault((_stage_label(key, p), size), {"_order": order})
-            row.setdefault(backend, {})["time"] = value
-        elif name in MEMORY:
-            key, descriptor, derivatives = MEMORY[name]
-            backend, frames = m["params"]
-            p = {"descriptor": descriptor, "derivatives": derivatives, "frames": frames}
-            label = _stage_label(key, p) if key == "featurize" else stages.STAGES[key].title
-            row = rows.setdefault((label, f"{frames} frames"), {"_order": (99, label, frames)})
-            cell = row.setdefault(backend, {})
-            cell["peak"] = value
-            ref = refs.get((name, tuple(m["params"])))
-            if value is not None and ref is not None:
-                cell["peak_delta"] = value - ref
-        elif name in RATIOS and value is not None:
-            ratios[(RATIOS[name], m["params"][0])] = value
-    return {"rows": rows, "ratios": ratios}
-
-
-def _fmt_time(t) -> str:
-    if t is None:
-        return "–"
-    if t >= 100:
-        return f"{t:.0f} s"
-    if t >= 1:
-        return f"{t:.2f} s"
-    return f"{t * 1e3:.1f} ms"
-
-
-def _fmt_bytes(b) -> str:
-    if b is None:
-        return ""
-    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
-
-
-def _why_missing(label: str, backend: str, size: str, info: dict, quick: bool, descriptors=None) -> str:
-    """Why a backend has no number in a row (asv records no reason)."""
-    if descriptors is not None and label.startswith("featurize ") and label.split()[1] not in descriptors:
-        return "not in --descriptors"
-    if quick and not (label.startswith("featurize gmpordernorm") or label in QUICK_STAGES):
-        return "not in --quick"
-    for spec in stages.STAGES.values():
-        if spec.title == label and backend not in spec.backends:
-            return "n/a (no equivalent)"
-    if backend == "amptorch" and stages.available("amptorch"):
-        return "not installed"
-    for spec in stages.STAGES.values():
-        if spec.title == label and spec.needs_labels and info.get("labels"):
-            return "n/a (no energies)"
-        if spec.title == label and spec.fastfp_needs_amptorch and stages.available("amptorch"):
-            return "n/a (needs AMPTorch)"
-    n = int(size.split()[0])
-    if size.endswith("frames"):
-        if quick and n > QUICK_FRAMES:
-            return "not run (--quick)"
-        if n > info.get("n_frames", n):
-            return "not run (too few frames)"
-        if backend == "amptorch" and n > int(os.environ.get("FASTFP_BENCH_AMPTORCH_MAX_FRAMES", 1000)):
-            return "not run (AMPTorch too slow)"
-    elif quick and (n > QUICK_ATOMS or backend == "amptorch" and n > QUICK_AMPTORCH_ATOMS):
-        return "not run (--quick)"
-    elif backend == "amptorch" and n > int(os.environ.get("FASTFP_BENCH_AMPTORCH_MAX_ATOMS", 2000)):
-        return "not run (AMPTorch too slow)"
-    return "skipped or failed"
-
-
-def summary_markdown(summary: dict, backends: list[str], header: dict, quick: bool, info: dict,
-                     descriptors: list[str] | None = None) -> str:
-    """The markdown summary: header, notes, the stage table, the in-process ratios."""
-    rows, ratios = summary["rows"], summary["ratios"]
-    amp_reason = stages.available("amptorch") if "amptorch" in backends else None
-    # columns: AMPTorch always (its absence is part of the result), others when usable
-    shown = [b for b in backends if b == "amptorch" or stages.available(b) is None]
-    lines = [f"# fastfp bench {'--quick ' if quick else ''}summary", ""]
-    for key, value in header.items():
-        lines.append(f"- {key}: {value}")
-    lines.append("")
-    if amp_reason:
-        lines += [f"**AMPTorch is not installed here: no AMPTorch numbers to compare with.** {amp_reason}: "
-                  "install AMPTorch into its own environment, `pip install -e` this checkout there, and "
-                  "run `fastfp bench` with that environment's Python.", ""]
-    for b in backends:
-        if b not in shown:
-            lines += [f"No {b} column: {stages.available(b)}.", ""]
-    if info.get("labels"):
-        lines += [f"**{info['labels']}**: only featurization and the store ran.", ""]
-    lines += ["Time: asv's median per run. Peak memory: the benchmark process's peak resident set, "
-              "with in brackets its increase over the same process idle after the same setup "
-              "(`peakmem_reference`). Speed-up: AMPTorch time / time.", ""]
-    mem_backends = [b for b in shown if any(r.get(b, {}).get("peak") is not None for r in rows.values())]
-    others = [b for b in shown if b != "amptorch"]
-    compare = "amptorch" in shown and bool(others)
-    head = ["stage", "size"] + [f"{b} time" for b in shown] + [f"{b} peak memory" for b in mem_backends]
-    if compare:
-        head += [f"{b} speed-up" for b in others]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    not_run: dict = {}
-    for (label, size), row in sorted(rows.items(), key=lambda kv: kv[1]["_order"]):
-        if not any(row.get(b, {}).get("time") is not None or row.get(b, {}).get("peak") is not None
-                   for b in shown):
-            main = "fastfp" if "fastfp" in shown else shown[0]
-            reason = _why_missing(label, main, size, info, quick, descriptors)
-            not_run.setdefault((label, reason), []).append(size)
-            continue
-        timed = any("time" in row.get(b, {}) for b in backends)
-        cells = [label, size]
-        for b in shown:
-            t = row.get(b, {}).get("time")
-            cells.append(_fmt_time(t) if t is not None else
-                         (_why_missing(label, b, size, info, quick, descriptors) if timed else ""))
-        for b in mem_backends:
-            cell = row.get(b, {})
-            text = _fmt_bytes(cell.get("peak"))
-            if cell.get("peak_delta") is not None:
-                text += f" (+{_fmt_bytes(max(cell['peak_delta'], 0))})"
-            cells.append(text)
-        if compare:
-            ta = row.get("amptorch", {}).get("time")
-            for b in others:
-                tb = row.get(b, {}).get("time")
-                cells.append(f"{ta / tb:.1f}×" if ta and tb else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    if not_run:
-        lines += ["", "Not run:", ""]
-        for (label, reason), sizes in not_run.items():
-            lines.append(f"- {label} ({', '.join(sizes)}): {reason}")
-    if ratios:
-        lines += ["", "AMPTorch time / fastfp time, both measured in one process (asv `track_`):", "",
-                  "| stage | frames | AMPTorch / fastfp |", "|---|---|---|"]
-        for (label, frames), value in sorted(ratios.items()):
-            lines.append(f"| {label} | {frames} | {value:.1f}× |")
-    elif amp_reason:
-        lines += ["", f"No in-process AMPTorch/fastfp ratios: {amp_reason}."]
-    return "\n".join(lines) + "\n"
-
-
-PLOTTED = ["featurize gmpordernorm", "featurize gmpordernorm + derivatives",
-           stages.STAGES["preprocess"].title, stages.STAGES["train_epoch"].title]
-
-
-def plot_time_vs_frames(summary: dict, backends: list[str], path: Path, title: str = "") -> Path:
-    """Log-log time against frames, one panel per main stage, one line per backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = summary["rows"]
-    fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.5), squeeze=False)
-    styles = {"amptorch": ("tab:red", "s"), "fastfp": ("tab:blue", "o"), "cupy": ("tab:green", "^")}
-    for ax, label in zip(axes.ravel(), PLOTTED):
-        any_data = False
-        for b in backends:
-            pts = sorted((int(size.split()[0]), row[b]["time"]) for (lab, size), row in rows.items()
-                         if lab == label and size.endswith("frames") and row.get(b, {}).get("time") is not None)
-            if pts:
-                any_data = True
-                color, marker = styles.get(b, (None, "o"))
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=b)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("frames")
-        ax.set_ylabel("time (s)")
-        if any_data:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.legend()
-            ax.grid(True, which="both", alpha=0.3)
-        else:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def descriptor_settings(descriptors: list[str], elements: list[str]) -> str:
+    """The benchmark descriptor settings, one line each."""
+    out = []
+    for name in descriptors:
+        params = settings.descriptor_config(name, elements)["fp_params"]
+        shown = {k: v for k, v in params.items() if k != "atom_gaussians"}
+        out.append(f"{name} {json.dumps(shown, sort_keys=True)}")
+    return "; ".join(out) + " (the stages after featurization use gmpordernorm)"
 
 
 # -- the command -----------------------------------------------------------------------
 
 
-def run_bench(quick: bool = False, data: str | None = None, backends: str = "amptorch,fastfp,cupy",
+def run_bench(quick: bool = False, data: str | None = None, backends: str | None = None,
               out: str = "bench-results", frames=None, descriptors: str | None = None) -> int:
     """``fastfp bench``; returns the exit code (1 if some benchmark failed). Raises
-    :class:`BenchError` for bad input."""
+    :class:`BenchError` (or ``OSError``) for bad input, before any benchmark runs."""
     t0 = time.perf_counter()
-    chosen = parse_backends(backends)
-    featurized = parse_descriptors(descriptors)
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BenchError(f"--out {out!r} is not a directory")
-    if importlib_missing("asv"):
+    chosen = parse_names(backends, settings.BENCH_BACKENDS, "--backend")
+    featurized = (list(settings.QUICK_DESCRIPTORS) if quick and descriptors is None
+                  else parse_names(descriptors, settings.BENCH_DESCRIPTORS, "--descriptors"))
+    source = data or settings.DATA.default
+    check_data_path(source)  # bad --data first: cheap, and the likeliest mistake
+    out_dir = check_writable_dir(Path(out), "--out")
+    if importlib.util.find_spec("asv") is None:
         raise BenchError("asv is not installed: pip install -e '.[bench]'")
-    if data is not None:  # bad --data first: cheap, and the likeliest mistake
-        check_data_path(data)
     root = find_checkout()
     sha = head_commit(root)
-    limit = max(frames) if frames else (QUICK_FRAMES if quick else None)
-    info = check_data(data, limit)
-    source = info["source"] if data else None
+    counts = frames or (list(settings.QUICK_FRAMES) if quick else settings.FRAMES.ints())
+    info = check_data(source, max(counts))
+    source = str(Path(source).resolve()) if Path(source).exists() else source
     _say(f"frames: {info['source']} ({info['n_frames']} frames, {info['atoms_per_frame']:.0f} atoms per "
          f"frame, elements {' '.join(info['elements'])})")
-    if info["labels"]:
-        _say(f"note: {info['labels']}; featurization and store stages only")
+    if not info["labels"]:
+        _say("note: the frames have no energies and forces: featurization and store stages only")
     for b in chosen:
-        reason = stages.available(b)
-        _say(f"backend {b}: {'ready' if reason is None else reason}")
-    if frames is None and info["n_frames"] < min(DEFAULT_FRAMES):
-        frames = [info["n_frames"]]
-    env = bench_env(source, quick, frames)
-    machine = ensure_machine(root, env)
-    started = time.time()
-    code = run_asv(root, sha, env, bench_filters(chosen, quick, featurized), quick)
-    if code != 0:
-        _say(f"asv run exited with {code} (some benchmarks failed; see above)")
-    publish(root, env)
-    results = load_results(root, machine, sha)
-    summary = table(results, since=started)
+        _say(f"backend {b}: {why_unavailable(b) or 'ready'}")
+    if info["n_frames"] < max(counts):
+        counts = [n for n in counts if n < info["n_frames"]] + [info["n_frames"]]
+    with tempfile.TemporaryDirectory(prefix="fastfp-bench-") as tmp:
+        skips = Path(tmp) / "skips.jsonl"
+        env = bench_env(source, counts, quick, chosen, featurized, skips)
+        machine = ensure_machine(root, env)
+        started = time.time()
+        code = run_asv(root, sha, env)
+        if code != 0:
+            _say(f"asv run exited with {code} (some benchmarks failed; see above)")
+        publish(root, env)
+        try:
+            benchmarks, found = results.load(root, machine, sha)
+        except FileNotFoundError as exc:
+            raise BenchError(str(exc)) from None
+        table = results.table(results.measurements(benchmarks, found, results.read_skips(skips), since=started))
     header = {
+        "command": "fastfp bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "fastfp bench",
         "commit": sha[:12],
-        "machine": f"{machine} ({os.cpu_count()} cores)",
-        "python": sys.executable,
-        "frames": f"{info['source']} ({info['atoms_per_frame']:.0f} atoms per frame)",
+        "machine": f"{machine} ({os.cpu_count()} CPUs)",
+        "threads": threads(),
+        "python": f"{sys.executable} ({sys.version.split()[0]})",
+        "versions": versions(),
+        "frames": f"{info['source']} ({info['atoms_per_frame']:.0f} atoms per frame, elements "
+                  f"{' '.join(info['elements'])})",
+        "descriptor settings": descriptor_settings(featurized, info["elements"]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "asv results": str(root / ".asv" / "results" / machine),
     }
-    text = summary_markdown(summary, chosen, header, quick, info, featurized)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = [f"**No {b} column: {why_unavailable(b)}.**" for b in chosen if why_unavailable(b)]
+    if "amptorch" in chosen and why_unavailable("amptorch"):
+        notes.append("To compare with AMPTorch: install AMPTorch into its own environment, `pip install -e` this "
+                     "checkout there, and run `fastfp bench` with that environment's Python.")
+    text = results.summary_markdown(table, header, notes)
     (out_dir / "summary.md").write_text(text)
-    plot_time_vs_frames(summary, chosen, out_dir / "time_vs_frames.png", title=f"fastfp bench, {sha[:8]}")
+    results.plot_time_vs_frames(table, out_dir / "time_vs_frames.png", title=f"fastfp bench, {sha[:8]}")
     print(text)
-    _say(f"wrote {out_dir / 'summary.md'} and {out_dir / 'time_vs_frames.png'} "
-         f"in {time.perf_counter() - t0:.0f} s")
+    _say(f"wrote {out_dir / 'summary.md'} and {out_dir / 'time_vs_frames.png'} in {time.perf_counter() - t0:.0f} s")
     return 0 if code == 0 else 1
-
-
-def importlib_missing(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is None
-
-
-__all__ = ["BenchError", "run_bench", "check_data", "table", "summary_markdown", "plot_time_vs_frames",
-           "bench_filters", "parse_descriptors"]

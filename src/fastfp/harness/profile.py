@@ -16,14 +16,13 @@ started under the profiler:
   (and ``.json``). fastfp's numba kernels are compiled code and cannot be line-profiled;
   the report lists them.
 
-Each run writes ``OUT/<target>-<stage>/`` (``run.json`` with the command, machine and
+Each run writes ``OUT/<backend>-<stage>/`` (``run.json`` with the command, machine and
 versions); every run also refreshes ``OUT/overview.md`` and ``OUT/stages.png`` from all
 the py-spy summaries in ``OUT``.
 
-Only the measured work is attributed to the stage: it runs inside
-:func:`_profiled_stage` (py-spy samples outside it are dropped, scalene is switched on
-around it, line_profiler enabled only there); loading frames and building inputs (for
-training: the preprocessed data set and the initialised network) are not profiled.
+Only the measured work is attributed to the stage (see :mod:`fastfp.harness.child`):
+loading frames, building inputs (for training: the preprocessed data set and the
+initialised network) and a first untimed run of the stage are not profiled.
 """
 
 from __future__ import annotations
@@ -44,18 +43,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import summarise
-from .summarise import MARKER
+from fastfp.atomic import check_writable_dir
+
+from . import settings, summarise
+from .backends import BACKENDS, why_unavailable
+from .child import CHILD_SCRIPT
 
 TOOLS = ("py-spy", "scalene", "line-profiler")
-TARGETS = ("amptorch", "fastfp")
-#: ``--stage`` choices -> stage names of :mod:`fastfp.harness.stages`
-STAGE_NAMES = {"preprocess": "preprocess", "train": "train_epoch", "featurize": "featurize",
-               "scale": "scale", "collate": "collate"}
-DEFAULT_STAGES = ("preprocess", "train")
-DESCRIPTORS = ("gmpordernorm", "gmp", "gaussian")
-
-CHILD_UNAVAILABLE = 3  # exit code of the child when the stage cannot run here
+#: ``--stage all``: the stages AMPTorch's users wait for
+DEFAULT_STAGES = ("preprocess", "train_epoch")
 
 PTRACE_HELP = (
     "py-spy reads the profiled process's memory (process_vm_readv, the ptrace permission). "
@@ -69,232 +65,6 @@ PTRACE_HELP = (
 
 class ProfileError(Exception):
     """A user-facing failure (bad input, missing tool, forbidden tracing): one message."""
-
-
-# -- the profiled child ----------------------------------------------------------------
-
-CHILD_SCRIPT = """\
-# written by fastfp.harness.profile: the program the profilers run
-import sys
-from fastfp.harness.profile import child_main
-sys.exit(child_main(sys.argv[1:]))
-"""
-
-
-def _profiled_stage(run, repeat: int) -> list[float]:
-    """The measured work, ``repeat`` times; the profilers keep only what happens in here
-    (its name is :data:`fastfp.harness.summarise.MARKER`)."""
-    seconds = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - t0)
-    return seconds
-
-
-assert _profiled_stage.__name__ == MARKER
-
-
-def _child_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastfp-profile-child")
-    p.add_argument("--tool", choices=("py-spy", "scalene", "line-profiler", "none"), default="none")
-    p.add_argument("--target", choices=TARGETS, required=True)
-    p.add_argument("--stage", required=True)
-    p.add_argument("--frames", type=int, required=True)
-    p.add_argument("--data", default=None)
-    p.add_argument("--descriptor", default="gmpordernorm")
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--status", required=True)
-    p.add_argument("--lp-out", default=None)
-    return p
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("fastfp", "numpy", "torch", "torch_geometric", "numba", "vesin", "ase", "skorch", "amptorch",
-                 "py-spy", "scalene", "line-profiler"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def child_main(argv=None) -> int:
-    """Entry point of the profiled child process (see :data:`CHILD_SCRIPT`)."""
-    args = _child_parser().parse_args(argv)
-    status_path = Path(args.status)
-    t0 = time.perf_counter()
-    from fastfp.harness import stages
-
-    status = {"ok": False, "target": args.target, "stage": args.stage, "tool": args.tool}
-    try:
-        frames = stages.load_bench_frames(args.frames, args.data)
-        run = stages.build(args.stage, args.target, frames, descriptor=args.descriptor)
-    except stages.StageUnavailable as exc:
-        status["unavailable"] = str(exc)
-        status_path.write_text(json.dumps(status, indent=1))
-        print(f"stage unavailable: {exc}", file=sys.stderr)
-        return CHILD_UNAVAILABLE
-    status["setup_s"] = time.perf_counter() - t0
-    status["n_frames"] = len(frames)
-    status["n_atoms"] = int(sum(len(a) for a in frames))
-    status["elements"] = stages.elements_of(frames)
-
-    if args.tool == "line-profiler":
-        seconds = _run_line_profiler(run, args)
-    elif args.tool == "scalene":
-        from scalene import scalene_profiler
-
-        scalene_profiler.start()
-        try:
-            seconds = _profiled_stage(run, args.repeat)
-        finally:
-            scalene_profiler.stop()
-    else:
-        seconds = _profiled_stage(run, args.repeat)
-    status["ok"] = True
-    status["seconds"] = seconds
-    status["versions"] = _versions()
-    try:
-        import torch
-
-        status["torch_threads"] = torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        pass
-    status_path.write_text(json.dumps(status, indent=1))
-    return 0
-
-
-# -- line_profiler targets -------------------------------------------------------------
-
-#: functions line_profiler times, as ``module:qualname``; those that do not exist in the
-#: installed versions are skipped (and listed in the report)
-LINE_TARGETS = {
-    "amptorch": [
-        "amptorch.preprocessing.utils:FeatureScaler.norm",
-        "amptorch.preprocessing.utils:FeatureScaler.__init__",
-        "amptorch.preprocessing.utils:TargetScaler.norm",
-        "amptorch.preprocessing.utils:sparse_block_diag",
-        "amptorch.preprocessing.atoms_to_data:AtomsToData.convert",
-        "amptorch.preprocessing.atoms_to_data:AtomsToData.convert_all",
-        "amptorch.descriptor.base_descriptor:BaseDescriptor.prepare_fingerprints",
-        "amptorch.descriptor.base_descriptor:BaseDescriptor._compute_fingerprints_nodb",
-        "amptorch.descriptor.GMPOrderNorm:GMPOrderNorm.calculate_fingerprints",
-        "amptorch.descriptor.GMP:GMP.calculate_fingerprints",
-        "amptorch.descriptor.Gaussian:Gaussian.calculate_fingerprints",
-        "amptorch.dataset:AtomsDataset.process",
-        "amptorch.dataset:DataCollater.__call__",
-        "amptorch.model:BPNN.forward",
-        "amptorch.model:SingleNN.forward",
-        "amptorch.model:CustomLoss.forward",
-    ],
-    "fastfp": [
-        "fastfp.amptorch.scaling:norm_features",
-        "fastfp.amptorch.scaling:_scale_tables",
-        "fastfp.amptorch.scaling:FeatureScaler.__init__",
-        "fastfp.amptorch.scaling:TargetScaler.norm",
-        "amptorch.preprocessing.utils:FeatureScaler.__init__",  # install() keeps AMPTorch's fit
-        "fastfp.amptorch.data:images_to_data",
-        "fastfp.amptorch.data:image_to_data",
-        "fastfp.amptorch.descriptors:AMPTorchInterface.prepare_fingerprints",
-        "fastfp.amptorch.descriptors:AMPTorchInterface.frame_outputs",
-        "fastfp.descriptors.base:Descriptor.featurize",
-        "fastfp.descriptors.gmp:_GMPFamily._compute",
-        "fastfp.descriptors.gaussian:Gaussian._compute",
-        "fastfp.frames:pack_frames",
-        "fastfp.neighbors:neighbor_pairs",
-        "fastfp.fingerprints:Fingerprints.coo",
-        "fastfp.amptorch.collate:sparse_block_diag",
-        "amptorch.dataset:AtomsDataset.process",
-        "amptorch.dataset:DataCollater.__call__",
-        "fastfp.amptorch.model:_forward",
-        "fastfp.amptorch.model:_bpnn_atomic_energies",
-        "fastfp.amptorch.model:_singlenn_atomic_energies",
-        "fastfp.amptorch.forces:contract_forces",
-        "amptorch.model:CustomLoss.forward",
-    ],
-}
-
-#: modules whose numba-compiled kernels are listed as not line-profilable
-NUMBA_MODULES = ("fastfp.kernels.gmp", "fastfp.kernels.gaussian", "fastfp.kernels.blocks")
-
-
-def resolve(spec: str):
-    """``module:qualname`` -> the function (unwrapping classmethods/staticmethods), or None."""
-    module_name, _, qualname = spec.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception:
-        return None
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    obj = getattr(obj, "__func__", obj)
-    return obj if hasattr(obj, "__code__") else None
-
-
-def numba_kernels() -> list[str]:
-    """Names of fastfp's numba-compiled functions (``module.name``)."""
-    out = []
-    for name in NUMBA_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except Exception:
-            continue
-        for attr, value in vars(mod).items():
-            if hasattr(value, "py_func") and hasattr(value, "signatures"):
-                out.append(f"{name}.{attr}")
-    return sorted(out)
-
-
-def _run_line_profiler(run, args) -> list[float]:
-    from line_profiler import LineProfiler
-
-    lp = LineProfiler()
-    found, missing = [], []
-    for spec in LINE_TARGETS[args.target]:
-        func = resolve(spec)
-        if func is None:
-            missing.append(spec)
-        else:
-            lp.add_function(func)
-            found.append(spec)
-    lp.enable_by_count()
-    try:
-        seconds = _profiled_stage(run, args.repeat)
-    finally:
-        lp.disable_by_count()
-    prefix = Path(args.lp_out)
-    stats = lp.get_stats()
-    functions = []
-    for (filename, first_line, name), timings in stats.timings.items():
-        if not timings:
-            continue
-        total = sum(t for _, _, t in timings) * stats.unit
-        functions.append({"function": name, "file": filename, "first_line": first_line, "total_s": total,
-                          "lines": [[ln, hits, t * stats.unit] for ln, hits, t in timings]})
-    functions.sort(key=lambda f: -f["total_s"])
-    kernels = numba_kernels() if args.target == "fastfp" else []
-    with open(f"{prefix}.txt", "w", encoding="utf-8") as fh:
-        fh.write(f"# line_profiler: target {args.target}, stage {args.stage}, {args.frames} frames, "
-                 f"descriptor {args.descriptor}, {args.repeat} run(s), {sum(seconds):.2f} s under the profiler\n")
-        fh.write("# times in ms; each function's table covers only its own lines (callees included in the line "
-                 "that calls them)\n#\n# function totals:\n")
-        for f in functions:
-            fh.write(f"#   {f['total_s']:10.3f} s  {f['function']}  ({summarise.short_path(f['file'])}:{f['first_line']})\n")
-        if missing:
-            fh.write("# not found in the installed versions (skipped): " + ", ".join(missing) + "\n")
-        if kernels:
-            fh.write("# numba-compiled kernels cannot be line-profiled (compiled machine code, no Python line "
-                     "events); their time shows on the line that calls them: " + ", ".join(kernels) + "\n")
-        fh.write("#\n")
-        lp.print_stats(stream=fh, output_unit=1e-3, stripzeros=True)
-    with open(f"{prefix}.json", "w", encoding="utf-8") as fh:
-        json.dump({"target": args.target, "stage": args.stage, "seconds": seconds, "profiled": found,
-                   "missing": missing, "numba_kernels": kernels, "functions": functions}, fh, indent=1)
-    return seconds
 
 
 # -- environment checks ----------------------------------------------------------------
@@ -368,29 +138,14 @@ def _tail(text: str, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
-def check_out_dir(out: Path) -> Path:
-    """Create ``out`` if needed and check that files can be written in it."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ProfileError(f"cannot create output directory {str(out)!r}: {exc.strerror or exc}") from None
-    if not out.is_dir():
-        raise ProfileError(f"output path {str(out)!r} is not a directory")
-    try:
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ProfileError(f"output directory {str(out)!r} is not writable: {exc.strerror or exc}") from None
-    return out
-
-
 def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
+    """The commit of the git checkout the working directory is in (``+dirty`` when it
+    has uncommitted changes), or None."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
@@ -467,11 +222,11 @@ def _scalene_viewer() -> list[str] | None:
 
 
 class _Run:
-    """One (tool, target, stage) run: its directory, child arguments and results."""
+    """One (tool, backend, stage) run: its directory, child arguments and results."""
 
-    def __init__(self, tool, target, stage, directory: Path, child_args: list[str], script: Path):
+    def __init__(self, tool, backend, stage, directory: Path, child_args: list[str], script: Path):
         self.tool = tool
-        self.target = target
+        self.backend = backend
         self.stage = stage
         self.dir = directory
         self.child_args = child_args
@@ -495,7 +250,7 @@ class _Run:
                 log.flush()
                 proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise ProfileError(f"{self.tool} run of {self.target} {self.stage} took longer than {timeout:.0f} s "
+            raise ProfileError(f"{self.tool} run of {self.backend} {self.stage} took longer than {timeout:.0f} s "
                                f"(log: {self.log_path}); use fewer --frames") from None
         return proc.returncode, self.log_path.read_text(encoding="utf-8", errors="replace")
 
@@ -505,7 +260,7 @@ class _Run:
             status = json.loads(self.status_path.read_text())
             self.status_path.unlink()
             if status.get("unavailable"):
-                raise ProfileError(f"{self.stage} cannot run for {self.target} here: {status['unavailable']}")
+                raise ProfileError(f"{self.stage} cannot run for {self.backend} here: {status['unavailable']}")
             if status.get("ok"):
                 return status
         raise ProfileError(f"the profiled program failed (exit {rc}); last lines of {self.log_path}:\n"
@@ -536,16 +291,16 @@ def _run_pyspy(run: _Run, rate: int, native: bool, timeout) -> dict:
     if m:
         status["pyspy_samples"], status["pyspy_errors"] = int(m.group(1)), int(m.group(2))
     status["pyspy_native"] = native
-    data = pyspy_products(run.dir, run.target, run.stage, status)
+    data = pyspy_products(run.dir, run.backend, run.stage, status)
     return {"status": status, "summary": data, "files": ["pyspy-raw.txt", "pyspy.svg", "pyspy.md", "pyspy.json"]}
 
 
-def pyspy_products(directory: Path, target: str, stage: str, status: dict) -> dict:
+def pyspy_products(directory: Path, backend: str, stage: str, status: dict) -> dict:
     """``pyspy.svg``, ``pyspy.md`` and ``pyspy.json`` from ``directory/pyspy-raw.txt``;
     ``status``: ``n_frames``, ``n_atoms``, ``seconds`` (and py-spy's sample/error counts)."""
     samples = summarise.stage_samples(summarise.read_collapsed(directory / "pyspy-raw.txt"))
     summary = summarise.summarise_stacks(samples)
-    title = f"{target} {stage}: {status['n_frames']} frames ({status['n_atoms']} atoms)"
+    title = f"{backend} {stage}: {status['n_frames']} frames ({status['n_atoms']} atoms)"
     mode = "py-spy --native" if status.get("pyspy_native", True) else "py-spy (Python frames only)"
     summarise.flamegraph_svg(samples, directory / "pyspy.svg", title=f"{title} — {mode}, {summary.total} samples")
     md = summarise.stacks_markdown(summary, title=f"py-spy: {title}", seconds=sum(status["seconds"]))
@@ -556,7 +311,7 @@ def pyspy_products(directory: Path, target: str, stage: str, status: dict) -> di
             note = f"\nNote: py-spy reported {status['pyspy_errors']} sampling errors ({100 * frac:.0f}%).\n"
     (directory / "pyspy.md").write_text(md + note + "\nFlame graph: [pyspy.svg](pyspy.svg)\n", encoding="utf-8")
     data = summary.to_json()
-    data.update({"target": target, "stage": stage, "seconds": status["seconds"],
+    data.update({"backend": backend, "stage": stage, "seconds": status["seconds"],
                  "n_frames": status["n_frames"], "n_atoms": status["n_atoms"],
                  "native": status.get("pyspy_native", True)})
     (directory / "pyspy.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -594,20 +349,20 @@ def _run_scalene(run: _Run, timeout) -> dict:
     else:
         html_note = ("\nNo HTML: scalene < 2 has no 'view' command; render with a scalene 2.x: "
                      "`scalene view --html scalene.json` (or set FASTFP_SCALENE_VIEWER).\n")
-    s = scalene_products(run.dir, run.target, run.stage, status, html_note)
+    s = scalene_products(run.dir, run.backend, run.stage, status, html_note)
     return {"status": status, "summary": s, "files": files + ["scalene.md", "scalene-summary.json"]}
 
 
-def scalene_products(directory: Path, target: str, stage: str, status: dict, note: str = "") -> dict:
+def scalene_products(directory: Path, backend: str, stage: str, status: dict, note: str = "") -> dict:
     """``scalene.md`` and ``scalene-summary.json`` from ``directory/scalene.json``."""
     s = summarise.summarise_scalene(directory / "scalene.json")
-    title = f"{target} {stage}: {status['n_frames']} frames ({status['n_atoms']} atoms)"
+    title = f"{backend} {stage}: {status['n_frames']} frames ({status['n_atoms']} atoms)"
     version = status.get("tool_version") or tool_version("scalene")
     md = summarise.scalene_markdown(s, title=f"scalene {version}: {title}")
     if (directory / "scalene.html").exists():
         note += "\nInteractive view: scalene.html (not in git; regenerate with `scalene view --html scalene.json`).\n"
     (directory / "scalene.md").write_text(md + note, encoding="utf-8")
-    s.update({"target": target, "stage": stage, "seconds": status["seconds"]})
+    s.update({"backend": backend, "stage": stage, "seconds": status["seconds"]})
     (directory / "scalene-summary.json").write_text(json.dumps(s, indent=1), encoding="utf-8")
     return s
 
@@ -629,7 +384,7 @@ def resummarise(out) -> list[Path]:
                       "pyspy_samples": t.get("samples"), "pyspy_errors": t.get("errors"),
                       "pyspy_native": t.get("native", True),
                       "tool_version": t.get("version")}
-            products(directory, info["target"], info["stage"], status)
+            products(directory, info["backend"], info["stage"], status)
             if directory not in done:
                 done.append(directory)
     write_overview(out)
@@ -644,43 +399,63 @@ def _run_line_profiler_tool(run: _Run, timeout) -> dict:
     return {"status": status, "summary": data, "files": ["line_profiler.txt", "line_profiler.json"]}
 
 
-def profile(tools, target: str, stages_=DEFAULT_STAGES, frames: int = 20, data: str | None = None,
+def _stages_to_run(backend: str, stages_, log) -> list[str]:
+    """The stages to profile: ``stages_`` (each must be able to run for ``backend``), or
+    with None :data:`DEFAULT_STAGES`, leaving out with a message those that cannot."""
+    from .stages import STAGES, why_not
+
+    for stage in stages_ or ():
+        if stage not in STAGES:
+            raise ProfileError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+        reason = why_not(stage, backend)
+        if reason:
+            raise ProfileError(f"stage {stage!r} cannot run for {backend} here: {reason}")
+    if stages_:
+        return list(stages_)
+    chosen = []
+    for stage in DEFAULT_STAGES:
+        reason = why_not(stage, backend)
+        if reason:
+            log(f"skipping stage {stage}: {reason}")
+        else:
+            chosen.append(stage)
+    if not chosen:
+        raise ProfileError(f"none of the stages {', '.join(DEFAULT_STAGES)} can run for {backend} here")
+    return chosen
+
+
+def profile(tools, backend: str, stages_=None, frames: int = 20, data: str | None = None,
             out="fastfp-profile", descriptor: str = "gmpordernorm", repeat: int | None = None,
             rate: int = 100, native: bool = True, timeout: float | None = None, command: str | None = None,
             log=print) -> list[dict]:
-    """Run each of ``tools`` on each of ``stages_`` (``--stage`` names) for ``target``;
-    return one dict per run (``tool``, ``target``, ``stage``, ``dir``, ``status``,
-    ``summary``, ``files``). Tools that are not installed are skipped with a message when
-    several are asked for, an error when only one is."""
+    """Run each of ``tools`` on each stage of ``stages_`` (names of
+    :data:`fastfp.harness.stages.STAGES`; None: :data:`DEFAULT_STAGES`, those that can
+    run) for ``backend``, on the first ``frames`` frames of ``data`` (default: the
+    benchmark frames, ``FASTFP_BENCH_DATA``); return one dict per run (``tool``,
+    ``backend``, ``stage``, ``dir``, ``status``, ``summary``, ``files``). Tools that are
+    not installed are skipped with a message when several are asked for, an error when
+    only one is. Raises :class:`ProfileError` for bad input, before any run."""
+    from .workloads import is_workload
+
     tools = list(tools)
     for t in tools:
         if t not in TOOLS:
             raise ProfileError(f"unknown tool {t!r}; known: {', '.join(TOOLS)}")
-    if target not in TARGETS:
-        raise ProfileError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
-    for s in stages_:
-        if s not in STAGE_NAMES:
-            raise ProfileError(f"unknown stage {s!r}; known: {', '.join(STAGE_NAMES)}")
+    if backend not in BACKENDS:
+        raise ProfileError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     if frames < 1:
         raise ProfileError(f"--frames must be at least 1, got {frames}")
-    out = check_out_dir(Path(out))
-    from . import stages as stage_defs
-
-    if data is not None and not Path(data).exists() and not _is_workload_name(data):
+    data = data or settings.DATA.get()
+    if not Path(data).exists() and not is_workload(data):
         raise ProfileError(f"--data {data!r}: no such file, directory or workload")
-
-    reason = stage_defs.available(target)
+    reason = why_unavailable(backend)
     if reason:
-        raise ProfileError(f"cannot profile target {target!r}: {reason}")
-    for s in stages_:
-        spec = stage_defs.STAGES[STAGE_NAMES[s]]
-        if target not in spec.backends:
-            raise ProfileError(f"stage {s!r} has no {target} implementation: {spec.why_not}")
-        if spec.fastfp_needs_amptorch and target == "fastfp":
-            reason = stage_defs.available("amptorch")
-            if reason:
-                raise ProfileError(f"stage {s!r} for fastfp runs AMPTorch's AtomsTrainer with "
-                                   f"fastfp.amptorch.install(): {reason}")
+        raise ProfileError(f"cannot profile backend {backend!r}: {reason}")
+    chosen = _stages_to_run(backend, stages_, log)
+    try:
+        out = check_writable_dir(Path(out))
+    except OSError as exc:
+        raise ProfileError(str(exc)) from None
     usable = []
     for t in tools:
         why = tool_missing(t)
@@ -701,18 +476,15 @@ def profile(tools, target: str, stages_=DEFAULT_STAGES, frames: int = 20, data: 
     with tempfile.TemporaryDirectory(prefix="fastfp-profile-") as tmp:
         script = Path(tmp) / "fastfp_profile_child.py"
         script.write_text(CHILD_SCRIPT)
-        for stage in stages_:
-            stage_name = STAGE_NAMES[stage]
-            n_repeat = repeat or (2 if stage == "train" else 1)
-            directory = out / f"{target}-{stage}"
+        for stage in chosen:
+            n_repeat = repeat or (2 if stage == "train_epoch" else 1)
+            directory = out / f"{backend}-{stage}"
             directory.mkdir(exist_ok=True)
-            child_args = ["--target", target, "--stage", stage_name, "--frames", str(frames),
+            child_args = ["--backend", backend, "--stage", stage, "--frames", str(frames), "--data", str(data),
                           "--descriptor", descriptor, "--repeat", str(n_repeat)]
-            if data:
-                child_args += ["--data", str(data)]
             for tool in usable:
-                run = _Run(tool, target, stage, directory, child_args, script)
-                log(f"{tool}: {target} {stage} ({frames} frames, {descriptor}) -> {directory}")
+                run = _Run(tool, backend, stage, directory, child_args, script)
+                log(f"{tool}: {backend} {stage} ({frames} frames, {descriptor}) -> {directory}")
                 t0 = time.perf_counter()
                 if tool == "py-spy":
                     res = _run_pyspy(run, rate, native, timeout)
@@ -720,7 +492,7 @@ def profile(tools, target: str, stages_=DEFAULT_STAGES, frames: int = 20, data: 
                     res = _run_scalene(run, timeout)
                 else:
                     res = _run_line_profiler_tool(run, timeout)
-                res.update({"tool": tool, "target": target, "stage": stage, "dir": str(directory),
+                res.update({"tool": tool, "backend": backend, "stage": stage, "dir": str(directory),
                             "wall_s": time.perf_counter() - t0})
                 _write_run_json(run, res, frames, data, descriptor, n_repeat, command)
                 results.append(res)
@@ -728,17 +500,6 @@ def profile(tools, target: str, stages_=DEFAULT_STAGES, frames: int = 20, data: 
                     + ", ".join(str(directory / f) for f in res["files"] if not f.endswith(".json")))
     write_overview(out)
     return results
-
-
-def _is_workload_name(source: str) -> bool:
-    name = source.split(":", 1)[0]
-    try:
-        from fastfp.harness.workloads import list_workloads
-    except ImportError:
-        from .stages import DEFAULT_WORKLOAD
-
-        return name == DEFAULT_WORKLOAD
-    return name in list_workloads()
 
 
 def _write_run_json(run: _Run, res: dict, frames, data, descriptor, repeat, command) -> None:
@@ -749,7 +510,7 @@ def _write_run_json(run: _Run, res: dict, frames, data, descriptor, repeat, comm
         info = {}
     status = res["status"]
     info.update({
-        "target": run.target, "stage": run.stage, "descriptor": descriptor,
+        "backend": run.backend, "stage": run.stage, "descriptor": descriptor,
         "data": data or "default workload (fastfp.harness.stages.data_source())",
         "commit": _git_commit(), "machine": machine_info(), "versions": status.get("versions"),
         "torch_threads": status.get("torch_threads"),
@@ -778,7 +539,7 @@ def write_overview(out) -> Path | None:
     for p in sorted(out.glob("*/pyspy.json"), key=lambda p: (p.parent.name.split("-", 1)[-1],
                                                             order.get(p.parent.name.split("-")[0], 9))):
         d = json.loads(p.read_text())
-        runs.append({"label": f"{d['target']} {d['stage']} ({d['n_frames']} frames)", "shares": d["shares"],
+        runs.append({"label": f"{d['backend']} {d['stage']} ({d['n_frames']} frames)", "shares": d["shares"],
                      "seconds": sum(d["seconds"]), "link": f"{p.parent.name}/pyspy.md",
                      "native": d.get("native", True)})
     scal = []
@@ -787,12 +548,12 @@ def write_overview(out) -> Path | None:
         cpu = d["cpu_split"]
         user = cpu["python"] + cpu["native"]
         py_of_user = f"{100 * cpu['python'] / user:.0f}%" if user > 0 else ""
-        scal.append(f"| [{d['target']} {d['stage']}]({p.parent.name}/scalene.md) | {sum(d['seconds']):.1f} "
+        scal.append(f"| [{d['backend']} {d['stage']}]({p.parent.name}/scalene.md) | {sum(d['seconds']):.1f} "
                     f"| {100 * cpu['python']:.1f}% | {100 * cpu['native']:.1f}% "
                     f"| {100 * cpu['system']:.1f}% | {py_of_user} | {d.get('max_footprint_mb') or 0:.0f} |")
     if not runs and not scal:
         return None
-    text = ["# Profiles\n", "Written by `fastfp profile`; one folder per target and stage.\n"]
+    text = ["# Profiles\n", "Written by `fastfp profile`; one folder per backend and stage.\n"]
     if runs:
         chart = summarise.stage_chart(runs, out / "stages.png")
         summarise.stage_chart(runs, out / "stages-seconds.png", absolute=True,
@@ -824,59 +585,51 @@ def write_overview(out) -> Path | None:
 ARGUMENTS = [
     (("--tool",), dict(choices=(*TOOLS, "all"), default="all",
                        help="profiler to run (default all: py-spy, scalene, line-profiler)")),
-    (("--target",), dict(choices=TARGETS, required=True,
-                         help="'amptorch' (AMPTorch's own code) or 'fastfp' (fastfp, or AMPTorch with "
-                              "fastfp.amptorch.install() where the stage is AMPTorch's)")),
-    (("--stage",), dict(choices=(*STAGE_NAMES, "all"), default="all",
-                        help="stage to profile (default all = preprocess and train)")),
+    (("--backend",), dict(choices=BACKENDS, default=None,
+                          help="'amptorch' (AMPTorch's own code) or 'fastfp' (fastfp, or AMPTorch with "
+                               "fastfp.amptorch.install() where the stage is AMPTorch's); required unless "
+                               "--resummarise")),
+    (("--stage",), dict(default="all", metavar="STAGE",
+                        help="a stage of fastfp.harness.stages (featurize, scale, store_write, store_read, collate, "
+                             f"force_contraction, train_epoch, preprocess), or all (default: "
+                             f"{' and '.join(DEFAULT_STAGES)}, those that can run here)")),
     (("--frames",), dict(type=int, default=20, metavar="N", help="number of frames (default 20)")),
     (("--data",), dict(default=None, metavar="PATH",
                        help="frames: ASE-readable file, directory or workload name "
-                            "(default: the benchmark workload, or FASTFP_BENCH_DATA)")),
+                            f"(default: the benchmark frames, {settings.DATA.name} or {settings.DATA.default})")),
     (("--out",), dict(default="fastfp-profile", metavar="DIR", help="output directory (default fastfp-profile)")),
-    (("--descriptor",), dict(choices=DESCRIPTORS, default="gmpordernorm",
-                             help="descriptor settings of fastfp.harness.stages (default gmpordernorm)")),
+    (("--descriptor",), dict(choices=settings.DESCRIPTORS, default="gmpordernorm",
+                             help="descriptor settings of fastfp.harness.settings (default gmpordernorm)")),
     (("--repeat",), dict(type=int, default=None, metavar="K",
-                         help="run the measured work K times (default 1; train: 2 epochs)")),
+                         help="run the measured work K times (default 1; train_epoch: 2 epochs)")),
     (("--rate",), dict(type=int, default=100, metavar="HZ", help="py-spy samples per second (default 100)")),
     (("--no-native",), dict(action="store_true", help="py-spy without --native (Python frames only)")),
     (("--timeout",), dict(type=float, default=None, metavar="S", help="time limit per profiled run, seconds")),
+    (("--resummarise",), dict(nargs="+", default=None, metavar="DIR",
+                              help="rebuild the summaries, flame graphs and overview of earlier runs in DIR "
+                                   "from their raw outputs (after the stage rules changed), and profile nothing")),
 ]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flags, kwargs in ARGUMENTS:
-        parser.add_argument(*flags, **kwargs)
 
 
 def run_from_args(args) -> int:
     """``fastfp profile``: raises :class:`ProfileError` with a one-line reason on bad input."""
+    if args.resummarise:
+        for out in args.resummarise:
+            for directory in resummarise(out):
+                print(f"re-summarised {directory}", file=sys.stderr)
+        return 0
+    if args.backend is None:
+        raise ProfileError("--backend is required (amptorch or fastfp)")
     tools = list(TOOLS) if args.tool == "all" else [args.tool]
-    stage_list = list(DEFAULT_STAGES) if args.stage == "all" else [args.stage]
     for name, value in (("--frames", args.frames), ("--repeat", args.repeat or 1), ("--rate", args.rate)):
         if value < 1:
             raise ProfileError(f"{name} must be a positive integer, got {value}")
     command = "fastfp profile " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "profile" else None
-    results = profile(tools, args.target, stage_list, frames=args.frames, data=args.data, out=args.out,
-                      descriptor=args.descriptor, repeat=args.repeat, rate=args.rate, native=not args.no_native,
-                      timeout=args.timeout, command=command, log=lambda m: print(m, file=sys.stderr))
+    results = profile(tools, args.backend, None if args.stage == "all" else [args.stage], frames=args.frames,
+                      data=args.data, out=args.out, descriptor=args.descriptor, repeat=args.repeat, rate=args.rate,
+                      native=not args.no_native, timeout=args.timeout, command=command,
+                      log=lambda m: print(m, file=sys.stderr))
     overview = Path(args.out) / "overview.md"
     if overview.exists():
         print(f"overview: {overview}", file=sys.stderr)
     return 0 if results else 1
-
-
-def main(argv=None) -> int:
-    """``python -m fastfp.harness.profile`` (same options as ``fastfp profile``)."""
-    parser = argparse.ArgumentParser(prog="python -m fastfp.harness.profile", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except ProfileError as exc:
-        print(f"fastfp profile: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

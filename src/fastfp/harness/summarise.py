@@ -24,7 +24,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Iterable
 
 KERNEL = "neighbour search & descriptor kernel"
 CONVERSION = "derivative conversion"
@@ -246,14 +245,21 @@ def _is_worker_loop(frame: Frame) -> bool:
     return frame.name == "_worker" and frame.file.replace("\\", "/").endswith("concurrent/futures/thread.py")
 
 
+def _is_work_item(frame: Frame) -> bool:
+    """A ``concurrent.futures`` thread running a task (not waiting for one)."""
+    return frame.name.split(".")[-1] == "run" and frame.file.replace("\\", "/").endswith("concurrent/futures/thread.py")
+
+
 def stage_samples(samples, marker: str = MARKER):
     """The samples inside the profiled stage, with the stack cut to start at ``marker``
     (all samples, unchanged, if no stack contains it).
 
     Work fastfp hands to its threads has no ``marker`` frame in its stacks: samples of
-    ``concurrent.futures`` worker threads count as stage work too, their stacks cut below
-    the worker loop and put under ``marker``. (The child creates such threads only for
-    the work it measures and a warm-up on a few atoms.)"""
+    ``concurrent.futures`` worker threads running a task count as stage work too, their
+    stacks cut below the worker loop and put under ``marker``; samples of idle worker
+    threads (waiting for a task, which py-spy ``--native`` records) are dropped. (The
+    child creates such threads only for the work it measures and a warm-up on a few
+    atoms.)"""
     if not any(f.name == marker for frames, _ in samples for f in frames):
         return list(samples)
     out = []
@@ -263,7 +269,8 @@ def stage_samples(samples, marker: str = MARKER):
                 out.append((frames[i:], n))
                 break
             if _is_worker_loop(f):
-                out.append(([Frame(marker)] + list(frames[i + 1 :]), n))
+                if i + 1 < len(frames) and _is_work_item(frames[i + 1]):
+                    out.append(([Frame(marker)] + list(frames[i + 1 :]), n))
                 break
     return out
 
@@ -659,23 +666,3 @@ def flamegraph_svg(samples, path, title: str = "", min_fraction: float = 0.002, 
     path = Path(path)
     path.write_text("\n".join(out), encoding="utf-8")
     return path
-
-
-def write_collapsed(samples: Iterable, path) -> Path:
-    """Write ``samples`` back as collapsed stacks (the format :func:`read_collapsed` reads)."""
-    path = Path(path)
-    with open(path, "w", encoding="utf-8") as fh:
-        for frames, n in samples:
-            parts = [f"{f.name} ({f.file})" if f.native else f"{f.name} ({f.file}:{f.line})" for f in frames]
-            fh.write(";".join(parts) + f" {n}\n")
-    return path
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m fastfp.harness.summarise OUT...`
-    import sys
-
-    from fastfp.harness.profile import resummarise
-
-    for out_dir in sys.argv[1:] or ["fastfp-profile"]:
-        for d in resummarise(out_dir):
-            print(f"re-summarised {d}")

@@ -56,14 +56,18 @@ from ase.md.langevin import Langevin
 from tqdm.auto import tqdm
 
 from ..atomic import AtomicPath
+from ..frames import elements_of
+from .settings import shared_data_dir
 
 __all__ = [
     "VERSION",
+    "describe",
     "has_labels",
+    "is_workload",
     "list_workloads",
     "load_frames",
     "load_workload",
-    "shared_data_dir",
+    "supercell",
 ]
 
 VERSION = "3"  # bump whenever the frames a seed gives change (old caches are then ignored)
@@ -389,25 +393,6 @@ def _write_atomic(path: Path, frames: list[Atoms]) -> None:
 # --------------------------------------------------------------------------- public API
 
 
-def shared_data_dir() -> Path | None:
-    """The project's shared real-data folder (``shared/data``), or None if absent.
-
-    ``$FASTFP_SHARED`` (the ``shared`` folder or its ``data`` folder) wins; otherwise the
-    first ``shared/data`` found walking up from the working directory, then from this file.
-    """
-    env = os.environ.get("FASTFP_SHARED")
-    if env:
-        for candidate in (Path(env) / "data", Path(env)):
-            if candidate.is_dir():
-                return candidate
-        return None
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for folder in (start, *start.parents):
-            if (folder / "shared" / "data").is_dir():
-                return folder / "shared" / "data"
-    return None
-
-
 def list_workloads() -> dict[str, str]:
     """Names of the workloads :func:`load_workload` knows, with a one-line description.
 
@@ -423,6 +408,11 @@ def list_workloads() -> dict[str, str]:
         if shared is not None and (shared / filename).is_file():
             workloads[name] = f"{description} ({shared / filename})"
     return workloads
+
+
+def is_workload(source) -> bool:
+    """Whether ``source`` names a workload (``NAME`` or ``NAME:N``) rather than a path."""
+    return not Path(source).exists() and str(source).partition(":")[0] in (REFERENCE, *SHARED_FILES)
 
 
 def load_workload(
@@ -475,10 +465,11 @@ def load_workload(
     return frames
 
 
-def _read_file(path: Path) -> list[Atoms]:
-    """All frames of one ASE-readable file; ``ValueError`` naming the file if ASE fails."""
+def _read_file(path: Path, n: int | None = None) -> list[Atoms]:
+    """The first ``n`` (all if None) frames of one ASE-readable file; ``ValueError``
+    naming the file if ASE fails."""
     try:
-        frames = ase.io.read(path, index=":")
+        frames = ase.io.read(path, index=slice(0, n))
     except Exception as err:  # ASE raises many types for unreadable input
         raise ValueError(
             f"{path}: ASE cannot read this file ({type(err).__name__}: {err})"
@@ -486,13 +477,15 @@ def _read_file(path: Path) -> list[Atoms]:
     return list(frames) if isinstance(frames, list) else [frames]
 
 
-def load_frames(source: str | os.PathLike) -> list[Atoms]:
-    """Frames (``ase.Atoms``; positions Å, energies eV, forces eV/Å when labelled) from ``source``.
+def load_frames(source: str | os.PathLike, n: int | None = None, progress: bool = False) -> list[Atoms]:
+    """The first ``n`` frames (all if None; fewer if there are fewer) of ``source``, as
+    ``ase.Atoms`` (positions Å, energies eV, forces eV/Å when labelled).
 
     ``source`` is a workload name, optionally with a size (``"water-metal:100"``,
-    ``"oc20-test"``; see :func:`list_workloads`), a file any ASE reader accepts (all its
-    frames), or a directory of such files (sorted by name, frames concatenated; files
-    ASE cannot read are skipped with a warning).
+    ``"oc20-test"``; see :func:`list_workloads`; of the reference workload only the
+    frames needed are built, ``progress`` showing a bar), a file any ASE reader accepts,
+    or a directory of such files (sorted by name, frames concatenated; files ASE cannot
+    read are skipped with a warning).
 
     Raises ``FileNotFoundError`` for a path that does not exist (and is no workload name),
     ``ValueError`` naming the path for a file ASE cannot read, a directory without
@@ -504,7 +497,11 @@ def load_frames(source: str | os.PathLike) -> list[Atoms]:
         if name == REFERENCE or name in SHARED_FILES:
             if size and not size.isdigit():
                 raise ValueError(f"{source!r}: size after ':' must be a positive integer")
-            return load_workload(name, int(size) if size else None)
+            total = int(size) if size else (N_REFERENCE if name == REFERENCE else None)
+            if n is not None and name == REFERENCE:
+                total = min(n, total)
+            frames = load_workload(name, total, progress=progress)
+            return frames[:n]
         raise FileNotFoundError(
             f"{source}: no such file or directory, and not a workload name "
             f"{sorted([REFERENCE, *SHARED_FILES])}"
@@ -518,6 +515,8 @@ def load_frames(source: str | os.PathLike) -> list[Atoms]:
                 frames += _read_file(file)
             except ValueError as err:
                 skipped.append(str(err))
+            if n is not None and len(frames) >= n:
+                break
         if not frames:
             detail = "; ".join(skipped) if skipped else "it has no files"
             raise ValueError(f"{path}: directory has no frames ASE can read ({detail})")
@@ -525,17 +524,49 @@ def load_frames(source: str | os.PathLike) -> list[Atoms]:
             warnings.warn(
                 f"{path}: skipped files ASE cannot read: {'; '.join(skipped)}", stacklevel=2
             )
-        return frames
-    frames = _read_file(path)
+        return frames[:n]
+    frames = _read_file(path, n)
     if not frames:
         raise ValueError(f"{path}: file contains zero frames")
     return frames
 
 
 def has_labels(frames) -> bool:
-    """True if there is at least one frame and every frame carries energy and forces
-    (in ``atoms.calc.results``, as ``SinglePointCalculator`` stores them; nothing is computed)."""
-    return len(frames) > 0 and all(
-        a.calc is not None and "energy" in a.calc.results and "forces" in a.calc.results
-        for a in frames
-    )
+    """True if there is at least one frame and every frame has an energy and forces
+    (read without constraints, as AMPTorch does; a ``SinglePointCalculator`` just
+    returns what it stores)."""
+    frames = list(frames)
+    if not frames:
+        return False
+    for atoms in frames:
+        if atoms.calc is None:
+            return False
+        try:
+            atoms.get_potential_energy(apply_constraint=False)
+            atoms.get_forces(apply_constraint=False)
+        except Exception:  # a calculator without these properties
+            return False
+    return True
+
+
+def describe(frames, source) -> dict:
+    """What benchmark setups need to know of ``frames`` (read from ``source``):
+    ``source``, ``n_frames``, ``elements`` (sorted symbols), ``labels`` (every frame has
+    an energy and forces) and ``atoms_per_frame`` (mean). Raises ``ValueError`` for no
+    frames."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError(f"no frames in {source!r}")
+    return {"source": str(source), "n_frames": len(frames), "elements": elements_of(frames),
+            "labels": has_labels(frames), "atoms_per_frame": float(np.mean([len(a) for a in frames]))}
+
+
+def supercell(frame: Atoms, target_atoms: int) -> Atoms:
+    """``frame`` repeated along its first two cell vectors to about ``target_atoms``
+    atoms (a slab stays a slab; bulk grows in-plane), without labels."""
+    k = max(1, round(target_atoms / len(frame)))
+    nx = max(1, int(np.floor(np.sqrt(k))))
+    ny = max(1, round(k / nx))
+    big = frame.repeat((nx, ny, 1))
+    big.calc = None
+    return big

@@ -1,0 +1,285 @@
+"""asv's results as a table: ``summary.md`` and a plot of time against frames.
+
+What each benchmark is comes from asv's own ``benchmarks.json`` (written by every
+``asv run``): its type (``time``, ``memory``, ``track``), parameter names and
+``pretty_name``, a label in which ``{name}`` stands for a parameter's value (a boolean
+reads "with" / "without"). Parameters named ``backend`` give the table's columns,
+``frames`` or ``atoms`` its size column. A ``memory`` benchmark named
+``peakmem_reference`` is the baseline of its class's other ``peakmem_`` benchmark
+(the same process idle after the same setup). Why a benchmark was skipped is what its
+setup recorded when it skipped (``FASTFP_BENCH_SKIPS``, see ``benchmarks/common.py``).
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import BACKENDS
+
+SIZE_PARAMS = ("frames", "atoms")
+REFERENCE = "peakmem_reference"
+
+
+@dataclass
+class Measurement:
+    """One benchmark at one parameter combination, from asv's results."""
+
+    name: str  # module.Class.method
+    kind: str  # "time", "memory" (asv's peakmemory too) or "track"
+    label: str
+    size: str  # "100 frames", "500 atoms" or ""
+    backend: str | None
+    value: float | None  # seconds, bytes or a ratio; None: skipped or failed
+    q25: float | None = None
+    q75: float | None = None
+    samples: int | None = None
+    skipped: str | None = None  # the reason its setup recorded
+    params: tuple = ()
+
+    @property
+    def owner(self) -> str:
+        """``module.Class``: the benchmarks of one class share setup and skip reasons."""
+        return self.name.rsplit(".", 1)[0]
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def label(pretty_name: str, params: dict) -> str:
+    """``pretty_name`` with ``{name}`` replaced by parameter values (booleans read
+    "with" / "without")."""
+    shown = {k: ("with" if v else "without") if isinstance(v, bool) else v for k, v in params.items()}
+    return pretty_name.format(**shown)
+
+
+def load(root: Path, machine: str, sha: str) -> tuple[dict, dict]:
+    """``(benchmarks.json, results of sha)`` from the asv results folder of ``root``
+    (the newest results file of ``sha`` on ``machine``). Raises ``FileNotFoundError``."""
+    conf = json.loads((root / "asv.conf.json").read_text())
+    results_dir = root / conf.get("results_dir", ".asv/results")
+    files = sorted((results_dir / machine).glob(f"{sha[:8]}-*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"no asv results for {sha[:8]} in {results_dir / machine} "
+                                "(did asv run any benchmark?)")
+    return json.loads((results_dir / "benchmarks.json").read_text()), json.loads(files[-1].read_text())
+
+
+def read_skips(path) -> dict:
+    """``{(module.Class, params as asv writes them): reason}`` from a skip file."""
+    out = {}
+    if path is None or not Path(path).is_file():
+        return out
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            out[(entry["benchmark"], tuple(entry["params"]))] = entry["reason"]
+    return out
+
+
+def measurements(benchmarks: dict, results: dict, skips: dict | None = None,
+                 since: float | None = None) -> list[Measurement]:
+    """One :class:`Measurement` per benchmark and parameter combination of ``results``;
+    with ``since`` (a Unix time) only benchmarks run from then on (asv keeps older
+    results of the same commit)."""
+    skips = skips or {}
+    columns = results.get("result_columns", ["result", "params"])
+    out = []
+    for name, row in results.get("results", {}).items():
+        meta = benchmarks.get(name)
+        if meta is None:
+            continue
+        entry = dict(zip(columns, row))
+        if since is not None and entry.get("started_at") is not None and entry["started_at"] < since * 1000 - 1:
+            continue
+        grid = entry.get("params") or []
+        combos = list(itertools.product(*grid)) if grid else [()]
+
+        def column(key):
+            values = entry.get(key)
+            return values if isinstance(values, list) else [values] * len(combos)
+
+        values, q25, q75, repeats = (column(k) for k in ("result", "stats_q_25", "stats_q_75", "stats_repeat"))
+        for k, combo in enumerate(combos):
+            params = dict(zip(meta["param_names"], (_value(p) for p in combo)))
+            value = values[k] if k < len(values) else None
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            size = next((f"{params.pop(p)} {p}" for p in SIZE_PARAMS if p in params), "")
+            backend = params.pop("backend", None)
+            owner = name.rsplit(".", 1)[0]
+            out.append(Measurement(
+                name=name, kind="memory" if meta["type"] in ("memory", "peakmemory") else meta["type"], label=label(meta.get("pretty_name") or name, params), size=size,
+                backend=backend, value=value, q25=q25[k] if k < len(q25) else None,
+                q75=q75[k] if k < len(q75) else None, samples=repeats[k] if k < len(repeats) else None,
+                skipped=skips.get((owner, tuple(combo))), params=tuple(combo)))
+    return out
+
+
+@dataclass
+class Table:
+    """Rows ``(label, size)`` with a cell per backend, and the in-process ratios."""
+
+    rows: dict = field(default_factory=dict)  # (label, size) -> {backend: {"time": m, "memory": m, "delta": b}}
+    ratios: list = field(default_factory=list)  # Measurements of kind "track"
+    backends: list = field(default_factory=list)
+
+
+def table(ms: list[Measurement]) -> Table:
+    """Group measurements into rows (see :class:`Table`), in the order asv listed them."""
+    out = Table()
+    reference = {(m.owner, m.params): m.value for m in ms if m.name.endswith(REFERENCE) and m.value is not None}
+    for m in ms:
+        if m.kind == "track":
+            out.ratios.append(m)
+            continue
+        if m.name.endswith(REFERENCE):
+            continue
+        cell = out.rows.setdefault((m.label, m.size), {}).setdefault(m.backend, {})
+        cell[m.kind] = m
+        base = reference.get((m.owner, m.params))
+        if m.kind == "memory" and m.value is not None and base is not None:
+            cell["delta"] = m.value - base
+        if m.backend is not None and m.backend not in out.backends:
+            out.backends.append(m.backend)
+    out.backends.sort(key=lambda b: BACKENDS.index(b) if b in BACKENDS else len(BACKENDS))
+    return out
+
+
+# -- formatting ------------------------------------------------------------------------
+
+
+def fmt_time(t) -> str:
+    if t is None:
+        return "–"
+    if t >= 100:
+        return f"{t:.0f} s"
+    if t >= 1:
+        return f"{t:.2f} s"
+    return f"{t * 1e3:.1f} ms"
+
+
+def fmt_bytes(b) -> str:
+    if b is None:
+        return ""
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
+
+
+def time_cell(m: Measurement) -> str:
+    """Median time, then ± half the interquartile range relative to the median and the
+    number of samples, or the reason there is no time."""
+    if m.value is None:
+        return m.skipped or "failed (see asv's output)"
+    text = fmt_time(m.value)
+    if m.samples and m.samples > 1 and m.q25 is not None and m.q75 is not None:
+        return f"{text} ±{50 * (m.q75 - m.q25) / m.value:.0f}% (n={m.samples})"
+    return f"{text} (1 sample)"
+
+
+def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
+    """The markdown summary: header, notes, the stage table, the in-process ratios."""
+    lines = ["# fastfp bench summary", ""]
+    lines += [f"- {key}: {value}" for key, value in header.items()] + [""]
+    for note in notes:
+        lines += [note, ""]
+    lines += ["Time: asv's median over the samples, ± half their interquartile range relative to the median, "
+              "n the number of samples. Peak memory: the benchmark process's peak resident set, with in "
+              "brackets its increase over the same process idle after the same setup (`peakmem_reference`). "
+              "Speed-up: AMPTorch time / time.", ""]
+    backends = t.backends
+    memory = [b for b in backends if any(cells.get(b, {}).get("memory") for cells in t.rows.values())]
+    compare = "amptorch" in backends and len(backends) > 1
+    head = ["stage", "size"] + [f"{b} time" for b in backends] + [f"{b} peak memory" for b in memory]
+    if compare:
+        head += [f"{b} speed-up" for b in backends if b != "amptorch"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    skipped: dict = {}
+    for (label_, size), cells in t.rows.items():
+        found = [m for c in cells.values() for m in (c.get("time"), c.get("memory")) if m is not None]
+        if all(m.value is None for m in found):  # the whole row skipped: listed below, once per reason
+            reason = next((m.skipped for m in found if m.skipped), "failed (see asv's output)")
+            skipped.setdefault((label_, reason), []).append(size)
+            continue
+        row = [label_, size]
+        for b in backends:
+            m = cells.get(b, {}).get("time")
+            row.append(time_cell(m) if m is not None else "")
+        for b in memory:
+            m = cells.get(b, {}).get("memory")
+            text = "" if m is None else fmt_bytes(m.value) if m.value is not None else time_cell(m)
+            if cells.get(b, {}).get("delta") is not None:
+                text += f" (+{fmt_bytes(max(cells[b]['delta'], 0))})"
+            row.append(text)
+        if compare:
+            ta = cells.get("amptorch", {}).get("time")
+            for b in backends:
+                if b != "amptorch":
+                    tb = cells.get(b, {}).get("time")
+                    ok = ta is not None and tb is not None and ta.value and tb.value
+                    row.append(f"{ta.value / tb.value:.1f}×" if ok else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    if skipped:
+        lines += ["", "Not run:", ""]
+        lines += [f"- {label_} ({', '.join(s for s in sizes if s)}): {reason}"
+                  for (label_, reason), sizes in skipped.items()]
+    ran = [m for m in t.ratios if m.value is not None]
+    if ran:
+        lines += ["", "AMPTorch time / fastfp time, both measured in one process (asv `track_`):", "",
+                  "| stage | size | AMPTorch / fastfp |", "|---|---|---|"]
+        lines += [f"| {m.label} | {m.size} | {m.value:.1f}× |" for m in ran]
+    reasons = sorted({m.skipped for m in t.ratios if m.value is None and m.skipped})
+    if reasons:
+        lines += ["", "In-process ratios not measured: " + "; ".join(reasons) + "."]
+    return "\n".join(lines) + "\n"
+
+
+#: the stages plotted against frames, one panel each
+PLOTTED = ("featurize gmpordernorm without derivatives", "featurize gmpordernorm with derivatives",
+           "end-to-end preprocessing", "training epoch")
+
+
+def plot_time_vs_frames(t: Table, path: Path, title: str = "") -> Path:
+    """Log-log time against frames, one panel per stage of :data:`PLOTTED`, one line
+    per backend; PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.5), squeeze=False)
+    styles = {"amptorch": ("tab:red", "s"), "fastfp": ("tab:blue", "o"), "cupy": ("tab:green", "^")}
+    for ax, stage in zip(axes.ravel(), PLOTTED):
+        drawn = False
+        for b in t.backends:
+            points = sorted((int(size.split()[0]), cells[b]["time"].value)
+                            for (label_, size), cells in t.rows.items()
+                            if label_ == stage and size.endswith("frames")
+                            and cells.get(b, {}).get("time") is not None and cells[b]["time"].value is not None)
+            if points:
+                drawn = True
+                color, marker = styles.get(b, (None, "o"))
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, color=color, label=b)
+        ax.set_title(stage, fontsize=10)
+        ax.set_xlabel("frames")
+        ax.set_ylabel("time (s)")
+        if drawn:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend()
+            ax.grid(True, which="both", alpha=0.3)
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

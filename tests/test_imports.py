@@ -1,0 +1,98 @@
+"""fastfp's modules import each other without a loop, and the core leaves the harness alone.
+
+Every ``import`` and ``from ... import`` statement of every module counts, those inside
+functions too (a lazy import is still a dependency). A package's ``__init__`` counts as
+the module of the package's name.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import fastfp
+
+SRC = Path(fastfp.__file__).resolve().parent
+#: the core: frames, neighbours, kernels, descriptors, Fingerprints, store and config
+CORE = ("fastfp.frames", "fastfp.neighbors", "fastfp.kernels", "fastfp.descriptors", "fastfp.fingerprints",
+        "fastfp.store", "fastfp.config", "fastfp.atomic", "fastfp.threads", "fastfp.harmonics",
+        "fastfp.pseudodensity")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        parts = ("fastfp",) + path.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: {fastfp modules it imports}}``."""
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                # ``from pkg import sub`` imports the submodule; ``from mod import name`` the module
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            edges.update(t for t in targets if t in modules and t != name)
+        graph[name] = edges
+    return graph
+
+
+def _cycle(graph) -> list[str] | None:
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, path + [nxt])
+                if found:
+                    return found
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start, [start])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_loop():
+    graph = import_graph()
+    assert "fastfp.harness.profile" in graph and "fastfp.harness.summarise" in graph["fastfp.harness.profile"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_cycle_finder_finds_a_loop():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_core_imports_no_benchmark_code():
+    graph = import_graph()
+    for name, edges in graph.items():
+        if name.startswith(CORE):
+            assert not any(e.startswith("fastfp.harness") for e in edges), (name, edges)
+
+
+def test_no_file_found_by_the_package_path():
+    """The installed package never looks for files relative to where it is installed."""
+    for name, path in _modules().items():
+        assert "parents[" not in path.read_text(), name
