@@ -411,13 +411,19 @@ def test_summary_from_results(tmp_path):
 
 
 def test_whole_rows_skipped_are_listed_once():
-    benchmarks, found = _fake(amptorch=False)
+    benchmarks, found = _fake(amptorch=True)
     skips = {("pipeline.StoreWrite", (b, f)): "AMPTorch has none" if b == "'amptorch'" else "disk"
              for b in ("'amptorch'", "'fastfp'") for f in ("100", "1000")}
     found["results"]["pipeline.StoreWrite.time_store_write"][0] = [None] * 4
     text = results.summary_markdown(results.table(results.measurements(benchmarks, found, skips)), {})
-    assert "- store write (100 frames, 1000 frames): AMPTorch has none" in text
+    assert "- store write (100 frames, 1000 frames): amptorch: AMPTorch has none; fastfp: disk" in text
     assert "| store write |" not in text
+
+
+def test_backend_without_numbers_has_no_column():
+    text = results.summary_markdown(results.table(results.measurements(*_fake(amptorch=False))), {})
+    head = next(ln for ln in text.splitlines() if ln.startswith("| stage"))
+    assert "amptorch" not in head and "speed-up" not in head and "fastfp time" in head
 
 
 def test_results_from_an_asv_folder(tmp_path):

@@ -194,8 +194,13 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
               "n the number of samples. Peak memory: the benchmark process's peak resident set, with in "
               "brackets its increase over the same process idle after the same setup (`peakmem_reference`). "
               "Speed-up: AMPTorch time / time.", ""]
-    backends = t.backends
-    memory = [b for b in backends if any(cells.get(b, {}).get("memory") for cells in t.rows.values())]
+    def measured(b, kinds=("time", "memory")):
+        return any(cells.get(b, {}).get(k) is not None and cells[b][k].value is not None
+                   for cells in t.rows.values() for k in kinds)
+
+    # a backend without any number has no column (the notes say why)
+    backends = [b for b in t.backends if measured(b)]
+    memory = [b for b in backends if measured(b, ("memory",))]
     compare = "amptorch" in backends and len(backends) > 1
     head = ["stage", "size"] + [f"{b} time" for b in backends] + [f"{b} peak memory" for b in memory]
     if compare:
@@ -203,9 +208,13 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     skipped: dict = {}
     for (label_, size), cells in t.rows.items():
-        found = [m for c in cells.values() for m in (c.get("time"), c.get("memory")) if m is not None]
-        if all(m.value is None for m in found):  # the whole row skipped: listed below, once per reason
-            reason = next((m.skipped for m in found if m.skipped), "failed (see asv's output)")
+        found = {b: [m for m in (cells.get(b, {}).get("time"), cells.get(b, {}).get("memory")) if m is not None]
+                 for b in backends}
+        if all(m.value is None for ms in found.values() for m in ms):  # the whole row skipped: listed below
+            reasons = {b: next((m.skipped for m in ms if m.skipped), "failed (see asv's output)")
+                       for b, ms in found.items() if ms}
+            reason = (next(iter(reasons.values())) if len(set(reasons.values())) == 1
+                      else "; ".join(f"{b}: {r}" for b, r in reasons.items()))
             skipped.setdefault((label_, reason), []).append(size)
             continue
         row = [label_, size]
