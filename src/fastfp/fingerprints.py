@@ -32,7 +32,7 @@ class Fingerprints:
 
     From ``featurize(..., device="cuda")`` every array is a CuPy array on the GPU (NumPy
     under numba's CUDA simulator), ``fingerprints`` and ``fprimes`` possibly float32;
-    :meth:`to_numpy` copies them to the host.
+    :meth:`to_numpy` copies them to the host, where :meth:`coo` and :meth:`coo_frames` work.
     """
 
     fingerprints: np.ndarray
@@ -122,8 +122,6 @@ class Fingerprints:
         """
         if not self.has_derivatives:
             raise ValueError("these fingerprints were computed without derivatives")
-        if not isinstance(self.fprimes, np.ndarray):
-            return self.to_numpy().coo_frames(threshold, atom_order, widths)
         order = np.arange(len(self.numbers)) if atom_order is None else np.asarray(atom_order, dtype=np.int64)
         widths = np.full(self.n_frames, self.n_features) if widths is None else np.asarray(widths)
 

@@ -133,7 +133,9 @@ def neighbor_pairs(xp, packed: PackedFrames, cutoff: float, self_pairs: bool = F
     # periodic axes: reciprocal vectors (columns of the inverse cell) and the reach
     # cutoff |b_k| in fractional units; non-periodic vectors are completed (any basis
     # works, only the periodic axes' fractional coordinates are used)
-    cells = np.stack([complete_cell(c) for c in packed.cells])
+    cells = packed.cells.copy()
+    for k in np.flatnonzero((np.abs(cells).sum(axis=2) == 0).any(axis=1)):
+        cells[k] = complete_cell(cells[k])
     inverse = np.linalg.inv(cells)
     reach = cutoff * np.linalg.norm(inverse, axis=1) + _MARGIN
     atom_frame = np.repeat(np.arange(packed.n_frames), np.diff(packed.offsets))
