@@ -18,7 +18,9 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ..kernels.formulas import angular_term, cutoff_function, g2_term, triplet_coefficients, triplet_radial
+from ..kernels.formulas import (
+    angular_term, cutoff_function, g2_term, triplet_coefficients, triplet_geometry, triplet_radial,
+)
 from .device import check_room, launch
 
 SELF_PAIRS = False
@@ -104,19 +106,11 @@ def kernel(max_rad: int, max_ang: int):
                 key = (e * n_sp + min(tj, tk)) * n_sp + max(tj, tk)
                 if tri_ptr[key] == tri_ptr[key + 1]:
                     continue
-                xjk = vectors[pk, 0] - vectors[pj, 0]
-                yjk = vectors[pk, 1] - vectors[pj, 1]
-                zjk = vectors[pk, 2] - vectors[pj, 2]
-                rjk2 = xjk * xjk + yjk * yjk + zjk * zjk
-                rjk = math.sqrt(rjk2)
-                # AMPTorch skips coincident neighbours (and, with G4 only, r_jk beyond
-                # the cutoff contributes nothing)
-                if rjk < 1e-4 or (only_g4 and rjk >= rc):
+                rjk, rjk2, cos, fcjk, dfcjk = triplet_geometry(
+                    vectors, pj, pk, rj, rk, rc, only_g4, cutoff_kind, cutoff_gamma
+                )
+                if rjk < 0.0:
                     continue
-                fcjk, dfcjk = cutoff_function(rjk, rc, cutoff_kind, cutoff_gamma)
-                cos = (
-                    vectors[pj, 0] * vectors[pk, 0] + vectors[pj, 1] * vectors[pk, 1] + vectors[pj, 2] * vectors[pk, 2]
-                ) / (rj * rk)
                 for g in range(n_rad):
                     rad[g], rad_j[g], rad_k[g], rad_jk[g] = triplet_radial(
                         rad_g4[r0 + g], rad_eta[r0 + g], expo[pj, g] * expo[pk, g], fc[pj], fc[pk],

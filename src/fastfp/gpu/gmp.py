@@ -30,9 +30,14 @@ SELF_PAIRS = True  # an atom's own pseudodensity counts
 
 
 @cuda.jit(device=True)
-def _radial(s, t, r2, gauss_ptr, c2tab, pref, radial, dradial):
-    """R_sr (``radial[r]``) and dR_sr/d(r^2) (``dradial[r]``) of probe s for a pair at
-    squared distance ``r2`` whose neighbour has species t."""
+def _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, hx, hy, hz):
+    """Pair q seen by probe s: R_sr (``radial[r]``) and dR_sr/d(r^2) (``dradial[r]``),
+    the powers x^a, y^a, z^a (a < ``len(hx)``) of its vector D; returns D."""
+    x = vectors[q, 0]
+    y = vectors[q, 1]
+    z = vectors[q, 2]
+    r2 = x * x + y * y + z * z
+    t = nbr_species[q]
     for r in range(pref.shape[2]):
         radial[r] = 0.0
         dradial[r] = 0.0
@@ -43,11 +48,6 @@ def _radial(s, t, r2, gauss_ptr, c2tab, pref, radial, dradial):
             f = pref[s, g, r] * decay
             radial[r] += f
             dradial[r] += f * c2
-
-
-@cuda.jit(device=True)
-def _powers(x, y, z, hx, hy, hz):
-    """x^a, y^a, z^a for a = 0 .. len(hx) - 1."""
     hx[0] = 1.0
     hy[0] = 1.0
     hz[0] = 1.0
@@ -55,6 +55,7 @@ def _powers(x, y, z, hx, hy, hz):
         hx[a] = hx[a - 1] * x
         hy[a] = hy[a - 1] * y
         hz[a] = hz[a - 1] * z
+    return x, y, z
 
 
 @cuda.jit(device=True)
@@ -115,11 +116,7 @@ def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
         for c in range(n_chan):
             mu[c] = 0.0
         for q in range(ptr[i], ptr[i + 1]):
-            x = vectors[q, 0]
-            y = vectors[q, 1]
-            z = vectors[q, 2]
-            _radial(s, nbr_species[q], x * x + y * y + z * z, gauss_ptr, c2tab, pref, radial, dradial)
-            _powers(x, y, z, hx, hy, hz)
+            x, y, z = _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, hx, hy, hz)
             for c in range(n_chan):
                 k = chan_comp[c0 + c]
                 total = 0.0
@@ -148,11 +145,7 @@ def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
             blk = pair_block[q]
             if blk == own_block:
                 continue
-            x = vectors[q, 0]
-            y = vectors[q, 1]
-            z = vectors[q, 2]
-            _radial(s, nbr_species[q], x * x + y * y + z * z, gauss_ptr, c2tab, pref, radial, dradial)
-            _powers(x, y, z, hx, hy, hz)
+            x, y, z = _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, hx, hy, hz)
             for a in range(n_feat):
                 if scale[a] == 0.0:
                     continue

@@ -121,6 +121,26 @@ def g2_term(eta, rs, r, fc, dfc):
 
 
 @register_jitable
+def triplet_geometry(vectors, pj, pk, rj, rk, cutoff, only_g4, kind, gamma):
+    """The triplet of pairs ``pj``, ``pk`` (rows of ``vectors``, lengths ``rj``, ``rk``):
+    ``(r_jk, r_jk^2, cos, f_c(r_jk), df_c/dr(r_jk))`` with cos the angle j-i-k, or r_jk =
+    -1 where AMPTorch skips the triplet: coincident neighbours (r_jk < 1e-4) and, with G4
+    only (``only_g4``), r_jk beyond the cutoff, where every term is zero."""
+    xjk = vectors[pk, 0] - vectors[pj, 0]
+    yjk = vectors[pk, 1] - vectors[pj, 1]
+    zjk = vectors[pk, 2] - vectors[pj, 2]
+    rjk2 = xjk * xjk + yjk * yjk + zjk * zjk
+    rjk = math.sqrt(rjk2)
+    if rjk < 1e-4 or (only_g4 and rjk >= cutoff):
+        return -1.0, rjk2, 0.0, 0.0, 0.0
+    fcjk, dfcjk = cutoff_function(rjk, cutoff, kind, gamma)
+    cos = (vectors[pj, 0] * vectors[pk, 0] + vectors[pj, 1] * vectors[pk, 1] + vectors[pj, 2] * vectors[pk, 2]) / (
+        rj * rk
+    )
+    return rjk, rjk2, cos, fcjk, dfcjk
+
+
+@register_jitable
 def triplet_radial(g4, eta, ex, fcj, fck, dfc_r_j, dfc_r_k, rjk, rjk2, fcjk, dfcjk):
     """The radial part R of a triplet (j, k) for one radial group, and the coefficients
     of dR/dD_j = rad_j D_j - rad_jk D_jk, dR/dD_k = rad_k D_k + rad_jk D_jk.
