@@ -1,7 +1,7 @@
 """Check fastfp's GPU path on a CUDA machine, time it against the CPU, write a report.
 
-On a machine with an NVIDIA GPU (H100/H200 tested for; no network needed), from the
-repository root, after the preparation in README section "GPU"::
+On a machine with an NVIDIA GPU (written for an H100 or H200; no network needed), from
+the repository root, after the preparation in README section "GPU"::
 
     python3 scripts/gpu_check.py --out reports/gpu.md
 
@@ -103,15 +103,18 @@ def describe_device(simulated: bool) -> list[str]:
     lines.insert(0, f"- device: **{props['name'].decode()}**, compute capability {props['major']}.{props['minor']}, "
                     f"{props['multiProcessorCount']} SMs, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)")
     lines.append(f"- CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, driver {cupy.cuda.runtime.driverGetVersion()}, "
-                 f"CuPy {cupy.__version__}, numba-cuda {getattr(cuda, '__version__', '?')} "
-                 f"({getattr(cuda, 'implementation', '?')})")
-    try:
-        import torch
-
-        lines.append(f"- torch {torch.__version__}")
-    except ImportError:
-        pass
+                 f"numba.cuda: {getattr(cuda, 'implementation', '?')}; "
+                 + ", ".join(f"{name} {_version(name)}" for name in ("cupy-cuda13x", "cupy-cuda12x", "numba-cuda", "torch")))
     return lines
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def run_gpu_tests(selection: str) -> tuple[bool, str]:

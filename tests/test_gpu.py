@@ -89,11 +89,14 @@ def test_cuda_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_path, monkey
 
 @pytest.mark.slow
 def test_gpu_tests_pass_in_the_cuda_simulator():
-    done = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gpu"], NUMBA_ENABLE_CUDASIM="1")
+    done = _run(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/gpu"], NUMBA_ENABLE_CUDASIM="1")
     output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    # everything but the PTX build (no compiler in the simulator) ran
-    assert "1 skipped" in output and " passed" in output and "failed" not in output, output
+    assert done.returncode == 0 and " passed" in output, output
+    # everything ran but the PTX build (no compiler in the simulator; it runs in this
+    # process) and, without torch, the DLPack check
+    skipped = [line for line in output.splitlines() if line.startswith("SKIPPED")]
+    assert any("compiles no PTX" in line for line in skipped), output
+    assert all("compiles no PTX" in line or "could not import 'torch'" in line for line in skipped), output
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ def _device_missing() -> str | None:
     return None
 
 
-requires_device = pytest.mark.skipif(_device_missing() is not None, reason=str(_device_missing()))
+_MISSING = _device_missing()
+requires_device = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 
 
 def frames() -> dict[str, Atoms]:

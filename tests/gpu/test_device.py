@@ -3,6 +3,7 @@ blocks to 1e-10 in float64, on a GPU or in numba's CUDA simulator (see gpu_cases
 
 import numpy as np
 import pytest
+from ase import Atoms
 
 from conftest import load_reference, requires_shared
 from fastfp import neighbors
@@ -29,24 +30,20 @@ SCHEMES = {"gmpordernorm": GMPOrderNorm, "gmp": GMP, "gaussian": Gaussian}
 
 def _random_periodic(rng, n, cutoff):
     """``n`` atoms scattered over several triclinic cells, positions not wrapped."""
-    from ase import Atoms
-
     cell = np.diag(rng.uniform(0.6, 1.2, 3) * cutoff) + np.triu(rng.uniform(-0.4, 0.4, (3, 3)) * cutoff, 1)
     return Atoms(numbers=rng.choice([1, 8, 29], n), cell=cell, pbc=rng.random(3) < 0.7,
                  positions=rng.uniform(-1.0, 2.0, (n, 3)) @ cell)
 
 
-def _sorted_pairs(xp_pairs):
-    """Per-centre pairs of a NeighborPairs (host or device) sorted by (centre, j, vector)."""
-    ptr = np.asarray(device_to_host(xp_pairs.ptr))
-    j = np.asarray(device_to_host(xp_pairs.j))
-    vectors = np.asarray(device_to_host(xp_pairs.vectors))
+def _sorted_pairs(pairs):
+    """``ptr`` and the pairs' j and vectors sorted by (centre, j, vector), on the host."""
+    ptr, j, vectors = (_host(a) for a in (pairs.ptr, pairs.j, pairs.vectors))
     centre = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
     order = np.lexsort((vectors[:, 2].round(6), vectors[:, 1].round(6), vectors[:, 0].round(6), j, centre))
     return ptr, j[order], vectors[order]
 
 
-def device_to_host(array):
+def _host(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
 
@@ -66,8 +63,7 @@ def test_neighbour_pairs_match_cpu(self_pairs):
     # images of cells smaller than the cutoff: more pairs for a centre than atoms in any frame
     assert np.diff(ptr_c).max() > np.diff(packed.offsets).max()
     if self_pairs:  # the self pair comes first
-        first = np.asarray(device_to_host(gpu.ptr))[:-1]
-        np.testing.assert_array_equal(np.asarray(device_to_host(gpu.j))[first], np.arange(packed.n_atoms))
+        np.testing.assert_array_equal(_host(gpu.j)[_host(gpu.ptr)[:-1]], np.arange(packed.n_atoms))
 
 
 @pytest.mark.parametrize("name", list(DESCRIPTORS))

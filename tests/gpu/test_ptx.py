@@ -21,7 +21,11 @@ pytestmark = pytest.mark.skipif(device.simulated(), reason="numba's CUDA simulat
 def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
     from numba import cuda
     from numba.cuda import dispatcher
-    from numba.cuda.typing.typeof import Purpose, typeof
+
+    try:  # numba-cuda's own type system (recent versions), else numba's
+        from numba.cuda.typing.typeof import Purpose, typeof
+    except ImportError:
+        from numba.core.typing.typeof import Purpose, typeof
 
     launched = []
     for module in (neighbors, blocks, gmp, gaussian):
