@@ -54,16 +54,19 @@ _MARGIN = 1e-8
 @cuda.jit
 def _pairs(positions, atom_frame, offsets, cells, inverse, reach, pbc, cutoff2, self_pairs, fill,
            counts, ptr, pair_j, vectors):
-    """Thread i: count (``fill`` False, into ``counts[i]``) or write (``fill`` True, from
-    ``ptr[i]`` on) the pairs of centre i: j ascending, then shifts S ascending."""
+    """Thread i: count the pairs of centre i into ``counts[i]`` and, with ``fill``, write
+    them from ``ptr[i]`` on (never past ``ptr[i + 1]``): j ascending, then shifts S
+    ascending."""
     i = cuda.grid(1)
     if i >= positions.shape[0]:
         return
     f = atom_frame[i]
     n = 0
     p = 0
+    end = 0
     if fill:
         p = ptr[i]
+        end = ptr[i + 1]
     if self_pairs:
         if fill:
             pair_j[p] = i
@@ -104,15 +107,14 @@ def _pairs(positions, atom_frame, offsets, cells, inverse, reach, pbc, cutoff2, 
                     vz = dz + s0 * cells[f, 0, 2] + s1 * cells[f, 1, 2] + s2 * cells[f, 2, 2]
                     if vx * vx + vy * vy + vz * vz >= cutoff2:
                         continue
-                    if fill:
+                    if fill and p < end:
                         pair_j[p] = j
                         vectors[p, 0] = vx
                         vectors[p, 1] = vy
                         vectors[p, 2] = vz
                         p += 1
                     n += 1
-    if not fill:
-        counts[i] = n
+    counts[i] = n
 
 
 def cumulative(xp, counts):
@@ -149,5 +151,8 @@ def neighbor_pairs(xp, packed: PackedFrames, cutoff: float, self_pairs: bool = F
     check_room(xp, n_pairs * PAIR_BYTES, f"the neighbour list ({n_pairs:,} pairs)")
     pair_j = xp.empty(n_pairs, dtype=np.int64)
     vectors = xp.empty((n_pairs, 3))
-    launch(_pairs, n_atoms, *args, True, counts, ptr, pair_j, vectors)
+    found = xp.zeros(n_atoms, dtype=np.int64)
+    launch(_pairs, n_atoms, *args, True, found, ptr, pair_j, vectors)
+    if not bool((found == counts).all()):  # both passes make the same float decisions
+        raise RuntimeError("GPU neighbour list: the counting and filling passes disagree (a bug in fastfp.gpu)")
     return NeighborPairs(ptr=ptr, j=pair_j, vectors=vectors)
