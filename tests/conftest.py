@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ase import Atoms
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the repository, or $FASTFP_SHARED (a copy carried to a GPU machine)
+SHARED = Path(os.environ.get("FASTFP_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 
 requires_shared = pytest.mark.skipif(
     not (SHARED / "reference").is_dir(),
@@ -24,7 +26,7 @@ def resolve_shared_paths(fp_params: dict) -> dict:
     params = dict(fp_params)
     if "atom_gaussians" in params:
         params["atom_gaussians"] = {
-            el: str(SHARED.parent / path) for el, path in params["atom_gaussians"].items()
+            el: str(SHARED / Path(path).relative_to("shared")) for el, path in params["atom_gaussians"].items()
         }
     return params
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,10 @@ class Fingerprints:
     fprime_ptr : (n_atoms + 1,) int64 or None; blocks of centre i are ``fprime_ptr[i]:fprime_ptr[i+1]``
     fprime_j : (n_blocks,) int64 or None, the atom j each block differentiates by
     fprimes : (n_blocks, n_features, 3) float64 or None, 1/Å times the fingerprint's unit
+
+    From ``featurize(..., device="cuda")`` every array is a CuPy array on the GPU (NumPy
+    under numba's CUDA simulator), ``fingerprints`` and ``fprimes`` possibly float32;
+    :meth:`to_numpy` copies them to the host, where :meth:`coo` and :meth:`coo_frames` work.
     """
 
     fingerprints: np.ndarray
@@ -57,10 +62,10 @@ class Fingerprints:
         """Frames ``start:stop`` as a :class:`Fingerprints` with indices re-based to 0."""
         if not 0 <= start <= stop <= self.n_frames:
             raise IndexError(f"frames {start}:{stop} out of range for {self.n_frames} frames")
-        a0, a1 = self.offsets[start], self.offsets[stop]
+        a0, a1 = int(self.offsets[start]), int(self.offsets[stop])
         derivs = {}
         if self.has_derivatives:
-            b0, b1 = self.fprime_ptr[a0], self.fprime_ptr[a1]
+            b0, b1 = int(self.fprime_ptr[a0]), int(self.fprime_ptr[a1])
             derivs = dict(
                 fprime_ptr=self.fprime_ptr[a0 : a1 + 1] - b0,
                 fprime_j=self.fprime_j[b0:b1] - a0,
@@ -72,6 +77,24 @@ class Fingerprints:
             numbers=self.numbers[a0:a1],
             **derivs,
         )
+
+    def to_numpy(self) -> "Fingerprints":
+        """These fingerprints with every array in host memory (NumPy): a copy of device
+        (CuPy) arrays, the arrays themselves if they are NumPy already."""
+        return Fingerprints(**{
+            field.name: _host(getattr(self, field.name)) for field in dataclasses.fields(self)
+        })
+
+    def blocks_by_atom(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(centre, j, blocks)``: the derivative blocks (host arrays) sorted by (centre,
+        j), a layout that does not depend on the order the backend made them in (the CPU
+        path orders a centre's blocks as its neighbour list finds them, the GPU path by j)."""
+        if not self.has_derivatives:
+            raise ValueError("these fingerprints were computed without derivatives")
+        host = self.to_numpy()
+        centre = np.repeat(np.arange(len(host.fprime_ptr) - 1), np.diff(host.fprime_ptr))
+        order = np.lexsort((host.fprime_j, centre))
+        return centre[order], host.fprime_j[order], host.fprimes[order]
 
     def coo(self, k: int, threshold: float = 0.0, atom_order=None):
         """Derivatives of frame ``k`` in AMPTorch's COO layout.
@@ -115,3 +138,10 @@ class Fingerprints:
         # frames weighted by their derivative blocks
         ranges = balanced_ranges(self.fprime_ptr[self.offsets], num_threads())
         return [one for part in run_ranges(convert, ranges) for one in part]
+
+
+def _host(array):
+    """``array`` in host memory: NumPy arrays and None as they are, CuPy arrays copied."""
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    return array.get()

@@ -21,6 +21,21 @@ def check_keys(params: dict, allowed: set, where: str) -> None:
         raise ValueError(f"{where}: unknown parameter key(s) {unknown}; known keys: {sorted(allowed)}")
 
 
+def _check_device(device, dtype) -> tuple[str, np.dtype]:
+    """``device`` ("cpu" or "cuda") and ``dtype`` (float64, or float32 on "cuda") checked."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}") from None
+    if dtype not in (np.float64, np.float32):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+    if dtype == np.float32 and device == "cpu":
+        raise ValueError("dtype float32 is available with device='cuda' only; the CPU kernels compute float64")
+    return device, dtype
+
+
 class Descriptor(ABC):
     """A descriptor of atomic environments within ``cutoff`` (Å) for ``elements``.
 
@@ -55,18 +70,31 @@ class Descriptor(ABC):
         """Number of (unpadded) features of each element."""
         return {el: self.n_features for el in self.elements}
 
-    def featurize(self, frames, derivatives: bool = True, first_index: int = 0) -> Fingerprints:
+    def featurize(self, frames, derivatives: bool = True, first_index: int = 0, device: str = "cpu",
+                  dtype="float64") -> Fingerprints:
         """Fingerprints of ``frames`` (a sequence of ASE ``Atoms``), all in one batch.
 
         With ``derivatives`` the exact derivative blocks are included (see
         :class:`~fastfp.fingerprints.Fingerprints`). ``first_index`` offsets frame numbers in
-        error messages. Raises :class:`~fastfp.frames.FrameError` naming a bad frame.
+        error messages. ``device="cuda"`` computes on the current CUDA GPU and returns CuPy
+        arrays there (:func:`fastfp.gpu.featurize.featurize_packed`); ``dtype`` float32
+        (results only, GPU only) halves their memory. Raises
+        :class:`~fastfp.frames.FrameError` naming a bad frame, ``ValueError`` for an unknown
+        device or dtype, :class:`fastfp.gpu.device.DeviceError` if ``device="cuda"`` cannot
+        run (never a silent fall-back to the CPU).
         """
+        device, dtype = _check_device(device, dtype)
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return self.featurize_packed(packed, derivatives)
+        return self.featurize_packed(packed, derivatives, device, dtype)
 
-    def featurize_packed(self, packed: PackedFrames, derivatives: bool = True) -> Fingerprints:
+    def featurize_packed(self, packed: PackedFrames, derivatives: bool = True, device: str = "cpu",
+                         dtype="float64") -> Fingerprints:
         """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
+        device, dtype = _check_device(device, dtype)
+        if device == "cuda":
+            from ..gpu.featurize import featurize_packed  # CuPy and numba-cuda only when asked for
+
+            return featurize_packed(self, packed, derivatives, dtype)
         with single_threaded_blas():
             fp, deriv = self._compute(packed, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)

@@ -12,7 +12,8 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from ..frames import PackedFrames, element_numbers
-from ..kernels.gaussian import COSINE, POLYNOMIAL, gaussian_kernel
+from ..kernels.formulas import COSINE, POLYNOMIAL
+from ..kernels.gaussian import gaussian_kernel
 from ..neighbors import neighbor_pairs
 from .base import Descriptor, check_keys
 

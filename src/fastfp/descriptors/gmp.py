@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import harmonics
 from ..frames import PackedFrames
-from ..kernels.gmp import LINEAR, SQRT_SUM_SQUARES, SUM_SQUARES, gmp_kernel
+from ..kernels.formulas import LINEAR, SQRT_SUM_SQUARES, SUM_SQUARES
+from ..kernels.gmp import gmp_kernel
 from ..neighbors import neighbor_pairs
 from ..pseudodensity import read_atom_gaussians
 from .base import Descriptor, check_keys

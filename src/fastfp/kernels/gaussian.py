@@ -21,35 +21,7 @@ so d(A R)/dD_j and d(A R)/dD_k are combinations of D_j and D_k with three coeffi
 import numba
 import numpy as np
 
-COSINE, POLYNOMIAL = 0, 1
-
-
-@numba.njit(cache=True)
-def cutoff_function(r, cutoff, kind, gamma):
-    """f_c(r) and df_c/dr (zero from ``cutoff`` on): cosine 0.5 (1 + cos(pi r / R_c)), or
-    polynomial 1 + gamma x^(gamma + 1) - (gamma + 1) x^gamma with x = r / R_c."""
-    x = r / cutoff
-    if x >= 1.0:
-        return 0.0, 0.0
-    if kind == COSINE:
-        return 0.5 * (1.0 + np.cos(np.pi * x)), -0.5 * np.pi * np.sin(np.pi * x) / cutoff
-    xg = x**gamma
-    return (
-        1.0 + gamma * xg * x - (gamma + 1.0) * xg,
-        gamma * (gamma + 1.0) / cutoff * (xg - xg / x),
-    )
-
-
-@numba.njit(cache=True)
-def _abs_power(base, exponent, int_exponent):
-    """|base|^exponent, by multiplication when the exponent is a small integer (>= 0)."""
-    if int_exponent < 0:
-        return np.abs(base) ** exponent
-    out = 1.0
-    b = np.abs(base)
-    for _ in range(int_exponent):
-        out *= b
-    return out
+from .formulas import angular_term, cutoff_function, g2_term, triplet_coefficients, triplet_geometry, triplet_radial
 
 
 @numba.njit(cache=True, nogil=True)
@@ -135,13 +107,10 @@ def gaussian_kernel(
                 expo[q, g] = np.exp(-rad_eta[r0 + g] * r * r)
             key = e * n_sp + nbr_species[p]
             for m in range(g2_ptr[key], g2_ptr[key + 1]):
-                eta = g2_eta[m]
-                d = r - g2_rs[m]
-                ex = np.exp(-eta * d * d)
+                value, s = g2_term(g2_eta[m], g2_rs[m], r, f, df)
                 col = g2_col[m]
-                fp[i, col] += ex * f
+                fp[i, col] += value
                 if derivatives:
-                    s = ex * (-2.0 * eta * d * f + df) / r
                     dfp[q, col, 0] += s * x
                     dfp[q, col, 1] += s * y
                     dfp[q, col, 2] += s * z
@@ -159,47 +128,20 @@ def gaussian_kernel(
                 if tri_ptr[key] == tri_ptr[key + 1]:
                     continue
                 rk = dist[qk]
-                xjk = vectors[pk, 0] - vectors[pj, 0]
-                yjk = vectors[pk, 1] - vectors[pj, 1]
-                zjk = vectors[pk, 2] - vectors[pj, 2]
-                rjk2 = xjk * xjk + yjk * yjk + zjk * zjk
-                rjk = np.sqrt(rjk2)
-                # AMPTorch skips coincident neighbours (and, with G4 only, r_jk beyond
-                # the cutoff contributes nothing)
-                if rjk < 1e-4 or (only_g4 and rjk >= rc):
+                rjk, rjk2, cos, fcjk, dfcjk = triplet_geometry(
+                    vectors, pj, pk, rj, rk, rc, only_g4, cutoff_kind, cutoff_gamma
+                )
+                if rjk < 0.0:
                     continue
-                fcjk, dfcjk = cutoff_function(rjk, rc, cutoff_kind, cutoff_gamma)
-                cos = (
-                    vectors[pj, 0] * vectors[pk, 0]
-                    + vectors[pj, 1] * vectors[pk, 1]
-                    + vectors[pj, 2] * vectors[pk, 2]
-                ) / (rj * rk)
-                fcj = fc[qj]
-                fck = fc[qk]
                 for g in range(n_rad):
-                    eta = rad_eta[r0 + g]
-                    ex = expo[qj, g] * expo[qk, g]
-                    hj = -2.0 * eta * fcj + dfc_r[qj]
-                    hk = -2.0 * eta * fck + dfc_r[qk]
-                    if rad_g4[r0 + g]:
-                        ex *= np.exp(-eta * rjk2)
-                        rad[g] = ex * fcj * fck * fcjk
-                        rad_j[g] = ex * hj * fck * fcjk
-                        rad_k[g] = ex * hk * fcj * fcjk
-                        rad_jk[g] = ex * (-2.0 * eta * fcjk + dfcjk / rjk) * fcj * fck
-                    else:
-                        rad[g] = ex * fcj * fck
-                        rad_j[g] = ex * hj * fck
-                        rad_k[g] = ex * hk * fcj
-                        rad_jk[g] = 0.0
+                    rad[g], rad_j[g], rad_k[g], rad_jk[g] = triplet_radial(
+                        rad_g4[r0 + g], rad_eta[r0 + g], expo[qj, g] * expo[qk, g], fc[qj], fc[qk],
+                        dfc_r[qj], dfc_r[qk], rjk, rjk2, fcjk, dfcjk,
+                    )
                 for g in range(n_ang):
-                    zeta = ang_zeta[a0 + g]
-                    lam = ang_lambda[a0 + g]
-                    base = 1.0 + lam * cos
-                    pw = ang_norm[a0 + g] * _abs_power(base, zeta - 1.0, ang_int_power[a0 + g])
-                    ang[g] = pw * base
-                    dang[g] = pw * zeta * lam
-                inv_jk = 1.0 / (rj * rk)
+                    ang[g], dang[g] = angular_term(
+                        ang_zeta[a0 + g], ang_lambda[a0 + g], ang_norm[a0 + g], ang_int_power[a0 + g], cos
+                    )
                 for m in range(tri_ptr[key], tri_ptr[key + 1]):
                     col = tri_col[m]
                     g = tri_rad[m] - r0
@@ -207,10 +149,7 @@ def gaussian_kernel(
                     fp[i, col] += ang[h] * rad[g]
                     if not derivatives:
                         continue
-                    dar = dang[h] * rad[g]
-                    cj = ang[h] * (rad_j[g] + rad_jk[g]) - dar * cos / (rj * rj)
-                    ck = ang[h] * (rad_k[g] + rad_jk[g]) - dar * cos / (rk * rk)
-                    cx = dar * inv_jk - ang[h] * rad_jk[g]
+                    cj, ck, cx = triplet_coefficients(ang[h], dang[h], rad[g], rad_j[g], rad_k[g], rad_jk[g], cos, rj, rk)
                     for xyz in range(3):
                         vj = vectors[pj, xyz]
                         vk = vectors[pk, xyz]

@@ -37,14 +37,11 @@ exp of :mod:`~fastfp.kernels.fastexp`, then Q_p and grad Q_p term by term, then 
 channels and the derivative contractions.
 """
 
-import math
-
 import numba
 import numpy as np
 
 from .fastexp import exp_nonpositive
-
-SUM_SQUARES, SQRT_SUM_SQUARES, LINEAR = 0, 1, 2
+from .formulas import channel_slope, channel_term, feature_value, overlap_tables
 
 
 @numba.njit(cache=True, nogil=True)
@@ -230,26 +227,7 @@ def gmp_kernel(
         feat_probe[fi] = chan_probe[feat_chan[feat_ptr[fi]]]
 
     # per (probe, Gaussian): C2, and per slot C1 lambda^d (h/2)^j / j! (1/r_s)^power
-    n_gauss = len(gauss_b)
-    c2tab = np.empty((n_probe, n_gauss))
-    pref = np.empty((n_probe, n_gauss, n_slots))
-    for s in range(n_probe):
-        for g in range(n_gauss):
-            alpha = probe_alpha[s]
-            beta = gauss_beta[g]
-            gamma = alpha + beta
-            lam = beta / gamma
-            c2tab[s, g] = -alpha * beta / gamma
-            c1 = probe_a[s] * gauss_b[g] * (np.pi / gamma) ** 1.5
-            for r in range(n_slots):
-                f = c1
-                for _ in range(slot_d[r]):
-                    f *= lam
-                if slot_j[r] > 0:
-                    f *= (0.25 / gamma) ** slot_j[r] / math.gamma(slot_j[r] + 1.0)
-                if slot_rs_power[r] > 0:
-                    f *= probe_inv_rs[s] ** slot_rs_power[r]
-                pref[s, g, r] = f
+    c2tab, pref = overlap_tables(probe_a, probe_alpha, probe_inv_rs, gauss_b, gauss_beta, slot_j, slot_d, slot_rs_power)
 
     mu = np.empty(n_chan)
     dtotal = np.empty(len(feat_chan))
@@ -290,23 +268,15 @@ def gmp_kernel(
             mode = feat_mode[fi]
             total = 0.0
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                c = feat_chan[m]
-                if mode == LINEAR:
-                    total += feat_weight[m] * mu[c]
-                else:
-                    total += feat_weight[m] * mu[c] * mu[c]
-            scale[fi] = 1.0
-            if mode == SQRT_SUM_SQUARES:
-                root = np.sqrt(total)
-                if root <= feat_zero[fi]:
-                    scale[fi] = 0.0
-                    continue
-                total = root
-                scale[fi] = 0.5 / root
-            fp[i, fi] = total
+                total += channel_term(mode, feat_weight[m], mu[feat_chan[m]])
+            value, slope = feature_value(mode, total, feat_zero[fi])
+            scale[fi] = slope
+            if slope == 0.0:
+                continue
+            fp[i, fi] = value
             # d total / d mu_c for the member channels
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                dtotal[m] = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[feat_chan[m]]
+                dtotal[m] = channel_slope(mode, feat_weight[m], mu[feat_chan[m]])
         if not derivatives:
             continue
         _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,

@@ -1,0 +1,291 @@
+"""Check fastfp's GPU path on a CUDA machine, time it against the CPU, write a report.
+
+On a machine with an NVIDIA GPU (written for an H100 or H200; no network needed), from
+the repository root, after the preparation in README section "GPU"::
+
+    python3 scripts/gpu_check.py --out reports/gpu.md
+
+It (1) installs the wheels in ``.whl/`` if ASE or matscipy are missing, (2) runs the GPU
+tests (``tests/gpu``) on the device, (3) builds the default workload (16,000 frames of
+water on Cu(111), :func:`fastfp.harness.workloads.load_workload`, all cores), (4) times
+featurizing all frames with derivatives on the GPU (the benchmark descriptor:
+GMPOrderNorm, MCSH orders 0-3 x 5 sigmas 0.4-2.0 Å, cutoff 8 Å, psp_v3 pseudodensities,
+float64): frames in host memory (ASE ``Atoms``) to fingerprints and derivative blocks on
+the device, in batches of ``--batch-frames`` frames whose results are dropped before
+the next batch, and (5) the same batches with fastfp on all CPU cores, until
+``--budget`` seconds of the whole run would be exceeded (the report then says which
+frames both were timed on). The report names the device and the software.
+
+``--simulate`` runs everything that needs no GPU in numba's CUDA simulator, on the CPU
+(``tests/test_gpu.py`` runs ``--simulate --frames 1`` in CI), so that a GPU run is not the
+script's first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_GPU_S = 5.0  # 16,000 frames, issue 14
+TARGET_RATIO = 20.0
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "gpu.md", help="markdown report to write")
+    parser.add_argument("--frames", type=int, default=16_000, help="frames of the default workload (16,000)")
+    parser.add_argument("--batch-frames", type=int, default=2000, help="frames per featurize call (2,000)")
+    parser.add_argument("--budget", type=float, default=450.0,
+                        help="seconds for the whole run; the CPU timing stops at a batch boundary before it")
+    parser.add_argument("--check-frames", type=int, default=8,
+                        help="frames compared with the CPU path after the first (compiling, untimed) GPU call")
+    parser.add_argument("--simulate", action="store_true", help="numba's CUDA simulator on the CPU (no GPU)")
+    parser.add_argument("--tests", default="", help="pytest -k expression selecting GPU tests (default: all)")
+    parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels to install if ASE is missing")
+    parser.add_argument("--shared", type=Path, default=None,
+                        help="shared data folder (gmp/, reference/); default $FASTFP_SHARED, else .shared/ "
+                             "in the repository if present, else ../shared")
+    return parser.parse_args(argv)
+
+
+def prepare_environment(args) -> Path | None:
+    """Simulator flag, import path, wheels, shared data; returns a temporary folder to
+    remove at the end (installed wheels), or None."""
+    if args.simulate:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is first imported
+    paths = [str(ROOT / "src")]
+    site = None
+    try:
+        import ase  # noqa: F401
+        import matscipy  # noqa: F401
+    except ImportError:
+        wheels = sorted(args.wheels.glob("*.whl"))
+        if not wheels:
+            raise SystemExit(f"ASE or matscipy missing and no wheels in {args.wheels} (README, section GPU)")
+        site = Path(tempfile.mkdtemp(prefix="fastfp-wheels-"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", str(site), *map(str, wheels)], check=True)
+        paths.append(str(site))
+    sys.path[:0] = paths
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    shared = args.shared or os.environ.get("FASTFP_SHARED")
+    if shared is None:
+        shared = ROOT / ".shared" if (ROOT / ".shared").is_dir() else ROOT.parent / "shared"
+    os.environ["FASTFP_SHARED"] = str(Path(shared).resolve())
+    os.environ["FASTFP_GMP_DIR"] = str(Path(shared).resolve() / "gmp")
+    return site
+
+
+def describe_device(simulated: bool) -> list[str]:
+    """Lines naming the device and the software."""
+    import numba
+    import numpy
+
+    lines = [f"- host: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+             f"NumPy {numpy.__version__}, numba {numba.__version__}"]
+    if simulated:
+        return ["- device: **numba's CUDA simulator on the CPU** (no GPU; timings are not GPU timings)"] + lines
+    import cupy
+    from numba import cuda
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    free, total = cupy.cuda.Device().mem_info
+    lines.insert(0, f"- device: **{props['name'].decode()}**, compute capability {props['major']}.{props['minor']}, "
+                    f"{props['multiProcessorCount']} SMs, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)")
+    lines.append(f"- CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, driver {cupy.cuda.runtime.driverGetVersion()}, "
+                 f"numba.cuda: {getattr(cuda, 'implementation', '?')}; "
+                 + ", ".join(f"{name} {_version(name)}" for name in ("cupy-cuda13x", "cupy-cuda12x", "numba-cuda", "torch")))
+    return lines
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run_gpu_tests(selection: str) -> tuple[bool, str]:
+    """``pytest tests/gpu`` in a subprocess (this environment: GPU or simulator)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/gpu"]
+    if selection:
+        command += ["-k", selection]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    summary = next((line for line in reversed(lines) if re.search(r"\d+ (passed|failed|error)", line)), "no summary")
+    ok = done.returncode == 0 and "passed" in summary
+    failures = "\n".join(line for line in lines if line.startswith(("FAILED", "ERROR")))
+    return ok, summary + (f"\n\n```\n{failures}\n```" if failures else "")
+
+
+def batches(frames, size):
+    return [frames[k : k + size] for k in range(0, len(frames), size)]
+
+
+def time_batches(featurize, groups, stop_at=None) -> list[float]:
+    """Seconds of ``featurize(batch)`` for each batch, stopping before a batch that would
+    end after ``stop_at`` (time.perf_counter() value), judged by the mean so far."""
+    seconds = []
+    for batch in groups:
+        if stop_at is not None and seconds and time.perf_counter() + sum(seconds) / len(seconds) > stop_at:
+            break
+        start = time.perf_counter()
+        featurize(batch)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    stop_at = started + args.budget
+    site = prepare_environment(args)
+    report = [f"# fastfp on the GPU: `scripts/gpu_check.py` report", ""]
+    ok = True
+    try:
+        from fastfp.descriptors.gmp import GMPOrderNorm
+        from fastfp.gpu.device import simulated, synchronize
+        from fastfp.harness.stages import descriptor_setup
+        from fastfp.harness.workloads import load_workload
+        from fastfp.threads import num_threads
+
+        report += [f"Run {time.strftime('%Y-%m-%d %H:%M %Z')}, commit "
+                   f"{subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip() or '?'}"
+                   f", `{' '.join(['scripts/gpu_check.py', *(argv if argv is not None else sys.argv[1:])])}`.", ""]
+        report += ["## Device", ""] + describe_device(simulated()) + [""]
+        write_report(args.out, report, complete=False)
+
+        step = time.perf_counter()
+        tests_ok, summary = run_gpu_tests(args.tests)
+        ok &= tests_ok
+        report += ["## GPU tests (`tests/gpu`)", "",
+                   f"{'passed' if tests_ok else '**FAILED**'} in {time.perf_counter() - step:.0f} s: {summary}", ""]
+        write_report(args.out, report, complete=False)
+
+        step = time.perf_counter()
+        cache = Path(tempfile.mkdtemp(prefix="fastfp-workload-"))
+        try:
+            frames = load_workload("water-metal", n_frames=args.frames, cache_dir=cache, progress=False)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        atoms = sum(len(a) for a in frames)
+        elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
+        report += ["## Workload", "",
+                   f"`water-metal`, first {len(frames):,} frames, {atoms:,} atoms ({elements}), built in "
+                   f"{time.perf_counter() - step:.0f} s on {os.cpu_count()} CPUs.", ""]
+        write_report(args.out, report, complete=False)
+
+        _, params, _, _ = descriptor_setup("gmpordernorm", elements)
+        desc = GMPOrderNorm(params, elements)
+        groups = batches(frames, args.batch_frames)
+        sizes = {}
+
+        def on_gpu(batch):
+            fps = desc.featurize(batch, derivatives=True, device="cuda")
+            synchronize()
+            sizes["pairs_blocks"] = sizes.get("pairs_blocks", 0) + len(fps.fprime_j)
+            sizes["bytes"] = sizes.get("bytes", 0) + fps.fprimes.nbytes + fps.fingerprints.nbytes
+
+        check = frames[: args.check_frames]
+        step = time.perf_counter()
+        cpu_check = desc.featurize(check)  # compiles or loads the CPU kernels (untimed)
+        cpu_first_s = time.perf_counter() - step
+        step = time.perf_counter()
+        gpu_check = desc.featurize(check, device="cuda")  # compiles the GPU kernels (untimed)
+        synchronize()
+        gpu_first_s = time.perf_counter() - step
+        deviation = _deviation(gpu_check, cpu_check)
+        del gpu_check, cpu_check
+        gpu_s = time_batches(on_gpu, groups)
+        cpu_s = time_batches(lambda batch: desc.featurize(batch, derivatives=True), groups, stop_at)
+        n_cpu = sum(len(g) for g in groups[: len(cpu_s)])
+        gpu_same = sum(gpu_s[: len(cpu_s)])
+        total = sum(gpu_s)
+        ratio = sum(cpu_s) / gpu_same if gpu_same > 0 else float("nan")
+        subset = "all frames" if n_cpu == len(frames) else (
+            f"**the first {n_cpu:,} frames only** (the first {len(cpu_s)} batches: all {len(frames):,} would not "
+            f"fit in the {args.budget:.0f} s budget)")
+        report += [
+            "## Featurization with derivatives", "",
+            "Benchmark descriptor (GMPOrderNorm, MCSH orders 0-3 x sigmas 0.4, 0.8, 1.2, 1.6, 2.0 Å, "
+            "cutoff 8 Å, psp_v3, 20 features), float64. GPU: frames in host memory (ASE `Atoms`) to "
+            "fingerprints and derivative blocks on the device (`featurize(batch, device=\"cuda\")` then a "
+            f"device synchronize), {args.batch_frames:,} frames per call, each batch's results dropped "
+            f"before the next. CPU: `featurize(batch)` on {num_threads()} threads, the same batches. "
+            "Kernel compilation is excluded from both (timed separately below).", "",
+            "| what | frames | seconds |", "|---|---|---|",
+            f"| GPU, all frames | {len(frames):,} | {total:.3g} |",
+            f"| GPU, the frames timed on the CPU | {n_cpu:,} | {gpu_same:.3g} |",
+            f"| CPU, {num_threads()} threads | {n_cpu:,} | {sum(cpu_s):.3g} |",
+            "",
+            f"Targets (issue 14, 16,000 frames on an H100/H200): GPU <= {TARGET_GPU_S:.0f} s: "
+            f"{_verdict(total <= TARGET_GPU_S, len(frames), simulated())}; CPU / GPU = {ratio:.1f}x "
+            f">= {TARGET_RATIO:.0f}x: {_verdict(ratio >= TARGET_RATIO, len(frames), simulated())}.",
+            "",
+            f"CPU timed on {subset}. Per GPU batch (s): {', '.join(f'{s:.3g}' for s in gpu_s)}. "
+            f"Per CPU batch (s): {', '.join(f'{s:.3g}' for s in cpu_s)}. "
+            f"Derivative blocks over all frames: {sizes.get('pairs_blocks', 0):,}, results "
+            f"{sizes.get('bytes', 0) / 2**30:.1f} GiB in all. First calls on the first {len(check)} frames "
+            f"(compiling, not in the times above): CPU {cpu_first_s:.1f} s, GPU {gpu_first_s:.1f} s; GPU "
+            f"against CPU on them: largest difference {deviation:.1e} of the largest value (fingerprints and derivatives).",
+            "",
+        ]
+    except Exception:
+        ok = False
+        report += ["## Error", "", "```", traceback.format_exc().rstrip(), "```", ""]
+    finally:
+        if site is not None:
+            shutil.rmtree(site, ignore_errors=True)
+    report += [
+        "## On-the-fly training epoch", "",
+        "Not measured yet: on-the-fly training on the device (issue 14, item 3: SingleNN 3x20, "
+        "batch 256, forces on, target <= 20 s per epoch of 16,000 frames) is built later; its timing "
+        "goes here.", "",
+        f"Whole run: {time.perf_counter() - started:.0f} s.", "",
+    ]
+    write_report(args.out, report, complete=True)
+    print("\n".join(report))
+    return 0 if ok else 1
+
+
+def write_report(path: Path, lines: list[str], complete: bool) -> None:
+    """Write the report atomically; one that is not ``complete`` says so at its end (a run
+    stopped by a time limit leaves what it had measured, marked as such)."""
+    if not complete:
+        lines = lines + ["**Incomplete: the run had got this far when this was written.**", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+
+
+def _deviation(gpu, cpu) -> float:
+    """Largest |GPU - CPU| relative to the largest |CPU| value, of the fingerprints and of
+    the derivative blocks (matched by (centre, j)), whichever is worse."""
+    import numpy as np
+
+    fingerprints = np.abs(gpu.to_numpy().fingerprints - cpu.fingerprints).max() / np.abs(cpu.fingerprints).max()
+    (_, _, a), (_, _, b) = gpu.blocks_by_atom(), cpu.blocks_by_atom()
+    return float(max(fingerprints, np.abs(a - b).max() / np.abs(b).max()))
+
+
+def _verdict(met: bool, n_frames: int, simulated: bool) -> str:
+    if simulated or n_frames < 16_000:
+        return "not assessed (" + ("simulator" if simulated else f"{n_frames:,} frames") + ")"
+    return "**met**" if met else "**not met**"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

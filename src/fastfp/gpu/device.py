@@ -1,0 +1,95 @@
+"""Where the GPU work runs: the array module, clear errors, memory, kernel launches.
+
+``device="cuda"`` runs on the current CUDA device through CuPy, or, with
+``NUMBA_ENABLE_CUDASIM=1`` set before numba is first imported, in numba's CUDA simulator
+on NumPy arrays. It never falls back to the CPU: without CuPy, numba-cuda or a GPU it
+raises :class:`DeviceError`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+THREADS_PER_BLOCK = 128
+
+
+class DeviceError(RuntimeError):
+    """``device="cuda"`` cannot run here; the message says what is missing."""
+
+
+class DeviceMemoryError(MemoryError):
+    """A batch whose arrays do not fit in the GPU's free memory; the message gives the sizes."""
+
+
+def simulated() -> bool:
+    """True when numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM`` set and not 0)."""
+    from numba.core import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def array_module():
+    """The array module for device arrays: ``numpy`` under the simulator, else ``cupy``.
+
+    Raises :class:`DeviceError` naming what is missing: CuPy, a CUDA GPU, numba-cuda.
+    """
+    if simulated():
+        return np
+    try:
+        import cupy
+    except ImportError as err:
+        raise DeviceError(
+            "device='cuda' needs CuPy, which is not installed: pip install cupy-cuda13x "
+            "(CUDA 13) or cupy-cuda12x (CUDA 12), or use device='cpu'"
+        ) from err
+    try:
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+        detail = ""
+    except Exception as err:  # CUDARuntimeError: no driver, or no device
+        n_gpus, detail = 0, f" ({type(err).__name__}: {err})"
+    if n_gpus == 0:
+        raise DeviceError(
+            f"device='cuda' found no CUDA GPU{detail}; use device='cpu' (or, for testing, "
+            "NUMBA_ENABLE_CUDASIM=1 runs the GPU kernels in numba's simulator)"
+        )
+    try:
+        from numba import cuda
+    except ImportError as err:
+        raise DeviceError("device='cuda' needs numba-cuda: pip install 'numba-cuda[cu13]'") from err
+    if not cuda.is_available():
+        raise DeviceError("device='cuda': CuPy sees a GPU but numba-cuda does not (cuda.is_available() is False)")
+    return cupy
+
+
+def free_bytes(xp) -> int:
+    """Bytes that new device arrays can take: the GPU's free memory plus what CuPy's pool
+    holds unused; under the simulator, the host's available memory."""
+    if xp is np:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    free, _ = xp.cuda.Device().mem_info
+    return int(free + xp.get_default_memory_pool().free_bytes())
+
+
+def check_room(xp, nbytes: int, what: str) -> None:
+    """Raise :class:`DeviceMemoryError` if ``nbytes`` for ``what`` exceed :func:`free_bytes`."""
+    free = free_bytes(xp)
+    if nbytes > free:
+        raise DeviceMemoryError(
+            f"device='cuda': {what} need {nbytes / 2**30:.2f} GiB, only {free / 2**30:.2f} GiB "
+            "of GPU memory is free; featurize fewer frames per call"
+        )
+
+
+def launch(kernel, n_threads: int, *args) -> None:
+    """Run ``kernel`` on ``n_threads`` threads (at least one block) with ``args``."""
+    blocks = max(1, -(-n_threads // THREADS_PER_BLOCK))
+    kernel[blocks, THREADS_PER_BLOCK](*args)
+
+
+def synchronize() -> None:
+    """Wait until the GPU has finished all work queued so far (for timing); nothing to
+    wait for under the simulator."""
+    if not simulated():
+        array_module().cuda.Device().synchronize()

@@ -1,0 +1,146 @@
+"""``device="cuda"`` against the CPU path: neighbour lists, fingerprints and derivative
+blocks to 1e-10 in float64, on a GPU or in numba's CUDA simulator (see gpu_cases.py)."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from conftest import load_reference, requires_shared
+from fastfp import neighbors
+from fastfp.descriptors.gaussian import Gaussian
+from fastfp.descriptors.gmp import GMP, GMPOrderNorm
+from fastfp.frames import pack_frames
+from fastfp.gpu import device
+from fastfp.gpu import neighbors as gpu_neighbors
+from gpu_cases import DESCRIPTORS, ELEMENTS, assert_agree, descriptor, frames, requires_device
+
+pytestmark = requires_device
+
+# the smallest frame of each AMPTorch reference file in ../shared/reference
+REFERENCE_FRAMES = {
+    "gmpordernorm_solid": 11,
+    "gmpordernorm_mcsh": 11,
+    "gmp_groups": 11,
+    "gaussian_cosine": 3,
+    "gaussian_polynomial_g5": 3,
+    "dataset_scaled_gmpordernorm": 13,
+}
+SCHEMES = {"gmpordernorm": GMPOrderNorm, "gmp": GMP, "gaussian": Gaussian}
+
+
+def _random_periodic(rng, n, cutoff):
+    """``n`` atoms scattered over several triclinic cells, positions not wrapped."""
+    cell = np.diag(rng.uniform(0.6, 1.2, 3) * cutoff) + np.triu(rng.uniform(-0.4, 0.4, (3, 3)) * cutoff, 1)
+    return Atoms(numbers=rng.choice([1, 8, 29], n), cell=cell, pbc=rng.random(3) < 0.7,
+                 positions=rng.uniform(-1.0, 2.0, (n, 3)) @ cell)
+
+
+def _sorted_pairs(pairs):
+    """``ptr`` and the pairs' j and vectors sorted by (centre, j, vector), on the host."""
+    ptr, j, vectors = (_host(a) for a in (pairs.ptr, pairs.j, pairs.vectors))
+    centre = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    order = np.lexsort((vectors[:, 2].round(6), vectors[:, 1].round(6), vectors[:, 0].round(6), j, centre))
+    return ptr, j[order], vectors[order]
+
+
+def _host(array):
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+@pytest.mark.parametrize("self_pairs", [False, True])
+def test_neighbour_pairs_match_cpu(self_pairs):
+    rng = np.random.default_rng(3)
+    cutoff = 3.5
+    batch = list(frames().values()) + [_random_periodic(rng, n, cutoff) for n in (2, 7, 12)]
+    packed = pack_frames(batch, np.array([1, 6, 8, 29]))
+    cpu = neighbors.neighbor_pairs(packed, cutoff, self_pairs=self_pairs)
+    gpu = gpu_neighbors.neighbor_pairs(device.array_module(), packed, cutoff, self_pairs=self_pairs)
+    ptr_c, j_c, v_c = _sorted_pairs(cpu)
+    ptr_g, j_g, v_g = _sorted_pairs(gpu)
+    np.testing.assert_array_equal(ptr_g, ptr_c)
+    np.testing.assert_array_equal(j_g, j_c)
+    np.testing.assert_allclose(v_g, v_c, rtol=0, atol=1e-12)
+    # images of cells smaller than the cutoff: more pairs for a centre than atoms in any frame
+    assert np.diff(ptr_c).max() > np.diff(packed.offsets).max()
+    if self_pairs:  # the self pair comes first
+        np.testing.assert_array_equal(_host(gpu.j)[_host(gpu.ptr)[:-1]], np.arange(packed.n_atoms))
+
+
+@pytest.mark.parametrize("name", list(DESCRIPTORS))
+def test_featurize_matches_cpu(tmp_path, name):
+    desc = descriptor(name, tmp_path)
+    batch = list(frames().values())
+    assert_agree(desc.featurize(batch, device="cuda"), desc.featurize(batch), where=name)
+
+
+@requires_shared
+@pytest.mark.parametrize("name", list(REFERENCE_FRAMES))
+def test_reference_frame_matches_cpu(name):
+    config, reference_frames, _ = load_reference(name)
+    cls = SCHEMES[config["fp_scheme"]]
+    extra = (config["cutoff_params"],) if cls is Gaussian else ()
+    desc = cls(config["fp_params"], config["elements"], *extra)
+    one = [reference_frames[REFERENCE_FRAMES[name]]]
+    assert_agree(desc.featurize(one, device="cuda"), desc.featurize(one), where=name)
+
+
+def test_without_derivatives_and_in_float32(tmp_path):
+    batch = list(frames().values())
+    for name in ("GMPOrderNorm", "Gaussian cosine G2 G4"):
+        desc = descriptor(name, tmp_path)
+        cpu = desc.featurize(batch)
+        plain = desc.featurize(batch, derivatives=False, device="cuda")
+        assert not plain.has_derivatives
+        assert_agree(plain, desc.featurize(batch, derivatives=False), where=name)
+        single = desc.featurize(batch, device="cuda", dtype="float32")
+        assert single.fingerprints.dtype == np.float32 and single.fprimes.dtype == np.float32
+        assert single.fprime_j.dtype == np.int64
+        assert_agree(single, cpu, rtol=1e-6, where=f"{name} float32")
+
+
+def test_coo_of_device_results_is_the_cpu_coo(tmp_path):
+    desc = descriptor("GMP linear and sqrt", tmp_path)
+    batch = list(frames().values())
+    gpu, cpu = desc.featurize(batch, device="cuda").to_numpy(), desc.featurize(batch)
+    for k in range(len(batch)):
+        (gi, gv, gs), = gpu.frame(k).coo_frames()
+        (ci, cv, cs), = cpu.frame(k).coo_frames()
+        assert gs == cs
+        np.testing.assert_array_equal(gi, ci)
+        np.testing.assert_allclose(gv, cv, rtol=1e-10, atol=1e-10 * np.abs(cv).max(initial=0.0))
+
+
+def test_results_reach_torch_without_a_copy(tmp_path):
+    torch = pytest.importorskip("torch")
+    fps = descriptor("GMPOrderNorm", tmp_path).featurize(list(frames().values()), device="cuda")
+    for array in (fps.fingerprints, fps.fprimes, fps.fprime_j, fps.fprime_ptr):
+        tensor = torch.from_dlpack(array)
+        address = array.ctypes.data if isinstance(array, np.ndarray) else array.data.ptr
+        assert tensor.data_ptr() == address
+        assert tuple(tensor.shape) == array.shape
+        assert tensor.is_cuda == (not device.simulated())
+
+
+def test_a_batch_too_large_for_the_gpu_names_the_size(tmp_path, monkeypatch):
+    desc = descriptor("GMPOrderNorm", tmp_path)
+    batch = list(frames().values())
+    monkeypatch.setattr(device, "free_bytes", lambda xp: 1000)
+    with pytest.raises(device.DeviceMemoryError, match=r"the neighbour list \([\d,]+ pairs\) need [\d.]+ GiB, only"):
+        desc.featurize(batch, device="cuda")
+    # room for the pairs but not for the derivative blocks
+    n_pairs = len(neighbors.neighbor_pairs(pack_frames(batch, desc.numbers), desc.cutoff, self_pairs=True).j)
+    monkeypatch.setattr(device, "free_bytes", lambda xp: n_pairs * gpu_neighbors.PAIR_BYTES)
+    with pytest.raises(device.DeviceMemoryError, match=r"the derivatives \([\d,]+ blocks of 192 bytes\)"):
+        desc.featurize(batch, device="cuda")
+
+
+def test_amptorch_neighbour_emulation_is_cpu_only(tmp_path):
+    desc = descriptor("GMPOrderNorm", tmp_path)
+    desc.amptorch_binning = True
+    with pytest.raises(ValueError, match="amptorch_binning .* CPU only; use device='cpu'"):
+        desc.featurize(list(frames().values()), device="cuda")
+
+
+def test_elements_cover_the_frames():
+    """The frames use only the descriptors' elements (a guard for the cases above)."""
+    assert {s for a in frames().values() for s in a.get_chemical_symbols()} <= set(ELEMENTS)

@@ -1,0 +1,55 @@
+"""Every GPU kernel compiles to PTX for sm_90 (H100/H200), with no GPU needed.
+
+numba's CUDA simulator runs kernels as Python and so misses typing errors; this compiles
+them with numba-cuda and NVVM (``cuda-toolkit[nvvm]``) instead. The kernels and their
+argument types are those the host code really launches: ``device="cuda"`` runs with
+NumPy for the array module and a launcher that records each launch instead of running
+it (counts stay zero, so later launches get empty arrays of the same types).
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fastfp.gpu import blocks, device, featurize, gaussian, gmp, neighbors
+from gpu_cases import DESCRIPTORS, descriptor, frames
+
+pytestmark = pytest.mark.skipif(device.simulated(), reason="numba's CUDA simulator compiles no PTX")
+
+
+def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
+    from numba import cuda
+    from numba.cuda import dispatcher
+
+    try:  # numba-cuda's own type system (recent versions), else numba's
+        from numba.cuda.typing.typeof import Purpose, typeof
+    except ImportError:
+        from numba.core.typing.typeof import Purpose, typeof
+
+    launched = []
+    for module in (neighbors, blocks, gmp, gaussian):
+        monkeypatch.setattr(module, "launch", lambda kernel, n, *args: launched.append((kernel, args)))
+    monkeypatch.setattr(featurize, "array_module", lambda: np)
+    # numba-cuda compiles device functions (the shared formulas) for the current
+    # device's compute capability, which needs a driver: stand in a 9.0 device
+    monkeypatch.setattr(dispatcher, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
+    batch = list(frames().values())
+    for name in DESCRIPTORS:
+        for derivatives in (True, False):
+            for dtype in ("float64", "float32"):
+                descriptor(name, tmp_path).featurize(batch, derivatives=derivatives, device="cuda", dtype=dtype)
+
+    compiled = set()
+    for kernel, args in launched:
+        signature = tuple(typeof(a, Purpose.argument) for a in args)
+        if (kernel, signature) in compiled:
+            continue
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+        assert ".target sm_90" in ptx and ".entry" in ptx, kernel.py_func.__name__
+        compiled.add((kernel, signature))
+    names = {kernel.py_func.__name__ for kernel, _ in compiled}
+    assert names == {"_pairs", "_blocks", "gmp", "gaussian"}
+    # GMP descriptors of different sizes give different kernels, each in float64 and float32
+    assert len({k for k, _ in compiled if k.py_func.__name__ == "gmp"}) == 4
+    assert len(compiled) >= 2 + 2 + 4 * 2 + 2

@@ -1,0 +1,114 @@
+"""``device="cuda"`` without a GPU: bad input, import isolation, and the GPU tests
+(``tests/gpu``) and ``scripts/gpu_check.py`` run in numba's CUDA simulator.
+
+The simulator must be switched on before numba is first imported, so those runs are
+subprocesses: this test process never sees it.
+"""
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from ase.build import molecule
+
+from conftest import write_pseudodensities
+from fastfp import GMPOrderNorm
+from fastfp.gpu.device import DeviceError, simulated
+
+ROOT = Path(__file__).resolve().parents[1]
+not_simulated = pytest.mark.skipif(simulated(), reason="NUMBA_ENABLE_CUDASIM is set in this process")
+
+
+def _descriptor(tmp_path):
+    paths = write_pseudodensities(tmp_path, {"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]})
+    return GMPOrderNorm({"MCSHs": {"orders": [0, 1], "sigmas": [0.5]}, "cutoff": 4.0, "atom_gaussians": paths},
+                        ["H", "O"])
+
+
+def _run(args, **env_extra):
+    """``python *args`` in the repository root with this checkout's fastfp; the simulator
+    only if ``env_extra`` asks for it."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]), **env_extra)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_import_and_the_cpu_path_never_import_cupy_or_numba_cuda(tmp_path):
+    code = f"""
+import sys
+from ase.build import molecule
+import fastfp, fastfp.amptorch
+from fastfp import GMPOrderNorm
+from conftest import write_pseudodensities
+from pathlib import Path
+paths = write_pseudodensities(Path({str(tmp_path)!r}), {{"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]}})
+desc = GMPOrderNorm({{"MCSHs": {{"orders": [0, 1], "sigmas": [0.5]}}, "cutoff": 4.0, "atom_gaussians": paths}}, ["H", "O"])
+assert desc.featurize([molecule("H2O")], device="cpu").has_derivatives
+loaded = sorted(m for m in sys.modules if m == "cupy" or m.startswith(("cupy.", "numba.cuda", "numba_cuda", "fastfp.gpu")))
+print("loaded:", loaded)
+"""
+    done = _run(["-c", code])
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stdout
+
+
+def test_bad_device_or_dtype_is_a_clear_error(tmp_path):
+    desc = _descriptor(tmp_path)
+    water = [molecule("H2O")]
+    with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda', got 'gpu'"):
+        desc.featurize(water, device="gpu")
+    with pytest.raises(ValueError, match="dtype must be float64 or float32, got float16"):
+        desc.featurize(water, device="cuda", dtype="float16")
+    with pytest.raises(ValueError, match="float32 is available with device='cuda' only"):
+        desc.featurize(water, dtype="float32")
+
+
+@not_simulated
+def test_cuda_without_cupy_is_a_clear_error_not_a_cpu_fallback(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    with pytest.raises(DeviceError, match=r"needs CuPy, which is not installed: pip install cupy-cuda13x"):
+        _descriptor(tmp_path).featurize([molecule("H2O")], device="cuda")
+
+
+@not_simulated
+def test_cuda_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_path, monkeypatch):
+    class CUDARuntimeError(RuntimeError):
+        pass
+
+    def no_device():
+        raise CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    with pytest.raises(DeviceError, match=r"found no CUDA GPU \(CUDARuntimeError: cudaErrorNoDevice.*use device='cpu'"):
+        _descriptor(tmp_path).featurize([molecule("H2O")], device="cuda")
+
+
+@pytest.mark.slow
+def test_gpu_tests_pass_in_the_cuda_simulator():
+    done = _run(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/gpu"], NUMBA_ENABLE_CUDASIM="1")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and " passed" in output, output
+    # everything ran but the PTX build (no compiler in the simulator; it runs in this
+    # process) and, without torch, the DLPack check
+    skipped = [line for line in output.splitlines() if line.startswith("SKIPPED")]
+    assert any("compiles no PTX" in line for line in skipped), output
+    assert all("compiles no PTX" in line or "could not import 'torch'" in line for line in skipped), output
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_in_the_cuda_simulator(tmp_path):
+    out = tmp_path / "gpu.md"
+    done = _run(["scripts/gpu_check.py", "--simulate", "--frames", "1", "--check-frames", "1",
+                 "--tests", "neighbour", "--out", str(out)], FASTFP_NUM_THREADS="2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = out.read_text()
+    for expected in ("numba's CUDA simulator on the CPU", "## GPU tests (`tests/gpu`)", "passed in",
+                     "`water-metal`, first 1 frames, 35 atoms", "| GPU, all frames | 1 |",
+                     "CPU / GPU =", "not assessed (simulator)", "largest difference", "## On-the-fly training epoch"):
+        assert expected in report, expected
+    assert "Incomplete" not in report and "## Error" not in report
+    assert not list(tmp_path.glob(".*tmp"))
