@@ -155,9 +155,9 @@ def main(argv=None) -> int:
     report = [f"# fastfp on the GPU: `scripts/gpu_check.py` report", ""]
     ok = True
     try:
-        from fastfp.descriptors.gmp import GMPOrderNorm
+        from fastfp.config import build_descriptor
         from fastfp.gpu.device import simulated, synchronize
-        from fastfp.harness.stages import descriptor_setup
+        from fastfp.harness.settings import descriptor_config
         from fastfp.harness.workloads import load_workload
         from fastfp.threads import num_threads
 
@@ -187,8 +187,7 @@ def main(argv=None) -> int:
                    f"{time.perf_counter() - step:.0f} s on {os.cpu_count()} CPUs.", ""]
         write_report(args.out, report, complete=False)
 
-        _, params, _, _ = descriptor_setup("gmpordernorm", elements)
-        desc = GMPOrderNorm(params, elements)
+        desc = build_descriptor(descriptor_config("gmpordernorm", elements))
         groups = batches(frames, args.batch_frames)
         sizes = {}
 

@@ -4,6 +4,7 @@ blocks to 1e-10 in float64, on a GPU or in numba's CUDA simulator (see gpu_cases
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import molecule
 
 from conftest import load_reference, requires_shared
 from fastfp import neighbors
@@ -144,3 +145,16 @@ def test_amptorch_neighbour_emulation_is_cpu_only(tmp_path):
 def test_elements_cover_the_frames():
     """The frames use only the descriptors' elements (a guard for the cases above)."""
     assert {s for a in frames().values() for s in a.get_chemical_symbols()} <= set(ELEMENTS)
+
+
+def test_harness_featurize_stage_on_the_device():
+    """The "cupy" column of the benchmarks: the featurize stage's GPU builder gives the
+    CPU results (called directly: the harness itself refuses the simulator's times)."""
+    from fastfp.config import build_descriptor
+    from fastfp.harness import stages
+
+    water = list(frames().values())[:2] + [molecule("H2O")]
+    request = stages.Request("featurize", "cupy", water, "gaussian", ["H", "O", "Cu"], collect=True)
+    (fps,) = stages._featurize_gpu(request)()
+    cpu = build_descriptor(request.config).featurize(water)
+    assert_agree(fps, cpu, where="harness featurize stage")

@@ -8,6 +8,9 @@
     fastfp's classes with the same interfaces and output formats
     (:mod:`fastfp.amptorch`), or AMPTorch's own code with :func:`fastfp.amptorch.install`
     in effect where the stage is AMPTorch's (collation, end-to-end preprocessing, training).
+``"cupy"``
+    fastfp on a CUDA GPU (``device="cuda"``, :mod:`fastfp.gpu`): CuPy arrays, numba-cuda
+    kernels. Not under numba's CUDA simulator, whose times are no GPU's.
 
 A stage that cannot run raises :class:`StageUnavailable` with the reason: a
 ``NotImplementedError``, which asv takes as "skip this benchmark".
@@ -20,7 +23,7 @@ import functools
 import importlib
 import importlib.util
 
-BACKENDS = ("amptorch", "fastfp")
+BACKENDS = ("amptorch", "fastfp", "cupy")
 
 #: where the README explains how to install AMPTorch beside fastfp
 AMPTORCH_HINT = "see README 'Comparing with AMPTorch'"
@@ -49,6 +52,18 @@ def why_unavailable(backend: str) -> str | None:
             importlib.import_module("amptorch.descriptor.GMPOrderNorm")
         except Exception as exc:
             return f"AMPTorch cannot be imported ({type(exc).__name__}: {exc}): {AMPTORCH_HINT}"
+        return None
+    if backend == "cupy":
+        if importlib.util.find_spec("numba_cuda") is None and importlib.util.find_spec("cupy") is None:
+            return "no GPU backend here: CuPy and numba-cuda are not installed (pip install -e '.[gpu]')"
+        from fastfp.gpu.device import DeviceError, array_module, simulated
+
+        if simulated():
+            return "numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM): its times are not a GPU's"
+        try:
+            array_module()
+        except DeviceError as exc:
+            return str(exc)
         return None
     raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
 

@@ -19,6 +19,9 @@ Stages (:data:`STAGES`; backends: :mod:`fastfp.harness.backends`)
 ``featurize``   ``prepare_fingerprints`` of a descriptor (``gmpordernorm``, ``gmp``,
                 ``gaussian``), fingerprints only or with derivatives, 256 frames per
                 call, results of a chunk dropped before the next (memory stays bounded);
+                for ``cupy``: ``featurize(..., device="cuda")``, frames in host memory to
+                fingerprints and derivative blocks on the GPU (no COO conversion), 2,000
+                frames per call, the device synchronised before the next;
 ``scale``       feature + target scaling fitted and applied to the same ``Data`` list
                 (AMPTorch's ``FeatureScaler``/``TargetScaler`` vs fastfp's);
 ``store_write`` / ``store_read``  the fastfp HDF5 store (AMPTorch has no comparable store);
@@ -61,8 +64,11 @@ from .workloads import has_labels
 
 NO_LABELS = "frames have no energies/forces: training stages skipped"
 
-#: frames per ``prepare_fingerprints`` call in the featurize stage (both backends)
+#: frames per ``prepare_fingerprints`` call in the featurize stage (CPU backends)
 CHUNK_FRAMES = 256
+#: frames per ``featurize(device="cuda")`` call (about 4 GB of float64 derivative blocks
+#: of the default workload: many frames per kernel launch, far from the GPU's memory)
+GPU_CHUNK_FRAMES = 2000
 #: the training stage's model and optimiser
 TRAIN_MODEL = {"name": "singlenn", "get_forces": True, "num_layers": 3, "num_nodes": 20}
 TRAIN_OPTIM = {"device": "cpu", "force_coefficient": 0.05, "lr": 1e-2, "batch_size": 16, "epochs": 1}
@@ -138,7 +144,31 @@ def _tiny(atoms, n: int = 8):
     return small
 
 
+def _featurize_gpu(req: Request):
+    from fastfp.gpu.device import synchronize
+
+    desc = build_descriptor(req.config)
+    desc.featurize([_tiny(req.frames[0])], req.derivatives, device="cuda")  # compile the kernels
+    synchronize()
+
+    def run():
+        out = [] if req.collect else None
+        atoms = 0
+        for _, chunk in chunks(req.frames, GPU_CHUNK_FRAMES):
+            fps = desc.featurize(chunk, req.derivatives, device="cuda")
+            synchronize()
+            atoms += len(fps.numbers)
+            if req.collect:
+                out.append(fps)
+            del fps
+        return out if req.collect else atoms
+
+    return run
+
+
 def _featurize(req: Request):
+    if req.backend == "cupy":
+        return _featurize_gpu(req)
     desc = req.descriptor_object()
     if req.backend == "fastfp":  # load the numba kernels (compiled and cached on first use)
         desc.prepare_fingerprints([_tiny(req.frames[0])], req.derivatives)
@@ -411,9 +441,9 @@ class Stage:
     #: energies and forces needed (training stages)
     needs_labels: bool = False
     needs_torch: bool = False
-    #: backends that can run it at all (others: StageUnavailable with ``why_not``)
-    backends: tuple = BACKENDS
-    why_not: str = ""
+    #: backends that can run it at all; the others skip with their reason in ``missing``
+    backends: tuple = ("amptorch", "fastfp")
+    missing: dict = field(default_factory=dict)
     #: AMPTorch must be installed for every backend (the fastfp side runs AMPTorch's
     #: own code with fastfp.amptorch.install())
     needs_amptorch: bool = False
@@ -428,10 +458,10 @@ _NO_STORE = ("AMPTorch has no fingerprint store comparable to fastfp's (its save
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("featurize", "featurize", _featurize),
+        Stage("featurize", "featurize", _featurize, backends=BACKENDS),
         Stage("scale", "feature + target scaling", _scale, needs_labels=True, needs_torch=True, memory="coo"),
-        Stage("store_write", "store write", _store_write, backends=("fastfp",), why_not=_NO_STORE),
-        Stage("store_read", "store read", _store_read, backends=("fastfp",), why_not=_NO_STORE),
+        Stage("store_write", "store write", _store_write, backends=("fastfp",), missing={"amptorch": _NO_STORE}),
+        Stage("store_read", "store read", _store_read, backends=("fastfp",), missing={"amptorch": _NO_STORE}),
         Stage("collate", "collate (batches of 16)", _collate, needs_labels=True, needs_torch=True, memory="coo"),
         Stage("force_contraction", "force contraction, forward + backward", _force_contraction,
               needs_labels=True, needs_torch=True, memory="coo"),
@@ -454,7 +484,7 @@ def why_not(stage: str, backend: str) -> str | None:
     if reason:
         return reason
     if backend not in spec.backends:
-        return spec.why_not
+        return spec.missing.get(backend, f"{spec.title} has no {backend} implementation")
     if spec.needs_amptorch and not is_available("amptorch"):
         return (f"{spec.title} runs AMPTorch's AtomsTrainer (with fastfp.amptorch.install() for fastfp); "
                 f"{why_unavailable('amptorch')}")
