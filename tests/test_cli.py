@@ -65,9 +65,9 @@ def gmp_direct(data):
 
 @pytest.fixture(scope="module")
 def gmp_store(data):
-    out = data["dir"] / "gmp.h5"
+    out = data["dir"] / "gmp.store"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out,
-               "--derivatives", "--chunk-size", 6) == 0
+               "--derivatives", "--chunk-size", 6, "--shard-frames", 8) == 0
     return out
 
 
@@ -78,19 +78,22 @@ def test_gmpordernorm_end_to_end(data, gmp_store, gmp_direct):
     np.testing.assert_array_equal(store[13].fprimes, gmp_direct.frame(13).fprimes)
     assert store.config["elements"] == sorted({s for a in data["oc20"] for s in a.get_chemical_symbols()})
     store.require_config(data["dir"] / "gmp.json")
-    assert store.metadata["source"] == str(data["dir"] / "oc20.traj")
+    assert store.source["frames"] == str(data["dir"] / "oc20.traj")
+    assert store.shard_bounds == [(0, 8), (8, 16), (16, 20)]
 
 
-def test_workers_identical(data, gmp_store):
-    out = data["dir"] / "gmp_w2.h5"
+def test_cluster_identical(data, gmp_store):
+    pytest.importorskip("distributed", reason="needs dask.distributed (the 'cluster' extra)")
+    out = data["dir"] / "gmp_local2.store"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out,
-               "--derivatives", "--workers", 2, "--chunk-size", 3) == 0
-    assert_fingerprints_equal(open_store(out).read_all(), open_store(gmp_store).read_all())
+               "--derivatives", "--cluster", "local:2", "--chunk-size", 3, "--shard-frames", 8) == 0
+    for name in ("shard-00000.h5", "shard-00001.h5", "shard-00002.h5"):
+        assert (out / name).read_bytes() == (gmp_store / name).read_bytes()
 
 
 def test_frame_selection(data, gmp_direct):
     """ASE's FILE@SLICE picks frames, as ``ase.io.read`` would."""
-    out = data["dir"] / "selected.h5"
+    out = data["dir"] / "selected.store"
     assert run(f"{data['dir'] / 'oc20.traj'}@3:9:2", "--config", data["dir"] / "gmp.json", "--out", out,
                "--derivatives") == 0
     store = open_store(out)
@@ -98,11 +101,11 @@ def test_frame_selection(data, gmp_direct):
     for k, frame in enumerate((3, 5, 7)):
         np.testing.assert_array_equal(store[k].fingerprints, gmp_direct.frame(frame).fingerprints)
         np.testing.assert_array_equal(store[k].fprimes, gmp_direct.frame(frame).fprimes)
-    assert store.metadata["source"] == str(data["dir"] / "oc20.traj") + "@3:9:2"
+    assert store.source["frames"] == str(data["dir"] / "oc20.traj") + "@3:9:2"
 
 
 def test_no_derivatives(data, gmp_direct):
-    out = data["dir"] / "noderiv.h5"
+    out = data["dir"] / "noderiv.store"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out) == 0
     store = open_store(out)
     assert not store.has_derivatives and store[0].fprimes is None
@@ -112,7 +115,7 @@ def test_no_derivatives(data, gmp_direct):
 @pytest.mark.skipif(not has_gaussian, reason="fastfp.descriptors.gaussian is not available yet")
 def test_gaussian_end_to_end(data):
     d = data["dir"]
-    out = d / "water.h5"
+    out = d / "water.store"
     assert run(d / "water.traj", "--config", d / "gauss.json", "--out", out, "--derivatives") == 0
     direct = build_descriptor(d / "gauss.json").featurize(data["water"])
     store = open_store(out)
@@ -178,9 +181,8 @@ def test_not_ase_file(data, tmp_path, capsys):
 
 def test_unknown_fp_scheme(data, tmp_path, capsys):
     cfg = write_config(tmp_path, data, fp_scheme="soap")
-    out = tmp_path / "out.h5"
-    out.write_bytes(b"old")
-    check_fails(capsys, out, b"old", data["dir"] / "oc20.traj", "--config", cfg, match="unknown fp_scheme 'soap'")
+    check_fails(capsys, tmp_path / "out.store", None, data["dir"] / "oc20.traj", "--config", cfg,
+                match="unknown fp_scheme 'soap'")
 
 
 def test_missing_config(data, tmp_path, capsys):
@@ -203,16 +205,18 @@ def test_element_without_pseudodensity(data, tmp_path, capsys):
                 match="element Cu: pseudodensity file")
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_nan_frame(data, tmp_path, capsys, workers):
+@pytest.mark.parametrize("cluster", [None, "local:2"])
+def test_nan_frame(data, tmp_path, capsys, cluster):
+    """A bad frame in the third shard: the store the run started is removed."""
+    if cluster:
+        pytest.importorskip("distributed", reason="needs dask.distributed (the 'cluster' extra)")
     frames = [a.copy() for a in data["oc20"][:8]]
     frames[5].positions[3, 1] = np.nan
     bad = tmp_path / "nan.traj"
     ase.io.write(bad, frames)
-    out = tmp_path / "out.h5"
-    out.write_bytes(b"old")
-    check_fails(capsys, out, b"old", bad, "--config", data["dir"] / "gmp.json", "--chunk-size", 2,
-                "--workers", workers, "--derivatives", match="frame 5: non-finite")
+    check_fails(capsys, tmp_path / "out.store", None, bad, "--config", data["dir"] / "gmp.json", "--chunk-size", 1,
+                "--shard-frames", 2, *(["--cluster", cluster] if cluster else []), "--derivatives",
+                match="frame 5: non-finite")
 
 
 def test_element_not_in_config(data, tmp_path, capsys):
@@ -222,13 +226,90 @@ def test_element_not_in_config(data, tmp_path, capsys):
 
 
 def test_bad_arguments(data, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", tmp_path / "o.h5",
-            "--workers", 0)
-    assert exc.value.code == 2
-    assert not (tmp_path / "o.h5").exists()
+    for bad in (["--shard-frames", 0], ["--cluster", "local:0"], ["--cluster", "yarn"], ["--dtype", "float16"]):
+        with pytest.raises(SystemExit) as exc:
+            run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", tmp_path / "o.store", *bad)
+        assert exc.value.code == 2
+    assert "expected local:N" in capsys.readouterr().err
+    assert not (tmp_path / "o.store").exists()
     check_fails(capsys, tmp_path / "no_dir" / "o.h5", None, data["dir"] / "oc20.traj",
                 "--config", data["dir"] / "gmp.json", match="does not exist")
+
+
+# -- an --out that is not free: refused before any work, nothing touched -----------------------
+
+
+@pytest.fixture
+def copy_traj(data, tmp_path):
+    ase.io.write(tmp_path / "copy.traj", data["oc20"][:6])
+    (tmp_path / "gmp.json").write_text(write_config(tmp_path, data).read_text())
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["featurize", "lmdb"])
+@pytest.mark.parametrize("target", ["frames", "frames@slice", "config", "unrelated file", "unrelated directory"])
+def test_out_names_an_input_or_unrelated_path(copy_traj, capsys, command, target):
+    """``--out copy.traj`` (once replaced the 6-frame input by a 3-frame store) and any
+    path that is not a store of the command's kind are refused, with or without
+    --overwrite, and left as they were."""
+    d = copy_traj
+    frames = d / "copy.traj"
+    out = {"frames": frames, "frames@slice": frames, "config": d / "gmp.json", "unrelated file": d / "notes.txt",
+           "unrelated directory": d / "results"}[target]
+    if target == "unrelated file":
+        out.write_text("my notes\n")
+    if target == "unrelated directory":
+        out.mkdir()
+        (out / "keep.txt").write_text("keep\n")
+    snapshot = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    source = f"{frames}@:3" if target == "frames@slice" else frames
+    for extra in ([], ["--overwrite"]):
+        rc = main([command, str(source), "--config", str(d / "gmp.json"), "--out", str(out), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert ("left untouched" in err) and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == snapshot
+
+
+def test_lmdb_directory_is_not_a_store(copy_traj, capsys):
+    """An output of the other command is refused too (an LMDB directory is not a store)."""
+    d = copy_traj
+    (d / "data.lmdb").mkdir()
+    (d / "data.lmdb" / "manifest.json").write_text(json.dumps({"format": "fastfp-lmdb"}))
+    assert run(d / "copy.traj", "--config", d / "gmp.json", "--out", d / "data.lmdb", "--overwrite") == 2
+    assert "is a 'fastfp-lmdb' directory, not a fastfp-store" in capsys.readouterr().err
+    assert [p.name for p in (d / "data.lmdb").iterdir()] == ["manifest.json"]
+
+
+def test_replacing_a_store_needs_overwrite(copy_traj, capsys):
+    d = copy_traj
+    out = d / "fp.store"
+    assert run(d / "copy.traj", "--config", d / "gmp.json", "--out", out, "--shard-frames", 4) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert run(d / "copy.traj", "--config", d / "gmp.json", "--out", out, "--shard-frames", 3) == 2
+    err = capsys.readouterr().err
+    assert "differing: shard_frames" in err and "--overwrite" in err, err
+    assert run(d / "copy.traj@:3", "--config", d / "gmp.json", "--out", out, "--shard-frames", 4) == 2
+    assert "differing: elements" in capsys.readouterr().err  # fewer frames, fewer elements
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert run(d / "copy.traj@:3", "--config", d / "gmp.json", "--out", out, "--shard-frames", 4, "--overwrite") == 0
+    assert len(open_store(out)) == 3 and sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.h5"]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (a directory no one can write in)")
+@pytest.mark.parametrize("command", ["featurize", "lmdb"])
+def test_unwritable_output_fails_before_any_work(copy_traj, capsys, command):
+    """The frames have a NaN position (featurize) and no energies (lmdb): were any frame
+    read, the error would name it; the output location is refused first."""
+    d = copy_traj
+    frames = ase.io.read(d / "copy.traj", ":")
+    frames[0].positions[0, 0] = np.nan
+    for atoms in frames:
+        atoms.calc = None
+    ase.io.write(d / "bad.traj", frames)
+    rc = main([command, str(d / "bad.traj"), "--config", str(d / "gmp.json"), "--out", "/proc/fastfp-test.out", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot write in '/proc'" in err and "frame" not in err, err
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").glob("*.json")), ids=lambda p: p.name)

@@ -127,6 +127,42 @@ def test_real_descriptor_round_trip(tmp_path):
     assert store.metadata["features_per_element"] == {"H": direct.n_features, "O": direct.n_features}
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sharded_store_reads_as_one(tmp_path, dtype):
+    """A directory store of 3 shards (7 frames each, the last 4) reads as one sequence of
+    frames: slices across shards, chunks, coo; float32 blocks come back as float64, rounded."""
+    for el in ("H", "O"):
+        (tmp_path / f"{el}.g").write_text("# made up\n0.5 1.0\n0.2 0.3\n")
+    config = resolve_config({"fp_scheme": "gmpordernorm",
+                             "fp_params": {"MCSHs": {"orders": [0, 1], "sigmas": [0.5, 1.0]}, "cutoff": 4.0,
+                                           "atom_gaussians": {"<El>": "<El>.g"}}},
+                            base_dir=tmp_path, elements=["H", "O"])
+    rng = np.random.default_rng(5)
+    frames = [Atoms("H2O" * (k % 3 + 1), positions=rng.uniform(0, 5, size=(3 * (k % 3 + 1), 3)),
+                    cell=np.eye(3) * 5, pbc=True) for k in range(18)]
+    direct = build_descriptor(config).featurize(frames)
+    if dtype == "float32":
+        direct = Fingerprints(direct.fingerprints, direct.offsets, direct.numbers, direct.fprime_ptr, direct.fprime_j,
+                              direct.fprimes.astype(np.float32).astype(np.float64))
+    summary = featurize_to_store(frames, config, tmp_path / "s.store", shard_frames=7, chunk_size=3, dtype=dtype)
+    assert summary["shards"] == 3 and summary["computed"] == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "s.store").iterdir()) == [
+        "manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    with open_store(tmp_path / "s.store") as store:
+        assert len(store) == 18 and store.shard_bounds == [(0, 7), (7, 14), (14, 18)]
+        assert store.n_atoms == len(direct.numbers) and store.fprimes_dtype == dtype
+        assert store.source == {"frames": "in memory"}
+        assert_fingerprints_equal(store.read_all(), direct)
+        assert_fingerprints_equal(store[5:16], direct.frames(5, 16))
+        assert_fingerprints_equal(store[-1], direct.frame(17))
+        assert [c.n_frames for c in store.chunks(5, start=3, stop=17)] == [5, 5, 4]
+        assert_fingerprints_equal(list(store.chunks(5, start=3, stop=17))[1], direct.frames(8, 13))
+        for got, want in zip(store.coo(9), direct.coo(9)):
+            np.testing.assert_array_equal(got, want)
+        clone = pickle.loads(pickle.dumps(store))
+        assert_fingerprints_equal(clone[12], direct.frame(12))
+
+
 def test_empty_store(tmp_path):
     write(tmp_path / "e.h5", [])
     store = open_store(tmp_path / "e.h5")
@@ -220,7 +256,7 @@ def test_random_bytes(tmp_path):
 def test_missing_and_directory(tmp_path):
     with pytest.raises(StoreError, match="not found"):
         open_store(tmp_path / "nope.h5")
-    with pytest.raises(StoreError, match="not a file"):
+    with pytest.raises(StoreError, match="not a fastfp store"):
         open_store(tmp_path)
 
 

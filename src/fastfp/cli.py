@@ -12,12 +12,14 @@ decorator::
         return 0
 
 Exit codes: 0 success; 2 bad input (missing or unreadable file, bad config, bad frame,
-bad store), with a one-line message on stderr; 130 interrupted.
+bad store, an --out that is not free), with a one-line message on stderr; 130
+interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -86,115 +88,133 @@ def _positive_int(text: str) -> int:
     return value
 
 
-class _Frames:
-    """Re-iterable, lazy frames of a file (``ase.io.iread``), read errors as :class:`CLIError`.
+def _cluster(text: str) -> str:
+    from .cluster import check_cluster
 
-    ``text`` is a path, optionally with ASE's frame selection: ``frames.traj@:8000``,
-    ``frames.traj@-100:``. Raises :class:`CLIError` if the file does not exist."""
-
-    def __init__(self, text: str, fmt: str | None = None):
-        from ase.io.formats import parse_filename
-
-        path, index = parse_filename(text)
-        self.path = Path(path)
-        self.index = ":" if index is None else index
-        self.format = fmt
-        if not self.path.is_file():
-            raise CLIError(f"frames file {str(self.path)!r} " + ("is not a file" if self.path.exists() else "not found"))
-
-    def __iter__(self):
-        import ase.io
-
-        k = 0
-        try:
-            for atoms in ase.io.iread(self.path, index=self.index, format=self.format):
-                yield atoms
-                k += 1
-        except (CLIError, KeyboardInterrupt, GeneratorExit):
-            raise
-        except Exception as exc:  # ASE raises many kinds for unreadable or unknown files
-            where = f" at frame {k}" if k else ""
-            raise CLIError(f"cannot read frames from {str(self.path)!r}{where}: "
-                           f"{type(exc).__name__}: {exc}") from None
-        if k == 0:
-            raise CLIError(f"no frames in {str(self.path)!r} (selection {self.index!r})")
-
-    def count(self):
-        """Number of frames selected from an ASE trajectory, cheaply; None for other formats."""
-        if self.path.suffix != ".traj":
-            return None
-        try:
-            from ase.io.trajectory import Trajectory
-
-            with Trajectory(self.path) as traj:
-                n = len(traj)
-        except Exception:
-            return None
-        if isinstance(self.index, slice):
-            return len(range(*self.index.indices(n)))
-        return 1 if isinstance(self.index, int) else None
+    try:
+        return check_cluster(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _inputs(args) -> tuple[_Frames, Path, Path]:
-    """FRAMES, --out and --config of ``featurize`` and ``lmdb``, checked before any work."""
-    frames = _Frames(args.frames, args.format)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CLIError(f"output directory {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise CLIError(f"--out {str(out)!r} is a directory")
+def _inputs(args, output):
+    """FRAMES, --config and --out of ``featurize`` and ``lmdb``, checked before any work:
+    the inputs exist, --out names none of them, and ``output`` (a
+    :class:`~fastfp.shards.ShardedDir` for --out) is free or of its kind and writable."""
+    from .framefile import FrameFile
+
+    frames = FrameFile(args.frames, args.format)
     config_path = Path(args.config)
     if not config_path.is_file():
         raise CLIError(f"config file {str(config_path)!r} not found")
-    return frames, out, config_path
+    out = Path(args.out)
+    for what, path in (("frames file", frames.path), ("config file", config_path)):
+        if out.exists() and os.path.samefile(out, path):
+            raise CLIError(f"--out {str(out)!r} is the {what}; it is left untouched (choose another output path)")
+    output.check()
+    return frames, config_path
+
+
+#: arguments that ``featurize`` and ``lmdb`` share
+SHARED_ARGUMENTS = [
+    arg("--config", required=True, metavar="CONFIG.json",
+        help="AMPTorch-style descriptor config (fp_scheme, fp_params, [elements], [cutoff_params])"),
+    arg("--cluster", type=_cluster, default=None, metavar="SPEC",
+        help="run one task per shard on Dask: local:N (N worker processes here), tcp://HOST:PORT (an existing "
+             "scheduler), slurm or slurm:JOBS (dask-jobqueue, configured by Dask's jobqueue.slurm config); "
+             "default: in this process, threaded"),
+    arg("--shard-frames", type=_positive_int, default=500, metavar="S",
+        help="frames per shard (default 500): the unit of work, of resume and of files"),
+    arg("--overwrite", action="store_true",
+        help="replace an existing output of the same kind (without it, an existing one is resumed if written "
+             "with the same settings, and refused otherwise); anything else at --out is never replaced"),
+    arg("--format", default=None, metavar="FMT", help="ASE format of FRAMES if not guessed from its name"),
+    arg("--quiet", action="store_true", help="no progress bar or summary"),
+]
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C and SIGTERM (kill, job schedulers) raise ``KeyboardInterrupt`` in the main
+    thread, once: later ones are ignored while the run cleans up (temporary files,
+    cluster). Raised inside a numba kernel, the ``KeyboardInterrupt`` surfaces as another
+    exception (SystemError), hence the flag; raised inside a finalizer, it is lost, hence
+    :data:`fastfp.cluster.STOP`, which the task loop checks."""
+    import signal
+
+    from .cluster import STOP
+
+    interrupted = []
+
+    def interrupt(signum, frame):
+        if not interrupted:
+            interrupted.append(signum)
+            STOP.set()
+            raise KeyboardInterrupt
+
+    handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    except BaseException:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        STOP.clear()
+
+
+def _shards_done(summary) -> str:
+    n, k = summary["shards"], len(summary["computed"])
+    return f"{k} of {n} shards computed" + (f", {n - k} already there" if k < n else "")
 
 
 @command(
     "featurize",
-    help="featurize frames (any ASE-readable file) into an HDF5 fingerprint store",
+    help="featurize frames (any ASE-readable file) into a fingerprint store (a directory of HDF5 shards)",
     arguments=[
-        arg("frames", metavar="FRAMES", help="ASE-readable file of frames (read lazily); FILE@SLICE selects frames, e.g. data.traj@:1000"),
-        arg("--config", required=True, metavar="CONFIG.json",
-            help="AMPTorch-style descriptor config (fp_scheme, fp_params, [elements], [cutoff_params])"),
-        arg("--out", required=True, metavar="STORE", help="store to write (replaced atomically on success)"),
+        arg("frames", metavar="FRAMES", help="ASE-readable file of frames; FILE@SLICE selects frames, e.g. data.traj@:1000"),
+        arg("--out", required=True, metavar="STORE", help="store directory to write (resumed if it exists)"),
         arg("--derivatives", action="store_true", help="also store the exact derivative blocks"),
-        arg("--workers", type=_positive_int, default=1, metavar="N", help="processes (default 1)"),
+        arg("--dtype", choices=["float64", "float32"], default="float64",
+            help="stored type of the derivative blocks (default float64; float32 halves the store, "
+                 "relative error <= 6e-8, see fastfp.store)"),
         arg("--chunk-size", type=_positive_int, default=32, metavar="K",
             help="frames featurized per batch (default 32); bounds memory"),
-        arg("--format", default=None, metavar="FMT", help="ASE format of FRAMES if not guessed from its name"),
         arg("--compression", choices=["none", "lzf", "gzip"], default="none",
             help="HDF5 compression of the float datasets (default none)"),
-        arg("--quiet", action="store_true", help="no progress bar or summary"),
+        *SHARED_ARGUMENTS,
     ],
 )
 def featurize(args) -> int:
     from .config import load_config, resolve_config
     from .frames import FrameError, elements_of
-    from .store import featurize_to_store
+    from .shards import ShardedDir
+    from .store import FORMAT, StoreError, featurize_to_store
 
-    frames, out, config_path = _inputs(args)
-    source = frames.path
-
-    raw, base_dir = load_config(config_path)
-    resolved = resolve_config(raw, base_dir=base_dir, elements=None if "elements" in raw else elements_of(frames))
-    total = frames.count()
-    try:
-        summary = featurize_to_store(
-            frames, resolved, out,
-            derivatives=args.derivatives, workers=args.workers, chunk_size=args.chunk_size,
-            total=total, progress=not args.quiet,
-            metadata={"source": os.path.abspath(args.frames), "config_file": os.path.abspath(config_path)},
-            compression=None if args.compression == "none" else args.compression,
-        )
-    except FrameError as exc:  # "frame N: ..." with N counted from 0 over the whole file
-        raise CLIError(f"{source}: {exc}") from None
+    frames, config_path = _inputs(args, ShardedDir(args.out, FORMAT, ".h5", StoreError))
+    with _interruptible():
+        raw, base_dir = load_config(config_path)
+        resolved = resolve_config(raw, base_dir=base_dir, elements=None if "elements" in raw else elements_of(frames))
+        try:
+            summary = featurize_to_store(
+                frames, resolved, args.out, derivatives=args.derivatives, dtype=args.dtype,
+                shard_frames=args.shard_frames, chunk_size=args.chunk_size, cluster=args.cluster,
+                overwrite=args.overwrite, progress=not args.quiet,
+                metadata={"config_file": os.path.abspath(config_path)},
+                compression=None if args.compression == "none" else args.compression,
+            )
+        except FrameError as exc:  # "frame N: ..." with N counted from 0 over the selected frames
+            raise CLIError(f"{frames.path}: {exc}") from None
     if not args.quiet:
-        size = out.stat().st_size
         print(
-            f"wrote {out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
+            f"wrote {args.out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
             f"{summary['n_features']} features"
-            + (f", {summary['n_blocks']} derivative blocks" if args.derivatives else "")
-            + f", {size / 2**20:.1f} MiB in {summary['seconds']:.1f} s",
+            + (f", {summary['n_blocks']} derivative blocks ({args.dtype})" if args.derivatives else "")
+            + f", {summary['bytes'] / 2**20:.1f} MiB; {_shards_done(summary)} in {summary['seconds']:.1f} s"
+            + "".join(f"; peak RSS of process {pid}: {rss / 2**20:.0f} MiB" for pid, rss in summary["peak_rss"].items()),
             file=sys.stderr,
         )
     return 0
@@ -253,15 +273,15 @@ def _json_arg(text: str, what: str):
 
 @command(
     "lmdb",
-    help="featurize frames with energies and forces into an AMPTorch LMDB dataset "
+    help="featurize frames with energies and forces into AMPTorch LMDB files, one per shard "
     "(for AtomsTrainer's config['dataset']['lmdb_path'])",
     arguments=[
         arg("frames", metavar="FRAMES",
-            help="ASE-readable file of frames with energies (and forces), FILE@SLICE to select (e.g. data.traj@:1000); read lazily, twice "
-            "(three times when the config has no elements)"),
-        arg("--config", required=True, metavar="CONFIG.json",
-            help="AMPTorch-style descriptor config (fp_scheme, fp_params, [elements], [cutoff_params])"),
-        arg("--out", required=True, metavar="DATA.lmdb", help="LMDB file to write (replaced atomically on success)"),
+            help="ASE-readable file of frames with energies (and forces), FILE@SLICE to select (e.g. data.traj@:1000); "
+            "read twice (three times when the config has no elements)"),
+        arg("--out", required=True, metavar="DIR",
+            help="directory of LMDB files to write (resumed if it exists); fastfp.amptorch.lmdb.lmdb_paths(DIR) "
+                 "lists them for config['dataset']['lmdb_path']"),
         arg("--scaling", default=None, metavar="JSON",
             help="feature scaling as JSON text or a JSON file, AMPTorch's dict "
             "(default {\"type\": \"normalize\", \"range\": [0, 1], \"elementwise\": true})"),
@@ -269,52 +289,37 @@ def _json_arg(text: str, what: str):
             help="frames featurized, scaled and committed together (default 16); bounds memory"),
         arg("--no-derivatives", action="store_true",
             help="energy-only data (no forces, no derivative matrices), for get_forces=False training"),
-        arg("--format", default=None, metavar="FMT", help="ASE format of FRAMES if not guessed from its name"),
-        arg("--quiet", action="store_true", help="no progress bars or summary"),
+        *SHARED_ARGUMENTS,
     ],
 )
 def lmdb_command(args) -> int:
     try:
-        from .amptorch.lmdb import write_lmdb
+        from .amptorch.lmdb import FORMAT, write_lmdb_shards
     except ImportError as exc:
         raise CLIError(f"needs torch, torch_geometric and lmdb (the 'torch' extra): {exc}") from None
     from .config import load_config
+    from .frames import FrameError
+    from .shards import ShardedDir
 
-    frames, out, config_path = _inputs(args)
-    source = frames.path
+    frames, config_path = _inputs(args, ShardedDir(args.out, FORMAT, ".lmdb"))
     scaling = None if args.scaling is None else _json_arg(args.scaling, "--scaling")
     raw, base_dir = load_config(config_path)
-
-    # Ctrl-C and SIGTERM (kill, job schedulers) interrupt the write, which removes its
-    # temporary file; exit code 130. Raised inside a numba kernel, the KeyboardInterrupt
-    # surfaces as a SystemError, hence the flag.
-    import signal
-
-    interrupted = []
-
-    def interrupt(signum, frame):
-        interrupted.append(signum)
-        raise KeyboardInterrupt
-
-    handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
-        summary = write_lmdb(frames, raw, out, scaling=scaling, progress=not args.quiet,
-                             chunk_frames=args.chunk_size, base_dir=base_dir, derivatives=not args.no_derivatives,
-                             total=frames.count())
-    except BaseException as exc:
-        if interrupted:
-            raise KeyboardInterrupt from None
-        if isinstance(exc, ValueError) and str(exc).startswith("frame"):  # no energy, bad frame: "frame N: ..."
-            raise CLIError(f"{source}: {exc}") from None
-        raise
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with _interruptible():
+        try:
+            summary = write_lmdb_shards(frames, raw, args.out, scaling=scaling, derivatives=not args.no_derivatives,
+                                        shard_frames=args.shard_frames, chunk_frames=args.chunk_size,
+                                        cluster=args.cluster, overwrite=args.overwrite, progress=not args.quiet,
+                                        base_dir=base_dir)
+        except ValueError as exc:
+            if isinstance(exc, FrameError) or str(exc).startswith("frame "):  # no energy, bad frame: "frame N: ..."
+                raise CLIError(f"{frames.path}: {exc}") from None
+            raise
     if not args.quiet:
-        print(f"wrote {out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
-              f"{summary['n_features']} features, {summary['bytes'] / 2**20:.1f} MiB in {summary['seconds']:.1f} s "
-              f"({summary['scalers']} scalers)", file=sys.stderr)
+        print(f"wrote {args.out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
+              f"{summary['n_features']} features, {summary['bytes'] / 2**20:.1f} MiB in {summary['shards']} LMDB files "
+              f"({summary['scalers']} scalers); {_shards_done(summary)} in {summary['seconds']:.1f} s; "
+              f"for AMPTorch: config['dataset']['lmdb_path'] = fastfp.amptorch.lmdb.lmdb_paths({args.out!r})",
+              file=sys.stderr)
     return 0
 
 

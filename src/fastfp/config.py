@@ -61,17 +61,24 @@ def load_config(config) -> tuple[dict, Path | None]:
     if not isinstance(config, (str, os.PathLike)):
         raise ValueError(f"config must be a dict or a path to a JSON file, got {type(config).__name__}")
     path = Path(config)
+    return read_json_object(path, "config file"), path.resolve().parent
+
+
+def read_json_object(path, what: str) -> dict:
+    """The JSON object in the file ``path``; ``ValueError`` naming it (as ``what``, e.g.
+    "config file") if it cannot be read, is not JSON, or holds something else."""
+    path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ValueError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
-    return data, path.resolve().parent
+        raise ValueError(f"{what} {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _check_elements(elements, where: str) -> list[str]:

@@ -96,6 +96,28 @@ class Fingerprints:
         order = np.lexsort((host.fprime_j, centre))
         return centre[order], host.fprime_j[order], host.fprimes[order]
 
+    @classmethod
+    def concatenate(cls, parts) -> "Fingerprints":
+        """The frames of ``parts`` (a non-empty sequence of :class:`Fingerprints`, all with
+        or all without derivatives) in order, as one, with indices made global."""
+        if len(parts) == 1:
+            return parts[0]
+        atoms = np.cumsum([0] + [len(p.numbers) for p in parts])
+        derivs = {}
+        if parts[0].has_derivatives:
+            blocks = np.cumsum([0] + [len(p.fprime_j) for p in parts])
+            derivs = dict(
+                fprime_ptr=np.concatenate([parts[0].fprime_ptr[:1]] + [p.fprime_ptr[1:] + b for p, b in zip(parts, blocks)]),
+                fprime_j=np.concatenate([p.fprime_j + a for p, a in zip(parts, atoms)]),
+                fprimes=np.concatenate([p.fprimes for p in parts]),
+            )
+        return cls(
+            fingerprints=np.concatenate([p.fingerprints for p in parts]),
+            offsets=np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + a for p, a in zip(parts, atoms)]),
+            numbers=np.concatenate([p.numbers for p in parts]),
+            **derivs,
+        )
+
     def coo(self, k: int, threshold: float = 0.0, atom_order=None):
         """Derivatives of frame ``k`` in AMPTorch's COO layout.
 

@@ -1,16 +1,21 @@
-"""AMPTorch-format LMDB datasets, written streaming with bounded memory.
+"""AMPTorch-format LMDB datasets, written streaming with bounded memory, in one file or
+as a directory of shards written by Dask workers.
 
-:func:`write_lmdb` writes what AMPTorch's ``AtomsLMDBDataset`` (``amptorch/
-dataset_lmdb.py``) reads, so that ``AtomsTrainer`` trains from it with
-``config["dataset"]["lmdb_path"] = [path]``:
+:func:`write_lmdb` writes one LMDB file, :func:`write_lmdb_shards` a directory of them
+(one per shard of consecutive frames, :mod:`fastfp.shards`, on a cluster if asked,
+:mod:`fastfp.cluster`); each file is what AMPTorch's ``AtomsLMDBDataset``
+(``amptorch/dataset_lmdb.py``) reads, and it reads a list of them as one data set, so
+that ``AtomsTrainer`` trains from ``config["dataset"]["lmdb_path"] = [path]`` or
+``= lmdb_paths(directory)``. Each file holds:
 
-- ``"0"`` .. ``"n-1"``: one pickled torch_geometric ``Data`` per frame, as AMPTorch's
-  ``AtomsToData.convert`` builds it (``fingerprint``, ``atomic_numbers``, ``num_nodes``,
-  ``energy``, and with force training ``forces`` and the sparse COO ``fprimes``), scaled
-  by the feature and target scalers as in AMPTorch's ``examples/3_lmdb`` writer and in
-  its ``AtomsDataset``;
-- ``"feature_scaler"``, ``"target_scaler"``: the fitted scaler objects;
-- ``"length"`` (int), ``"elements"`` (list of symbols);
+- ``"0"`` .. ``"n-1"``: one pickled torch_geometric ``Data`` per frame of the file, as
+  AMPTorch's ``AtomsToData.convert`` builds it (``fingerprint``, ``atomic_numbers``,
+  ``num_nodes``, ``energy``, and with force training ``forces`` and the sparse COO
+  ``fprimes``), scaled by the feature and target scalers as in AMPTorch's
+  ``examples/3_lmdb`` writer and in its ``AtomsDataset``;
+- ``"feature_scaler"``, ``"target_scaler"``: the scalers, fitted on the whole data set
+  (every shard holds the same ones: ``AtomsLMDBDataset`` checks that they are equal);
+- ``"length"`` (int, frames in this file), ``"elements"`` (list of symbols);
 - ``"descriptor_setup"``: ``(fp_scheme, fp_params, cutoff_params, elements)``, the tuple
   AMPTorch's ``get_descriptor`` turns back into a descriptor (and ``AtomsTrainer.predict``
   uses to featurize new frames). The pseudodensity paths in it are absolute.
@@ -19,30 +24,34 @@ No other key is written. Every value is pickled with ``pickle.dumps(obj, protoco
 as AMPTorch's writer does.
 
 Scalers. Where AMPTorch can be imported, its own ``FeatureScaler`` and ``TargetScaler``
-classes are fitted and stored, so reading the LMDB needs AMPTorch (as any AMPTorch
-LMDB does) and not fastfp. Without AMPTorch, :class:`fastfp.amptorch.scaling.FeatureScaler` and
-``TargetScaler`` are used (same fit, same arithmetic, same attributes and ``norm``); the
-pickled scalers then refer to ``fastfp.amptorch.scaling``, so the process reading the
-LMDB must be able to import fastfp. ``amptorch_scalers=`` forces either choice.
+classes are stored, so reading the LMDB needs AMPTorch (as any AMPTorch LMDB does) and
+not fastfp. Without AMPTorch, :class:`fastfp.amptorch.scaling.FeatureScaler` and
+``TargetScaler`` are used (same fit, same arithmetic, same attributes, ``norm`` and
+``==``); the pickled scalers then refer to ``fastfp.amptorch.scaling``, so the process
+reading the LMDB must be able to import fastfp. ``amptorch_scalers=`` forces either
+choice.
 
-Streaming. Frames are read twice (three times when the config has no ``elements``: a
-first scan collects them), so ``frames`` must be re-iterable (a list, an ASE
-``Trajectory``, the CLI's lazily read file, ...): pass 1 featurizes without
-derivatives and keeps only fingerprints, atomic numbers and energies, enough to fit both
-scalers on the whole set exactly as AMPTorch does; pass 2 featurizes ``chunk_frames``
-frames at a time with derivatives, builds, scales and pickles their ``Data`` and commits
-them in one transaction, so memory holds one chunk's derivatives at a time. Torch
-runs single-threaded meanwhile (its OpenMP threads and numba's slow each other down).
+Two passes. Pass 1 featurizes without derivatives, shard by shard (in parallel on a
+cluster), and keeps only the statistics the scalers fit
+(:class:`~fastfp.amptorch.scaling.FitStatistics`: per element and feature, minimum,
+maximum, mean, squared deviations; the energies' mean and deviation), merged in shard
+order; the scalers are built from them ("normalize" exactly as AMPTorch fits it,
+"standardize" to rounding). Pass 2 featurizes each shard ``chunk_frames`` frames at a
+time with derivatives, builds, scales and pickles their ``Data`` and commits them in
+one transaction, so memory holds one chunk's derivatives at a time. Torch runs
+single-threaded meanwhile (its OpenMP threads and numba's slow each other down).
+A sharded directory records the statistics in its manifest once pass 1 is done, so a
+resumed run goes straight to the missing shards of pass 2.
 
 Size. The file holds every frame's derivatives in AMPTorch's COO layout, 24 bytes per
 nonzero (int64 row and column, float64 value): GMPOrderNorm orders 0-3 x 5 sigmas with
 an 8 Å cutoff takes about 7.5 MiB per 94-atom metal-slab frame (~116 GiB for 16,000
 frames), so check the disk before writing large sets.
 
-Atomicity. The LMDB is built in a temporary file beside ``path`` (same directory, so the
-final ``os.replace`` is atomic), opened with ``subdir=False`` and ``lock=False`` (it is
-private to the writer, so no ``-lock`` file is made); on any error, including
-``KeyboardInterrupt``, the temporary file is removed and ``path`` is left as it was.
+Atomicity. Each LMDB is built in a temporary file beside its path (same directory, so
+the final ``os.replace`` is atomic), opened with ``subdir=False`` and ``lock=False`` (it
+is private to the writer, so no ``-lock`` file is made); on any error, including
+``KeyboardInterrupt``, the temporary file is removed and the path is left as it was.
 The map size starts small and doubles whenever a chunk does not fit.
 
 Needs ``torch``, ``torch_geometric`` and ``lmdb`` (the ``torch`` extra); not AMPTorch.
@@ -53,18 +62,21 @@ from __future__ import annotations
 import contextlib
 import pickle
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from ..atomic import AtomicPath
-from ..config import (build_descriptor, config_from_setup, descriptor_setup, load_config, require_same_settings,
-                      resolve_config)
+from ..config import (build_descriptor, canonical_json, config_from_setup, config_hash, descriptor_setup,
+                      load_config, require_same_settings, resolve_config)
+from ..framefile import FrameFile
 from ..frames import chunks, elements_of
+from ..shards import ShardedDir, read_manifest
 from .data import fingerprints_to_data
-from .scaling import check_scaling, norm_features
+from .scaling import FitStatistics, check_scaling, feature_scaler, norm_features, target_scaler
 
 #: the metadata keys AMPTorch's AtomsLMDBDataset reads (besides "0".."n-1")
 META_KEYS = ("feature_scaler", "target_scaler", "length", "elements", "descriptor_setup")
@@ -72,6 +84,11 @@ META_KEYS = ("feature_scaler", "target_scaler", "length", "elements", "descripto
 INITIAL_MAP_SIZE = 1 << 30
 #: frames featurized with derivatives, scaled and committed together (pass 2)
 DEFAULT_CHUNK_FRAMES = 16
+#: frames per LMDB file of a sharded directory (``fastfp lmdb --shard-frames``)
+DEFAULT_SHARD_FRAMES = 500
+#: the ``format`` of a sharded directory's manifest
+FORMAT = "fastfp-lmdb"
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -94,13 +111,18 @@ def _scaler_classes(amptorch_scalers):
 
 
 @contextlib.contextmanager
-def _default_dtype(dtype):
-    old = torch.get_default_dtype()
+def _torch_settings(dtype):
+    """Torch's default dtype set to ``dtype`` and one thread: torch's OpenMP threads and
+    numba's (the kernels') spin against each other; the elementwise torch work here is
+    fastest on one thread (3x faster on 2 cores)."""
+    old, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(dtype)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_default_dtype(old)
+        torch.set_num_threads(threads)
 
 
 def _as_atoms(item):
@@ -144,160 +166,294 @@ def _put_all(env, items: dict) -> None:
             env.set_mapsize(2 * env.info()["map_size"])
 
 
+# -- the two passes, one shard (task) at a time ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every task needs (small: sent to each worker)."""
+
+    frames: object  # a FrameFile, or (in this process only) a sequence of Atoms / ase.db rows
+    config: dict  # resolved
+    derivatives: bool
+    dtype: str
+    chunk_frames: int
+
+    def chunks(self, start: int, stop: int):
+        """``(index of the first frame, [Atoms, ...])`` over frames ``start:stop``."""
+        frames = self.frames.read(start, stop) if isinstance(self.frames, FrameFile) else self.frames[start:stop]
+        for first, chunk in chunks(frames, self.chunk_frames, _as_atoms):
+            yield start + first, chunk
+
+
+@lru_cache(maxsize=4)
+def _descriptor(config_json: str):
+    import json
+
+    return build_descriptor(json.loads(config_json), amptorch=True)
+
+
+def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
+    """Task of pass 1: the scalers' statistics of frames ``start:stop`` (fingerprints
+    without derivatives, energies); checks every frame's energy (and forces).
+    ``report(n)`` (in this process only) is called after each chunk of n frames."""
+    descriptor = _descriptor(canonical_json(job.config))
+    stats = FitStatistics()
+    for first, chunk in job.chunks(start, stop):
+        energies = [_energy(atoms, first + k) for k, atoms in enumerate(chunk)]
+        if job.derivatives:
+            for k, atoms in enumerate(chunk):
+                _check_forces(atoms, first + k)
+        fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
+        rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
+        if len({r.shape[1] for r in rows}) > 1:
+            raise ValueError(f"frames {first}..{first + len(chunk) - 1}: fingerprint widths differ between frames "
+                             f"({sorted({r.shape[1] for r in rows})}; elements with different numbers of features), "
+                             "which AMPTorch's FeatureScaler cannot scale together")
+        stats.add(np.concatenate(rows), fps.numbers, energies)
+        if report is not None:
+            report(len(chunk))
+    return stats
+
+
+def write_shard(job: _Job, path, start: int, stop: int, scalers: tuple, report=None) -> int:
+    """Task of pass 2: frames ``start:stop`` featurized with derivatives, as scaled
+    ``Data``, with the metadata keys, in a new LMDB file at ``path`` (atomically).
+    ``scalers``: the fitted (feature scaler, target scaler). Returns the file's bytes.
+    ``report`` as in :func:`fit_shard`."""
+    import lmdb
+
+    descriptor = _descriptor(canonical_json(job.config))
+    features, targets = scalers
+    with _torch_settings(DTYPES[job.dtype]), AtomicPath(path) as tmp:
+        # no fsync per commit (sync=False): the OS writes back while the next chunk is
+        # computed; env.sync(True) before the rename makes the whole file durable
+        env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=False, lock=False, meminit=False,
+                        readahead=False, sync=False, metasync=False)
+        try:
+            for first, chunk in job.chunks(start, stop):
+                fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=first)
+                data = fingerprints_to_data(descriptor, chunk, fps, True, job.derivatives, job.derivatives)
+                del fps
+                norm_features(features, data)
+                targets.norm(data, disable_tqdm=True)
+                _put_all(env, {str(first - start + k): d for k, d in enumerate(data)})
+                del data
+                if report is not None:
+                    report(len(chunk))
+            _put_all(env, {"feature_scaler": features, "target_scaler": targets, "length": stop - start,
+                           "elements": list(job.config["elements"]),
+                           "descriptor_setup": descriptor_setup(job.config)})
+            env.sync(True)
+        finally:
+            env.close()
+    return Path(path).stat().st_size
+
+
+def _source(frames, cluster):
+    """``(frames, manifest's "source")``: a FrameFile as it is, other frames as a sequence."""
+    if isinstance(frames, FrameFile):
+        return frames, {"frames": frames.text, "format": frames.format, **frames.stat()}
+    if cluster is not None:
+        raise ValueError("writing on a cluster needs the frames in a file (a FrameFile), which each worker reads")
+    if not (hasattr(frames, "__getitem__") and hasattr(frames, "__len__")):
+        raise TypeError("frames must be a FrameFile or a sequence (a list, an ASE Trajectory, ...): "
+                        "they are read twice, by position")
+    return frames, {"frames": "in memory"}
+
+
+def _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir, amptorch_scalers, cluster):
+    """Checked arguments: ``(job, source, scaling, scaler classes and origin)``."""
+    if int(chunk_frames) < 1:
+        raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
+    dtype = {torch.float64: "float64", torch.float32: "float32"}.get(dtype, dtype)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    frames, source = _source(frames, cluster)
+    if len(frames) == 0:
+        raise ValueError("no frames given")
+    scaling = check_scaling(scaling)
+    raw, file_dir = load_config(config)
+    resolved = resolve_config(raw, base_dir=base_dir if base_dir is not None else file_dir,
+                              elements=None if "elements" in raw else elements_of(frames))
+    build_descriptor(resolved)  # a bad config fails here, before any task
+    job = _Job(frames, resolved, bool(derivatives), dtype, int(chunk_frames))
+    return job, source, scaling, _scaler_classes(amptorch_scalers)
+
+
+def _scalers(job, stats, scaling, classes):
+    FeatureScaler, TargetScaler, _ = classes
+    dtype = DTYPES[job.dtype]
+    return (feature_scaler(FeatureScaler, stats, job.derivatives, scaling, dtype),
+            target_scaler(TargetScaler, stats, job.derivatives, dtype))
+
+
 # -- writing ---------------------------------------------------------------------------
 
 
 def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=DEFAULT_CHUNK_FRAMES, *,
-               base_dir=None, derivatives=True, amptorch_scalers=None, dtype=torch.float64,
-               total=None) -> dict:
-    """Featurize ``frames`` and write them as an AMPTorch LMDB dataset at ``path``.
+               base_dir=None, derivatives=True, amptorch_scalers=None, dtype=torch.float64) -> dict:
+    """Featurize ``frames`` and write them as one AMPTorch LMDB file at ``path``, in this
+    process (:func:`write_lmdb_shards` writes a directory of them, on a cluster if asked).
 
     Parameters
     ----------
-    frames : re-iterable of ASE ``Atoms`` (or ``ase.db`` rows) with energies and, with
-        ``derivatives``, forces (read with ``apply_constraint=False``, as AMPTorch does);
-        iterated twice (see the module docstring).
+    frames : a :class:`~fastfp.framefile.FrameFile`, or a sequence of ASE ``Atoms`` (or
+        ``ase.db`` rows) with energies and, with ``derivatives``, forces (read with
+        ``apply_constraint=False``, as AMPTorch does); read twice (see the module docstring).
     config : fastfp/AMPTorch descriptor config, a dict or a JSON file path
         (:mod:`fastfp.config`); without ``elements`` the elements of the frames, sorted
         (AMPTorch's ``np.unique``), are used.
     path : the LMDB file to write (``subdir=False`` layout); replaced atomically.
-    scaling : AMPTorch's feature-scaling dict (default :data:`DEFAULT_SCALING`,
+    scaling : AMPTorch's feature-scaling dict (default :data:`~fastfp.amptorch.scaling.DEFAULT_SCALING`,
         ``AtomsTrainer``'s default).
     progress : show tqdm progress bars (one per pass).
     chunk_frames : frames featurized at a time (both passes; in pass 2 with derivatives,
         scaled and committed in one transaction); memory grows with it, not with the
-        number of frames (only pass 1's fingerprints, ~n_atoms * n_features * 8 bytes,
-        are kept for the whole set).
+        number of frames.
     base_dir : directory that relative pseudodensity paths in ``config`` resolve against
         (default: the config file's directory, else the working directory).
     derivatives : store ``forces`` and the derivative matrices ``fprimes``, for force
         training (AMPTorch's ``forcetraining``, ``config["model"]["get_forces"]``).
     amptorch_scalers : ``None`` (AMPTorch's scaler classes where importable, else
         fastfp's), ``True`` (AMPTorch's, or ``ImportError``) or ``False`` (fastfp's).
-    dtype : torch dtype of the stored tensors (default float64, AMPTorch's usual
-        ``torch.DoubleTensor``); the default dtype is set to it while writing.
-    total : number of frames, for the first progress bar (default ``len(frames)`` if any).
+    dtype : torch dtype (or "float64", "float32") of the stored tensors (default float64,
+        AMPTorch's usual ``torch.DoubleTensor``); the default dtype is set to it while writing.
 
     Returns a summary dict (``n_frames``, ``n_atoms``, ``n_features``, ``bytes``,
     ``seconds``, ``scalers``: "amptorch" or "fastfp"). Raises ``ValueError`` for a bad
-    config or scaling, a frame without energy (or forces) naming it, a frame that cannot
-    be featurized (:class:`~fastfp.frames.FrameError`), or frames that changed between
-    the passes; then nothing is left at ``path`` and an existing file there is untouched.
+    config or scaling, a frame without energy (or forces) naming it, or a frame that
+    cannot be featurized (:class:`~fastfp.frames.FrameError`); then nothing is left at
+    ``path`` and an existing file there is untouched.
     """
     t0 = time.perf_counter()
-    chunk_frames = int(chunk_frames)
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise ValueError(f"{path} is a directory; an AMPTorch LMDB is a single file (subdir=False)")
-    if iter(frames) is frames:
-        raise TypeError("frames must be re-iterable (a list, an ASE Trajectory, ...): write_lmdb reads them twice")
-    scaling = check_scaling(scaling)
-    raw, file_dir = load_config(config)
-    resolved = resolve_config(raw, base_dir=base_dir if base_dir is not None else file_dir,
-                              elements=None if "elements" in raw else elements_of(frames))
-    descriptor = build_descriptor(resolved, amptorch=True)
-    FeatureScaler, TargetScaler, origin = _scaler_classes(amptorch_scalers)
-    if total is None and hasattr(frames, "__len__"):
-        total = len(frames)
-
-    # torch's OpenMP threads and numba's (the kernels') spin against each other; the
-    # elementwise torch work here is fastest on one thread (3x faster on 2 cores)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _default_dtype(dtype):
-            fit = _fit_scalers(frames, descriptor, scaling, derivatives, dtype, chunk_frames, total, progress,
-                               FeatureScaler, TargetScaler)
-            meta = {
-                "feature_scaler": fit["feature_scaler"],
-                "target_scaler": fit["target_scaler"],
-                "length": fit["n_frames"],
-                "elements": list(resolved["elements"]),
-                "descriptor_setup": descriptor_setup(resolved),
-            }
-            _write_atomically(path, frames, descriptor, fit, meta, derivatives, chunk_frames, progress)
-    finally:
-        torch.set_num_threads(threads)
-    return dict(n_frames=fit["n_frames"], n_atoms=int(sum(fit["n_atoms"])), n_features=fit["n_features"],
-                bytes=path.stat().st_size, seconds=time.perf_counter() - t0, scalers=origin)
-
-
-def _fit_scalers(frames, descriptor, scaling, derivatives, dtype, chunk_frames, total, progress,
-                 FeatureScaler, TargetScaler) -> dict:
-    """Pass 1: fingerprints without derivatives and energies of all frames -> both
-    scalers, fitted as AMPTorch fits them on the whole data set. The scalers see one
-    object per chunk of frames (its fingerprints and atomic numbers concatenated, which
-    is what AMPTorch's FeatureScaler concatenates too) and one per frame (energy)."""
+    job, _, scaling, classes = _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir,
+                                        amptorch_scalers, None)
     from tqdm.auto import tqdm
 
-    fit_chunks, energies, n_atoms = [], [], []
-    with tqdm(total=total, unit="frame", desc="fastfp lmdb 1/2: fitting scalers", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for first, chunk in chunks(frames, chunk_frames, _as_atoms):
-            for k, atoms in enumerate(chunk):
-                energies.append(SimpleNamespace(energy=_energy(atoms, first + k)))
-                if derivatives:
-                    _check_forces(atoms, first + k)
-                n_atoms.append(len(atoms))
-            fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
-            rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
-            widths = {r.shape[1] for r in rows} | {c.fingerprint.shape[1] for c in fit_chunks[-1:]}
-            if len(widths) > 1:
-                raise ValueError(
-                    f"frames {first}..{first + len(chunk) - 1}: fingerprint widths differ between frames "
-                    f"({sorted(widths)}; elements with different numbers of features), which AMPTorch's "
-                    "FeatureScaler cannot scale together")
-            fit_chunks.append(SimpleNamespace(fingerprint=torch.tensor(np.concatenate(rows), dtype=dtype),
-                                              atomic_numbers=torch.as_tensor(fps.numbers, dtype=torch.long)))
-            bar.update(len(chunk))
-    if not energies:
-        raise ValueError("no frames given")
-    return dict(feature_scaler=FeatureScaler(fit_chunks, derivatives, scaling),
-                target_scaler=TargetScaler(energies, derivatives),
-                n_frames=len(energies), n_atoms=np.asarray(n_atoms), n_features=int(fit_chunks[0].fingerprint.shape[1]))
+    n = len(job.frames)
+    with tqdm(total=n, unit="frame", desc="fastfp lmdb 1/2: fitting scalers", disable=not progress) as bar:
+        stats = fit_shard(job, 0, n, bar.update)
+    with tqdm(total=n, unit="frame", desc="fastfp lmdb 2/2: writing", disable=not progress) as bar:
+        size = write_shard(job, path, 0, n, _scalers(job, stats, scaling, classes), bar.update)
+    return dict(n_frames=n, n_atoms=int(sum(e[0] for e in stats.elements.values())), n_features=stats.n_features,
+                bytes=size, seconds=time.perf_counter() - t0, scalers=classes[2])
 
 
-def _write_atomically(path: Path, frames, descriptor, fit, meta, derivatives, chunk_frames, progress) -> None:
-    """Pass 2: featurize with derivatives, build, scale and pickle each chunk's ``Data``
-    and commit it, in a temporary LMDB moved to ``path`` when complete."""
-    import lmdb
-    from tqdm.auto import tqdm
+def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, dtype=torch.float64,
+                      shard_frames=DEFAULT_SHARD_FRAMES, chunk_frames=DEFAULT_CHUNK_FRAMES, cluster=None,
+                      overwrite=False, progress=False, base_dir=None, amptorch_scalers=None) -> dict:
+    """Featurize ``frames`` into a directory of AMPTorch LMDB files at ``path``, one per
+    shard of ``shard_frames`` consecutive frames, each written by one task: in this
+    process (``cluster`` None) or on a Dask cluster (:mod:`fastfp.cluster`: "local:N",
+    "tcp://HOST:PORT", "slurm[:JOBS]" or a ``distributed.Client``; then ``frames`` must be
+    a :class:`~fastfp.framefile.FrameFile`, which each worker reads). Both passes run as
+    shard tasks; the scalers are fitted on the whole set between them.
 
-    feature_scaler, target_scaler, n_frames, n_atoms = (fit["feature_scaler"], fit["target_scaler"],
-                                                        fit["n_frames"], fit["n_atoms"])
-    with AtomicPath(path) as tmp:
-        # no fsync per commit (sync=False): the OS writes back while the next chunk is
-        # computed; env.sync(True) before the rename makes the whole file durable
-        env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=False, lock=False, meminit=False,
-                        readahead=False, sync=False, metasync=False)
+    Other arguments as :func:`write_lmdb`; ``overwrite`` replaces an existing directory
+    of this kind (never anything else). An existing one with the same config, settings
+    and frames is resumed (only missing files are written; pass 1 is skipped if it had
+    finished); other settings raise ``ValueError`` naming them. Errors of the frames
+    propagate, and a directory this call created is removed; an interruption leaves the
+    complete files and the manifest for a later resume, and no temporary files.
+
+    Returns a summary dict as :func:`write_lmdb`'s, plus ``shards``, ``computed``
+    (indices of the files written by this call) and ``fitted`` (whether pass 1 ran). :func:`lmdb_paths` lists the files for
+    ``config["dataset"]["lmdb_path"]``.
+    """
+    t0 = time.perf_counter()
+    if int(shard_frames) < 1:
+        raise ValueError(f"shard_frames must be at least 1, got {shard_frames}")
+    out = ShardedDir(path, FORMAT, ".lmdb")
+    out.check()
+    job, source, scaling, classes = _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir,
+                                             amptorch_scalers, cluster)
+    n_frames = len(job.frames)
+    manifest = {"config": job.config, "config_hash": config_hash(job.config), "source": source,
+                "settings": {"derivatives": job.derivatives, "dtype": job.dtype, "scaling": _plain(scaling),
+                             "scalers": classes[2]},
+                "n_frames": n_frames, "shard_frames": int(shard_frames)}
+    created = not out.path.exists()
+
+    def complete(p: Path, k: int) -> bool:
+        a, b = out.bounds()[k]
         try:
-            done = 0
-            with tqdm(total=n_frames, unit="frame", desc="fastfp lmdb 2/2: writing", disable=not progress,
-                      dynamic_ncols=True) as bar:
-                for first, chunk in chunks(frames, chunk_frames, _as_atoms):
-                    if first + len(chunk) > n_frames or any(len(a) != n_atoms[first + k] for k, a in enumerate(chunk)):
-                        raise ValueError(f"frames changed between the two passes over them (at frames "
-                                         f"{first}..{first + len(chunk) - 1}); pass a list or a file")
-                    fps = descriptor.featurize(chunk, derivatives=derivatives, first_index=first)
-                    data = fingerprints_to_data(descriptor, chunk, fps, True, derivatives, derivatives)
-                    del fps
-                    norm_features(feature_scaler, data)
-                    target_scaler.norm(data, disable_tqdm=True)
-                    _put_all(env, {str(first + k): d for k, d in enumerate(data)})
-                    del data
-                    done = first + len(chunk)
-                    bar.update(len(chunk))
-            if done != n_frames:
-                raise ValueError(f"frames changed between the two passes over them ({n_frames} frames, then {done}); "
-                                 "pass a list or a file")
-            _put_all(env, {key: meta[key] for key in META_KEYS})
-            env.sync(True)
-        finally:
-            env.close()
+            return read_lmdb_setup(p)["length"] == b - a
+        except ValueError:
+            return False
+
+    todo = out.start(manifest, overwrite=overwrite, is_complete=complete)
+    bounds = out.bounds()
+    from tqdm.auto import tqdm
+
+    from ..cluster import connect, run_tasks
+
+    bars = []
+    fitted = "statistics" not in out.manifest
+    try:
+        with connect(cluster) as client:
+            if fitted:
+                parts = {}
+                bars.append(tqdm(total=n_frames, unit="frame", desc="fastfp lmdb 1/2: fitting scalers",
+                                 disable=not progress, dynamic_ncols=True))
+                for i, part in run_tasks(fit_shard, [(job, a, b) for a, b in bounds], client=client,
+                                         name="fastfp-lmdb-fit"):
+                    parts[i] = part
+                    bars[-1].update(bounds[i][1] - bounds[i][0])
+                stats = FitStatistics()
+                for i in range(len(bounds)):  # in shard order: the same result however tasks finished
+                    stats.merge(parts[i])
+                out.update(statistics=stats.to_json())
+            stats = FitStatistics.from_json(out.manifest["statistics"])
+            scalers = _scalers(job, stats, scaling, classes)
+            done = n_frames - sum(bounds[k][1] - bounds[k][0] for k in todo)
+            bars.append(tqdm(total=n_frames, initial=done, unit="frame", desc="fastfp lmdb 2/2: writing",
+                             disable=not progress, dynamic_ncols=True))
+            tasks = [(job, out.shard_path(k), *bounds[k], scalers) for k in todo]
+            for i, _ in run_tasks(write_shard, tasks, client=client, name="fastfp-lmdb-write"):
+                bars[-1].update(bounds[todo[i]][1] - bounds[todo[i]][0])
+    except ValueError:  # bad frames or config: nothing to resume
+        if created:
+            out.remove()
+        raise
+    finally:
+        for bar in bars:
+            bar.close()
+        out.remove_temporaries()
+    out.finish()
+    return dict(n_frames=n_frames, n_atoms=int(sum(e[0] for e in stats.elements.values())),
+                n_features=stats.n_features, bytes=sum(out.shard_path(k).stat().st_size for k in range(len(bounds))),
+                seconds=time.perf_counter() - t0, scalers=classes[2], shards=len(bounds), computed=sorted(todo),
+                fitted=fitted)
+
+
+def _plain(scaling: dict) -> dict:
+    """The scaling dict as JSON keeps it (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in scaling.items()}
+
+
+def lmdb_paths(path) -> list[str]:
+    """The LMDB files of the complete directory ``path`` written by
+    :func:`write_lmdb_shards`, in frame order: AMPTorch's ``config["dataset"]["lmdb_path"]``.
+    Raises ``ValueError`` for a directory that is not one, or is incomplete."""
+    manifest = read_manifest(path)
+    if manifest is None or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} directory (written by write_lmdb_shards / fastfp lmdb)")
+    if not manifest.get("complete"):
+        raise ValueError(f"{path}: incomplete (interrupted); rerun the same command to resume it")
+    out = ShardedDir(path, FORMAT, ".lmdb")
+    out.manifest = manifest
+    paths = [out.shard_path(k) for k in range(out.n_shards())]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} LMDB file(s) missing ({', '.join(missing[:3])}); "
+                         "rerun the same command to write them again")
+    return [str(p) for p in paths]
 
 
 # -- reading and checking --------------------------------------------------------------
@@ -343,4 +499,4 @@ def require_same_setup(path, config, base_dir=None) -> None:
     require_same_settings(stored, config, f"{path}: LMDB", base_dir=base_dir)
 
 
-__all__ = ["write_lmdb", "read_lmdb_setup", "require_same_setup", "META_KEYS"]
+__all__ = ["write_lmdb", "write_lmdb_shards", "lmdb_paths", "read_lmdb_setup", "require_same_setup", "META_KEYS"]

@@ -6,10 +6,20 @@ one gather per frame. It works on AMPTorch's own scaler objects (their attribute
 ``transform``, ``elementwise``, ``forcetraining``, ``unique``, ``scales`` or ``scale``),
 so :func:`fastfp.amptorch.install` can swap it in without changing checkpoints, and on
 :class:`FeatureScaler` here, which fits the same statistics without AMPTorch.
+
+:class:`FitStatistics` gathers what both scalers fit (per element: count, minimum,
+maximum, mean and sum of squared deviations of each feature; the same of the energies)
+from parts of a data set, in any number of processes, merged with the pairwise update
+of Chan, Golub & LeVeque (1979); :func:`feature_scaler` and :func:`target_scaler` then
+build AMPTorch's (or fastfp's) scaler objects from it, with the attributes AMPTorch's
+``__init__`` sets. "normalize" is exactly AMPTorch's fit (minima and maxima do not depend
+on the order of the data); "standardize" and the target scaler agree with AMPTorch's
+``torch.mean``/``torch.std`` to rounding (about 1e-16 relative in float64).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 #: AMPTorch's default feature scaling (``AtomsTrainer``'s ``config["dataset"]["scaling"]``)
@@ -82,41 +92,170 @@ def norm_features(scaler, data_list, disable_tqdm=False):
     return data_list
 
 
+class FitStatistics:
+    """What the feature and target scalers fit, gathered from parts of a data set.
+
+    ``elements``: {atomic number: (count, min, max, mean, m2)} with per-feature (F,)
+    float64 arrays (m2: sum of squared deviations from the mean); ``energy``: (count,
+    mean, m2) of the energies (eV). Merge the parts in a fixed order for reproducible
+    "standardize" results. JSON round trip: :meth:`to_json`, :meth:`from_json`.
+    """
+
+    def __init__(self):
+        self.n_features: int | None = None
+        self.elements: dict[int, tuple] = {}
+        self.energy = (0, 0.0, 0.0)
+
+    @staticmethod
+    def _combine(a, b):
+        """(count, mean, m2) of two parts together."""
+        (na, ma, sa), (nb, mb, sb) = a, b
+        if na == 0:
+            return b
+        if nb == 0:
+            return a
+        n = na + nb
+        delta = mb - ma
+        return n, ma + delta * (nb / n), sa + sb + delta * delta * (na * nb / n)
+
+    def _check_width(self, width: int) -> None:
+        if self.n_features is not None and width != self.n_features:
+            raise ValueError(f"fingerprint widths differ between frames ({sorted({width, self.n_features})}; "
+                             "elements with different numbers of features), which AMPTorch's FeatureScaler "
+                             "cannot scale together")
+        self.n_features = width
+
+    def _merge_element(self, z: int, part: tuple) -> None:
+        old = self.elements.get(z)
+        if old is None:
+            self.elements[z] = part
+            return
+        n, mean, m2 = self._combine((old[0], old[3], old[4]), (part[0], part[3], part[4]))
+        self.elements[z] = (n, np.minimum(old[1], part[1]), np.maximum(old[2], part[2]), mean, m2)
+
+    def add(self, fingerprints, numbers, energies=()) -> "FitStatistics":
+        """Add atoms (``fingerprints`` (N, F), ``numbers`` (N,)) and ``energies`` (eV)."""
+        fingerprints = np.asarray(fingerprints, dtype=np.float64)
+        numbers = np.asarray(numbers)
+        if len(numbers):
+            self._check_width(fingerprints.shape[1])
+        for z in np.unique(numbers).tolist():
+            x = fingerprints[numbers == z]
+            mean = x.mean(axis=0)
+            self._merge_element(int(z), (len(x), x.min(axis=0), x.max(axis=0), mean, ((x - mean) ** 2).sum(axis=0)))
+        e = np.asarray(energies, dtype=np.float64)
+        if len(e):
+            self.energy = self._combine(self.energy, (len(e), float(e.mean()), float(((e - e.mean()) ** 2).sum())))
+        return self
+
+    def merge(self, other: "FitStatistics") -> "FitStatistics":
+        """Add the data of ``other`` (after this one's) to this one; returns self."""
+        if other.n_features is not None:
+            self._check_width(other.n_features)
+        for z in sorted(other.elements):
+            self._merge_element(z, other.elements[z])
+        self.energy = self._combine(self.energy, other.energy)
+        return self
+
+    def to_json(self) -> dict:
+        return {"n_features": self.n_features, "energy": list(self.energy),
+                "elements": {str(z): [int(c)] + [np.asarray(a).tolist() for a in rest]
+                             for z, (c, *rest) in sorted(self.elements.items())}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FitStatistics":
+        stats = cls()
+        stats.n_features = data["n_features"]
+        stats.energy = tuple(data["energy"])
+        stats.elements = {int(z): (v[0], *(np.asarray(a, dtype=np.float64) for a in v[1:]))
+                          for z, v in data["elements"].items()}
+        return stats
+
+
+def _fit(part: tuple, scaling: dict, threshold: float, dtype) -> dict:
+    """AMPTorch's per-group fit (``FeatureScaler.__init__``) from (count, min, max, mean, m2)."""
+    count, fpmin, fpmax, mean, m2 = part
+    if scaling["type"] == "standardize":
+        std = torch.tensor(np.sqrt(m2 / count), dtype=dtype)
+        std[std < threshold] = 1
+        return {"offset": torch.tensor(mean, dtype=dtype), "scale": std}
+    low, high = scaling["range"]
+    fpmin = torch.tensor(fpmin, dtype=dtype)
+    span = torch.tensor(fpmax, dtype=dtype) - fpmin
+    span[span < threshold] = 1
+    scale = (high - low) / span
+    return {"offset": low - fpmin * scale, "scale": scale}
+
+
+def _fill_feature_scaler(scaler, stats: FitStatistics, forcetraining, scaling, dtype) -> None:
+    scaling = check_scaling(scaling)
+    scaler.transform = scaling["type"]
+    scaler.forcetraining = forcetraining
+    scaler.elementwise = scaling.get("elementwise", True)
+    scaler.threshold = scaling.get("threshold", 1e-6)
+    if not stats.elements:
+        raise ValueError("no atoms to fit the feature scaler on")
+    if scaler.elementwise:
+        scaler.unique = sorted(stats.elements)
+        scaler.scales = {z: _fit(stats.elements[z], scaling, scaler.threshold, dtype) for z in scaler.unique}
+    else:
+        whole = FitStatistics()
+        for z in sorted(stats.elements):
+            whole._merge_element(0, stats.elements[z])
+        scaler.scale = _fit(whole.elements[0], scaling, scaler.threshold, dtype)
+
+
+def feature_scaler(cls, stats: FitStatistics, forcetraining: bool, scaling: dict, dtype=torch.float64):
+    """A fitted ``cls`` (AMPTorch's ``FeatureScaler`` or :class:`FeatureScaler`) from
+    ``stats``, with the attributes AMPTorch's ``__init__`` sets, tensors of ``dtype``."""
+    scaler = cls.__new__(cls)
+    _fill_feature_scaler(scaler, stats, forcetraining, scaling, dtype)
+    return scaler
+
+
+def _fill_target_scaler(scaler, stats: FitStatistics, forcetraining, dtype) -> None:
+    scaler.forcetraining = forcetraining
+    n, mean, m2 = stats.energy
+    if n < 2 or m2 == 0:  # AMPTorch: a NaN or zero deviation gives mean 0, deviation 1
+        scaler.target_mean, scaler.target_std = 0, 1
+    else:
+        scaler.target_mean = torch.tensor(mean, dtype=dtype)
+        scaler.target_std = torch.tensor(np.sqrt(m2 / (n - 1)), dtype=dtype)
+
+
+def target_scaler(cls, stats: FitStatistics, forcetraining: bool, dtype=torch.float64):
+    """A fitted ``cls`` (AMPTorch's ``TargetScaler`` or :class:`TargetScaler`) from ``stats``."""
+    scaler = cls.__new__(cls)
+    _fill_target_scaler(scaler, stats, forcetraining, dtype)
+    return scaler
+
+
 class FeatureScaler:
-    """AMPTorch's ``FeatureScaler`` (same fit, attributes and ``norm``), for use without
-    AMPTorch. ``scaling``: ``{"type": "normalize", "range": (a, b)}`` or
+    """AMPTorch's ``FeatureScaler`` (same fit, attributes, ``norm`` and ``==``), for use
+    without AMPTorch. ``scaling``: ``{"type": "normalize", "range": (a, b)}`` or
     ``{"type": "standardize"}``, optional ``"elementwise"`` (True) and ``"threshold"``
     (1e-6: smaller ranges or deviations are set to 1)."""
 
     def __init__(self, data_list, forcetraining, scaling):
-        self.transform = scaling["type"]
-        if self.transform not in ("normalize", "standardize"):
-            raise ValueError(f"scaling 'type' must be 'normalize' or 'standardize', got {self.transform!r}")
-        if self.transform == "normalize" and "range" not in scaling:
-            raise ValueError("scaling: 'normalize' needs a 'range'")
-        self.forcetraining = forcetraining
-        self.elementwise = scaling.get("elementwise", True)
-        self.threshold = scaling.get("threshold", 1e-6)
-        fingerprints = torch.cat([d.fingerprint for d in data_list])
-        numbers = torch.cat([d.atomic_numbers for d in data_list])
-        if self.elementwise:
-            self.unique = torch.unique(numbers).tolist()
-            self.scales = {z: self._fit(fingerprints[numbers == z], scaling) for z in self.unique}
-        else:
-            self.scale = self._fit(fingerprints, scaling)
+        stats = FitStatistics()
+        dtype = torch.get_default_dtype()
+        for d in data_list:
+            stats.add(d.fingerprint.numpy(), d.atomic_numbers.numpy())
+            dtype = d.fingerprint.dtype
+        _fill_feature_scaler(self, stats, forcetraining, scaling, dtype)
 
-    def _fit(self, fps, scaling):
-        if self.transform == "standardize":
-            mean = torch.mean(fps, dim=0)
-            std = torch.std(fps, dim=0, unbiased=False)
-            std[std < self.threshold] = 1
-            return {"offset": mean, "scale": std}
-        low, high = scaling["range"]
-        fpmin = torch.min(fps, dim=0).values
-        span = torch.max(fps, dim=0).values - fpmin
-        span[span < self.threshold] = 1
-        scale = (high - low) / span
-        return {"offset": low - fpmin * scale, "scale": scale}
+    def _tables(self) -> dict:
+        return self.scales if self.elementwise else {None: self.scale}
+
+    def __eq__(self, other):
+        if not isinstance(other, FeatureScaler):
+            return NotImplemented
+        if (self.transform, self.elementwise) != (other.transform, other.elementwise):
+            return False
+        mine, theirs = self._tables(), other._tables()
+        return mine.keys() == theirs.keys() and all(
+            mine[z].keys() == theirs[z].keys() and all(torch.equal(mine[z][k], theirs[z][k]) for k in mine[z])
+            for z in mine)
 
     norm = norm_features
 
@@ -127,13 +266,14 @@ class TargetScaler:
     A single frame or zero spread gives mean 0, deviation 1."""
 
     def __init__(self, data_list, forcetraining):
-        self.forcetraining = forcetraining
-        energies = torch.tensor([d.energy for d in data_list])
-        self.target_mean = torch.mean(energies, dim=0)
-        self.target_std = torch.std(energies, dim=0)
-        if torch.isnan(self.target_std) or self.target_std == 0:
-            self.target_mean = 0
-            self.target_std = 1
+        energies = [float(d.energy) for d in data_list]
+        _fill_target_scaler(self, FitStatistics().add(np.zeros((0, 0)), np.zeros(0), energies), forcetraining,
+                            torch.get_default_dtype())
+
+    def __eq__(self, other):
+        if not isinstance(other, TargetScaler):
+            return NotImplemented
+        return bool(self.target_mean == other.target_mean and self.target_std == other.target_std)
 
     def norm(self, data_list, disable_tqdm=False):
         for data in data_list:

@@ -24,7 +24,9 @@ Stages (:data:`STAGES`; backends: :mod:`fastfp.harness.backends`)
                 frames per call, the device synchronised before the next;
 ``scale``       feature + target scaling fitted and applied to the same ``Data`` list
                 (AMPTorch's ``FeatureScaler``/``TargetScaler`` vs fastfp's);
-``store_write`` / ``store_read``  the fastfp HDF5 store (AMPTorch has no comparable store);
+``store_write`` / ``store_read``  the fastfp store (AMPTorch has no comparable one):
+                precomputed fingerprints written to a one-shard store (one HDF5 file);
+                a sharded store read back 256 frames at a time;
 ``collate``     every batch of 16 ``Data`` (``DataCollater``: AMPTorch's
                 ``sparse_block_diag`` vs fastfp's);
 ``force_contraction``  on every collated batch of 16: forces from dE/dG (a leaf
@@ -235,11 +237,11 @@ def _scale(req: Request):
     return run
 
 
-def _store_path(req: Request) -> Path:
+def _store_path(req: Request, name: str) -> Path:
     directory = req.tempdir()
     need = settings.estimate_bytes("blocks", req.frames, req.descriptor, req.elements)
     settings.check_disk(directory, need, "the store")
-    return directory / "bench.h5"
+    return directory / name
 
 
 def _store_write(req: Request):
@@ -248,7 +250,7 @@ def _store_write(req: Request):
     config = req.config
     desc = build_descriptor(config)
     batches = [desc.featurize(chunk, derivatives=req.derivatives) for _, chunk in chunks(req.frames, CHUNK_FRAMES)]
-    path = _store_path(req)
+    path = _store_path(req, "bench.h5")  # a one-shard store: one file
 
     def run():
         with StoreWriter(path, config, desc.n_features, req.derivatives) as writer:
@@ -262,7 +264,7 @@ def _store_write(req: Request):
 def _store_read(req: Request):
     from fastfp.store import featurize_to_store, open_store
 
-    path = _store_path(req)
+    path = _store_path(req, "bench.store")
     featurize_to_store(req.frames, req.config, path, derivatives=req.derivatives, chunk_size=CHUNK_FRAMES)
 
     def run():
