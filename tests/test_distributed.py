@@ -147,7 +147,7 @@ def test_resume_after_lost_shards(data, tmp_path):
 def cli(*args, **kw):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
                                                        os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, "-m", "fastfp.cli", *map(str, args)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "fastfp", *map(str, args)], env=env,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
