@@ -16,6 +16,8 @@ from fastfp.gpu import blocks, device, featurize, gaussian, gmp, neighbors
 from gpu_cases import DESCRIPTORS, descriptor, frames
 
 pytestmark = pytest.mark.skipif(device.simulated(), reason="numba's CUDA simulator compiles no PTX")
+pytest.importorskip("numba_cuda", reason="needs numba-cuda with NVVM (the 'test' extra: numba-cuda[cu13]); "
+                                         "numba's own deprecated numba.cuda compiles differently")
 
 
 def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
