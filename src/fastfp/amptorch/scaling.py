@@ -28,18 +28,24 @@ def _scale_tables(scaler, atomic_numbers: torch.Tensor, n_features: int):
     return scales.index_select(0, position), offsets.index_select(0, position)
 
 
+def scale_fingerprints(scaler, fingerprints: torch.Tensor, atomic_numbers: torch.Tensor):
+    """``(scaled fingerprints, scale)``, both (n_atoms, n_features): normalize
+    ``fp * scale + offset``, standardize ``(fp - offset) / scale``, with ``scaler``'s
+    per-atom scale and offset (AMPTorch's ``FeatureScaler.norm``). Raises ``ValueError``
+    for an element the scaler was not fitted on."""
+    scale, offset = _scale_tables(scaler, atomic_numbers, fingerprints.shape[1])
+    if scaler.transform == "standardize":
+        return (fingerprints - offset) / scale, scale
+    return fingerprints * scale + offset, scale
+
+
 def norm_features(scaler, data_list, disable_tqdm=False):
     """Scale fingerprints and derivative values of ``data_list`` in place, as AMPTorch's
     ``FeatureScaler.norm``: normalize ``fp * scale + offset`` (derivatives ``* scale``),
     standardize ``(fp - offset) / scale`` (derivatives ``/ scale``). Returns ``data_list``.
     """
     for data in data_list:
-        n_features = data.fingerprint.shape[1]
-        scale, offset = _scale_tables(scaler, data.atomic_numbers, n_features)
-        if scaler.transform == "standardize":
-            data.fingerprint = (data.fingerprint - offset) / scale
-        else:
-            data.fingerprint = data.fingerprint * scale + offset
+        data.fingerprint, scale = scale_fingerprints(scaler, data.fingerprint, data.atomic_numbers)
         if scaler.forcetraining:
             indices = data.fprimes._indices()
             # rows are atom * n_features + feature: the row's factor is the flat table's entry
@@ -51,6 +57,77 @@ def norm_features(scaler, data_list, disable_tqdm=False):
     return data_list
 
 
+class FingerprintStatistics:
+    """What AMPTorch's ``FeatureScaler`` fits, accumulated batch by batch: per element
+    (``elementwise``) or over all atoms, the count, minimum, maximum, mean and standard
+    deviation (``unbiased=False``) of each feature, batches merged as in Chan, Golub and
+    LeVeque, "Algorithms for computing the sample variance" (1979). Minimum and maximum
+    are exact; from one batch, mean and deviation are ``torch.mean`` and ``torch.std``
+    (so AMPTorch's numbers exactly), from several they agree with them to rounding.
+    """
+
+    def __init__(self, elementwise: bool):
+        self.elementwise = elementwise
+        self.groups: dict = {}  # atomic number (or None) -> [count, min, max, mean, std]
+
+    def add(self, fingerprints: torch.Tensor, atomic_numbers: torch.Tensor) -> None:
+        """Take in the rows ``fingerprints`` (n_atoms, n_features) of atoms ``atomic_numbers``."""
+        if self.elementwise:
+            for z in torch.unique(atomic_numbers).tolist():
+                self._merge(z, fingerprints[atomic_numbers == z])
+        else:
+            self._merge(None, fingerprints)
+
+    def _merge(self, key, rows: torch.Tensor) -> None:
+        n = rows.shape[0]
+        new = [n, torch.min(rows, dim=0).values, torch.max(rows, dim=0).values, torch.mean(rows, dim=0),
+               torch.std(rows, dim=0, unbiased=False)]
+        if key not in self.groups:
+            self.groups[key] = new
+            return
+        count, low, high, mean, std = self.groups[key]
+        total = count + n
+        delta = new[3] - mean
+        m2 = std**2 * count + new[4] ** 2 * n + delta**2 * (count * n / total)
+        self.groups[key] = [total, torch.minimum(low, new[1]), torch.maximum(high, new[2]),
+                            mean + delta * (n / total), torch.sqrt(m2 / total)]
+
+    def fit(self, scaler, forcetraining: bool, scaling: dict):
+        """Give ``scaler`` (an AMPTorch or fastfp ``FeatureScaler``, possibly made with
+        ``__new__``) the attributes AMPTorch's ``FeatureScaler.__init__`` sets for these
+        rows; returns it. Raises ``ValueError`` for a bad ``scaling`` or no rows."""
+        transform = scaling["type"]
+        if transform not in ("normalize", "standardize"):
+            raise ValueError(f"scaling 'type' must be 'normalize' or 'standardize', got {transform!r}")
+        if transform == "normalize" and "range" not in scaling:
+            raise ValueError("scaling: 'normalize' needs a 'range'")
+        if not self.groups:
+            raise ValueError("no fingerprints to fit the feature scaler to")
+        scaler.transform = transform
+        scaler.forcetraining = forcetraining
+        scaler.elementwise = self.elementwise
+        scaler.threshold = scaling.get("threshold", 1e-6)
+        if self.elementwise:
+            scaler.unique = sorted(self.groups)
+            scaler.scales = {z: self._scale(self.groups[z], scaler.threshold, scaling) for z in scaler.unique}
+        else:
+            scaler.scale = self._scale(self.groups[None], scaler.threshold, scaling)
+        return scaler
+
+    @staticmethod
+    def _scale(group, threshold, scaling) -> dict:
+        """AMPTorch's ``{"offset", "scale"}`` of one group (``preprocessing/utils.py``)."""
+        _, low, high, mean, std = group
+        if scaling["type"] == "standardize":
+            std = std.clone()
+            std[std < threshold] = 1
+            return {"offset": mean, "scale": std}
+        span = high - low
+        span[span < threshold] = 1
+        scale = (scaling["range"][1] - scaling["range"][0]) / span
+        return {"offset": scaling["range"][0] - low * scale, "scale": scale}
+
+
 class FeatureScaler:
     """AMPTorch's ``FeatureScaler`` (same fit, attributes and ``norm``), for use without
     AMPTorch. ``scaling``: ``{"type": "normalize", "range": (a, b)}`` or
@@ -58,34 +135,9 @@ class FeatureScaler:
     (1e-6: smaller ranges or deviations are set to 1)."""
 
     def __init__(self, data_list, forcetraining, scaling):
-        self.transform = scaling["type"]
-        if self.transform not in ("normalize", "standardize"):
-            raise ValueError(f"scaling 'type' must be 'normalize' or 'standardize', got {self.transform!r}")
-        if self.transform == "normalize" and "range" not in scaling:
-            raise ValueError("scaling: 'normalize' needs a 'range'")
-        self.forcetraining = forcetraining
-        self.elementwise = scaling.get("elementwise", True)
-        self.threshold = scaling.get("threshold", 1e-6)
-        fingerprints = torch.cat([d.fingerprint for d in data_list])
-        numbers = torch.cat([d.atomic_numbers for d in data_list])
-        if self.elementwise:
-            self.unique = torch.unique(numbers).tolist()
-            self.scales = {z: self._fit(fingerprints[numbers == z], scaling) for z in self.unique}
-        else:
-            self.scale = self._fit(fingerprints, scaling)
-
-    def _fit(self, fps, scaling):
-        if self.transform == "standardize":
-            mean = torch.mean(fps, dim=0)
-            std = torch.std(fps, dim=0, unbiased=False)
-            std[std < self.threshold] = 1
-            return {"offset": mean, "scale": std}
-        low, high = scaling["range"]
-        fpmin = torch.min(fps, dim=0).values
-        span = torch.max(fps, dim=0).values - fpmin
-        span[span < self.threshold] = 1
-        scale = (high - low) / span
-        return {"offset": low - fpmin * scale, "scale": scale}
+        statistics = FingerprintStatistics(scaling.get("elementwise", True))
+        statistics.add(torch.cat([d.fingerprint for d in data_list]), torch.cat([d.atomic_numbers for d in data_list]))
+        statistics.fit(self, forcetraining, scaling)
 
     norm = norm_features
 
