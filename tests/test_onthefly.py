@@ -15,7 +15,7 @@ import ase.io  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from conftest import SHARED, requires_shared  # noqa: E402
-from fastfp.amptorch import GMPOrderNorm  # noqa: E402
+from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
 from fastfp.amptorch.forces import contract_forces  # noqa: E402
@@ -58,20 +58,25 @@ def frames():
     return ase.io.read(SHARED / "data" / "oc20_300_test.traj", ":10")
 
 
-def descriptor(frames):
+def descriptor(frames, scheme="gmpordernorm"):
     elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
+    if scheme == "gaussian":
+        return Gaussian({"default": {"G2": {"etas": [0.05, 1.0], "rs_s": [0]},
+                                     "G4": {"etas": [0.005], "zetas": [1.0, 4.0], "gammas": [1.0, -1.0]},
+                                     "cutoff": 5.0}}, elements)
     params = {"MCSHs": {"orders": [0, 1, 2], "sigmas": [0.4, 1.0, 2.0]}, "cutoff": 6.0, "prime_threshold": 0,
               "atom_gaussians": {el: str(SHARED / "gmp" / "psp_v3" / f"{el}_pseudodensity.g") for el in elements}}
     return GMPOrderNorm(params, elements)
 
 
 @requires_shared
-@pytest.mark.parametrize("transform", ["normalize", "standardize"])
-def test_batches_equal_the_stored_path(frames, transform):
+@pytest.mark.parametrize("scheme, transform", [("gmpordernorm", "normalize"), ("gmpordernorm", "standardize"),
+                                               ("gaussian", "normalize")])
+def test_batches_equal_the_stored_path(frames, scheme, transform):
     """What AtomsDataset + DataCollater give (fastfp's Data, scalers and collation, as
     installed in AMPTorch): same scalers, fingerprints, targets, and forces from the
     same gradients."""
-    desc = descriptor(frames)
+    desc = descriptor(frames, scheme)
     scaling = {"type": transform, "range": (0, 1), "elementwise": True}
     data = images_to_data(desc, frames, disable_tqdm=True)
     features, targets = FeatureScaler(data, True, scaling), TargetScaler(data, True)
