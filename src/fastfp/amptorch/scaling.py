@@ -80,17 +80,16 @@ class FingerprintStatistics:
 
     def _merge(self, key, rows: torch.Tensor) -> None:
         n = rows.shape[0]
-        new = [n, torch.min(rows, dim=0).values, torch.max(rows, dim=0).values, torch.mean(rows, dim=0),
-               torch.std(rows, dim=0, unbiased=False)]
-        if key not in self.groups:
-            self.groups[key] = new
-            return
-        count, low, high, mean, std = self.groups[key]
-        total = count + n
-        delta = new[3] - mean
-        m2 = std**2 * count + new[4] ** 2 * n + delta**2 * (count * n / total)
-        self.groups[key] = [total, torch.minimum(low, new[1]), torch.maximum(high, new[2]),
-                            mean + delta * (n / total), torch.sqrt(m2 / total)]
+        low, high = torch.min(rows, dim=0).values, torch.max(rows, dim=0).values
+        mean, std = torch.mean(rows, dim=0), torch.std(rows, dim=0, unbiased=False)
+        if key in self.groups:
+            count0, low0, high0, mean0, std0 = self.groups[key]
+            total = count0 + n
+            delta = mean - mean0
+            m2 = std0**2 * count0 + std**2 * n + delta**2 * (count0 * n / total)
+            low, high = torch.minimum(low0, low), torch.maximum(high0, high)
+            n, mean, std = total, mean0 + delta * (n / total), torch.sqrt(m2 / total)
+        self.groups[key] = [n, low, high, mean, std]
 
     def fit(self, scaler, forcetraining: bool, scaling: dict):
         """Give ``scaler`` (an AMPTorch or fastfp ``FeatureScaler``, possibly made with
