@@ -21,6 +21,17 @@ requires_shared = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 (as AtomsTrainer sets it) for the test, restored after."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 def resolve_shared_paths(fp_params: dict) -> dict:
     """Copy of ``fp_params`` with ``atom_gaussians`` paths ("shared/gmp/...") made absolute."""
     params = dict(fp_params)

@@ -1,5 +1,5 @@
 """The drop-in's torch parts without AMPTorch: scaling against AMPTorch's recorded
-dataset, force contraction, collation."""
+dataset, force contraction (COO and derivative blocks), collation."""
 
 import numpy as np
 import pytest
@@ -11,16 +11,11 @@ from conftest import load_reference, reference_fprimes, requires_shared  # noqa:
 from fastfp.amptorch import GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
-from fastfp.amptorch.forces import contract_forces  # noqa: E402
+from fastfp.amptorch.forces import DerivativeBlocks, contract_forces  # noqa: E402
 from fastfp.amptorch.scaling import FeatureScaler, TargetScaler  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @requires_shared
@@ -92,17 +87,46 @@ def random_fprimes(seed, n_atoms=7, n_features=5, nnz=60):
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_atoms * n_features, 3 * n_atoms))
 
 
-def test_force_contraction_equals_dense_product():
-    fprimes = random_fprimes(1)
-    gradients = torch.randn(1, fprimes.shape[0])
-    expect = -(fprimes.to_dense().T @ gradients.reshape(-1)).view(-1, 3)
+def random_blocks(seed, n_atoms=6, n_features=4):
+    """Random DerivativeBlocks (each centre: itself and a few other atoms) and the dense
+    matrix (n_atoms * n_features, 3 n_atoms) they stand for, factor included."""
+    rng = np.random.default_rng(seed)
+    ptr, js = [0], []
+    for i in range(n_atoms):
+        others = rng.choice([j for j in range(n_atoms) if j != i], size=rng.integers(0, n_atoms), replace=False)
+        js += [i, *others.tolist()]
+        ptr.append(len(js))
+    fprimes = rng.normal(size=(len(js), n_features, 3))
+    factor = torch.as_tensor(rng.uniform(0.5, 2.0, size=(n_atoms, n_features)))
+    dense = np.zeros((n_atoms * n_features, 3 * n_atoms))
+    for i in range(n_atoms):
+        for b in range(ptr[i], ptr[i + 1]):
+            dense[i * n_features : (i + 1) * n_features, 3 * js[b] : 3 * js[b] + 3] += (
+                factor[i].numpy()[:, None] * fprimes[b])
+    return DerivativeBlocks(np.array(ptr), np.array(js), fprimes, factor), torch.as_tensor(dense)
+
+
+def random_matrix(kind, seed):
+    """``(fprimes, dense)``: a random COO matrix or DerivativeBlocks and its dense form."""
+    if kind == "coo":
+        fprimes = random_fprimes(seed)
+        return fprimes, fprimes.to_dense()
+    return random_blocks(seed)
+
+
+@pytest.mark.parametrize("kind", ["coo", "blocks"])
+def test_force_contraction_equals_dense_product(kind):
+    fprimes, dense = random_matrix(kind, 1)
+    gradients = torch.randn(1, dense.shape[0])
+    expect = -(dense.T @ gradients.reshape(-1)).view(-1, 3)
     torch.testing.assert_close(contract_forces(fprimes, gradients), expect, rtol=1e-13, atol=1e-13)
 
 
-def test_force_contraction_first_and_second_derivatives():
-    fprimes = random_fprimes(2)
-    weights = torch.randn(fprimes.shape[0], requires_grad=True)
-    fingerprints = torch.randn(fprimes.shape[0])
+@pytest.mark.parametrize("kind", ["coo", "blocks"])
+def test_force_contraction_first_and_second_derivatives(kind):
+    fprimes, dense = random_matrix(kind, 2)
+    weights = torch.randn(dense.shape[0], requires_grad=True)
+    fingerprints = torch.randn(dense.shape[0])
 
     def forces_of(w):
         # a smooth energy of the fingerprints, as a network gives: forces need dE/dG
@@ -112,6 +136,27 @@ def test_force_contraction_first_and_second_derivatives():
 
     assert torch.autograd.gradcheck(forces_of, (weights,))
     assert torch.autograd.gradgradcheck(forces_of, (weights,))
+
+
+def test_block_contraction_backward_dtypes_and_checks():
+    blocks, dense = random_blocks(3)
+    # the backward pass is the transposed product, -A g
+    g = torch.randn(blocks.n_atoms, 3)
+    x = torch.randn(dense.shape[0], requires_grad=True)
+    contract_forces(blocks, x).backward(g)
+    torch.testing.assert_close(x.grad, -(dense @ g.reshape(-1)), rtol=1e-13, atol=1e-13)
+    # float32 gradients: float32 forces
+    got32 = contract_forces(blocks, x.detach().to(torch.float32))
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32, -(dense.T @ x.detach()).view(-1, 3).to(torch.float32))
+    with pytest.raises(ValueError, match="gradients has"):
+        contract_forces(blocks, torch.ones(dense.shape[0] + 1))
+    with pytest.raises(ValueError, match="fprime_j has an atom index outside"):
+        DerivativeBlocks(blocks.fprime_ptr, blocks.fprime_j + blocks.n_atoms, blocks.fprimes, blocks.factor)
+    with pytest.raises(ValueError, match="fprimes has shape"):
+        DerivativeBlocks(blocks.fprime_ptr, blocks.fprime_j, blocks.fprimes[:, :2], blocks.factor)
+    with pytest.raises(ValueError, match="fprime_ptr must rise"):
+        DerivativeBlocks(blocks.fprime_ptr[:-1], blocks.fprime_j, blocks.fprimes, blocks.factor)
 
 
 def test_force_contraction_paths_and_dtypes(monkeypatch):

@@ -75,14 +75,6 @@ def synthetic_frames(n, repeat=(2, 2, 2), oxygen=True, seed=0):
     return frames
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def read_all(path) -> dict:
     """Every key of the LMDB at ``path``, unpickled."""
     env = lmdb.open(str(path), subdir=False, readonly=True, lock=False)

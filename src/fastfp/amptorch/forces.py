@@ -16,9 +16,16 @@ and gradgradcheck). No intermediate of the size of ``fprimes`` is allocated on C
 When ``fprimes`` itself requires grad (AMPTorch's never does), the plain autograd
 expression (gather, multiply, ``index_add``) on its coalesced form is used instead, so
 gradients reach its values too.
+
+On-the-fly training (:mod:`fastfp.amptorch.onthefly`) hands the model fastfp's pair
+blocks instead of COO (:class:`DerivativeBlocks`): the same product, one compiled pass
+over the (n_features, 3) blocks, with the feature scaler's per-row factor applied to
+the gradients rather than to the blocks.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -72,14 +79,125 @@ class _MinusTransposedProduct(torch.autograd.Function):
         return None, None, None, grad_x, None, None
 
 
-def contract_forces(fprimes: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+@numba.njit(cache=True, nogil=True)
+def _blocks_minus_t(fprime_ptr, fprime_j, fprimes, x, out):
+    """``out[j, c] -= sum_f fprimes[b, f, c] * x[i, f]`` for every block b of centre i
+    and atom j: ``out -= A^T x`` with A the block matrix."""
+    n_features = fprimes.shape[1]
+    for i in range(len(fprime_ptr) - 1):
+        for b in range(fprime_ptr[i], fprime_ptr[i + 1]):
+            s0 = s1 = s2 = 0.0
+            for f in range(n_features):
+                xf = x[i, f]
+                s0 += fprimes[b, f, 0] * xf
+                s1 += fprimes[b, f, 1] * xf
+                s2 += fprimes[b, f, 2] * xf
+            j = fprime_j[b]
+            out[j, 0] -= s0
+            out[j, 1] -= s1
+            out[j, 2] -= s2
+
+
+@numba.njit(cache=True, nogil=True)
+def _blocks_minus(fprime_ptr, fprime_j, fprimes, g, out):
+    """``out[i, f] -= sum_c fprimes[b, f, c] * g[j, c]`` for every block b of centre i
+    and atom j: ``out -= A g``, the transposed pass of :func:`_blocks_minus_t`."""
+    n_features = fprimes.shape[1]
+    for i in range(len(fprime_ptr) - 1):
+        for b in range(fprime_ptr[i], fprime_ptr[i + 1]):
+            j = fprime_j[b]
+            g0, g1, g2 = g[j, 0], g[j, 1], g[j, 2]
+            for f in range(n_features):
+                out[i, f] -= fprimes[b, f, 0] * g0 + fprimes[b, f, 1] * g1 + fprimes[b, f, 2] * g2
+
+
+@dataclass(frozen=True, eq=False)
+class DerivativeBlocks:
+    """The derivative matrix of a batch's (scaled) fingerprints, as fastfp's pair blocks.
+
+    Entry ((i, f), (j, c)) is ``factor[i, f] * fprimes[b, f, c]`` for the block b of
+    centre i and atom j (``fprime_ptr[i] <= b < fprime_ptr[i + 1]``, ``fprime_j[b] == j``),
+    zero where i and j have no block: the matrix AMPTorch stores as COO
+    (n_atoms * n_features, 3 n_atoms), fprimes scaled by the feature scaler's
+    ``factor`` (its scale, or 1 / scale for ``standardize``). See
+    :class:`~fastfp.fingerprints.Fingerprints` for the block arrays (numpy, float64).
+
+    Raises ``ValueError`` if the arrays do not fit together.
+    """
+
+    fprime_ptr: np.ndarray
+    fprime_j: np.ndarray
+    fprimes: np.ndarray
+    factor: torch.Tensor
+
+    def __post_init__(self):
+        n_atoms, n_features = self.factor.shape
+        n_blocks = len(self.fprime_j)
+        if (len(self.fprime_ptr) != n_atoms + 1 or self.fprime_ptr[0] != 0 or self.fprime_ptr[-1] != n_blocks
+                or np.any(np.diff(self.fprime_ptr) < 0)):
+            raise ValueError(f"fprime_ptr must rise from 0 to {n_blocks} over {n_atoms} atoms")
+        if self.fprimes.shape != (n_blocks, n_features, 3):
+            raise ValueError(f"fprimes has shape {self.fprimes.shape}, expected {(n_blocks, n_features, 3)}")
+        if n_blocks and (self.fprime_j.min() < 0 or self.fprime_j.max() >= n_atoms):
+            raise ValueError("fprime_j has an atom index outside the batch")
+
+    @property
+    def n_atoms(self) -> int:
+        return self.factor.shape[0]
+
+    def minus_product(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """``-A^T x`` (x (n_atoms, n_features) -> (n_atoms, 3)) or, with ``transpose``,
+        ``-A x`` ((n_atoms, 3) -> (n_atoms, n_features)), A the unscaled blocks; no autograd."""
+        x = x.detach().contiguous()
+        kernel, width = (_blocks_minus, self.factor.shape[1]) if transpose else (_blocks_minus_t, 3)
+        out = np.zeros((self.n_atoms, width), dtype=_NUMPY[x.dtype])
+        kernel(self.fprime_ptr, self.fprime_j, self.fprimes, x.numpy(), out)
+        return torch.from_numpy(out)
+
+
+class _MinusBlockProduct(torch.autograd.Function):
+    """``y = -A^T x`` for the blocks A of a :class:`DerivativeBlocks` (``transpose``:
+    ``-A x``); its backward is the other one, the same Function."""
+
+    @staticmethod
+    def forward(ctx, blocks, x, transpose):
+        ctx.blocks = blocks
+        ctx.transpose = transpose
+        return blocks.minus_product(x, transpose)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_x = _MinusBlockProduct.apply(ctx.blocks, grad, not ctx.transpose)
+        return None, grad_x, None
+
+
+def contract_blocks(blocks: DerivativeBlocks, gradients: torch.Tensor) -> torch.Tensor:
+    """Forces (n_atoms, 3) ``-A^T x`` from derivative ``blocks`` and ``gradients`` dE/dG
+    with n_atoms * n_features elements (any shape), on CPU in float64 or float32
+    (the dtype of ``gradients``). Differentiable to any order in ``gradients``."""
+    if gradients.device.type != "cpu" or gradients.dtype not in _NUMPY:
+        raise ValueError(f"derivative blocks contract on the CPU in float64 or float32, got gradients "
+                         f"{gradients.dtype} on {gradients.device}")
+    n_atoms, n_features = blocks.factor.shape
+    if gradients.numel() != n_atoms * n_features:
+        raise ValueError(f"gradients has {gradients.numel()} elements, the blocks' rows {n_atoms * n_features}")
+    x = gradients.reshape(n_atoms, n_features) * blocks.factor.to(gradients.dtype)
+    return _MinusBlockProduct.apply(blocks, x, False)
+
+
+def contract_forces(fprimes, gradients: torch.Tensor) -> torch.Tensor:
     """Forces (n_atoms, 3) from the COO matrix ``fprimes`` (n_atoms * n_features, 3 n_atoms)
     and ``gradients`` dE/dG with n_atoms * n_features elements (any shape).
 
     Units: those of E per unit of position (eV/Å for AMPTorch). The result equals
     ``-torch.sparse.mm(fprimes.t(), gradients.reshape(-1, 1)).view(-1, 3)`` (duplicate
     entries of an uncoalesced ``fprimes`` are summed, as there), up to rounding.
+    ``fprimes`` may also be :class:`DerivativeBlocks` (:func:`contract_blocks`).
     """
+    if isinstance(fprimes, DerivativeBlocks):
+        return contract_blocks(fprimes, gradients)
     x = gradients.reshape(-1)
     if x.shape[0] != fprimes.shape[0]:
         raise ValueError(f"gradients has {x.shape[0]} elements, fprimes {fprimes.shape[0]} rows")
@@ -99,10 +217,12 @@ def contract_forces(fprimes: torch.Tensor, gradients: torch.Tensor) -> torch.Ten
 
 
 def warm_up() -> None:
-    """Load (compile on first use, then from numba's cache) the CPU kernel for float64
-    and float32, so that the first real call is not slower than the rest."""
+    """Load (compile on first use, then from numba's cache) the CPU kernels, COO and
+    blocks, for float64 and float32, so that the first real call is not slower than the rest."""
+    blocks = DerivativeBlocks(np.array([0, 1]), np.array([0]), np.ones((1, 2, 3)), torch.ones(1, 2))
     for dtype in (torch.float64, torch.float32):
         fprimes = torch.sparse_coo_tensor(torch.tensor([[0, 1], [0, 2]]), torch.ones(2, dtype=dtype), (2, 3),
                                           check_invariants=True)
-        gradients = torch.ones(1, 2, dtype=dtype, requires_grad=True)
-        contract_forces(fprimes, gradients).sum().backward()
+        for matrix in (fprimes, blocks):
+            gradients = torch.ones(1, 2, dtype=dtype, requires_grad=True)
+            contract_forces(matrix, gradients).sum().backward()

@@ -10,7 +10,9 @@
 * ``FeatureScaler.norm`` to the vectorised :func:`~fastfp.amptorch.scaling.norm_features`;
 * ``sparse_block_diag`` (used by ``DataCollater``) to
   :func:`~fastfp.amptorch.collate.sparse_block_diag`;
-* ``BPNN.forward`` and ``SingleNN.forward`` to :mod:`fastfp.amptorch.model`'s.
+* ``BPNN.forward`` and ``SingleNN.forward`` to :mod:`fastfp.amptorch.model`'s;
+* ``AtomsTrainer.load_dataset`` and ``load_skorch`` to AMPTorch's own, plus on-the-fly
+  training when ``config["dataset"]["on_the_fly"]`` is true (:mod:`fastfp.amptorch.onthefly`).
 
 AMPTorch's classes and their pickled form are unchanged, so checkpoints, normalizers
 and LMDBs stay AMPTorch's. :func:`uninstall` restores everything.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import collate, data, descriptors, model, scaling
+from . import collate, data, descriptors, model, onthefly, scaling
 
 _saved: dict = {}
 
@@ -31,8 +33,11 @@ def _targets():
     dataset_lmdb = importlib.import_module("amptorch.dataset_lmdb")
     preprocessing = importlib.import_module("amptorch.preprocessing")
     amp_model = importlib.import_module("amptorch.model")
+    trainer = importlib.import_module("amptorch.trainer").AtomsTrainer
     atoms_to_data = preprocessing.AtomsToData
     original_convert_all = _saved.get((atoms_to_data, "convert_all"), atoms_to_data.convert_all)
+    original_load_dataset = _saved.get((trainer, "load_dataset"), trainer.load_dataset)
+    original_load_skorch = _saved.get((trainer, "load_skorch"), trainer.load_skorch)
 
     def convert_all(self, atoms_collection, disable_tqdm=False):
         if not isinstance(self.descriptor, descriptors.AMPTorchInterface):
@@ -42,7 +47,15 @@ def _targets():
             self.descriptor, list(images), self.r_energy, self.r_forces, self.fprimes, disable_tqdm
         )
 
+    def load_dataset(self):
+        return onthefly.load_dataset(self, original_load_dataset)
+
+    def load_skorch(self):
+        return onthefly.load_skorch(self, original_load_skorch)
+
     targets = [(atoms_to_data, "convert_all", convert_all),
+               (trainer, "load_dataset", load_dataset),
+               (trainer, "load_skorch", load_skorch),
                (preprocessing.FeatureScaler, "norm", scaling.norm_features),
                (dataset, "sparse_block_diag", collate.sparse_block_diag),
                (amp_model.BPNN, "forward", model.bpnn_forward),

@@ -69,18 +69,24 @@ def _scale_tables(scaler, atomic_numbers: torch.Tensor, n_features: int):
     return scales.index_select(0, position), offsets.index_select(0, position)
 
 
+def scale_fingerprints(scaler, fingerprints: torch.Tensor, atomic_numbers: torch.Tensor):
+    """``(scaled fingerprints, scale)``, both (n_atoms, n_features): normalize
+    ``fp * scale + offset``, standardize ``(fp - offset) / scale``, with ``scaler``'s
+    per-atom scale and offset (AMPTorch's ``FeatureScaler.norm``). Raises ``ValueError``
+    for an element the scaler was not fitted on."""
+    scale, offset = _scale_tables(scaler, atomic_numbers, fingerprints.shape[1])
+    if scaler.transform == "standardize":
+        return (fingerprints - offset) / scale, scale
+    return fingerprints * scale + offset, scale
+
+
 def norm_features(scaler, data_list, disable_tqdm=False):
     """Scale fingerprints and derivative values of ``data_list`` in place, as AMPTorch's
     ``FeatureScaler.norm``: normalize ``fp * scale + offset`` (derivatives ``* scale``),
     standardize ``(fp - offset) / scale`` (derivatives ``/ scale``). Returns ``data_list``.
     """
     for data in data_list:
-        n_features = data.fingerprint.shape[1]
-        scale, offset = _scale_tables(scaler, data.atomic_numbers, n_features)
-        if scaler.transform == "standardize":
-            data.fingerprint = (data.fingerprint - offset) / scale
-        else:
-            data.fingerprint = data.fingerprint * scale + offset
+        data.fingerprint, scale = scale_fingerprints(scaler, data.fingerprint, data.atomic_numbers)
         if scaler.forcetraining:
             indices = data.fprimes._indices()
             # rows are atom * n_features + feature: the row's factor is the flat table's entry

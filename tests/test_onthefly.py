@@ -1,0 +1,153 @@
+"""On-the-fly training's parts without AMPTorch: streamed scaler statistics, batches
+against the stored path (Data list, scalers, COO collation), bad frames, the background
+loader. The block force contraction: tests/test_amptorch_torch.py; AtomsTrainer itself:
+tests/test_onthefly_amptorch.py."""
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the 'torch' extra (pip install -e '.[torch]')")
+pytest.importorskip("torch_geometric", reason="needs the 'torch' extra (pip install -e '.[torch]')")
+
+import ase.io  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from conftest import SHARED, requires_shared  # noqa: E402
+from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
+from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
+from fastfp.amptorch.data import images_to_data  # noqa: E402
+from fastfp.amptorch.forces import contract_forces  # noqa: E402
+from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset  # noqa: E402
+from fastfp.amptorch.scaling import FeatureScaler, FitStatistics, TargetScaler, feature_scaler  # noqa: E402
+from fastfp.frames import FrameError  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+
+@pytest.mark.parametrize("transform", ["normalize", "standardize"])
+@pytest.mark.parametrize("elementwise", [True, False])
+def test_streamed_statistics_fit_as_all_rows_at_once(transform, elementwise):
+    rng = np.random.default_rng(4)
+    fingerprints = torch.as_tensor(rng.normal(3.0, 2.0, size=(500, 6)))
+    fingerprints[:, 5] = 1.0  # a constant feature: range and deviation below the threshold
+    numbers = torch.as_tensor(rng.choice([1, 8, 29], size=500))
+    scaling = {"type": transform, "range": (-1, 1), "elementwise": elementwise}
+    whole = FeatureScaler([type("D", (), {"fingerprint": fingerprints, "atomic_numbers": numbers})], True, scaling)
+    statistics = FitStatistics()
+    for start in range(0, 500, 37):
+        statistics.add(fingerprints[start : start + 37].numpy(), numbers[start : start + 37].numpy())
+    streamed = feature_scaler(FeatureScaler, statistics, True, scaling)
+    groups = {z: whole.scales[z] for z in whole.unique} if elementwise else {None: whole.scale}
+    for z, expect in groups.items():
+        got = streamed.scales[z] if elementwise else streamed.scale
+        for key in ("offset", "scale"):
+            if transform == "normalize":  # min and max: exact
+                assert torch.equal(got[key], expect[key]), (z, key)
+            else:
+                torch.testing.assert_close(got[key], expect[key], rtol=1e-13, atol=1e-15)
+        assert got["scale"][5] == (1.0 if transform == "standardize" else 2.0)
+    assert (streamed.unique == whole.unique) if elementwise else not hasattr(streamed, "unique")
+    with pytest.raises(ValueError, match="no atoms"):
+        feature_scaler(FeatureScaler, FitStatistics(), True, scaling)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return ase.io.read(SHARED / "data" / "oc20_300_test.traj", ":10")
+
+
+def descriptor(frames, scheme="gmpordernorm"):
+    elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
+    if scheme == "gaussian":
+        return Gaussian({"default": {"G2": {"etas": [0.05, 1.0], "rs_s": [0]},
+                                     "G4": {"etas": [0.005], "zetas": [1.0, 4.0], "gammas": [1.0, -1.0]},
+                                     "cutoff": 5.0}}, elements)
+    params = {"MCSHs": {"orders": [0, 1, 2], "sigmas": [0.4, 1.0, 2.0]}, "cutoff": 6.0, "prime_threshold": 0,
+              "atom_gaussians": {el: str(SHARED / "gmp" / "psp_v3" / f"{el}_pseudodensity.g") for el in elements}}
+    return GMPOrderNorm(params, elements)
+
+
+@requires_shared
+@pytest.mark.parametrize("scheme, transform", [("gmpordernorm", "normalize"), ("gmpordernorm", "standardize"),
+                                               ("gaussian", "normalize")])
+def test_batches_equal_the_stored_path(frames, scheme, transform):
+    """What AtomsDataset + DataCollater give (fastfp's Data, scalers and collation, as
+    installed in AMPTorch): same scalers, fingerprints, targets, and forces from the
+    same gradients."""
+    desc = descriptor(frames, scheme)
+    scaling = {"type": transform, "range": (0, 1), "elementwise": True}
+    data = images_to_data(desc, frames, disable_tqdm=True)
+    features, targets = FeatureScaler(data, True, scaling), TargetScaler(data, True)
+    features.norm(data)
+    targets.norm(data)
+    dataset = OnTheFlyDataset(frames, desc, True, scaling, progress=False)
+    assert dataset.input_dim == data[0].fingerprint.shape[1] and len(dataset) == len(frames)
+    assert float(dataset.target_scaler.target_mean) == float(targets.target_mean)
+    assert float(dataset.target_scaler.target_std) == float(targets.target_std)
+    for z in features.unique:
+        for key in ("offset", "scale"):
+            if transform == "normalize":
+                assert torch.equal(dataset.feature_scaler.scales[z][key], features.scales[z][key])
+            else:
+                torch.testing.assert_close(dataset.feature_scaler.scales[z][key], features.scales[z][key],
+                                           rtol=1e-12, atol=1e-15)
+    indices = [7, 2, 9, 0]
+    batch = dataset.batch(indices)
+    chosen = [data[k] for k in indices]
+    tol = {"rtol": 0, "atol": 0} if transform == "normalize" else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(batch.fingerprint, torch.cat([d.fingerprint for d in chosen]), **tol)
+    assert torch.equal(batch.atomic_numbers, torch.cat([d.atomic_numbers for d in chosen]))
+    assert torch.equal(batch.energy, torch.stack([torch.as_tensor(d.energy) for d in chosen]))
+    assert torch.equal(batch.forces, torch.cat([d.forces for d in chosen]))
+    assert batch.num_graphs == 4 and torch.equal(torch.bincount(batch.batch), torch.tensor([len(d.atomic_numbers)
+                                                                                          for d in chosen]))
+    gradients = torch.randn(batch.fingerprint.shape)
+    coo = sparse_block_diag([d.fprimes for d in chosen])
+    torch.testing.assert_close(contract_forces(batch.fprimes, gradients), contract_forces(coo, gradients),
+                               rtol=1e-10, atol=1e-10)
+
+
+@requires_shared
+def test_bad_frames_are_named(frames):
+    desc = descriptor(frames)
+    foreign = frames[3].copy()
+    foreign.numbers[0] = 79  # Au, not among the elements
+    foreign.calc = frames[3].calc
+    with pytest.raises(FrameError, match=r"frame 3: element\(s\) \['Au'\] not in"):
+        OnTheFlyDataset(frames[:3] + [foreign], desc, progress=False)
+    unlabelled = frames[1].copy()
+    with pytest.raises(ValueError, match="frame 1: no energy"):
+        OnTheFlyDataset([frames[0], unlabelled], desc, progress=False)
+    # a frame that goes bad after the scalers were fitted: its index, mid-epoch
+    dataset = OnTheFlyDataset(frames, desc, progress=False)
+    start = dataset.frames.frames.offsets[6]
+    dataset.frames.frames.positions[start + 1] = np.nan
+    loader = AheadLoader(dataset, batch_size=3, shuffle=True, collate_fn=dataset.batch)
+    seen = 0
+    with pytest.raises(FrameError, match=r"frame 6: non-finite \(NaN or infinite\) position for atom\(s\) \[1\]"):
+        for _ in loader:
+            seen += 1
+    assert seen < 4
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
+
+
+@requires_shared
+def test_ahead_loader_gives_the_batches_of_a_dataloader(frames):
+    dataset = OnTheFlyDataset(frames, descriptor(frames), progress=False)
+
+    def batches(loader_class, seed):
+        torch.manual_seed(seed)
+        loader = loader_class(dataset, batch_size=3, shuffle=True, collate_fn=dataset.batch)
+        return [(b.fingerprint, b.forces, torch.random.get_rng_state()) for b in loader]
+
+    ahead, plain = batches(AheadLoader, 5), batches(DataLoader, 5)
+    assert len(ahead) == len(plain) == 4
+    for a, p in zip(ahead, plain):
+        for x, y in zip(a, p):
+            assert torch.equal(x, y)
+    # leaving early stops the thread
+    for _ in AheadLoader(dataset, batch_size=2, collate_fn=dataset.batch):
+        break
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
