@@ -1,4 +1,5 @@
-"""Peak memory (resident set) of featurization and end-to-end preprocessing.
+"""Peak memory (resident set) of featurization, end-to-end preprocessing and training on
+the fly.
 
 asv's ``peakmem_`` includes what ``setup`` allocated (the frames, imports); each class
 has a ``peakmem_reference`` that does nothing after the same setup, the baseline to
@@ -42,6 +43,26 @@ class PreprocessMemory(Benchmark):
         self.run()
 
     peakmem_preprocess.pretty_name = stages.STAGES["preprocess"].title
+
+    def peakmem_reference(self, info, backend, frames):
+        pass
+
+
+class TrainEpochOnTheFlyMemory(Benchmark):
+    """One training epoch on the fly (fastfp): the frames, the scalers and one batch's
+    derivatives at a time, whatever the number of frames."""
+
+    params = [BACKENDS, FRAMES]
+    param_names = ["backend", "frames"]
+    repeat = 1
+
+    def prepare(self, info, backend, frames):
+        self.run = stage_run("train_epoch_on_the_fly", info, backend, frames)
+
+    def peakmem_train_epoch_on_the_fly(self, info, backend, frames):
+        self.run()
+
+    peakmem_train_epoch_on_the_fly.pretty_name = stages.STAGES["train_epoch_on_the_fly"].title
 
     def peakmem_reference(self, info, backend, frames):
         pass

@@ -259,6 +259,11 @@ def test_pipeline_stages_same_across_backends(frames):
 
     losses = {b: stages.build("train_epoch", b, frames)() for b in ("amptorch", "fastfp")}
     assert losses["fastfp"] == pytest.approx(losses["amptorch"], rel=1e-4)
+    # on the fly: exact derivatives, where the stored path drops those below 1e-5
+    on_the_fly = stages.build("train_epoch_on_the_fly", "fastfp", frames)()
+    assert on_the_fly == pytest.approx(losses["fastfp"], rel=1e-3)
+    with pytest.raises(StageUnavailable, match="no on-the-fly path"):
+        stages.build("train_epoch_on_the_fly", "amptorch", frames)
 
 
 @requires_gmp

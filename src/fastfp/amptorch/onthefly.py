@@ -24,11 +24,8 @@ the trainer, took twice as long per epoch on 2 cores (one or two workers, 320 fr
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import importlib
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..frames import PackedFrames, check_frame, pack_frames
 from .descriptors import AMPTorchInterface
-from .forces import DerivativeBlocks, warm_up
+from .forces import DerivativeBlocks
 from .scaling import FeatureScaler, FitStatistics, TargetScaler, feature_scaler, scale_fingerprints
 
 #: the key in ``config["dataset"]`` that turns on-the-fly training on
@@ -374,47 +371,4 @@ def load_skorch(trainer, original) -> None:
 # -- one timed epoch (for the benchmark harness) ---------------------------------------
 
 
-def prepare_epoch(config: dict):
-    """An ``AtomsTrainer`` for ``config`` (AtomsTrainer's config dict; ``on_the_fly`` is
-    set here) loaded with :func:`fastfp.amptorch.install` in effect: frames packed,
-    scalers fitted, model and skorch net initialised, kernels loaded, all untimed.
-    Returns ``run()``, which trains one epoch (whatever ``config["optim"]["epochs"]``)
-    and returns its training loss; ``run.trainer`` is the trainer. Needs AMPTorch. The
-    working directory is restored (AtomsTrainer changes into ``config["cmd"]["run_dir"]``)."""
-    from amptorch.trainer import AtomsTrainer
-
-    config = copy.copy(config)
-    config["dataset"] = dict(config["dataset"], **{KEY: True})
-    trainer = AtomsTrainer(config)
-    cwd = os.getcwd()
-    try:
-        with _installed(), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            trainer.load()
-            trainer.net.initialize()
-        warm_up()  # the block contraction's kernels
-    finally:
-        os.chdir(cwd)
-
-    def run() -> float:
-        with _installed():
-            trainer.net.partial_fit(trainer.train_dataset, None, epochs=1)
-        return float(trainer.net.history[-1]["train_loss"])
-
-    run.trainer = trainer
-    return run
-
-
-@contextlib.contextmanager
-def _installed():
-    from . import patching
-
-    was = patching.installed()
-    patching.install()
-    try:
-        yield
-    finally:
-        if not was:
-            patching.uninstall()
-
-
-__all__ = ["OnTheFlyDataset", "LabelledFrames", "AheadLoader", "check_config", "prepare_epoch", "KEY"]
+__all__ = ["OnTheFlyDataset", "LabelledFrames", "AheadLoader", "check_config", "KEY"]

@@ -37,6 +37,9 @@ Stages (:data:`STAGES`; backends: :mod:`fastfp.harness.backends`)
                 AMPTorch is installed, so its column never shows an imitation;
 ``train_epoch`` one epoch of ``AtomsTrainer`` (SingleNN 3×20, batch 16, forces,
                 force_coefficient 0.05) without / with ``install()``;
+``train_epoch_on_the_fly``  the same epoch with ``config["dataset"]["on_the_fly"]``
+                (fastfp only): every batch featurized, scaled and contracted inside the
+                epoch, memory bounded by the batch;
 ``preprocess``  end to end: ``AtomsDataset(frames, ...)`` without / with ``install()``
                 (fingerprints, derivatives, ``Data``, feature and target scaling).
 
@@ -382,23 +385,33 @@ def _train_config(req: Request, run_dir) -> dict:
 
 
 def _train_epoch(req: Request):
+    """One epoch of ``AtomsTrainer``: from the stored ``Data`` (stage ``train_epoch``,
+    preprocessing in setup, done the fast way for both backends: the ``Data`` are the
+    same, tests/test_amptorch_dropin.py), or on the fly (``train_epoch_on_the_fly``:
+    ``config["dataset"]["on_the_fly"]``, scalers fitted in setup, every batch featurized
+    inside the epoch)."""
     _torch_setup()
     from amptorch.trainer import AtomsTrainer
 
-    trainer = AtomsTrainer(_train_config(req, req.tempdir()))
+    from fastfp.amptorch.forces import warm_up
+
+    config = _train_config(req, req.tempdir())
+    on_the_fly = req.stage == "train_epoch_on_the_fly"
+    config["dataset"]["on_the_fly"] = on_the_fly
+    trainer = AtomsTrainer(config)
     cwd = os.getcwd()
     try:
-        # preprocessing is not what this stage measures: done the fast way for both
-        # backends (the Data are the same, tests/test_amptorch_dropin.py)
         with contextlib.redirect_stdout(open(os.devnull, "w")), fastfp_installed(True):
             trainer.load()
             trainer.net.initialize()
     finally:
         os.chdir(cwd)  # AtomsTrainer.load_config chdirs into run_dir
+    if req.backend == "fastfp":
+        warm_up()  # the force contraction's compiled kernels
 
     def run():
         with fastfp_installed(req.backend == "fastfp"):
-            trainer.net.partial_fit(trainer.train_dataset, None)
+            trainer.net.partial_fit(trainer.train_dataset, None, epochs=1)
         return float(trainer.net.history[-1]["train_loss"])
 
     return run
@@ -469,6 +482,9 @@ STAGES: dict[str, Stage] = {
               needs_labels=True, needs_torch=True, memory="coo"),
         Stage("train_epoch", "training epoch", _train_epoch, needs_labels=True, needs_torch=True,
               needs_amptorch=True, memory="coo"),
+        Stage("train_epoch_on_the_fly", "training epoch on the fly", _train_epoch, needs_labels=True,
+              needs_torch=True, needs_amptorch=True, backends=("fastfp",),
+              missing={"amptorch": "AMPTorch has no on-the-fly path (its stored path: the training epoch row)"}),
         Stage("preprocess", "end-to-end preprocessing", _preprocess, needs_labels=True, needs_torch=True,
               memory="coo"),
     )
