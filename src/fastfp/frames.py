@@ -148,3 +148,21 @@ def elements_of(frames: Iterable) -> list[str]:
     if n == 0:
         raise ValueError("no frames given")
     return sorted(chemical_symbols[z] for z in seen)
+
+
+def frame_label(atoms, index: int, what: str):
+    """The energy (``what="energy"``: a float, eV) or forces (``"forces"``: (n_atoms, 3)
+    float64, eV/Å) of frame ``index``, read as AMPTorch reads them
+    (``apply_constraint=False``: fixed atoms keep their forces). Raises ``ValueError``
+    naming the frame when the label is missing, of the wrong shape or not finite."""
+    if what not in ("energy", "forces"):
+        raise ValueError(f"unknown label {what!r}: 'energy' or 'forces'")
+    read = atoms.get_potential_energy if what == "energy" else atoms.get_forces
+    try:
+        value = read(apply_constraint=False)
+    except Exception as exc:  # no calculator, or a calculator without this property
+        raise ValueError(f"frame {index}: no {what} ({type(exc).__name__}: {exc})") from None
+    array = np.asarray(np.nan if value is None else value, dtype=np.float64)
+    if array.shape != (() if what == "energy" else (len(atoms), 3)) or not np.isfinite(array).all():
+        raise ValueError(f"frame {index}: {what} missing, of the wrong shape or not finite")
+    return float(array) if what == "energy" else array

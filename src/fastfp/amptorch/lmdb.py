@@ -73,7 +73,7 @@ from ..atomic import AtomicPath
 from ..config import (build_descriptor, canonical_json, config_from_setup, config_hash, descriptor_setup,
                       load_config, require_same_settings, resolve_config)
 from ..framefile import FrameFile
-from ..frames import chunks, elements_of
+from ..frames import chunks, elements_of, frame_label
 from ..shards import ShardedDir, read_manifest
 from .data import fingerprints_to_data
 from .scaling import FitStatistics, check_scaling, feature_scaler, norm_features, target_scaler
@@ -129,27 +129,6 @@ def _as_atoms(item):
     return item if hasattr(item, "positions") else item.toatoms()  # ase.db rows
 
 
-def _energy(atoms, index: int) -> float:
-    try:
-        energy = atoms.get_potential_energy(apply_constraint=False)
-    except Exception as exc:  # no calculator, or a calculator without an energy
-        raise ValueError(f"frame {index}: no energy ({type(exc).__name__}: {exc}); "
-                         "AMPTorch's LMDB needs an energy for every frame") from None
-    if energy is None or not np.isfinite(energy):
-        raise ValueError(f"frame {index}: energy is {energy!r}; AMPTorch's LMDB needs a finite energy for every frame")
-    return float(energy)
-
-
-def _check_forces(atoms, index: int) -> None:
-    try:
-        forces = atoms.get_forces(apply_constraint=False)
-    except Exception as exc:
-        raise ValueError(f"frame {index}: no forces ({type(exc).__name__}: {exc}); "
-                         "force training needs forces for every frame (or pass derivatives=False)") from None
-    if forces is None or np.shape(forces) != (len(atoms), 3) or not np.isfinite(forces).all():
-        raise ValueError(f"frame {index}: forces missing or not finite")
-
-
 def _put_all(env, items: dict) -> None:
     """Put ``items`` ({key: object}) pickled, one at a time, in one transaction, growing
     the map (doubling) until they fit. Values are pickled as they are put, so only one
@@ -200,10 +179,10 @@ def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
     descriptor = _descriptor(canonical_json(job.config))
     stats = FitStatistics()
     for first, chunk in job.chunks(start, stop):
-        energies = [_energy(atoms, first + k) for k, atoms in enumerate(chunk)]
+        energies = [frame_label(atoms, first + k, "energy") for k, atoms in enumerate(chunk)]
         if job.derivatives:
             for k, atoms in enumerate(chunk):
-                _check_forces(atoms, first + k)
+                frame_label(atoms, first + k, "forces")
         fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
         rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
         if len({r.shape[1] for r in rows}) > 1:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
-from ..frames import PackedFrames, check_frame, pack_frames
+from ..frames import PackedFrames, check_frame, frame_label, pack_frames
 from .descriptors import AMPTorchInterface
 from .forces import DerivativeBlocks
 from .scaling import FeatureScaler, FitStatistics, TargetScaler, feature_scaler, scale_fingerprints
@@ -114,19 +114,6 @@ def check_config(config: dict) -> bool:
 # -- frames ----------------------------------------------------------------------------
 
 
-def _label(atoms, index: int, what: str, forces: bool) -> np.ndarray:
-    """The energy (or forces) of ``atoms`` (frame ``index``), as AMPTorch reads them
-    (``apply_constraint=False``); ``ValueError`` naming the frame if missing or not finite."""
-    try:
-        value = np.asarray(atoms.get_forces(apply_constraint=False) if forces
-                           else atoms.get_potential_energy(apply_constraint=False), dtype=np.float64)
-    except Exception as exc:  # no calculator, or one without this property
-        raise ValueError(f"frame {index}: no {what} ({type(exc).__name__}: {exc})") from None
-    if not np.isfinite(value).all():
-        raise ValueError(f"frame {index}: {what} not finite")
-    return value
-
-
 @dataclass(frozen=True)
 class LabelledFrames:
     """Frames as flat arrays with their labels: what on-the-fly training keeps.
@@ -149,8 +136,8 @@ class LabelledFrames:
         """Pack ASE ``Atoms`` with energies (and ``forces``). Raises
         :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first bad frame."""
         frames = pack_frames(images, allowed)
-        energies = np.array([_label(a, k, "energy", False) for k, a in enumerate(images)])
-        labels = np.concatenate([_label(a, k, "forces", True) for k, a in enumerate(images)]) if forces else None
+        energies = np.array([frame_label(a, k, "energy") for k, a in enumerate(images)])
+        labels = np.concatenate([frame_label(a, k, "forces") for k, a in enumerate(images)]) if forces else None
         return cls(frames, energies, labels, np.asarray(allowed))
 
     def __len__(self) -> int:

@@ -56,7 +56,7 @@ from ase.md.langevin import Langevin
 from tqdm.auto import tqdm
 
 from ..atomic import AtomicPath
-from ..frames import elements_of
+from ..frames import elements_of, frame_label
 from .settings import shared_data_dir
 
 __all__ = [
@@ -533,20 +533,15 @@ def load_frames(source: str | os.PathLike, n: int | None = None, progress: bool 
 
 def has_labels(frames) -> bool:
     """True if there is at least one frame and every frame has an energy and forces
-    (read without constraints, as AMPTorch does; a ``SinglePointCalculator`` just
-    returns what it stores)."""
+    (:func:`fastfp.frames.frame_label`; a ``SinglePointCalculator`` returns what it stores)."""
     frames = list(frames)
-    if not frames:
+    try:
+        for k, atoms in enumerate(frames):
+            frame_label(atoms, k, "energy")
+            frame_label(atoms, k, "forces")
+    except ValueError:
         return False
-    for atoms in frames:
-        if atoms.calc is None:
-            return False
-        try:
-            atoms.get_potential_energy(apply_constraint=False)
-            atoms.get_forces(apply_constraint=False)
-        except Exception:  # a calculator without these properties
-            return False
-    return True
+    return bool(frames)
 
 
 def describe(frames, source) -> dict:
