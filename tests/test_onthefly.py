@@ -151,3 +151,73 @@ def test_ahead_loader_gives_the_batches_of_a_dataloader(frames):
     for _ in AheadLoader(dataset, batch_size=2, collate_fn=dataset.batch):
         break
     assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
+
+
+def _binning_free(frames, cutoff):
+    """The frames in which AMPTorch's neighbour search misses no pair: there the drop-in's
+    descriptors (which reproduce AMPTorch's misses) and the store's (exact) agree."""
+    from fastfp.frames import pack_frames
+    from fastfp.neighbors import neighbor_pairs
+
+    def pairs(atoms, binning):
+        packed = pack_frames([atoms], np.unique(atoms.numbers))
+        return len(neighbor_pairs(packed, cutoff, amptorch_binning=binning).j)
+
+    return [a for a in frames if pairs(a, True) == pairs(a, False)]
+
+
+def _store(tmp_path, frames, desc, name="train.store", derivatives=True):
+    """``frames`` featurized by ``desc``'s settings into a store (labels included)."""
+    from fastfp.config import resolve_config
+    from fastfp.store import featurize_to_store, open_store
+
+    config = resolve_config({"fp_scheme": desc.descriptor_type.lower(), "fp_params": desc.params,
+                             "elements": desc.elements})
+    featurize_to_store(frames, config, tmp_path / name, derivatives=derivatives, shard_frames=4)
+    return open_store(tmp_path / name)
+
+
+@requires_shared
+@pytest.mark.parametrize("transform", ["normalize", "standardize"])
+def test_store_batches_equal_the_on_the_fly_ones(frames, tmp_path, transform):
+    """Training from a store: the same scalers and batches as featurizing the frames."""
+    from fastfp.amptorch.onthefly import StoreDataset
+
+    desc = descriptor(frames)
+    frames = _binning_free(frames, desc.cutoff)
+    scaling = {"type": transform, "range": (0, 1), "elementwise": True}
+    store = _store(tmp_path, frames, desc)
+    assert store.has_labels and len(store.shard_bounds) == 3 and len(frames) >= 9
+    fly = OnTheFlyDataset(frames, desc, True, scaling, progress=False)
+    stored = StoreDataset(store, desc, True, scaling, progress=False)
+    assert len(stored) == len(fly) and stored.input_dim == fly.input_dim
+    assert stored.target_scaler == fly.target_scaler
+    # the same statistics, merged from other parts: exact for min and max, to rounding for the deviation
+    tol = {"rtol": 0, "atol": 0} if transform == "normalize" else {"rtol": 1e-12, "atol": 1e-15}
+    for z in fly.feature_scaler.unique:
+        for key in ("offset", "scale"):
+            torch.testing.assert_close(stored.feature_scaler.scales[z][key], fly.feature_scaler.scales[z][key], **tol)
+    indices = [7, 2, 8, 0, 5]  # across the shards
+    a, b = stored.batch(indices), fly.batch(indices)
+    for key in ("atomic_numbers", "energy", "forces", "batch", "ptr"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(a.fingerprint, b.fingerprint, **tol)
+    gradients = torch.randn_like(b.fingerprint, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(contract_forces(a.fprimes, gradients), contract_forces(b.fprimes, gradients), **tol)
+
+
+@requires_shared
+def test_a_store_without_what_training_needs_is_refused(frames, tmp_path):
+    from ase import Atoms
+
+    from fastfp.amptorch.onthefly import StoreDataset
+    from fastfp.store import StoreError
+
+    desc = descriptor(frames)
+    with pytest.raises(StoreError, match="no derivatives in the store"):
+        StoreDataset(_store(tmp_path, frames, desc, derivatives=False), desc, True, progress=False)
+    bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
+    store = _store(tmp_path, bare, desc, "bare.store")
+    assert not store.has_labels
+    with pytest.raises(StoreError, match="no energies and forces in the store"):
+        StoreDataset(store, desc, True, progress=False)

@@ -133,6 +133,70 @@ def test_amptorch_lmdb_still_trains_under_install(frames, tmp_path):
     assert np.isfinite(history(trainer, "train_loss")).all()
 
 
+def _store_config(frames, tmp_path, identifier, **options):
+    """AtomsTrainer's config training from a fastfp store of ``frames`` (same settings)."""
+    from fastfp.config import resolve_config
+    from fastfp.store import featurize_to_store
+
+    options = config(frames, tmp_path, identifier, False, **options)
+    dataset = options["dataset"]
+    path = tmp_path / f"{identifier}.store"
+    featurize_to_store(list(frames), resolve_config({k: dataset[k] for k in ("fp_scheme", "fp_params", "elements")}),
+                       path, shard_frames=7)
+    options["dataset"] = {"fastfp_store": str(path), "val_split": dataset["val_split"]}
+    return options
+
+
+def _train(options):
+    cwd = os.getcwd()
+    try:
+        trainer = AtomsTrainer(options)
+        trainer.train()
+    finally:
+        os.chdir(cwd)
+    return trainer
+
+
+def test_training_from_a_store_equals_the_in_memory_path(frames, tmp_path):
+    """``config["dataset"]["fastfp_store"]``: the same losses, metrics and scalers as
+    AtomsDataset on the frames the store was written from (frames in which AMPTorch's
+    neighbour search misses no pair: elsewhere the store, which is exact, and the
+    drop-in, which reproduces AMPTorch's misses, differ)."""
+    from fastfp.amptorch.onthefly import StoreDataset
+    from fastfp.frames import pack_frames
+    from fastfp.neighbors import neighbor_pairs
+
+    def misses(atoms):
+        packed = pack_frames([atoms], np.unique(atoms.numbers))
+        return len(neighbor_pairs(packed, 8.0).j) != len(neighbor_pairs(packed, 8.0, amptorch_binning=True).j)
+
+    train = [a for a in frames[:24] if not misses(a)]
+    assert len(train) >= 18
+    stored = trained(train, tmp_path, "stored", False, val_split=0.25)
+    ours = _train(_store_config(train, tmp_path, "fromstore", val_split=0.25))
+    assert isinstance(ours.train_dataset, StoreDataset) and len(ours.train_dataset) == len(train)
+    for key in ("train_loss", "train_energy_mae", "train_forces_mae", "valid_loss", "val_energy_mae",
+                "val_forces_mae"):
+        np.testing.assert_allclose(history(ours, key), history(stored, key), rtol=1e-6, err_msg=key)
+    assert ours.feature_scaler == stored.feature_scaler and ours.target_scaler == stored.target_scaler
+    np.testing.assert_allclose(ours.predict(frames[24:])["energy"], stored.predict(frames[24:])["energy"], rtol=1e-6)
+
+
+def test_a_store_with_other_settings_or_frames_is_refused(frames, tmp_path):
+    from fastfp.store import StoreError
+
+    options = _store_config(frames[:4], tmp_path, "refused", debug=True)
+    other = config(frames[:4], tmp_path, "x", False)["dataset"]
+    other["fp_params"]["cutoff"] = 6.0
+    options["dataset"].update(fp_scheme="gmpordernorm", fp_params=other["fp_params"])
+    with pytest.raises(StoreError, match=r"different descriptor settings \(differing: fp_params.cutoff\)"):
+        _train(options)
+    options = _store_config(frames[:4], tmp_path, "refused2", debug=True)
+    options["dataset"]["raw_data"] = frames[:4]
+    with pytest.raises(ValueError, match="'raw_data'"):
+        _train(options)
+
+
 @pytest.mark.parametrize("change, key", [
     (lambda c: c["dataset"].update(on_the_fly="yes"), "on_the_fly"),
     (lambda c: c["dataset"].update(fp_scheme="soap"), "fp_scheme"),

@@ -16,7 +16,7 @@ Layout (format version 2)::
                           n_features, settings (derivatives, fprimes_dtype,
                           compression), source (frames file, selection, size, mtime),
                           n_frames, shard_frames, metadata; once complete also
-                          shards.atoms and shards.blocks (per shard)
+                          shards.atoms, shards.blocks and shards.labels (per shard)
       shard-00000.h5      frames 0 .. shard_frames-1
       ...
 
@@ -32,9 +32,13 @@ global within the shard:
 - ``fingerprints`` (A, F) float64, ``numbers`` (A,) int64, ``offsets`` (N+1,) int64;
 - with derivatives: ``fprime_ptr`` (A+1,) int64, ``fprime_j`` (B,) int64,
   ``fprimes`` (B, F, 3) float64 or float32 (see :class:`~fastfp.fingerprints.Fingerprints`);
+- with labels (when every frame of the shard has an energy and forces, read as AMPTorch
+  reads them: :func:`~fastfp.frames.frame_label`): ``energies`` (N,) float64, eV, and
+  ``forces`` (A, 3) float64, eV/Å: what training from the store needs;
 - attributes: ``format`` ("fastfp-store"), ``format_version``, ``complete``, ``config``
   (canonical JSON), ``config_hash``, ``n_features``, ``has_derivatives``,
-  ``fprimes_dtype``, ``metadata`` (JSON), ``n_frames``, ``n_atoms``, ``n_blocks``.
+  ``fprimes_dtype``, ``has_labels``, ``metadata`` (JSON), ``n_frames``, ``n_atoms``,
+  ``n_blocks``.
 
 Derivative blocks in float32 (``dtype="float32"``, ``--dtype float32``) halve the
 store (about 92% of it is derivative blocks). Each value is rounded to the nearest
@@ -83,7 +87,7 @@ from .atomic import AtomicPath
 from .config import build_descriptor, canonical_json, config_hash, require_same_settings
 from .fingerprints import Fingerprints
 from .framefile import FrameFile
-from .frames import chunks
+from .frames import chunks, frame_label
 from .shards import ShardedDir, read_manifest
 
 FORMAT = "fastfp-store"
@@ -96,6 +100,7 @@ DEFAULT_SHARD_FRAMES = 500
 FPRIMES_DTYPES = ("float64", "float32")
 _INDEX = ("fingerprints", "numbers", "offsets")
 _DERIV = ("fprime_ptr", "fprime_j", "fprimes")
+_LABELS = ("energies", "forces")
 #: shards a reader keeps open at once
 MAX_OPEN_SHARDS = 8
 
@@ -122,6 +127,8 @@ class StoreWriter:
     n_features : width F of the fingerprint rows
     derivatives : whether derivative blocks are stored (every append must match)
     dtype : "float64" (default) or "float32", the derivative blocks' stored type
+    labels : None, or ``(energies (N,) eV, forces (A, 3) eV/Å)`` of all the frames to be
+        appended, stored with them (checked against what was appended on close)
     metadata : optional JSON-serialisable dict recorded in the ``metadata`` attribute
     compression : h5py compression filter for the float datasets (None, "lzf", "gzip")
     chunk_bytes : target size of one HDF5 chunk
@@ -132,14 +139,15 @@ class StoreWriter:
     """
 
     def __init__(self, path, descriptor_config: dict, n_features: int, derivatives: bool,
-                 *, dtype="float64", metadata: dict | None = None, compression: str | None = None,
-                 chunk_bytes: int = 1 << 20):
+                 *, dtype="float64", labels=None, metadata: dict | None = None,
+                 compression: str | None = None, chunk_bytes: int = 1 << 20):
         self.path = Path(path)
         self.n_features = int(n_features)
         if self.n_features <= 0:
             raise ValueError(f"n_features must be positive, got {n_features}")
         self.derivatives = bool(derivatives)
         self.dtype = _fprimes_dtype(dtype)
+        self.labels = None if labels is None else tuple(np.asarray(x, dtype=np.float64) for x in labels)
         config_json = canonical_json(descriptor_config)
         meta_json = json.dumps(metadata or {}, sort_keys=True)
         try:
@@ -160,6 +168,7 @@ class StoreWriter:
             f.attrs["n_features"] = self.n_features
             f.attrs["has_derivatives"] = self.derivatives
             f.attrs["fprimes_dtype"] = self.dtype
+            f.attrs["has_labels"] = self.labels is not None
             f.attrs["metadata"] = meta_json
             F = self.n_features
             rows = max(1, chunk_bytes // (8 * F))
@@ -174,6 +183,9 @@ class StoreWriter:
                 brows = max(1, chunk_bytes // (np.dtype(self.dtype).itemsize * 3 * F))
                 f.create_dataset("fprimes", (0, F, 3), self.dtype, maxshape=(None, F, 3),
                                  chunks=(brows, F, 3), **kw)
+            if self.labels is not None:  # whole, written once: the file's layout does not depend on the appends
+                f.create_dataset("energies", data=self.labels[0])
+                f.create_dataset("forces", data=self.labels[1])
         except BaseException:
             self.abort()
             raise
@@ -231,6 +243,10 @@ class StoreWriter:
         if self._closed:
             return
         try:
+            if self.labels is not None and (self.labels[0].shape != (self.n_frames,)
+                                            or self.labels[1].shape != (self.n_atoms, 3)):
+                raise ValueError(f"{self.path}: labels for {len(self.labels[0])} frames and {len(self.labels[1])} "
+                                 f"atoms, but {self.n_frames} frames and {self.n_atoms} atoms were appended")
             f = self._file
             f.attrs["n_frames"] = self.n_frames
             f.attrs["n_atoms"] = self.n_atoms
@@ -308,10 +324,11 @@ class _Shard:
             self.n_features = int(attrs["n_features"])
             self.has_derivatives = bool(attrs["has_derivatives"])
             self.fprimes_dtype = str(attrs.get("fprimes_dtype", "float64"))
+            self.has_labels = bool(attrs.get("has_labels", False))
             self.metadata = json.loads(attrs.get("metadata", "{}"))
         except (KeyError, ValueError, TypeError) as exc:
             self._fail(f"corrupt store attributes ({type(exc).__name__}: {exc})")
-        names = _INDEX + (_DERIV if self.has_derivatives else ())
+        names = _INDEX + (_DERIV if self.has_derivatives else ()) + (_LABELS if self.has_labels else ())
         missing = [n for n in names if n not in f]
         if missing:
             self._fail(f"corrupt store: missing dataset(s) {missing}")
@@ -333,6 +350,8 @@ class _Shard:
                 if int(ptr[0]) != 0 or int(ptr[A]) != jj.shape[0]:
                     self._fail("corrupt store: fprime_ptr does not match the derivative blocks")
                 self.n_blocks = jj.shape[0]
+            if self.has_labels and (f["energies"].shape != (len(self.offsets) - 1,) or f["forces"].shape != (A, 3)):
+                self._fail("corrupt store: label dataset shapes do not match")
             n = attrs.get("n_frames")
             if n is not None and int(n) != len(self.offsets) - 1:
                 self._fail(f"corrupt store: {len(self.offsets) - 1} frames, attribute says {int(n)}")
@@ -344,13 +363,14 @@ class _Shard:
         if wrong:
             self._fail(f"shard does not belong to its store (differing: {', '.join(wrong)})")
 
-    def frames(self, start: int, stop: int) -> Fingerprints:
-        """Frames ``start:stop`` of this shard, indices re-based to 0, fprimes as float64."""
+    def frames(self, start: int, stop: int, derivatives: bool = True) -> Fingerprints:
+        """Frames ``start:stop`` of this shard, indices re-based to 0, fprimes as float64
+        (not read with ``derivatives=False``)."""
         a0, a1 = int(self.offsets[start]), int(self.offsets[stop])
         f = self.file
         try:
             derivs = {}
-            if self.has_derivatives:
+            if self.has_derivatives and derivatives:
                 ptr = f["fprime_ptr"][a0 : a1 + 1]
                 b0, b1 = int(ptr[0]), int(ptr[-1])
                 derivs = dict(fprime_ptr=ptr - b0, fprime_j=f["fprime_j"][b0:b1] - a0,
@@ -359,6 +379,14 @@ class _Shard:
                                 numbers=f["numbers"][a0:a1], **derivs)
         except (OSError, RuntimeError) as exc:
             raise StoreError(f"{self.path}: corrupt store, cannot read frames {start}:{stop} ({exc})") from None
+
+    def labels(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (eV) and forces (eV/Å) of frames ``start:stop`` of this shard."""
+        a0, a1 = int(self.offsets[start]), int(self.offsets[stop])
+        try:
+            return self.file["energies"][start:stop], self.file["forces"][a0:a1]
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"{self.path}: corrupt store, cannot read labels {start}:{stop} ({exc})") from None
 
     def close(self) -> None:
         self.file.close()
@@ -379,7 +407,8 @@ class Store:
     by path), and safe to use after ``fork``.
 
     Attributes: ``path``, ``config`` (resolved descriptor config), ``config_hash``,
-    ``n_features``, ``has_derivatives``, ``fprimes_dtype``, ``metadata``, ``source``
+    ``n_features``, ``has_derivatives``, ``fprimes_dtype``, ``has_labels`` (energies and
+    forces of every frame, :meth:`labels`), ``metadata``, ``source``
     (the frames it was made from: ``{"frames": path@selection, ...}``; None for a single
     file), ``n_atoms``, ``shard_bounds``.
     """
@@ -401,7 +430,8 @@ class Store:
             self._files = [self.path]
             self._expect = [None]
             self._shards[0] = shard
-            for key in ("config", "config_hash", "n_features", "has_derivatives", "fprimes_dtype", "metadata"):
+            for key in ("config", "config_hash", "n_features", "has_derivatives", "fprimes_dtype", "has_labels",
+                        "metadata"):
                 setattr(self, key, getattr(shard, key))
             self.source = None
             self.shard_bounds = [(0, len(shard.offsets) - 1)]
@@ -436,6 +466,7 @@ class Store:
             out.manifest = manifest
             self.shard_bounds = out.bounds()
             atoms = [int(a) for a in manifest["shards"]["atoms"]]
+            self.has_labels = all(manifest["shards"].get("labels", [False]))
         except (KeyError, TypeError, ValueError) as exc:
             self._fail(f"corrupt manifest ({type(exc).__name__}: {exc})")
         if len(atoms) != len(self.shard_bounds):
@@ -490,20 +521,30 @@ class Store:
     def n_frames(self) -> int:
         return len(self)
 
-    def frames(self, start: int, stop: int) -> Fingerprints:
-        """Frames ``start:stop`` (0 <= start <= stop <= len) as one :class:`Fingerprints`."""
+    def _parts(self, start: int, stop: int):
+        """``(shard, first, stop)`` within each shard holding frames ``start:stop``."""
         n = len(self)
         if not 0 <= start <= stop <= n:
             raise IndexError(f"frames {start}:{stop} out of range for a store of {n} frames")
         if start == stop:
-            return self._shard(0).frames(0, 0)
+            return [(self._shard(0), 0, 0)]
         first = int(np.searchsorted(self._starts, start, side="right")) - 1
         last = int(np.searchsorted(self._starts, stop, side="left")) - 1
-        parts = []
-        for k in range(first, last + 1):
-            a, b = self.shard_bounds[k]
-            parts.append(self._shard(k).frames(max(start, a) - a, min(stop, b) - a))
-        return Fingerprints.concatenate(parts)
+        return [(self._shard(k), max(start, a) - a, min(stop, b) - a)
+                for k, (a, b) in zip(range(first, last + 1), self.shard_bounds[first : last + 1])]
+
+    def frames(self, start: int, stop: int, derivatives: bool = True) -> Fingerprints:
+        """Frames ``start:stop`` (0 <= start <= stop <= len) as one :class:`Fingerprints`;
+        with ``derivatives=False`` the derivative blocks are not read."""
+        return Fingerprints.concatenate([shard.frames(a, b, derivatives) for shard, a, b in self._parts(start, stop)])
+
+    def labels(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(energies (n,) eV, forces (n_atoms, 3) eV/Å)`` of frames ``start:stop``.
+        Raises :class:`StoreError` when the store holds no labels (its frames had none)."""
+        if not self.has_labels:
+            self._fail("the store holds no energies and forces (its frames had none when it was written)")
+        parts = [shard.labels(a, b) for shard, a, b in self._parts(start, stop)]
+        return np.concatenate([e for e, _ in parts]), np.concatenate([f for _, f in parts])
 
     def __getitem__(self, key) -> Fingerprints:
         n = len(self)
@@ -526,14 +567,15 @@ class Store:
         for k in range(len(self)):
             yield self.frames(k, k + 1)
 
-    def chunks(self, size: int = 64, start: int = 0, stop: int | None = None) -> Iterator[Fingerprints]:
+    def chunks(self, size: int = 64, start: int = 0, stop: int | None = None,
+               derivatives: bool = True) -> Iterator[Fingerprints]:
         """Consecutive batches of up to ``size`` frames of frames ``start:stop`` (default
-        all): memory holds one batch at a time."""
+        all): memory holds one batch at a time. ``derivatives=False``: fingerprints only."""
         stop = len(self) if stop is None else stop
         if not 0 <= start <= stop <= len(self):
             raise IndexError(f"frames {start}:{stop} out of range for a store of {len(self)} frames")
         for a in range(start, stop, size):
-            yield self.frames(a, min(a + size, stop))
+            yield self.frames(a, min(a + size, stop), derivatives)
 
     def read_all(self) -> Fingerprints:
         """Every frame in one :class:`Fingerprints` (loads the whole store into memory)."""
@@ -602,17 +644,29 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _labels(frames, start: int):
+    """``(energies, forces)`` of ``frames`` (numbered from ``start``), or None if one lacks them."""
+    try:
+        return (np.array([frame_label(a, start + k, "energy") for k, a in enumerate(frames)]),
+                np.concatenate([frame_label(a, start + k, "forces") for k, a in enumerate(frames)]))
+    except ValueError:
+        return None
+
+
 def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
     """Task: featurize frames ``start:stop`` of ``job.frames`` into the shard file
-    ``path`` (atomically). Returns its ``n_atoms``, ``n_blocks`` and ``bytes``, and the
-    ``pid`` and ``peak_rss`` (bytes) of the process that ran it."""
+    ``path`` (atomically), with their energies and forces when every frame has them.
+    Returns its ``n_atoms``, ``n_blocks``, ``bytes`` and ``labels``, and the ``pid`` and
+    ``peak_rss`` (bytes) of the process that ran it."""
     descriptor = _descriptor(canonical_json(job.config))
-    with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype,
+    frames = job.read(start, stop)
+    labels = _labels(frames, start)
+    with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype, labels=labels,
                      metadata={"frames": [start, stop]}, compression=job.compression) as writer:
-        for first, chunk in chunks(job.read(start, stop), job.chunk_size, _light):
+        for first, chunk in chunks(frames, job.chunk_size, _light):
             writer.append(descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first))
-    return dict(n_atoms=writer.n_atoms, n_blocks=writer.n_blocks, bytes=Path(path).stat().st_size, pid=os.getpid(),
-                peak_rss=_peak_rss())
+    return dict(n_atoms=writer.n_atoms, n_blocks=writer.n_blocks, bytes=Path(path).stat().st_size,
+                labels=labels is not None, pid=os.getpid(), peak_rss=_peak_rss())
 
 
 def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, dtype="float64",
@@ -688,7 +742,8 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         except StoreError:
             return None
         shard.close()
-        return dict(n_atoms=int(shard.offsets[-1]), n_blocks=shard.n_blocks, bytes=p.stat().st_size)
+        return dict(n_atoms=int(shard.offsets[-1]), n_blocks=shard.n_blocks, bytes=p.stat().st_size,
+                    labels=shard.has_labels)
 
     todo = out.start(manifest, overwrite=overwrite, is_complete=lambda p, k: shard_info(p, k) is not None)
     bounds = out.bounds()
@@ -722,7 +777,8 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     peak_rss = {}
     for k in todo:
         peak_rss[info[k]["pid"]] = max(peak_rss.get(info[k]["pid"], 0), info[k]["peak_rss"])
-    out.finish(shards={"atoms": [s["n_atoms"] for s in shards], "blocks": [s["n_blocks"] for s in shards]})
+    out.finish(shards={"atoms": [s["n_atoms"] for s in shards], "blocks": [s["n_blocks"] for s in shards],
+                       "labels": [s["labels"] for s in shards]})
     return dict(n_frames=n_frames, n_atoms=sum(s["n_atoms"] for s in shards),
                 n_blocks=sum(s["n_blocks"] for s in shards), n_features=descriptor.n_features,
                 bytes=sum(s["bytes"] for s in shards), shards=len(shards), computed=sorted(todo),

@@ -10,6 +10,10 @@ derivatives as fastfp's pair blocks (:class:`~fastfp.amptorch.forces.DerivativeB
 no COO, no thresholding) and dropped after the step, so memory is bounded by the batch
 whatever the number of frames.
 
+With ``config["dataset"]["fastfp_store"] = PATH`` instead (no ``raw_data``), the
+batches are read from a fastfp store with labels (:class:`StoreDataset`): fingerprints,
+derivative blocks, energies and forces as the store holds them, a batch at a time.
+
 The scalers are AMPTorch's classes, fitted to the same statistics as ``AtomsDataset``
 fits them, by one pass over the frames that computes fingerprints only and keeps only
 per-element statistics (:class:`~fastfp.amptorch.scaling.FitStatistics`).
@@ -37,58 +41,75 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, frame_label, pack_frames
 from .descriptors import AMPTorchInterface
 from .forces import DerivativeBlocks
-from .scaling import FeatureScaler, FitStatistics, TargetScaler, feature_scaler, scale_fingerprints
+from ..config import require_same_settings
+from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
+                      scale_fingerprints)
 
 #: the key in ``config["dataset"]`` that turns on-the-fly training on
 KEY = "on_the_fly"
+#: the key in ``config["dataset"]`` that names a fastfp store to train from
+STORE_KEY = "fastfp_store"
 #: ``config["dataset"]`` keys AtomsTrainer reads (``descriptor`` and ``fp_length`` it
-#: writes itself), and ``on_the_fly``
+#: writes itself), and fastfp's
 DATASET_KEYS = {"raw_data", "elements", "fp_scheme", "fp_params", "cutoff_params", "scaling", "save_fps",
-                "val_split", "val_split_mode", "descriptor", "fp_length", KEY}
+                "val_split", "val_split_mode", "descriptor", "fp_length", KEY, STORE_KEY}
 #: keys of AMPTorch's LMDB data sets, which hold precomputed fingerprints
 LMDB_KEYS = ("lmdb_path", "cache")
 #: atoms per featurization call while fitting the feature scaler (fingerprints only, so
 #: little memory; 4,096 atoms took half the time of 512 on the default workload)
 FIT_ATOMS = 4096
+#: frames per read of stored fingerprints while fitting the feature scaler
+FIT_FRAMES = 256
 #: batches featurized ahead of the one the model trains on (featurization dominates: one
 #: is enough to keep it busy; each holds its derivative blocks, ~60 MB for 16 frames of
 #: the default workload)
 AHEAD = 1
 
 
-def check_config(config: dict) -> bool:
-    """Whether ``config`` (AtomsTrainer's) asks for on-the-fly training, after checking
-    that fastfp can do what it asks. Raises ``ValueError`` naming the offending key:
-    ``on_the_fly`` not true or false, an LMDB key, a key AtomsTrainer does not know in
-    ``config["dataset"]``, a ``fp_scheme`` other than gmpordernorm, gmp and gaussian,
+def check_config(config: dict) -> str | None:
+    """How ``config`` (AtomsTrainer's) asks fastfp to feed the trainer: :data:`KEY`
+    (``"on_the_fly"``: frames featurized per batch), :data:`STORE_KEY`
+    (``"fastfp_store"``: batches read from a store) or None (AMPTorch's own data sets),
+    after checking that fastfp can do what it asks. Raises ``ValueError`` naming the
+    offending key: ``on_the_fly`` not true or false, both modes at once, an LMDB key, a
+    key AtomsTrainer does not know in ``config["dataset"]``, no ``raw_data`` on the fly
+    (``raw_data`` with a store), a ``fp_scheme`` other than gmpordernorm, gmp and gaussian,
     ``fp_params`` ``"log"`` (no derivatives) with forces or a nonzero
     ``"prime_threshold"`` (derivatives here are exact), a bad ``scaling``, or
     ``config["optim"]["gpus"]`` (the contraction runs on the CPU). Unknown ``fp_params``
-    keys are reported when the descriptor is built (:func:`trainer_dataset`)."""
+    keys are reported when the descriptor is built (:func:`trainer_dataset`), settings
+    that differ from the store's when it is opened (:func:`load_dataset`)."""
     dataset = config.get("dataset", {})
     flag = dataset.get(KEY, False)
     if not isinstance(flag, bool):
         raise ValueError(f"config['dataset'][{KEY!r}] must be True or False, got {flag!r}")
-    if not flag:
-        return False
-    where = f"config['dataset'] with {KEY!r}"
+    mode = STORE_KEY if STORE_KEY in dataset else KEY if flag else None
+    if mode is None:
+        return None
+    where = f"config['dataset'] with {mode!r}"
+    if flag and mode == STORE_KEY:
+        raise ValueError(f"{where}: give either {KEY!r} (frames featurized per batch) or {STORE_KEY!r} "
+                         "(batches read from a store), not both")
     for key in LMDB_KEYS:
         if key in dataset:
             raise ValueError(f"{where}: {key!r} is for AMPTorch's LMDB data sets (precomputed fingerprints); "
-                             f"give the frames as 'raw_data' instead, or drop {KEY!r}")
+                             f"give the frames as 'raw_data' or a store as {STORE_KEY!r} instead")
     unknown = sorted(set(dataset) - DATASET_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(DATASET_KEYS)}")
-    if "raw_data" not in dataset:
+    if mode == KEY and "raw_data" not in dataset:
         raise ValueError(f"{where}: 'raw_data' (the frames, or a file of them) is required")
+    if mode == STORE_KEY and "raw_data" in dataset:
+        raise ValueError(f"{where}: the frames come from the store; drop 'raw_data'")
     scheme = dataset.get("fp_scheme", "gmpordernorm")
     if not isinstance(scheme, str) or scheme.lower() not in ("gmpordernorm", "gmp", "gaussian"):
         raise ValueError(f"{where}: 'fp_scheme' {scheme!r} is not one fastfp computes; "
                          "use 'gmpordernorm', 'gmp' or 'gaussian'")
-    params = dataset.get("fp_params")
+    params = dataset.get("fp_params", {} if mode == STORE_KEY else None)
     if not isinstance(params, dict):
         raise ValueError(f"{where}: 'fp_params' must be a dict, got {params!r}")
     forces = config.get("model", {}).get("get_forces", True)
@@ -96,19 +117,17 @@ def check_config(config: dict) -> bool:
         raise ValueError(f"{where}: fp_params 'log' fingerprints have no derivatives, so forces cannot be "
                          "trained (as in AMPTorch); drop 'log' or set config['model']['get_forces'] = False")
     if params.get("prime_threshold", 0) != 0:
-        raise ValueError(f"{where}: fp_params 'prime_threshold' = {params['prime_threshold']!r}: on-the-fly "
+        raise ValueError(f"{where}: fp_params 'prime_threshold' = {params['prime_threshold']!r}: fastfp's "
                          "derivatives are exact, nothing is thresholded; drop 'prime_threshold' or set it to 0")
     if "scaling" in dataset:
-        from .lmdb import check_scaling
-
         try:
             check_scaling(dataset["scaling"])
         except ValueError as exc:
             raise ValueError(f"config['dataset']['scaling']: {exc}") from None
     if config.get("optim", {}).get("gpus", 0):
-        raise ValueError(f"{where}: config['optim']['gpus'] = {config['optim']['gpus']!r}: on-the-fly "
-                         "training contracts forces on the CPU; set 'gpus' to 0 or drop on_the_fly")
-    return True
+        raise ValueError(f"{where}: config['optim']['gpus'] = {config['optim']['gpus']!r}: fastfp contracts "
+                         f"forces on the CPU; set 'gpus' to 0 or drop {mode!r}")
+    return mode
 
 
 # -- frames ----------------------------------------------------------------------------
@@ -191,42 +210,49 @@ class OnTheFlyDataset(Dataset):
 
     def __init__(self, images, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True):
+        self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forcetraining)
+        self._setup(descriptor, forcetraining, self.frames.energies, np.unique(self.frames.frames.numbers), scaling,
+                    scalers, progress)
+
+    def _setup(self, descriptor, forcetraining, energies, present, scaling, scalers, progress) -> None:
+        """The descriptor, and the scalers fitted to ``energies`` and to the fingerprints of
+        :meth:`_fingerprint_parts` (atomic numbers ``present``)."""
         if not isinstance(descriptor, AMPTorchInterface):
             raise TypeError(f"on-the-fly training needs a fastfp.amptorch descriptor, got {type(descriptor).__name__}")
         self.descriptor = descriptor
         self.forcetraining = forcetraining
-        self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forcetraining)
         feature_class, target_class = scalers
-        self.target_scaler = target_class([SimpleNamespace(energy=e) for e in self.frames.energies.tolist()],
-                                          forcetraining)
+        self.target_scaler = target_class([SimpleNamespace(energy=e) for e in energies.tolist()], forcetraining)
         # AMPTorch's rows are as wide as the widest element in the frame (all frames alike)
-        per_element, present = descriptor.features_per_element(), np.unique(self.frames.frames.numbers)
+        per_element = descriptor.features_per_element()
         self.input_dim = max(per_element[el] for el, z in zip(descriptor.elements, descriptor.numbers) if z in present)
-        scaling = scaling or {"type": "normalize", "range": (0, 1), "elementwise": True}
-        self.feature_scaler = self._fit(feature_class, scaling, progress)
-
-    def _fit(self, cls, scaling, progress):
-        """A ``cls`` feature scaler fitted to the fingerprints of all frames, computed a
-        chunk at a time."""
         statistics = FitStatistics()
-        offsets = self.frames.frames.offsets
-        with tqdm(total=len(self), desc="fitting feature scaler (fastfp, on the fly)", disable=not progress) as bar:
-            start = 0
-            while start < len(self):
-                stop = max(start + 1, int(np.searchsorted(offsets, offsets[start] + FIT_ATOMS)))
-                stop = min(stop, len(self))
-                fps, fingerprints = self._featurize(self.frames.select(range(start, stop))[0], derivatives=False)
-                statistics.add(fingerprints.numpy(), fps.numbers)
-                bar.update(stop - start)
-                start = stop
-        return feature_scaler(cls, statistics, self.forcetraining, scaling, torch.get_default_dtype())
+        with tqdm(total=len(self), desc="fitting feature scaler (fastfp)", disable=not progress) as bar:
+            for fps in self._fingerprint_parts():
+                statistics.add(self._rows(fps).numpy(), fps.numbers)
+                bar.update(fps.n_frames)
+        self.feature_scaler = feature_scaler(feature_class, statistics, forcetraining, scaling or DEFAULT_SCALING,
+                                             torch.get_default_dtype())
 
-    def _featurize(self, packed, derivatives):
-        """``(Fingerprints, unscaled fingerprints (n_atoms, input_dim) in torch's default dtype)``
-        of the frames ``packed``."""
-        fps = self.descriptor.featurize_packed(packed, derivatives)
-        fingerprints = self.descriptor._transform(fps.fingerprints[:, : self.input_dim])
-        return fps, torch.as_tensor(fingerprints, dtype=torch.get_default_dtype())
+    def _fingerprint_parts(self):
+        """Fingerprints (no derivatives) of all frames, :data:`FIT_ATOMS` atoms at a time."""
+        offsets = self.frames.frames.offsets
+        start = 0
+        while start < len(self):
+            stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + FIT_ATOMS))))
+            yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], False)
+            start = stop
+
+    def _read(self, indices):
+        """``(Fingerprints with derivatives when force training, energies, forces)`` of
+        the frames ``indices``: featurized here."""
+        packed, energies, forces = self.frames.select(indices)
+        return self.descriptor.featurize_packed(packed, self.forcetraining), energies, forces
+
+    def _rows(self, fps) -> torch.Tensor:
+        """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype."""
+        rows = self.descriptor._transform(fps.fingerprints[:, : self.input_dim])
+        return torch.as_tensor(rows, dtype=torch.get_default_dtype())
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -246,24 +272,72 @@ class OnTheFlyDataset(Dataset):
 
         Raises :class:`~fastfp.frames.FrameError` naming the index of a frame that
         cannot be featurized."""
-        packed, energies, forces = self.frames.select(indices)
-        fps, fingerprints = self._featurize(packed, self.forcetraining)
+        fps, energies, forces = self._read(indices)
+        fingerprints = self._rows(fps)
         numbers = torch.from_numpy(fps.numbers)
         fingerprints, scale = scale_fingerprints(self.feature_scaler, fingerprints, numbers)
         dtype = torch.get_default_dtype()
-        counts = torch.from_numpy(np.diff(packed.offsets))
+        counts = torch.from_numpy(np.diff(fps.offsets))
         targets = SimpleNamespace(energy=torch.tensor(energies, dtype=dtype),
                                   forces=None if forces is None else torch.tensor(forces, dtype=dtype))
         self.target_scaler.norm([targets], disable_tqdm=True)  # AMPTorch's arithmetic, on the whole batch at once
         batch = Batch(fingerprint=fingerprints, atomic_numbers=numbers, energy=targets.energy,
                       batch=torch.repeat_interleave(torch.arange(len(counts)), counts),
-                      ptr=torch.from_numpy(packed.offsets))
+                      ptr=torch.from_numpy(fps.offsets))
         if self.forcetraining:
             batch.forces = targets.forces
             factor = 1 / scale if self.feature_scaler.transform == "standardize" else scale
             batch.fprimes = DerivativeBlocks(fps.fprime_ptr, fps.fprime_j, fps.fprimes[:, : self.input_dim],
                                              factor.contiguous())
         return batch
+
+
+class StoreDataset(OnTheFlyDataset):
+    """Frames read from a fastfp store a batch at a time: fingerprints, derivative blocks,
+    energies and forces as :func:`fastfp.featurize_to_store <fastfp.store.featurize_to_store>`
+    wrote them (``fastfp featurize FRAMES --derivatives --out STORE`` of frames with
+    energies and forces), scaled and handed over as :class:`OnTheFlyDataset` hands them
+    over. Memory holds one batch (and the energies), whatever the size of the store.
+
+    Parameters
+    ----------
+    store : an open :class:`~fastfp.store.Store` with labels (and, with
+        ``forcetraining``, derivatives)
+    descriptor, forcetraining, scaling, scalers, progress : as :class:`OnTheFlyDataset`;
+        ``descriptor`` has the store's settings (the AtomsTrainer hook checks that)
+
+    The feature scaler is fitted by one pass over the stored fingerprints (derivatives
+    not read). Raises :class:`~fastfp.store.StoreError` for a store without labels or,
+    with force training, without derivatives.
+    """
+
+    def __init__(self, store, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
+                 progress=True):
+        from ..store import StoreError
+
+        if not store.has_labels:
+            raise StoreError(f"{store.path}: no energies and forces in the store (its frames had none): training "
+                             "needs them; featurize frames with energies and forces")
+        if forcetraining and not store.has_derivatives:
+            raise StoreError(f"{store.path}: no derivatives in the store: force training needs them "
+                             "(fastfp featurize --derivatives), or set config['model']['get_forces'] = False")
+        self.store = store
+        present = np.unique(np.concatenate([fps.numbers for fps in store.chunks(FIT_FRAMES, derivatives=False)]))
+        self._setup(descriptor, forcetraining, store.labels(0, len(store))[0], present, scaling, scalers, progress)
+
+    def _fingerprint_parts(self):
+        return self.store.chunks(FIT_FRAMES, derivatives=False)
+
+    def _read(self, indices):
+        """``(Fingerprints, energies, forces)`` of the frames ``indices``, read from the store."""
+        indices = [int(k) for k in indices]
+        parts = [self.store.frames(k, k + 1, self.forcetraining) for k in indices]
+        labels = [self.store.labels(k, k + 1) for k in indices]
+        return (Fingerprints.concatenate(parts), np.concatenate([e for e, _ in labels]),
+                np.concatenate([f for _, f in labels]) if self.forcetraining else None)
+
+    def __len__(self) -> int:
+        return len(self.store)
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -314,30 +388,55 @@ def collate_for_trainer(dataset: OnTheFlyDataset, items) -> list:
 # -- AtomsTrainer hooks (installed by fastfp.amptorch.install) -------------------------
 
 
-def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True, scaling=None, **_):
-    """What AtomsTrainer's ``AtomsDataset(...)`` call builds on the fly: an
-    :class:`OnTheFlyDataset` with AMPTorch's descriptor setup and scaler classes
-    (``save_fps`` has nothing to save here). Unknown or bad ``fp_params`` raise
-    ``ValueError`` naming the key."""
+def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True, scaling=None, store=None, **_):
+    """What AtomsTrainer's ``AtomsDataset(...)`` call builds: an :class:`OnTheFlyDataset`
+    of ``images``, or with ``store`` a :class:`StoreDataset`, with AMPTorch's descriptor
+    setup and scaler classes (``save_fps`` has nothing to save here). Unknown or bad
+    ``fp_params`` raise ``ValueError`` naming the key."""
     amptorch_dataset = importlib.import_module("amptorch.dataset")
     scheme, params, cutoff_params, elements = descriptor_setup
     try:
         descriptor = amptorch_dataset.construct_descriptor((scheme, params, cutoff_params, elements))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"config['dataset']['fp_params'] ({scheme}): {exc}") from None
-    return OnTheFlyDataset(images, descriptor, forcetraining, scaling,
-                           (amptorch_dataset.FeatureScaler, amptorch_dataset.TargetScaler))
+    scalers = (amptorch_dataset.FeatureScaler, amptorch_dataset.TargetScaler)
+    if store is not None:
+        return StoreDataset(store, descriptor, forcetraining, scaling, scalers)
+    return OnTheFlyDataset(images, descriptor, forcetraining, scaling, scalers)
+
+
+def open_training_store(dataset: dict):
+    """The store ``dataset[STORE_KEY]`` names, opened, and ``dataset`` (AtomsTrainer's
+    ``config["dataset"]``) given what AtomsTrainer reads: the store's descriptor setup
+    (``fp_scheme``, ``fp_params``, ``cutoff_params``, ``elements``) where the config has
+    none, and an empty ``raw_data``. Descriptor settings the config does give must be the
+    store's: :class:`~fastfp.store.StoreError` names those that differ."""
+    from ..config import descriptor_setup
+    from ..store import StoreError, open_store
+
+    path = dataset[STORE_KEY]
+    store = open_store(path)
+    if "fp_params" in dataset:
+        given = {"fp_scheme": dataset.get("fp_scheme", "gmpordernorm"), "fp_params": dataset["fp_params"],
+                 **{k: dataset[k] for k in ("elements", "cutoff_params") if k in dataset}}
+        require_same_settings(store.config, given, f"config['dataset'][{STORE_KEY!r}] ({path})",
+                              stored_hash=store.config_hash, error=StoreError)
+    scheme, params, cutoff_params, elements = descriptor_setup(store.config)
+    dataset.update(fp_scheme=scheme, fp_params=params, cutoff_params=cutoff_params, elements=elements, raw_data=[])
+    return store
 
 
 def load_dataset(trainer, original) -> None:
     """``AtomsTrainer.load_dataset``: AMPTorch's own (``original``), building an
-    :class:`OnTheFlyDataset` where it builds its ``AtomsDataset`` when the config asks
-    for on-the-fly training (:func:`check_config`)."""
-    if not check_config(trainer.config):
+    :class:`OnTheFlyDataset` or a :class:`StoreDataset` where it builds its
+    ``AtomsDataset`` when the config asks for it (:func:`check_config`)."""
+    mode = check_config(trainer.config)
+    if mode is None:
         return original(trainer)
+    store = open_training_store(trainer.config["dataset"]) if mode == STORE_KEY else None
     module = importlib.import_module("amptorch.trainer")
     atoms_dataset = module.AtomsDataset
-    module.AtomsDataset = trainer_dataset
+    module.AtomsDataset = functools.partial(trainer_dataset, store=store)
     try:
         return original(trainer)
     finally:
@@ -349,7 +448,7 @@ def load_skorch(trainer, original) -> None:
     :class:`OnTheFlyDataset`, batches made by it on an :class:`AheadLoader`."""
     original(trainer)
     dataset = getattr(trainer, "train_dataset", None)
-    if isinstance(dataset, OnTheFlyDataset):
+    if isinstance(dataset, OnTheFlyDataset):  # a StoreDataset too
         collate = functools.partial(collate_for_trainer, dataset)
         trainer.net.set_params(iterator_train=AheadLoader, iterator_valid=AheadLoader,
                                iterator_train__collate_fn=collate, iterator_valid__collate_fn=collate)
@@ -358,4 +457,4 @@ def load_skorch(trainer, original) -> None:
 # -- one timed epoch (for the benchmark harness) ---------------------------------------
 
 
-__all__ = ["OnTheFlyDataset", "LabelledFrames", "AheadLoader", "check_config", "KEY"]
+__all__ = ["OnTheFlyDataset", "StoreDataset", "LabelledFrames", "AheadLoader", "check_config", "KEY", "STORE_KEY"]
