@@ -163,6 +163,39 @@ def test_sharded_store_reads_as_one(tmp_path, dtype):
         assert_fingerprints_equal(clone[12], direct.frame(12))
 
 
+def test_labels_and_fingerprints_only_reads(tmp_path):
+    """Frames with energies and forces: the store holds them, shard by shard; a shard
+    with a frame lacking them holds none, and the store then has no labels."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    config = resolve_config({"fp_scheme": "gaussian", "fp_params": {"default": {"G2": {"etas": [0.5], "rs_s": [0]},
+                                                                                "cutoff": 4.0}}},
+                            elements=["H", "O"])
+    rng = np.random.default_rng(6)
+    frames = []
+    for k in range(9):
+        atoms = Atoms("H2O" * (k % 3 + 1), positions=rng.uniform(0, 5, size=(3 * (k % 3 + 1), 3)),
+                      cell=np.eye(3) * 5, pbc=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(k), forces=rng.normal(size=(len(atoms), 3)))
+        frames.append(atoms)
+    featurize_to_store(frames, config, tmp_path / "l.store", shard_frames=4)
+    store = open_store(tmp_path / "l.store")
+    assert store.has_labels
+    energies, forces = store.labels(3, 6)
+    np.testing.assert_array_equal(energies, [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(forces, np.concatenate([a.get_forces() for a in frames[3:6]]))
+    bare = store.frames(2, 7, derivatives=False)
+    assert not bare.has_derivatives
+    np.testing.assert_array_equal(bare.fingerprints, store.frames(2, 7).fingerprints)
+    assert [c.has_derivatives for c in store.chunks(4, derivatives=False)] == [False] * 3
+    frames[5].calc = None
+    featurize_to_store(frames, config, tmp_path / "u.store", shard_frames=4)
+    unlabelled = open_store(tmp_path / "u.store")
+    assert not unlabelled.has_labels
+    with pytest.raises(StoreError, match="no energies and forces"):
+        unlabelled.labels(0, 1)
+
+
 def test_empty_store(tmp_path):
     write(tmp_path / "e.h5", [])
     store = open_store(tmp_path / "e.h5")
