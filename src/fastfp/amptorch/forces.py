@@ -143,8 +143,10 @@ class DerivativeBlocks:
         n_atoms, n_features = self.factor.shape
         n_blocks = len(self.fprime_j)
         ptr = self.fprime_ptr
-        if self.on_torch and any(a.device != self.factor.device for a in (ptr, self.fprime_j, self.fprimes)):
-            raise ValueError(f"the block tensors must lie on the device of factor ({self.factor.device})")
+        where = {a.device for a in (ptr, self.fprime_j, self.fprimes)} if self.on_torch else {torch.device("cpu")}
+        if where != {self.factor.device}:
+            raise ValueError(f"the blocks (on {', '.join(map(str, where))}) and factor (on {self.factor.device}) "
+                             "must lie on one device")
         if len(ptr) != n_atoms + 1 or ptr[0] != 0 or ptr[-1] != n_blocks or (ptr[1:] < ptr[:-1]).any():
             raise ValueError(f"fprime_ptr must rise from 0 to {n_blocks} over {n_atoms} atoms")
         if tuple(self.fprimes.shape) != (n_blocks, n_features, 3):
