@@ -106,15 +106,27 @@ def random_blocks(seed, n_atoms=6, n_features=4):
     return DerivativeBlocks(np.array(ptr), np.array(js), fprimes, factor), torch.as_tensor(dense)
 
 
+def on_torch(blocks):
+    """``blocks`` with torch tensors, as on-the-fly training on the device hands them over
+    (contracted by torch ops; here on the CPU)."""
+    arrays = (torch.from_numpy(a) for a in (blocks.fprime_ptr, blocks.fprime_j, blocks.fprimes))
+    return DerivativeBlocks(*arrays, blocks.factor)
+
+
+BLOCKS = ["blocks", "torch blocks"]
+
+
 def random_matrix(kind, seed):
-    """``(fprimes, dense)``: a random COO matrix or DerivativeBlocks and its dense form."""
+    """``(fprimes, dense)``: a random COO matrix or DerivativeBlocks (NumPy or torch
+    arrays) and its dense form."""
     if kind == "coo":
         fprimes = random_fprimes(seed)
         return fprimes, fprimes.to_dense()
-    return random_blocks(seed)
+    blocks, dense = random_blocks(seed)
+    return (on_torch(blocks) if kind == "torch blocks" else blocks), dense
 
 
-@pytest.mark.parametrize("kind", ["coo", "blocks"])
+@pytest.mark.parametrize("kind", ["coo", *BLOCKS])
 def test_force_contraction_equals_dense_product(kind):
     fprimes, dense = random_matrix(kind, 1)
     gradients = torch.randn(1, dense.shape[0])
@@ -122,7 +134,7 @@ def test_force_contraction_equals_dense_product(kind):
     torch.testing.assert_close(contract_forces(fprimes, gradients), expect, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("kind", ["coo", "blocks"])
+@pytest.mark.parametrize("kind", ["coo", *BLOCKS])
 def test_force_contraction_first_and_second_derivatives(kind):
     fprimes, dense = random_matrix(kind, 2)
     weights = torch.randn(dense.shape[0], requires_grad=True)
@@ -138,8 +150,9 @@ def test_force_contraction_first_and_second_derivatives(kind):
     assert torch.autograd.gradgradcheck(forces_of, (weights,))
 
 
-def test_block_contraction_backward_dtypes_and_checks():
-    blocks, dense = random_blocks(3)
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_block_contraction_backward_dtypes_and_checks(kind):
+    blocks, dense = random_matrix(kind, 3)
     # the backward pass is the transposed product, -A g
     g = torch.randn(blocks.n_atoms, 3)
     x = torch.randn(dense.shape[0], requires_grad=True)
@@ -157,6 +170,10 @@ def test_block_contraction_backward_dtypes_and_checks():
         DerivativeBlocks(blocks.fprime_ptr, blocks.fprime_j, blocks.fprimes[:, :2], blocks.factor)
     with pytest.raises(ValueError, match="fprime_ptr must rise"):
         DerivativeBlocks(blocks.fprime_ptr[:-1], blocks.fprime_j, blocks.fprimes, blocks.factor)
+    with pytest.raises(ValueError, match=r"contract on cpu in float64 or float32, got gradients torch.float64 on meta"):
+        contract_forces(blocks, torch.ones(dense.shape[0], device="meta"))
+    with pytest.raises(ValueError, match=r"the blocks \(on cpu\) and factor \(on meta\) must lie on one device"):
+        DerivativeBlocks(blocks.fprime_ptr, blocks.fprime_j, blocks.fprimes, blocks.factor.to("meta"))
 
 
 def test_force_contraction_paths_and_dtypes(monkeypatch):

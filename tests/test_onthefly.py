@@ -3,6 +3,7 @@ against the stored path (Data list, scalers, COO collation), bad frames, the bac
 loader. The block force contraction: tests/test_amptorch_torch.py; AtomsTrainer itself:
 tests/test_onthefly_amptorch.py."""
 
+import sys
 import threading
 
 import numpy as np
@@ -19,9 +20,10 @@ from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
 from fastfp.amptorch.forces import contract_forces  # noqa: E402
-from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset  # noqa: E402
+from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset, training_device  # noqa: E402
 from fastfp.amptorch.scaling import FeatureScaler, FitStatistics, TargetScaler, feature_scaler  # noqa: E402
 from fastfp.frames import FrameError  # noqa: E402
+from fastfp.gpu import device  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -221,3 +223,29 @@ def test_a_store_without_what_training_needs_is_refused(frames, tmp_path):
     assert not store.has_labels
     with pytest.raises(StoreError, match="no energies and forces in the store"):
         StoreDataset(store, desc, True, progress=False)
+
+
+def test_training_device_follows_amptorch_gpus():
+    assert training_device({}) == training_device({"optim": {"gpus": 0}}) == "cpu"
+    for gpus in (2, -1, True, "1"):
+        with pytest.raises(ValueError, match=r"config\['optim'\]\['gpus'\] = .* set 'gpus' to 1 \(the GPU\) or 0"):
+            training_device({"optim": {"gpus": gpus}})
+
+
+@requires_shared
+@pytest.mark.skipif(device.simulated(), reason="NUMBA_ENABLE_CUDASIM is set in this process")
+def test_the_device_without_cupy_or_cuda_torch_is_a_clear_error_not_a_cpu_fallback(frames, monkeypatch):
+    desc = descriptor(frames[:2])
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'gpu'"):
+        OnTheFlyDataset(frames[:2], desc, progress=False, device="gpu")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    with pytest.raises(device.DeviceError, match=r"'gpus'\] = 1 with 'on_the_fly' featurizes on the GPU: "
+                                                 r"device='cuda' needs CuPy, which is not installed"):
+        training_device({"optim": {"gpus": 1}})
+    with pytest.raises(device.DeviceError, match="needs CuPy, which is not installed"):
+        OnTheFlyDataset(frames[:2], desc, progress=False, device="cuda")
+    # CuPy and a GPU, but a torch without CUDA
+    monkeypatch.setattr(device, "array_module", lambda: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(device.DeviceError, match=r"this torch has no CUDA \(torch.cuda.is_available\(\) is False\)"):
+        training_device({"optim": {"gpus": 1}})

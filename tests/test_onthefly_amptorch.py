@@ -26,6 +26,7 @@ import fastfp.amptorch  # noqa: E402
 from conftest import SHARED, requires_shared  # noqa: E402
 from fastfp.amptorch.onthefly import OnTheFlyDataset  # noqa: E402
 from fastfp.frames import FrameError  # noqa: E402
+from fastfp.gpu.device import DeviceError, simulated  # noqa: E402
 
 pytestmark = requires_shared
 OC20 = SHARED / "data" / "oc20_300_test.traj"
@@ -206,7 +207,7 @@ def test_a_store_with_other_settings_or_frames_is_refused(frames, tmp_path):
     (lambda c: c["dataset"].update(val_spilt=0.1), "val_spilt"),
     (lambda c: c["dataset"].update(lmdb_path=["x.lmdb"]), "lmdb_path"),
     (lambda c: c["dataset"].update(scaling={"type": "minmax"}), "scaling"),
-    (lambda c: c["optim"].update(gpus=1), "gpus"),
+    (lambda c: c["optim"].update(gpus=2), "gpus"),
 ])
 def test_unsupported_settings_name_the_key(frames, tmp_path, change, key):
     options = config(frames[:4], tmp_path, "bad", True, debug=True)
@@ -214,6 +215,20 @@ def test_unsupported_settings_name_the_key(frames, tmp_path, change, key):
     cwd = os.getcwd()
     try:
         with pytest.raises(ValueError, match=f"'{key}'"):
+            AtomsTrainer(options).train()
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.skipif(simulated(), reason="NUMBA_ENABLE_CUDASIM is set in this process")
+def test_a_gpu_without_cupy_is_a_clear_error_not_a_cpu_fallback(frames, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    options = config(frames[:4], tmp_path, "gpu", True, debug=True)
+    options["optim"]["gpus"] = 1
+    cwd = os.getcwd()
+    try:
+        with pytest.raises(DeviceError, match=r"'gpus'\] = 1 with 'on_the_fly' featurizes on the GPU: "
+                                              r"device='cuda' needs CuPy, which is not installed"):
             AtomsTrainer(options).train()
     finally:
         os.chdir(cwd)

@@ -18,13 +18,17 @@ expression (gather, multiply, ``index_add``) on its coalesced form is used inste
 gradients reach its values too.
 
 On-the-fly training (:mod:`fastfp.amptorch.onthefly`) hands the model fastfp's pair
-blocks instead of COO (:class:`DerivativeBlocks`): the same product, one compiled pass
-over the (n_features, 3) blocks, with the feature scaler's per-row factor applied to
-the gradients rather than to the blocks.
+blocks instead of COO (:class:`DerivativeBlocks`): the same product over the
+(n_features, 3) blocks, with the feature scaler's per-row factor applied to the
+gradients rather than to the blocks. Blocks featurized on the CPU (NumPy arrays) are
+contracted by one compiled pass; blocks featurized with ``device="cuda"`` and handed to
+torch by DLPack (torch tensors, on the GPU) by torch ops where they lie: a gather, a
+batched (1 x n_features) @ (n_features x 3) product and an ``index_add``.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -120,24 +124,33 @@ class DerivativeBlocks:
     zero where i and j have no block: the matrix AMPTorch stores as COO
     (n_atoms * n_features, 3 n_atoms), fprimes scaled by the feature scaler's
     ``factor`` (its scale, or 1 / scale for ``standardize``). See
-    :class:`~fastfp.fingerprints.Fingerprints` for the block arrays (numpy, float64).
+    :class:`~fastfp.fingerprints.Fingerprints` for the block arrays.
+
+    The block arrays are NumPy arrays (CPU featurization; contracted by compiled passes)
+    or torch tensors on ``factor``'s device (``featurize(..., device="cuda")`` results
+    taken by ``torch.from_dlpack``; contracted by torch ops on that device); indices
+    int64, ``fprimes`` float64 or float32.
 
     Raises ``ValueError`` if the arrays do not fit together.
     """
 
-    fprime_ptr: np.ndarray
-    fprime_j: np.ndarray
-    fprimes: np.ndarray
+    fprime_ptr: np.ndarray | torch.Tensor
+    fprime_j: np.ndarray | torch.Tensor
+    fprimes: np.ndarray | torch.Tensor
     factor: torch.Tensor
 
     def __post_init__(self):
         n_atoms, n_features = self.factor.shape
         n_blocks = len(self.fprime_j)
-        if (len(self.fprime_ptr) != n_atoms + 1 or self.fprime_ptr[0] != 0 or self.fprime_ptr[-1] != n_blocks
-                or np.any(np.diff(self.fprime_ptr) < 0)):
+        ptr = self.fprime_ptr
+        where = {a.device for a in (ptr, self.fprime_j, self.fprimes)} if self.on_torch else {torch.device("cpu")}
+        if where != {self.factor.device}:
+            raise ValueError(f"the blocks (on {', '.join(map(str, where))}) and factor (on {self.factor.device}) "
+                             "must lie on one device")
+        if len(ptr) != n_atoms + 1 or ptr[0] != 0 or ptr[-1] != n_blocks or (ptr[1:] < ptr[:-1]).any():
             raise ValueError(f"fprime_ptr must rise from 0 to {n_blocks} over {n_atoms} atoms")
-        if self.fprimes.shape != (n_blocks, n_features, 3):
-            raise ValueError(f"fprimes has shape {self.fprimes.shape}, expected {(n_blocks, n_features, 3)}")
+        if tuple(self.fprimes.shape) != (n_blocks, n_features, 3):
+            raise ValueError(f"fprimes has shape {tuple(self.fprimes.shape)}, expected {(n_blocks, n_features, 3)}")
         if n_blocks and (self.fprime_j.min() < 0 or self.fprime_j.max() >= n_atoms):
             raise ValueError("fprime_j has an atom index outside the batch")
 
@@ -145,14 +158,45 @@ class DerivativeBlocks:
     def n_atoms(self) -> int:
         return self.factor.shape[0]
 
+    @property
+    def on_torch(self) -> bool:
+        """Whether the blocks are torch tensors (contracted by torch ops), not NumPy arrays."""
+        return isinstance(self.fprimes, torch.Tensor)
+
+    @functools.cached_property
+    def _centres(self) -> torch.Tensor:
+        """The centre atom i of every block (torch blocks)."""
+        counts = self.fprime_ptr[1:] - self.fprime_ptr[:-1]
+        return torch.repeat_interleave(torch.arange(self.n_atoms, device=counts.device), counts,
+                                       output_size=len(self.fprime_j))
+
     def minus_product(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         """``-A^T x`` (x (n_atoms, n_features) -> (n_atoms, 3)) or, with ``transpose``,
-        ``-A x`` ((n_atoms, 3) -> (n_atoms, n_features)), A the unscaled blocks; no autograd."""
-        x = x.detach().contiguous()
+        ``-A x`` ((n_atoms, 3) -> (n_atoms, n_features)), A the unscaled blocks, in the
+        dtype of ``x``; no autograd."""
+        x = x.detach()
+        if self.on_torch:
+            return self._minus_product_torch(x, transpose)
+        x = x.contiguous()
         kernel, width = (_blocks_minus, self.factor.shape[1]) if transpose else (_blocks_minus_t, 3)
         out = np.zeros((self.n_atoms, width), dtype=_NUMPY[x.dtype])
         kernel(self.fprime_ptr, self.fprime_j, self.fprimes, x.numpy(), out)
         return torch.from_numpy(out)
+
+    def _minus_product_torch(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """:meth:`minus_product` for torch blocks: one (1 x F) @ (F x 3) product per block
+        (``transpose``: (F x 3) @ (3 x 1)), summed into its atom j (centre i) by
+        ``index_add``, in the wider dtype of the blocks and ``x``."""
+        dtype = torch.promote_types(self.fprimes.dtype, x.dtype)
+        fprimes, wide = self.fprimes.to(dtype), x.to(dtype)
+        if transpose:
+            rows = torch.bmm(fprimes, wide.index_select(0, self.fprime_j).unsqueeze(2)).squeeze(2)
+            into, width = self._centres, fprimes.shape[1]
+        else:
+            rows = torch.bmm(wide.index_select(0, self._centres).unsqueeze(1), fprimes).squeeze(1)
+            into, width = self.fprime_j, 3
+        out = torch.zeros((self.n_atoms, width), dtype=dtype, device=fprimes.device)
+        return out.index_add_(0, into, rows).neg_().to(x.dtype)
 
 
 class _MinusBlockProduct(torch.autograd.Function):
@@ -175,10 +219,12 @@ class _MinusBlockProduct(torch.autograd.Function):
 
 def contract_blocks(blocks: DerivativeBlocks, gradients: torch.Tensor) -> torch.Tensor:
     """Forces (n_atoms, 3) ``-A^T x`` from derivative ``blocks`` and ``gradients`` dE/dG
-    with n_atoms * n_features elements (any shape), on CPU in float64 or float32
-    (the dtype of ``gradients``). Differentiable to any order in ``gradients``."""
-    if gradients.device.type != "cpu" or gradients.dtype not in _NUMPY:
-        raise ValueError(f"derivative blocks contract on the CPU in float64 or float32, got gradients "
+    with n_atoms * n_features elements (any shape), in float64 or float32 (the dtype of
+    ``gradients``), on the blocks' device (that of ``blocks.factor``: the CPU for NumPy
+    blocks). Differentiable to any order in ``gradients``."""
+    where = blocks.factor.device
+    if gradients.device != where or gradients.dtype not in _NUMPY:
+        raise ValueError(f"derivative blocks contract on {where} in float64 or float32, got gradients "
                          f"{gradients.dtype} on {gradients.device}")
     n_atoms, n_features = blocks.factor.shape
     if gradients.numel() != n_atoms * n_features:

@@ -24,10 +24,21 @@ current one (:class:`AheadLoader`): fastfp's kernels release the GIL, and a thre
 the batch over without copying its derivative blocks (~60 MB per batch of 16 frames of
 the default workload). DataLoader worker processes, which pickle each batch over to
 the trainer, took twice as long per epoch on 2 cores (one or two workers, 320 frames).
+
+With the model on a GPU (``config["optim"]["gpus"] = 1``, :func:`training_device`) the
+data set featurizes on the GPU (``device="cuda"``): fingerprints, derivative blocks
+and atomic numbers reach torch by DLPack where they lie (``torch.from_dlpack``, no
+copy), and scaling, the model and the force contraction
+(:class:`~fastfp.amptorch.forces.DerivativeBlocks` of torch tensors) run there: frames
+and labels go to the device, derivatives never leave it. The feature scaler is fitted
+on the GPU too (fingerprints only; each chunk's fingerprints come to the host for the
+statistics). Under numba's CUDA simulator the same code runs on NumPy arrays and CPU
+tensors.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 from collections import deque
@@ -64,6 +75,9 @@ LMDB_KEYS = ("lmdb_path", "cache")
 FIT_ATOMS = 4096
 #: frames per read of stored fingerprints while fitting the feature scaler
 FIT_FRAMES = 256
+#: the same on the GPU: many frames per kernel launch (about 1,400 frames of the
+#: default workload, well under 1 GB of neighbour list)
+FIT_ATOMS_DEVICE = 2**17
 #: batches featurized ahead of the one the model trains on (featurization dominates: one
 #: is enough to keep it busy; each holds its derivative blocks, ~60 MB for 16 frames of
 #: the default workload)
@@ -79,10 +93,12 @@ def check_config(config: dict) -> str | None:
     key AtomsTrainer does not know in ``config["dataset"]``, no ``raw_data`` on the fly
     (``raw_data`` with a store), a ``fp_scheme`` other than gmpordernorm, gmp and gaussian,
     ``fp_params`` ``"log"`` (no derivatives) with forces or a nonzero
-    ``"prime_threshold"`` (derivatives here are exact), a bad ``scaling``, or
-    ``config["optim"]["gpus"]`` (the contraction runs on the CPU). Unknown ``fp_params``
-    keys are reported when the descriptor is built (:func:`trainer_dataset`), settings
-    that differ from the store's when it is opened (:func:`load_dataset`)."""
+    ``"prime_threshold"`` (derivatives here are exact), a bad ``scaling``, or a
+    ``config["optim"]["gpus"]`` other than 0 or 1 (with a store: other than 0); with
+    ``gpus`` 1 and no GPU to run on, :class:`~fastfp.gpu.device.DeviceError`
+    (:func:`training_device`). Unknown ``fp_params`` keys are reported when the
+    descriptor is built (:func:`trainer_dataset`), settings that differ from the store's
+    when it is opened (:func:`load_dataset`)."""
     dataset = config.get("dataset", {})
     flag = dataset.get(KEY, False)
     if not isinstance(flag, bool):
@@ -124,10 +140,40 @@ def check_config(config: dict) -> str | None:
             check_scaling(dataset["scaling"])
         except ValueError as exc:
             raise ValueError(f"config['dataset']['scaling']: {exc}") from None
-    if config.get("optim", {}).get("gpus", 0):
-        raise ValueError(f"{where}: config['optim']['gpus'] = {config['optim']['gpus']!r}: fastfp contracts "
-                         f"forces on the CPU; set 'gpus' to 0 or drop {mode!r}")
+    if mode == STORE_KEY and config.get("optim", {}).get("gpus", 0):
+        raise ValueError(f"{where}: config['optim']['gpus'] = {config['optim']['gpus']!r}: training from a store "
+                         "contracts forces on the CPU; set 'gpus' to 0, or train on the fly on the GPU")
+    training_device(config)
     return mode
+
+
+def training_device(config: dict) -> str:
+    """Where on-the-fly batches are featurized, scaled and contracted: ``"cuda"`` when
+    AtomsTrainer puts the model on a GPU (``config["optim"]["gpus"]`` 1: AMPTorch's
+    ``cuda:0``, the current device of CuPy and numba-cuda), else ``"cpu"``.
+
+    Raises ``ValueError`` naming ``'gpus'`` for a value other than 0 or 1 (one batch is
+    featurized for one device), and :class:`~fastfp.gpu.device.DeviceError` saying what
+    is missing when ``gpus`` is 1 but CuPy, numba-cuda, a GPU or torch's CUDA is not
+    there: never a fall-back to the CPU. Under numba's CUDA simulator torch's CUDA is not
+    needed (tests)."""
+    gpus = config.get("optim", {}).get("gpus", 0)
+    if isinstance(gpus, bool) or gpus not in (0, 1):
+        raise ValueError(f"config['optim']['gpus'] = {gpus!r} with {KEY!r}: on-the-fly training featurizes "
+                         "each batch for one device; set 'gpus' to 1 (the GPU) or 0 (the CPU)")
+    if not gpus:
+        return "cpu"
+    from ..gpu.device import DeviceError, array_module, simulated
+
+    where = f"config['optim']['gpus'] = 1 with {KEY!r} featurizes on the GPU"
+    try:
+        array_module()
+    except DeviceError as exc:
+        raise DeviceError(f"{where}: {exc}") from None
+    if not simulated() and not torch.cuda.is_available():
+        raise DeviceError(f"{where}, but this torch has no CUDA (torch.cuda.is_available() is False): "
+                          "install a CUDA build of torch, or set 'gpus' to 0")
+    return "cuda"
 
 
 # -- frames ----------------------------------------------------------------------------
@@ -203,23 +249,36 @@ class OnTheFlyDataset(Dataset):
     scalers : the ``(FeatureScaler, TargetScaler)`` classes (default: fastfp's; the
         AtomsTrainer hook passes AMPTorch's, so checkpoints hold AMPTorch's objects)
     progress : show a progress bar while fitting the feature scaler
+    device : ``"cpu"``, or ``"cuda"``: featurize on the current CUDA GPU (the feature
+        scaler's fit too, fingerprints only), batches as torch tensors there (see the
+        module's docstring). The GPU's neighbour list is complete: the pairs AMPTorch's
+        neighbour search drops (atoms within 1e-7 of a periodic face,
+        :func:`~fastfp.neighbors.amptorch_binning_mask`), dropped on the CPU, are kept.
 
     Raises :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first frame
-    that cannot be featurized or lacks an energy (forces).
+    that cannot be featurized or lacks an energy (forces), ``ValueError`` for another
+    ``device``, :class:`~fastfp.gpu.device.DeviceError` if ``"cuda"`` cannot run.
     """
 
     def __init__(self, images, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
-                 progress=True):
+                 progress=True, device="cpu"):
         self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forcetraining)
         self._setup(descriptor, forcetraining, self.frames.energies, np.unique(self.frames.frames.numbers), scaling,
-                    scalers, progress)
+                    scalers, progress, device)
 
-    def _setup(self, descriptor, forcetraining, energies, present, scaling, scalers, progress) -> None:
-        """The descriptor, and the scalers fitted to ``energies`` and to the fingerprints of
-        :meth:`_fingerprint_parts` (atomic numbers ``present``)."""
+    def _setup(self, descriptor, forcetraining, energies, present, scaling, scalers, progress, device) -> None:
+        """The descriptor, the device, and the scalers fitted to ``energies`` and to the
+        fingerprints of :meth:`_fingerprint_parts` (atomic numbers ``present``)."""
         if not isinstance(descriptor, AMPTorchInterface):
             raise TypeError(f"on-the-fly training needs a fastfp.amptorch descriptor, got {type(descriptor).__name__}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         self.descriptor = descriptor
+        self.device = device
+        self._featurizer = descriptor
+        if device == "cuda":  # AMPTorch's neighbour-search emulation is CPU only
+            self._featurizer = copy.copy(descriptor)
+            self._featurizer.amptorch_binning = False
         self.forcetraining = forcetraining
         feature_class, target_class = scalers
         self.target_scaler = target_class([SimpleNamespace(energy=e) for e in energies.tolist()], forcetraining)
@@ -229,30 +288,33 @@ class OnTheFlyDataset(Dataset):
         statistics = FitStatistics()
         with tqdm(total=len(self), desc="fitting feature scaler (fastfp)", disable=not progress) as bar:
             for fps in self._fingerprint_parts():
-                statistics.add(self._rows(fps).numpy(), fps.numbers)
+                statistics.add(self._rows(fps).cpu().numpy(), torch.from_dlpack(fps.numbers).cpu().numpy())
                 bar.update(fps.n_frames)
         self.feature_scaler = feature_scaler(feature_class, statistics, forcetraining, scaling or DEFAULT_SCALING,
                                              torch.get_default_dtype())
 
     def _fingerprint_parts(self):
-        """Fingerprints (no derivatives) of all frames, :data:`FIT_ATOMS` atoms at a time."""
+        """Fingerprints (no derivatives) of all frames, :data:`FIT_ATOMS` atoms at a time
+        (:data:`FIT_ATOMS_DEVICE` on the GPU)."""
         offsets = self.frames.frames.offsets
+        chunk = FIT_ATOMS if self.device == "cpu" else FIT_ATOMS_DEVICE
         start = 0
         while start < len(self):
-            stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + FIT_ATOMS))))
-            yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], False)
+            stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk))))
+            yield self._featurizer.featurize_packed(self.frames.select(range(start, stop))[0], False, self.device)
             start = stop
 
     def _read(self, indices):
         """``(Fingerprints with derivatives when force training, energies, forces)`` of
-        the frames ``indices``: featurized here."""
+        the frames ``indices``: featurized here, on :attr:`device`."""
         packed, energies, forces = self.frames.select(indices)
-        return self.descriptor.featurize_packed(packed, self.forcetraining), energies, forces
+        return self._featurizer.featurize_packed(packed, self.forcetraining, self.device), energies, forces
 
     def _rows(self, fps) -> torch.Tensor:
-        """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype."""
-        rows = self.descriptor._transform(fps.fingerprints[:, : self.input_dim])
-        return torch.as_tensor(rows, dtype=torch.get_default_dtype())
+        """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype,
+        on the arrays' device (DLPack: no copy)."""
+        rows = torch.from_dlpack(self.descriptor._transform(fps.fingerprints))[:, : self.input_dim]
+        return rows.to(torch.get_default_dtype())
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -274,21 +336,26 @@ class OnTheFlyDataset(Dataset):
         cannot be featurized."""
         fps, energies, forces = self._read(indices)
         fingerprints = self._rows(fps)
-        numbers = torch.from_numpy(fps.numbers)
+        device, dtype = fingerprints.device, torch.get_default_dtype()
+        numbers = torch.from_dlpack(fps.numbers)
         fingerprints, scale = scale_fingerprints(self.feature_scaler, fingerprints, numbers)
-        dtype = torch.get_default_dtype()
-        counts = torch.from_numpy(np.diff(fps.offsets))
-        targets = SimpleNamespace(energy=torch.tensor(energies, dtype=dtype),
-                                  forces=None if forces is None else torch.tensor(forces, dtype=dtype))
+        offsets = torch.from_dlpack(fps.offsets)
+        counts = torch.diff(offsets)
+        targets = SimpleNamespace(energy=torch.tensor(energies, dtype=dtype, device=device),
+                                  forces=None if forces is None else torch.tensor(forces, dtype=dtype, device=device))
         self.target_scaler.norm([targets], disable_tqdm=True)  # AMPTorch's arithmetic, on the whole batch at once
         batch = Batch(fingerprint=fingerprints, atomic_numbers=numbers, energy=targets.energy,
-                      batch=torch.repeat_interleave(torch.arange(len(counts)), counts),
-                      ptr=torch.from_numpy(fps.offsets))
+                      batch=torch.repeat_interleave(torch.arange(len(counts), device=device), counts,
+                                                    output_size=len(numbers)),
+                      ptr=offsets)
         if self.forcetraining:
             batch.forces = targets.forces
             factor = 1 / scale if self.feature_scaler.transform == "standardize" else scale
-            batch.fprimes = DerivativeBlocks(fps.fprime_ptr, fps.fprime_j, fps.fprimes[:, : self.input_dim],
-                                             factor.contiguous())
+            blocks = (fps.fprime_ptr, fps.fprime_j, fps.fprimes)
+            if self.device == "cuda":  # contracted by torch ops where they lie
+                blocks = tuple(map(torch.from_dlpack, blocks))
+            ptr, j, fprimes = blocks
+            batch.fprimes = DerivativeBlocks(ptr, j, fprimes[:, : self.input_dim], factor.contiguous())
         return batch
 
 
@@ -323,7 +390,8 @@ class StoreDataset(OnTheFlyDataset):
                              "(fastfp featurize --derivatives), or set config['model']['get_forces'] = False")
         self.store = store
         present = np.unique(np.concatenate([fps.numbers for fps in store.chunks(FIT_FRAMES, derivatives=False)]))
-        self._setup(descriptor, forcetraining, store.labels(0, len(store))[0], present, scaling, scalers, progress)
+        self._setup(descriptor, forcetraining, store.labels(0, len(store))[0], present, scaling, scalers, progress,
+                    "cpu")
 
     def _fingerprint_parts(self):
         return self.store.chunks(FIT_FRAMES, derivatives=False)
@@ -388,11 +456,13 @@ def collate_for_trainer(dataset: OnTheFlyDataset, items) -> list:
 # -- AtomsTrainer hooks (installed by fastfp.amptorch.install) -------------------------
 
 
-def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True, scaling=None, store=None, **_):
+def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True, scaling=None, store=None,
+                    device="cpu", **_):
     """What AtomsTrainer's ``AtomsDataset(...)`` call builds: an :class:`OnTheFlyDataset`
-    of ``images``, or with ``store`` a :class:`StoreDataset`, with AMPTorch's descriptor
-    setup and scaler classes (``save_fps`` has nothing to save here). Unknown or bad
-    ``fp_params`` raise ``ValueError`` naming the key."""
+    of ``images`` on ``device`` (:func:`training_device`), or with ``store`` a
+    :class:`StoreDataset`, with AMPTorch's descriptor setup and scaler classes
+    (``save_fps`` has nothing to save here). Unknown or bad ``fp_params`` raise
+    ``ValueError`` naming the key."""
     amptorch_dataset = importlib.import_module("amptorch.dataset")
     scheme, params, cutoff_params, elements = descriptor_setup
     try:
@@ -402,7 +472,7 @@ def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True,
     scalers = (amptorch_dataset.FeatureScaler, amptorch_dataset.TargetScaler)
     if store is not None:
         return StoreDataset(store, descriptor, forcetraining, scaling, scalers)
-    return OnTheFlyDataset(images, descriptor, forcetraining, scaling, scalers)
+    return OnTheFlyDataset(images, descriptor, forcetraining, scaling, scalers, device=device)
 
 
 def open_training_store(dataset: dict):
@@ -436,7 +506,7 @@ def load_dataset(trainer, original) -> None:
     store = open_training_store(trainer.config["dataset"]) if mode == STORE_KEY else None
     module = importlib.import_module("amptorch.trainer")
     atoms_dataset = module.AtomsDataset
-    module.AtomsDataset = functools.partial(trainer_dataset, store=store)
+    module.AtomsDataset = functools.partial(trainer_dataset, store=store, device=training_device(trainer.config))
     try:
         return original(trainer)
     finally:
@@ -457,4 +527,5 @@ def load_skorch(trainer, original) -> None:
 # -- one timed epoch (for the benchmark harness) ---------------------------------------
 
 
-__all__ = ["OnTheFlyDataset", "StoreDataset", "LabelledFrames", "AheadLoader", "check_config", "KEY", "STORE_KEY"]
+__all__ = ["OnTheFlyDataset", "StoreDataset", "LabelledFrames", "AheadLoader", "check_config", "training_device", "KEY",
+           "STORE_KEY"]

@@ -55,17 +55,19 @@ def check_scaling(scaling) -> dict:
 
 
 def _scale_tables(scaler, atomic_numbers: torch.Tensor, n_features: int):
-    """Per-atom (n_atoms, n_features) scale and offset of ``scaler``."""
+    """Per-atom (n_atoms, n_features) scale and offset of ``scaler``, on the device of
+    ``atomic_numbers`` (the scaler's own tensors stay where they are)."""
+    device = atomic_numbers.device
     if not scaler.elementwise:
-        scale = scaler.scale["scale"].expand(len(atomic_numbers), n_features)
-        return scale, scaler.scale["offset"].expand(len(atomic_numbers), n_features)
-    known = torch.as_tensor(scaler.unique)
+        scale = scaler.scale["scale"].to(device).expand(len(atomic_numbers), n_features)
+        return scale, scaler.scale["offset"].to(device).expand(len(atomic_numbers), n_features)
+    known = torch.as_tensor(scaler.unique, device=device)
     unseen = torch.unique(atomic_numbers[~torch.isin(atomic_numbers, known)])
     if len(unseen):
         raise ValueError(f"FeatureScaler: no scaling fitted for atomic number(s) {unseen.tolist()}")
     position = torch.searchsorted(known, atomic_numbers)
-    scales = torch.stack([scaler.scales[z]["scale"] for z in scaler.unique])
-    offsets = torch.stack([scaler.scales[z]["offset"] for z in scaler.unique])
+    scales = torch.stack([scaler.scales[z]["scale"] for z in scaler.unique]).to(device)
+    offsets = torch.stack([scaler.scales[z]["offset"] for z in scaler.unique]).to(device)
     return scales.index_select(0, position), offsets.index_select(0, position)
 
 
