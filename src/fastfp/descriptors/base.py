@@ -82,12 +82,19 @@ class Descriptor(ABC):
             block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
         else:
             block_ptr = block_j = pair_block = np.empty(0, dtype=np.int64)
-        fp = np.zeros((n_atoms, self.n_features))
-        fprimes = np.zeros((len(block_j), self.n_features, 3))
-        run_ranges(
-            lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop),
-            balanced_ranges(pairs.ptr, num_threads()),
-        )
+        # np.empty, zeroed range by range on the threads that fill them: numpy asks for
+        # huge pages on large arrays (np.zeros does not in numpy < 2), and the pages are
+        # first touched in parallel
+        fp = np.empty((n_atoms, self.n_features))
+        fprimes = np.empty((len(block_j), self.n_features, 3))
+
+        def run(start, stop):
+            fp[start:stop] = 0.0
+            if derivatives:
+                fprimes[block_ptr[start] : block_ptr[stop]] = 0.0
+            kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop)
+
+        run_ranges(run, balanced_ranges(pairs.ptr, num_threads()))
         if not derivatives:
             return fp, {}
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
