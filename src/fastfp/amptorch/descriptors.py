@@ -7,7 +7,7 @@ Same constructor signatures, ``descriptor_type``, ``descriptor_setup``,
 
 Two AMPTorch behaviours are reproduced so that numbers agree one to one:
 * its neighbour search drops some pairs of atoms lying on a periodic face
-  (:func:`fastfp.neighbors.amptorch_binning_mask`);
+  (:func:`fastfp.neighbors.amptorch_bin_window`);
 * GMPOrderNorm zeroes derivative entries with ``|value| < 1e-5``; the fp_params key
   ``"prime_threshold"`` sets that threshold here (``0`` keeps exact derivatives).
 """

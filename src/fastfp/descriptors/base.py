@@ -30,7 +30,7 @@ class Descriptor(ABC):
     #: AMPTorch's name of the descriptor (``descriptor_type``)
     descriptor_type: str = ""
     #: drop the pairs AMPTorch's neighbour search misses
-    #: (:func:`~fastfp.neighbors.amptorch_binning_mask`); set by :mod:`fastfp.amptorch`
+    #: (:func:`~fastfp.neighbors.amptorch_bin_window`); set by :mod:`fastfp.amptorch`
     amptorch_binning: bool = False
 
     def __init__(self, elements: Sequence[str], cutoff: float):
