@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pair_blocks(ptr, j):
     """Block layout for the pairs of a :class:`~fastfp.neighbors.NeighborPairs`.
 

@@ -47,6 +47,17 @@ from .fastexp import exp_nonpositive
 SUM_SQUARES, SQRT_SUM_SQUARES, LINEAR = 0, 1, 2
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _dot(a, b, n):
+    """sum of ``a[:n] * b[:n]``, in an order the compiler may choose (vectorised: a sum
+    left to right waits for each addition). Fixed for a given ``n``, so results do not
+    depend on threads."""
+    total = 0.0
+    for q in range(n):
+        total += a[q] * b[q]
+    return total
+
+
 @numba.njit(cache=True, nogil=True)
 def _radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, dradial,
             sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial, arg, decay, bits):
@@ -138,9 +149,7 @@ def _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr
             k = chan_comp[c]
             total = 0.0
             for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                r = piece_slot[p]
-                for q in range(npairs):
-                    total += radial[s, r, q] * tval[p, q]
+                total += _dot(radial[s, piece_slot[p]], tval[p], npairs)
             mu[c] = total
 
 
@@ -153,10 +162,10 @@ def _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, c
     pairs) is scratch."""
     n_slots = radial.shape[1]
     for fi in range(len(feat_ptr) - 1):
+        dfeat[fi, :, :npairs] = 0.0
         if scale[fi] == 0.0:
             continue
         s = feat_probe[fi]
-        dfeat[fi, :, :npairs] = 0.0
         for r in range(n_slots):
             used = False
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
@@ -265,6 +274,7 @@ def gmp_kernel(
     dradial = np.empty((n_probe, n_slots, max_pairs))
     acc = np.empty((4, max_pairs))
     dfeat = np.empty((n_feat, 3, max_pairs if derivatives else 0))
+    own_sum = np.empty((n_feat, 3))
     sorted_pairs = np.empty(max_pairs, dtype=np.int64)
     species_ptr = np.empty(len(gauss_ptr), dtype=np.int64)
     sub_r2 = np.empty(max_pairs)
@@ -311,12 +321,15 @@ def gmp_kernel(
             continue
         _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
                          dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
-        own = block_ptr[i]
+        # d/dr_j += d/dD_q for the block of each pair's neighbour j, d/dr_i -= their sum
+        own_sum[:] = 0.0
         for q in range(npairs):
             blk = pair_block[start + q]
             for fi in range(n_feat):
-                if scale[fi] == 0.0:
-                    continue
                 for xyz in range(3):
                     fprimes[blk, fi, xyz] += dfeat[fi, xyz, q]
-                    fprimes[own, fi, xyz] -= dfeat[fi, xyz, q]
+                    own_sum[fi, xyz] += dfeat[fi, xyz, q]
+        own = block_ptr[i]
+        for fi in range(n_feat):
+            for xyz in range(3):
+                fprimes[own, fi, xyz] -= own_sum[fi, xyz]
