@@ -11,7 +11,7 @@ from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
 from ..kernels.blocks import pair_blocks
 from ..neighbors import NeighborPairs
-from ..threads import balanced_ranges, num_threads, run_ranges, single_threaded_blas
+from ..threads import balanced_ranges, num_threads, run_ranges, single_threaded_libraries
 
 
 def check_keys(params: dict, allowed: set, where: str) -> None:
@@ -67,7 +67,7 @@ class Descriptor(ABC):
 
     def featurize_packed(self, packed: PackedFrames, derivatives: bool = True) -> Fingerprints:
         """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
-        with single_threaded_blas():
+        with single_threaded_libraries():
             fp, deriv = self._compute(packed, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
 
