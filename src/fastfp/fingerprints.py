@@ -122,6 +122,6 @@ class Fingerprints:
         val = np.empty(starts[-1])
         first_atom = np.repeat(self.offsets[:-1], sizes)
         run_ranges(lambda a, b: coo_fill(self.fprime_ptr, self.fprime_j, self.fprimes, width, first_atom, threshold,
-                                         row_at, col_at, val_at, indices, val, a, b), ranges)
+                                         counts, row_at, col_at, val_at, indices, val, a, b), ranges)
         return [(indices[2 * s : 2 * (s + n)].reshape(2, n), val[s : s + n], (int(m * w), 3 * int(m)))
                 for s, n, m, w in zip(starts[:-1], frame_n, sizes, widths)]

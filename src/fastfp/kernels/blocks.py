@@ -64,9 +64,9 @@ def coo_counts(fprime_ptr, fprimes, width, threshold, counts, atom_start, atom_s
 
 
 @numba.njit(cache=True, nogil=True)
-def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, row_at, col_at, val_at,
+def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts, row_at, col_at, val_at,
              indices, val, atom_start, atom_stop):
-    """Write the COO entries of centres ``atom_start:atom_stop`` (as counted by
+    """Write the ``counts[i]`` COO entries of centres ``atom_start:atom_stop`` (see
     :func:`coo_counts`) in AMPTorch's layout, indices local to the centre's frame (whose
     first atom is ``first_atom[i]``): ``row = (i - first_atom[i]) * width[i] + f``,
     ``col = (j - first_atom[i]) * 3 + xyz``, rows ascending, columns ascending within a
@@ -74,8 +74,10 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, row_at
     ``indices[col_at[i]:]``, its values to ``val[val_at[i]:]``; disjoint centre ranges
     write disjoint entries.
 
-    Each centre's blocks are first gathered feature-major in column order, then
-    compacted branch-free into scratch and copied out."""
+    Each centre's blocks are gathered feature-major in column order, then every
+    candidate entry up to the last kept one is written at the next free place, which
+    only a kept entry moves on (no branch on the threshold), so nothing is written past
+    the centre's ``counts[i]`` entries."""
     max_blocks = 0
     max_width = 0
     for i in range(atom_start, atom_stop):
@@ -83,9 +85,6 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, row_at
         max_width = max(max_width, width[i])
     gathered = np.empty((max_width, 3 * max_blocks))
     cols = np.empty(3 * max_blocks, dtype=np.int64)
-    kept_row = np.empty(max_width * 3 * max_blocks + 1, dtype=np.int64)
-    kept_col = np.empty(max_width * 3 * max_blocks + 1, dtype=np.int64)
-    kept_val = np.empty(max_width * 3 * max_blocks + 1)
     for i in range(atom_start, atom_stop):
         b0 = fprime_ptr[i]
         nb = fprime_ptr[i + 1] - b0
@@ -96,17 +95,24 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, row_at
             b = b0 + by_j[k]
             for xyz in range(3):
                 cols[3 * k + xyz] = (fprime_j[b] - a0) * 3 + xyz
-                for f in range(w):
+            for f in range(w):
+                for xyz in range(3):
                     gathered[f, 3 * k + xyz] = fprimes[b, f, xyz]
+        if counts[i] == 0:
+            continue
+        # the last kept candidate: no write beyond it lands past counts[i]
+        last = w * 3 * nb - 1
+        while not _kept(gathered[last // (3 * nb), last % (3 * nb)], threshold):
+            last -= 1
+        rows = indices[row_at[i] : row_at[i] + counts[i]]
+        columns = indices[col_at[i] : col_at[i] + counts[i]]
+        values = val[val_at[i] : val_at[i] + counts[i]]
         n = 0
-        for f in range(w):
+        for f in range(last // (3 * nb) + 1):
             row = (i - a0) * w + f
-            for m in range(3 * nb):
+            for m in range(min(3 * nb, last + 1 - f * 3 * nb)):
                 v = gathered[f, m]
-                kept_row[n] = row
-                kept_col[n] = cols[m]
-                kept_val[n] = v
+                rows[n] = row
+                columns[n] = cols[m]
+                values[n] = v
                 n += _kept(v, threshold)
-        indices[row_at[i] : row_at[i] + n] = kept_row[:n]
-        indices[col_at[i] : col_at[i] + n] = kept_col[:n]
-        val[val_at[i] : val_at[i] + n] = kept_val[:n]
