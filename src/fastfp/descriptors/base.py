@@ -75,26 +75,22 @@ class Descriptor(ABC):
         """Run a featurization ``kernel`` over all centres of ``pairs``, the centres split
         into ranges of about equal pair counts on :func:`~fastfp.threads.num_threads`
         threads. The kernel is called as ``kernel(ptr, pair_block, block_ptr, *tables, fp,
-        fprimes, atom_start, atom_stop)`` and fills ``fp`` and ``fprimes`` (zeroed here).
+        fprimes, atom_start, atom_stop)`` and fills ``fp`` and ``fprimes`` (allocated here).
         Returns what :meth:`_compute` returns."""
         n_atoms = len(pairs.ptr) - 1
         if derivatives:
             block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
         else:
             block_ptr = block_j = pair_block = np.empty(0, dtype=np.int64)
-        # np.empty, zeroed range by range on the threads that fill them: numpy asks for
-        # huge pages on large arrays (np.zeros does not in numpy < 2), and the pages are
-        # first touched in parallel
+        # np.empty, filled by the kernels: numpy asks for huge pages on large arrays (a
+        # fraction of the page faults), and each centre's blocks are zeroed just before
+        # they are filled
         fp = np.empty((n_atoms, self.n_features))
         fprimes = np.empty((len(block_j), self.n_features, 3))
-
-        def run(start, stop):
-            fp[start:stop] = 0.0
-            if derivatives:
-                fprimes[block_ptr[start] : block_ptr[stop]] = 0.0
-            kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop)
-
-        run_ranges(run, balanced_ranges(pairs.ptr, num_threads()))
+        run_ranges(
+            lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop),
+            balanced_ranges(pairs.ptr, num_threads()),
+        )
         if not derivatives:
             return fp, {}
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)

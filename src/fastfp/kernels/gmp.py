@@ -204,9 +204,9 @@ def gmp_kernel(
     fp, fprimes, atom_start, atom_stop,
 ):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_features)
-    and their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), both zeroed by
-    the caller; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write
-    disjoint entries, so ranges can run on separate threads.
+    and their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), whatever they
+    held; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
+    entries, so ranges can run on separate threads.
 
     Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
     :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives),
@@ -310,6 +310,7 @@ def gmp_kernel(
                 root = np.sqrt(total)
                 if root <= feat_zero[fi]:
                     scale[fi] = 0.0
+                    fp[i, fi] = 0.0
                     continue
                 total = root
                 scale[fi] = 0.5 / root
@@ -322,6 +323,7 @@ def gmp_kernel(
         _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
                          dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
         # d/dr_j += d/dD_q for the block of each pair's neighbour j, d/dr_i -= their sum
+        fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
         own_sum[:] = 0.0
         for q in range(npairs):
             blk = pair_block[start + q]
