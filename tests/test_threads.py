@@ -9,7 +9,7 @@ from fastfp.amptorch.descriptors import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMPOrderNorm
 from fastfp.frames import FrameError, chunks
-from fastfp.threads import balanced_ranges, num_threads
+from fastfp.threads import balanced_ranges, num_threads, run_ranges
 
 
 @requires_shared
@@ -81,3 +81,20 @@ def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threa
     bad[-1].positions[0, 0] = np.nan
     with pytest.raises(FrameError, match=f"frame {len(frames) - 1}:"):
         list(desc.featurized_chunks(bad, True))
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "4"])
+def test_run_ranges_runs_every_range_once_and_raises(monkeypatch, threads):
+    """Every range runs exactly once, results in the ranges' order, whichever thread
+    takes it; an exception in any range reaches the caller."""
+    monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
+    ranges = [(k, k + 1) for k in range(37)]
+    assert run_ranges(lambda a, b: (a, b), ranges) == ranges
+
+    def fail_at_20(a, b):
+        if a == 20:
+            raise RuntimeError("range 20")
+        return a
+
+    with pytest.raises(RuntimeError, match="range 20"):
+        run_ranges(fail_at_20, ranges)

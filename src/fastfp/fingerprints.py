@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.blocks import coo_counts, coo_fill
-from .threads import balanced_ranges, num_threads, run_ranges
+from .threads import run_balanced
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ class Fingerprints:
         widths = np.full(self.n_frames, self.n_features) if widths is None else np.asarray(widths, dtype=np.int64)
         sizes = np.diff(self.offsets)
         width = np.repeat(widths, sizes)
-        ranges = balanced_ranges(self.fprime_ptr, num_threads())
         counts = np.empty(n_atoms, dtype=np.int64)
-        run_ranges(lambda a, b: coo_counts(self.fprime_ptr, self.fprimes, width, threshold, counts, a, b), ranges)
+        run_balanced(lambda a, b: coo_counts(self.fprime_ptr, self.fprimes, width, threshold, counts, a, b),
+                     self.fprime_ptr)
         # entries are numbered frame by frame, a frame's centres in atom_order; frame k's
         # indices are the (2, n_k) block at 2 * starts[k] of one buffer (rows, then columns)
         ends = np.cumsum(counts[order])
@@ -121,7 +121,7 @@ class Fingerprints:
         indices = np.empty(2 * starts[-1], dtype=np.int64)
         val = np.empty(starts[-1])
         first_atom = np.repeat(self.offsets[:-1], sizes)
-        run_ranges(lambda a, b: coo_fill(self.fprime_ptr, self.fprime_j, self.fprimes, width, first_atom, threshold,
-                                         counts, row_at, col_at, val_at, indices, val, a, b), ranges)
+        run_balanced(lambda a, b: coo_fill(self.fprime_ptr, self.fprime_j, self.fprimes, width, first_atom, threshold,
+                                           counts, row_at, col_at, val_at, indices, val, a, b), self.fprime_ptr)
         return [(indices[2 * s : 2 * (s + n)].reshape(2, n), val[s : s + n], (int(m * w), 3 * int(m)))
                 for s, n, m, w in zip(starts[:-1], frame_n, sizes, widths)]

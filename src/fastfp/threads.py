@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 
 import numpy as np
@@ -59,6 +59,11 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastfp")
 
 
+#: ranges per thread in :func:`run_balanced`: threads take ranges as they become free, so
+#: one that gets less CPU time (other processes on the machine) takes fewer
+RANGES_PER_THREAD = 4
+
+
 def balanced_ranges(ptr: np.ndarray, n_parts: int) -> list[tuple[int, int]]:
     """Split items ``0:len(ptr)-1`` into at most ``n_parts`` contiguous ranges with about
     equal work, item k weighing ``ptr[k+1] - ptr[k]`` (e.g. its pairs)."""
@@ -70,11 +75,39 @@ def balanced_ranges(ptr: np.ndarray, n_parts: int) -> list[tuple[int, int]]:
 
 
 def run_ranges(func, ranges) -> list:
-    """``[func(start, stop) for start, stop in ranges]``, on :func:`num_threads` threads.
+    """``[func(start, stop) for start, stop in ranges]``, on :func:`num_threads` threads,
+    the calling thread one of them.
 
-    ``func`` must release the GIL for this to run in parallel (numba ``nogil=True``).
-    Exceptions propagate to the caller."""
+    Each thread takes the next range not yet taken until none is left; ranges run in no
+    particular order. The caller waits only for ranges another thread has started, so a
+    helper thread that does not get a core in time costs nothing. ``func`` must release
+    the GIL for this to run in parallel (numba ``nogil=True``). Exceptions propagate to
+    the caller."""
     n = min(num_threads(), len(ranges))
     if n <= 1:
         return [func(a, b) for a, b in ranges]
-    return list(_pool(n).map(lambda r: func(*r), ranges))
+    results = [None] * len(ranges)
+    todo = enumerate(ranges)  # a C iterator: next() is atomic under the GIL
+
+    def work():
+        for k, (start, stop) in todo:
+            results[k] = func(start, stop)
+
+    helpers = [_pool(n - 1).submit(work) for _ in range(n - 1)]
+    try:
+        work()
+    finally:
+        for future in helpers:
+            future.cancel()
+        wait(helpers)
+    for future in helpers:
+        if not future.cancelled():
+            future.result()  # raises what the helper raised
+    return results
+
+
+def run_balanced(func, ptr: np.ndarray) -> list:
+    """:func:`run_ranges` over ranges of items ``0:len(ptr)-1`` of about equal work
+    (:func:`balanced_ranges`), :data:`RANGES_PER_THREAD` per thread."""
+    n = num_threads()
+    return run_ranges(func, balanced_ranges(ptr, n * RANGES_PER_THREAD if n > 1 else 1))

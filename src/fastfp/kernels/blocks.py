@@ -116,3 +116,14 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts
                 columns[n] = cols[m]
                 values[n] = v
                 n += _kept(v, threshold)
+
+
+@numba.njit(cache=True, nogil=True)
+def scale_coo_rows(values, rows, factor, divide):
+    """In place: ``values[k] /= factor[rows[k]]`` if ``divide`` else ``*=`` (a COO
+    matrix's rows scaled)."""
+    for k in range(len(values)):
+        if divide:
+            values[k] /= factor[rows[k]]
+        else:
+            values[k] *= factor[rows[k]]
