@@ -154,36 +154,59 @@ def _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr
 
 
 @numba.njit(cache=True, nogil=True)
-def _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
+def _feature_terms(feat_ptr, feat_chan, chan_comp, comp_piece_ptr, piece_slot, n_slots):
+    """The pieces each feature's derivative contracts, listed once per kernel call:
+    feature f's are ``term_ptr[f]:term_ptr[f+1]`` of ``slot``, ``piece`` and ``member``
+    (its entry in ``feat_chan``), in slot order."""
+    n = 0
+    for m in range(len(feat_chan)):
+        k = chan_comp[feat_chan[m]]
+        n += comp_piece_ptr[k + 1] - comp_piece_ptr[k]
+    term_ptr = np.empty(len(feat_ptr), dtype=np.int64)
+    slot = np.empty(n, dtype=np.int64)
+    piece = np.empty(n, dtype=np.int64)
+    member = np.empty(n, dtype=np.int64)
+    n = 0
+    for fi in range(len(feat_ptr) - 1):
+        term_ptr[fi] = n
+        for r in range(n_slots):
+            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
+                k = chan_comp[feat_chan[m]]
+                for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
+                    if piece_slot[p] == r:
+                        slot[n] = r
+                        piece[n] = p
+                        member[n] = m
+                        n += 1
+    term_ptr[-1] = n
+    return term_ptr, slot, piece, member
+
+
+@numba.njit(cache=True, nogil=True)
+def _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
                      dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
     """One centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included), from
     d mu_c/dD = sum_p R_sr grad Q_p + 2 dR_sr Q_p D contracted over the feature's channels
-    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor. ``acc`` (4,
-    pairs) is scratch."""
-    n_slots = radial.shape[1]
-    for fi in range(len(feat_ptr) - 1):
+    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor
+    (:func:`_feature_terms`). ``acc`` (4, pairs) is scratch."""
+    for fi in range(len(term_ptr) - 1):
         dfeat[fi, :, :npairs] = 0.0
         if scale[fi] == 0.0:
             continue
         s = feat_probe[fi]
-        for r in range(n_slots):
-            used = False
-            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                k = chan_comp[feat_chan[m]]
-                for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                    if piece_slot[p] != r:
-                        continue
-                    if not used:
-                        acc[:, :npairs] = 0.0
-                        used = True
-                    w = dtotal[m]
-                    for q in range(npairs):
-                        acc[0, q] += w * tgrad[p, 0, q]
-                        acc[1, q] += w * tgrad[p, 1, q]
-                        acc[2, q] += w * tgrad[p, 2, q]
-                        acc[3, q] += w * tval[p, q]
-            if not used:
-                continue
+        t = term_ptr[fi]
+        while t < term_ptr[fi + 1]:
+            r = term_slot[t]
+            acc[:, :npairs] = 0.0
+            while t < term_ptr[fi + 1] and term_slot[t] == r:
+                p = term_piece[t]
+                w = dtotal[term_member[t]]
+                for q in range(npairs):
+                    acc[0, q] += w * tgrad[p, 0, q]
+                    acc[1, q] += w * tgrad[p, 1, q]
+                    acc[2, q] += w * tgrad[p, 2, q]
+                    acc[3, q] += w * tval[p, q]
+                t += 1
             for q in range(npairs):
                 two_dr_b = 2.0 * dradial[s, r, q] * acc[3, q]
                 for d in range(3):
@@ -260,6 +283,8 @@ def gmp_kernel(
                     f *= probe_inv_rs[s] ** slot_rs_power[r]
                 pref[s, g, r] = f
 
+    term_ptr, term_slot, term_piece, term_member = _feature_terms(feat_ptr, feat_chan, chan_comp, comp_piece_ptr,
+                                                                  piece_slot, n_slots)
     mu = np.empty(n_chan)
     dtotal = np.empty(len(feat_chan))
     scale = np.empty(n_feat)
@@ -320,7 +345,7 @@ def gmp_kernel(
                 dtotal[m] = feat_weight[m] if mode == LINEAR else 2.0 * feat_weight[m] * mu[feat_chan[m]]
         if not derivatives:
             continue
-        _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
+        _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
                          dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
         # d/dr_j += d/dD_q for the block of each pair's neighbour j, d/dr_i -= their sum
         fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
