@@ -1,13 +1,15 @@
 """Threads for the compiled kernels.
 
 The numba kernels are compiled with ``nogil=True``, so plain Python threads run them in
-parallel: the featurization kernels over disjoint ranges of centre atoms (each writes
-only its own rows and derivative blocks), the COO conversion over frames.
+parallel: the featurization kernels and the COO conversion over disjoint ranges of
+centre atoms (each writes only its own rows, blocks and entries), the derivative
+scaling over frames (:func:`run_balanced`). The calling thread takes ranges too.
 
 The number of threads is ``FASTFP_NUM_THREADS`` if set, else the CPUs this process may
 run on. ``FASTFP_NUM_THREADS=1`` runs everything in the calling thread.
 
-While featurizing, BLAS/LAPACK and OpenMP are held to one thread (:func:`single_threaded_libraries`).
+While fastfp works, BLAS/LAPACK and OpenMP are held to one thread
+(:func:`single_threaded_libraries`).
 """
 
 from __future__ import annotations
