@@ -4,7 +4,7 @@ A cell list compiled with numba (:func:`_cell_list_pairs`): triclinic cells, mix
 periodicity, cells smaller than the cutoff. It runs without the GIL, so one chunk's
 pairs are found while other threads run the kernels. matscipy's ``neighbour_list``
 (C, used before) holds the GIL and took 82 ms of one thread's CPU time on the first 100
-OC20 frames (8 Å, 602,429 pairs), a fifth of featurization with derivatives; this search
+OC20 frames (8 Å, 595,180 pairs), a fifth of featurization with derivatives; this search
 takes about a fifth of that. vesin is as fast, but imports torch whenever torch is
 installed (7.8 s and 280 MB per process here), which every CLI run would pay.
 """
