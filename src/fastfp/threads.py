@@ -84,16 +84,24 @@ def run_ranges(func, ranges) -> list:
     particular order. The caller waits only for ranges another thread has started, so a
     helper thread that does not get a core in time costs nothing. ``func`` must release
     the GIL for this to run in parallel (numba ``nogil=True``). Exceptions propagate to
-    the caller."""
+    the caller, once the ranges already started have ended; no range starts after one
+    raised."""
     n = min(num_threads(), len(ranges))
     if n <= 1:
         return [func(a, b) for a, b in ranges]
     results = [None] * len(ranges)
     todo = enumerate(ranges)  # a C iterator: next() is atomic under the GIL
+    failed = []  # once a range raised (or the caller was interrupted), no new range starts
 
     def work():
         for k, (start, stop) in todo:
-            results[k] = func(start, stop)
+            if failed:
+                return
+            try:
+                results[k] = func(start, stop)
+            except BaseException:
+                failed.append(True)
+                raise
 
     helpers = [_pool(n - 1).submit(work) for _ in range(n - 1)]
     try:
