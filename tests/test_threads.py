@@ -86,7 +86,7 @@ def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threa
 @pytest.mark.parametrize("threads", ["1", "2", "4"])
 def test_run_ranges_runs_every_range_once_and_raises(monkeypatch, threads):
     """Every range runs exactly once, results in the ranges' order, whichever thread
-    takes it; an exception in any range reaches the caller."""
+    takes it; an exception in any range reaches the caller, and no range starts after."""
     monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
     ranges = [(k, k + 1) for k in range(37)]
     assert run_ranges(lambda a, b: (a, b), ranges) == ranges
@@ -98,3 +98,16 @@ def test_run_ranges_runs_every_range_once_and_raises(monkeypatch, threads):
 
     with pytest.raises(RuntimeError, match="range 20"):
         run_ranges(fail_at_20, ranges)
+
+    events = []
+
+    def fail_first(a, b):
+        events.append("start")
+        if a == 0:
+            events.append("raised")
+            raise RuntimeError("range 0")
+
+    with pytest.raises(RuntimeError, match="range 0"):
+        run_ranges(fail_first, ranges)
+    # no range starts after one raised (but one per other thread that was about to)
+    assert events[events.index("raised"):].count("start") <= int(threads) - 1
