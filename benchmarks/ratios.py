@@ -1,9 +1,10 @@
-"""AMPTorch time / fastfp time, both measured in the same process (one AMPTorch run,
-the best of up to three fastfp runs): the speed-up, free of machine-to-machine noise."""
+"""Ratios of times measured in the same process, free of machine-to-machine noise:
+AMPTorch time / fastfp time (one AMPTorch run, the best of up to three fastfp runs), and
+how fastfp scales with threads and with the atoms of a frame."""
 
 from fastfp.harness import stages
 
-from .common import FRAMES, Benchmark, best_time, stage_run
+from .common import FRAMES, Benchmark, atoms_run, best_time, one_thread, stage_run
 
 
 class _Ratio(Benchmark):
@@ -83,3 +84,48 @@ class TrainOnTheFlyRatio(_Ratio):
 
     def track_train_epoch_on_the_fly_ratio(self, info, frames):
         return self._ratio()
+
+
+class ThreadsRatio(Benchmark):
+    """fastfp on one thread (``FASTFP_NUM_THREADS=1``) against its default threads (every
+    CPU the process may use), both in this process: how its work scales with threads.
+    Featurization with derivatives (``prepare_fingerprints``) and end-to-end
+    preprocessing (``AtomsDataset``, or what it does under ``install()`` without AMPTorch)."""
+
+    params = [["featurize", "preprocess"], FRAMES]
+    param_names = ["stage", "frames"]
+    unit = "one-thread time / default-threads time"
+    repeat = 1
+    quick = False
+
+    def prepare(self, info, stage, frames):
+        options = {"descriptor": "gmpordernorm", "derivatives": True} if stage == "featurize" else {}
+        self.run = stage_run(stage, info, "fastfp", frames, **options)
+
+    def track_threads_ratio(self, info, stage, frames):
+        with one_thread():
+            single = best_time(self.run)
+        return single / best_time(self.run)
+
+    track_threads_ratio.pretty_name = "{stage}: one thread / default threads"
+
+
+class AtomsRatio(Benchmark):
+    """Featurization with derivatives (GMPOrderNorm, default threads) of one frame of
+    about N atoms against one of about 500 (frame 0 of the frames repeated in-plane), in
+    this process: how the cost of a frame grows with its atoms."""
+
+    params = [[4000]]
+    param_names = ["atoms"]
+    unit = "time / 500-atom time"
+    repeat = 1
+    quick = False
+
+    def prepare(self, info, atoms):
+        self.runs = [atoms_run(info, "fastfp", n, "gmpordernorm") for n in (500, atoms)]
+
+    def track_atoms_ratio(self, info, atoms):
+        small, large = (best_time(run) for run in self.runs)
+        return large / small
+
+    track_atoms_ratio.pretty_name = "featurize gmpordernorm with derivatives, one frame / a 500-atom frame"

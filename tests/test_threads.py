@@ -9,7 +9,7 @@ from fastfp.amptorch.descriptors import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMPOrderNorm
 from fastfp.frames import FrameError, chunks
-from fastfp.threads import balanced_ranges, num_threads
+from fastfp.threads import balanced_ranges, num_threads, run_ranges
 
 
 @requires_shared
@@ -81,3 +81,50 @@ def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threa
     bad[-1].positions[0, 0] = np.nan
     with pytest.raises(FrameError, match=f"frame {len(frames) - 1}:"):
         list(desc.featurized_chunks(bad, True))
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "4"])
+def test_run_ranges_runs_every_range_once_and_raises(monkeypatch, threads):
+    """Every range runs exactly once, results in the ranges' order, whichever thread
+    takes it; an exception in any range reaches the caller, and no range starts after."""
+    monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
+    ranges = [(k, k + 1) for k in range(37)]
+    assert run_ranges(lambda a, b: (a, b), ranges) == ranges
+
+    def fail_at_20(a, b):
+        if a == 20:
+            raise RuntimeError("range 20")
+        return a
+
+    with pytest.raises(RuntimeError, match="range 20"):
+        run_ranges(fail_at_20, ranges)
+
+    events = []
+
+    def fail_first(a, b):
+        events.append("start")
+        if a == 0:
+            events.append("raised")
+            raise RuntimeError("range 0")
+
+    with pytest.raises(RuntimeError, match="range 0"):
+        run_ranges(fail_first, ranges)
+    # no range starts after one raised (but one per other thread that was about to)
+    assert events[events.index("raised"):].count("start") <= int(threads) - 1
+
+
+def test_a_forked_child_makes_its_own_threads(monkeypatch):
+    """After the pool's threads started, a forked child (a DataLoader or multiprocessing
+    worker) runs ranges on threads of its own instead of waiting for the parent's."""
+    import multiprocessing
+
+    monkeypatch.setenv("FASTFP_NUM_THREADS", "2")
+    ranges = [(k, k + 1) for k in range(8)]
+    assert run_ranges(lambda a, b: a, ranges) == list(range(8))  # the parent's pool runs
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(run_ranges, (_first, ranges))
+        assert result.get(timeout=60) == list(range(8))
+
+
+def _first(a, b):
+    return a

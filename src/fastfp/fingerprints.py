@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels.blocks import blocks_to_coo
-from .threads import balanced_ranges, num_threads, run_ranges
+from .kernels.blocks import coo_counts, coo_fill
+from .threads import run_balanced
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Fingerprints:
     def coo_frames(self, threshold: float = 0.0, atom_order=None, widths=None) -> list:
         """:meth:`coo` of every frame, as ``(indices, val, size)`` with ``indices``
         (2, nnz) int64 (rows, columns), converted on :func:`~fastfp.threads.num_threads`
-        threads.
+        threads. The arrays of all frames are views into two buffers.
 
         ``atom_order`` (n_atoms,) lists the batch's atoms frame by frame, each frame's
         atoms in the order its rows should come (default: ascending). ``widths``
@@ -144,22 +144,32 @@ class Fingerprints:
         """
         if not self.has_derivatives:
             raise ValueError("these fingerprints were computed without derivatives")
-        order = np.arange(len(self.numbers)) if atom_order is None else np.asarray(atom_order, dtype=np.int64)
-        widths = np.full(self.n_frames, self.n_features) if widths is None else np.asarray(widths)
-
-        def convert(start, stop):
-            out = []
-            for k in range(start, stop):
-                one, a0 = self.frame(k), self.offsets[k]
-                n_atoms, width = len(one.numbers), int(widths[k])
-                indices, val = blocks_to_coo(one.fprime_ptr, one.fprime_j, one.fprimes,
-                                             order[a0 : a0 + n_atoms] - a0, width, threshold)
-                out.append((indices, val, (n_atoms * width, 3 * n_atoms)))
-            return out
-
-        # frames weighted by their derivative blocks
-        ranges = balanced_ranges(self.fprime_ptr[self.offsets], num_threads())
-        return [one for part in run_ranges(convert, ranges) for one in part]
+        n_atoms = len(self.numbers)
+        order = np.arange(n_atoms) if atom_order is None else np.asarray(atom_order, dtype=np.int64)
+        widths = np.full(self.n_frames, self.n_features) if widths is None else np.asarray(widths, dtype=np.int64)
+        sizes = np.diff(self.offsets)
+        width = np.repeat(widths, sizes)
+        counts = np.empty(n_atoms, dtype=np.int64)
+        run_balanced(lambda a, b: coo_counts(self.fprime_ptr, self.fprimes, width, threshold, counts, a, b),
+                     self.fprime_ptr)
+        # entries are numbered frame by frame, a frame's centres in atom_order; frame k's
+        # indices are the (2, n_k) block at 2 * starts[k] of one buffer (rows, then columns)
+        ends = np.cumsum(counts[order])
+        val_at = np.empty(n_atoms, dtype=np.int64)
+        val_at[order] = ends - counts[order]
+        starts = np.concatenate(([0], ends))[self.offsets]
+        frame_n = np.diff(starts)
+        row_at = val_at + np.repeat(starts[:-1], sizes)
+        col_at = row_at + np.repeat(frame_n, sizes)
+        # allocated by numpy, which asks for huge pages on large arrays: a fraction of
+        # the page faults of the same memory in small pages
+        indices = np.empty(2 * starts[-1], dtype=np.int64)
+        val = np.empty(starts[-1])
+        first_atom = np.repeat(self.offsets[:-1], sizes)
+        run_balanced(lambda a, b: coo_fill(self.fprime_ptr, self.fprime_j, self.fprimes, width, first_atom, threshold,
+                                           counts, row_at, col_at, val_at, indices, val, a, b), self.fprime_ptr)
+        return [(indices[2 * s : 2 * (s + n)].reshape(2, n), val[s : s + n], (int(m * w), 3 * int(m)))
+                for s, n, m, w in zip(starts[:-1], frame_n, sizes, widths)]
 
 
 def _host(array):

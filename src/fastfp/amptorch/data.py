@@ -12,6 +12,8 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from ..threads import single_threaded_libraries
+
 
 def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) -> Data:
     """One ``Data`` from an ASE ``Atoms``, its fingerprints (N, width) and derivatives
@@ -37,10 +39,12 @@ def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) ->
 def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives=True, disable_tqdm=False) -> list:
     """``Data`` objects for ``images`` (a sequence of ASE ``Atoms``) with a
     :mod:`fastfp.amptorch` descriptor, featurized about ``CHUNK_ATOMS`` atoms per call
-    (``featurized_chunks``)."""
+    (``featurized_chunks``), torch held to one thread meanwhile
+    (:func:`~fastfp.threads.single_threaded_libraries`)."""
     images = [a if hasattr(a, "positions") else a.toatoms() for a in images]  # ase.db rows
     out = []
-    with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar:
+    with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar, \
+            single_threaded_libraries():
         for _, chunk, fps in descriptor.featurized_chunks(images, derivatives):
             out.extend(fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives))
             bar.update(len(chunk))

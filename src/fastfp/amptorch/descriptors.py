@@ -83,9 +83,9 @@ class AMPTorchInterface:
     def featurized_chunks(self, images, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
         :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next chunk is featurized on
-        a background thread while the caller converts this one: the neighbour search
-        holds the GIL, the kernels and the COO conversion do not, so the two overlap.
-        With ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
+        a background thread while the caller converts this one (the compiled parts of
+        both release the GIL; the threads of :func:`~fastfp.threads.run_ranges` serve
+        both). With ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:

@@ -7,6 +7,10 @@
   subclasses of AMPTorch's ``BaseDescriptor``;
 * ``AtomsToData.convert_all`` to the batched :func:`~fastfp.amptorch.data.images_to_data`
   (for fastfp descriptors; others keep AMPTorch's per-image path);
+* ``AtomsDataset.process`` to itself with BLAS and torch's OpenMP threads held to one
+  (:func:`~fastfp.threads.single_threaded_libraries`) for fastfp descriptors: fastfp's
+  threads featurize, and torch's, woken by the scaler fit's small tensor operations,
+  would wait for their cores;
 * ``FeatureScaler.norm`` to the vectorised :func:`~fastfp.amptorch.scaling.norm_features`;
 * ``sparse_block_diag`` (used by ``DataCollater``) to
   :func:`~fastfp.amptorch.collate.sparse_block_diag`;
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..threads import single_threaded_libraries
 from . import collate, data, descriptors, model, onthefly, scaling
 
 _saved: dict = {}
@@ -38,6 +43,13 @@ def _targets():
     original_convert_all = _saved.get((atoms_to_data, "convert_all"), atoms_to_data.convert_all)
     original_load_dataset = _saved.get((trainer, "load_dataset"), trainer.load_dataset)
     original_load_skorch = _saved.get((trainer, "load_skorch"), trainer.load_skorch)
+    original_process = _saved.get((dataset.AtomsDataset, "process"), dataset.AtomsDataset.process)
+
+    def process(self):
+        if not isinstance(self.descriptor, descriptors.AMPTorchInterface):
+            return original_process(self)
+        with single_threaded_libraries():  # the scaler fit and scaling too
+            return original_process(self)
 
     def convert_all(self, atoms_collection, disable_tqdm=False):
         if not isinstance(self.descriptor, descriptors.AMPTorchInterface):
@@ -56,6 +68,7 @@ def _targets():
     targets = [(atoms_to_data, "convert_all", convert_all),
                (trainer, "load_dataset", load_dataset),
                (trainer, "load_skorch", load_skorch),
+               (dataset.AtomsDataset, "process", process),
                (preprocessing.FeatureScaler, "norm", scaling.norm_features),
                (dataset, "sparse_block_diag", collate.sparse_block_diag),
                (amp_model.BPNN, "forward", model.bpnn_forward),

@@ -1,8 +1,8 @@
 """Feature and target scaling with AMPTorch's semantics, vectorised.
 
 AMPTorch's ``FeatureScaler.norm`` (``amptorch/preprocessing/utils.py``) scales each
-derivative entry in a Python loop; :func:`norm_features` does the same arithmetic with
-one gather per frame. It works on AMPTorch's own scaler objects (their attributes
+derivative entry in a Python loop; :func:`norm_features` does the same arithmetic in one
+compiled pass per frame. It works on AMPTorch's own scaler objects (their attributes
 ``transform``, ``elementwise``, ``forcetraining``, ``unique``, ``scales`` or ``scale``),
 so :func:`fastfp.amptorch.install` can swap it in without changing checkpoints, and on
 :class:`FeatureScaler` here, which fits the same statistics without AMPTorch.
@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from ..kernels.blocks import scale_coo_rows
+from ..threads import run_balanced
 
 #: AMPTorch's default feature scaling (``AtomsTrainer``'s ``config["dataset"]["scaling"]``)
 DEFAULT_SCALING = {"type": "normalize", "range": (0, 1), "elementwise": True}
@@ -86,17 +89,25 @@ def norm_features(scaler, data_list, disable_tqdm=False):
     """Scale fingerprints and derivative values of ``data_list`` in place, as AMPTorch's
     ``FeatureScaler.norm``: normalize ``fp * scale + offset`` (derivatives ``* scale``),
     standardize ``(fp - offset) / scale`` (derivatives ``/ scale``). Returns ``data_list``.
+    The derivative values are scaled where they are, frames split over
+    :func:`~fastfp.threads.num_threads` threads.
     """
+    row_factors = []
     for data in data_list:
         data.fingerprint, scale = scale_fingerprints(scaler, data.fingerprint, data.atomic_numbers)
         if scaler.forcetraining:
-            indices = data.fprimes._indices()
             # rows are atom * n_features + feature: the row's factor is the flat table's entry
-            # (index_select: 100x faster than advanced indexing here, torch 2.13 CPU)
-            factor = scale.reshape(-1).index_select(0, indices[0])
-            values = data.fprimes._values()
-            values = values / factor if scaler.transform == "standardize" else values * factor
-            data.fprimes = torch.sparse_coo_tensor(indices, values, data.fprimes.size(), check_invariants=False)
+            row_factors.append(scale.reshape(-1).numpy())
+    if scaler.forcetraining:
+        values = [data.fprimes._values().numpy() for data in data_list]
+        rows = [data.fprimes._indices()[0].numpy() for data in data_list]
+        divide = scaler.transform == "standardize"
+
+        def scale_frames(start, stop):
+            for k in range(start, stop):
+                scale_coo_rows(values[k], rows[k], row_factors[k], divide)
+
+        run_balanced(scale_frames, np.cumsum([0] + [len(v) for v in values]))
     return data_list
 
 

@@ -11,7 +11,7 @@ from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
 from ..kernels.blocks import pair_blocks
 from ..neighbors import NeighborPairs
-from ..threads import balanced_ranges, num_threads, run_ranges, single_threaded_blas
+from ..threads import run_balanced, single_threaded_libraries
 
 
 def check_keys(params: dict, allowed: set, where: str) -> None:
@@ -95,27 +95,28 @@ class Descriptor(ABC):
             from ..gpu.featurize import featurize_packed  # CuPy and numba-cuda only when asked for
 
             return featurize_packed(self, packed, derivatives, dtype)
-        with single_threaded_blas():
+        with single_threaded_libraries():
             fp, deriv = self._compute(packed, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
 
     def _run_kernel(self, kernel, pairs: NeighborPairs, derivatives: bool, *tables) -> tuple[np.ndarray, dict]:
-        """Run a featurization ``kernel`` over all centres of ``pairs``, the centres split
-        into ranges of about equal pair counts on :func:`~fastfp.threads.num_threads`
-        threads. The kernel is called as ``kernel(ptr, pair_block, block_ptr, *tables, fp,
-        fprimes, atom_start, atom_stop)`` and fills ``fp`` and ``fprimes`` (zeroed here).
-        Returns what :meth:`_compute` returns."""
+        """Run a featurization ``kernel`` over all centres of ``pairs``, in ranges of
+        about equal pair counts on :func:`~fastfp.threads.num_threads` threads
+        (:func:`~fastfp.threads.run_balanced`). The kernel is called as ``kernel(ptr,
+        pair_block, block_ptr, *tables, fp, fprimes, atom_start, atom_stop)`` and fills
+        ``fp`` and ``fprimes`` (allocated here). Returns what :meth:`_compute` returns."""
         n_atoms = len(pairs.ptr) - 1
         if derivatives:
             block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
         else:
             block_ptr = block_j = pair_block = np.empty(0, dtype=np.int64)
-        fp = np.zeros((n_atoms, self.n_features))
-        fprimes = np.zeros((len(block_j), self.n_features, 3))
-        run_ranges(
-            lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop),
-            balanced_ranges(pairs.ptr, num_threads()),
-        )
+        # np.empty, filled by the kernels: numpy asks for huge pages on large arrays (a
+        # fraction of the page faults), and each centre's blocks are zeroed just before
+        # they are filled
+        fp = np.empty((n_atoms, self.n_features))
+        fprimes = np.empty((len(block_j), self.n_features, 3))
+        run_balanced(lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop),
+                     pairs.ptr)
         if not derivatives:
             return fp, {}
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pair_blocks(ptr, j):
     """Block layout for the pairs of a :class:`~fastfp.neighbors.NeighborPairs`.
 
@@ -42,38 +42,88 @@ def pair_blocks(ptr, j):
     return block_ptr, block_j[:nb].copy(), pair_block
 
 
-@numba.njit(cache=True, nogil=True)
-def blocks_to_coo(fprime_ptr, fprime_j, fprimes, atom_order, width, threshold):
-    """Derivative blocks of one frame as COO entries in AMPTorch's layout.
+@numba.njit(cache=True, inline="always")
+def _kept(v, threshold):
+    """1 if a derivative entry ``v`` goes into the COO output, else 0."""
+    return (v != 0.0) & (abs(v) >= threshold)
 
-    ``row = i * width + f`` for features ``f < width`` (the rest must be zero padding),
-    ``col = j * 3 + xyz``. Rows of the centres come in ``atom_order``; within a row,
-    columns ascend. Entries with ``|val| < threshold`` or equal to zero are dropped.
-    Returns ``indices`` (2, nnz) int64 (rows, columns) and ``val`` (nnz,), allocated
-    to size: a first pass counts the entries (the frame's blocks stay in cache for
-    the second).
-    """
-    n = 0
-    for b in range(fprime_ptr[len(fprime_ptr) - 1]):
-        for f in range(width):
-            for xyz in range(3):
-                v = fprimes[b, f, xyz]
-                if v != 0.0 and abs(v) >= threshold:
-                    n += 1
-    indices = np.empty((2, n), dtype=np.int64)
-    val = np.empty(n)
-    n = 0
-    for i in atom_order:
-        b0 = fprime_ptr[i]
-        by_j = np.argsort(fprime_j[b0 : fprime_ptr[i + 1]])
-        for f in range(width):
-            for ob in by_j:
-                b = b0 + ob
+
+@numba.njit(cache=True, nogil=True)
+def coo_counts(fprime_ptr, fprimes, width, threshold, counts, atom_start, atom_stop):
+    """``counts[i]``: the COO entries of centre i, for centres ``atom_start:atom_stop``:
+    entries of its blocks at features ``f < width[i]`` with ``v != 0`` and
+    ``|v| >= threshold``."""
+    for i in range(atom_start, atom_stop):
+        n = 0
+        w = width[i]
+        for b in range(fprime_ptr[i], fprime_ptr[i + 1]):
+            for f in range(w):
                 for xyz in range(3):
-                    v = fprimes[b, f, xyz]
-                    if v != 0.0 and abs(v) >= threshold:
-                        indices[0, n] = i * width + f
-                        indices[1, n] = fprime_j[b] * 3 + xyz
-                        val[n] = v
-                        n += 1
-    return indices, val
+                    n += _kept(fprimes[b, f, xyz], threshold)
+        counts[i] = n
+
+
+@numba.njit(cache=True, nogil=True)
+def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts, row_at, col_at, val_at,
+             indices, val, atom_start, atom_stop):
+    """Write the ``counts[i]`` COO entries of centres ``atom_start:atom_stop`` (see
+    :func:`coo_counts`) in AMPTorch's layout, indices local to the centre's frame (whose
+    first atom is ``first_atom[i]``): ``row = (i - first_atom[i]) * width[i] + f``,
+    ``col = (j - first_atom[i]) * 3 + xyz``, rows ascending, columns ascending within a
+    row. Centre i's rows go to ``indices[row_at[i]:]``, its columns to
+    ``indices[col_at[i]:]``, its values to ``val[val_at[i]:]``; disjoint centre ranges
+    write disjoint entries.
+
+    Each centre's blocks are gathered feature-major in column order, then every
+    candidate entry up to the last kept one is written at the next free place, which
+    only a kept entry moves on (no branch on the threshold), so nothing is written past
+    the centre's ``counts[i]`` entries."""
+    max_blocks = 0
+    max_width = 0
+    for i in range(atom_start, atom_stop):
+        max_blocks = max(max_blocks, fprime_ptr[i + 1] - fprime_ptr[i])
+        max_width = max(max_width, width[i])
+    gathered = np.empty((max_width, 3 * max_blocks))
+    cols = np.empty(3 * max_blocks, dtype=np.int64)
+    for i in range(atom_start, atom_stop):
+        b0 = fprime_ptr[i]
+        nb = fprime_ptr[i + 1] - b0
+        by_j = np.argsort(fprime_j[b0 : b0 + nb])
+        a0 = first_atom[i]
+        w = width[i]
+        for k in range(nb):
+            b = b0 + by_j[k]
+            for xyz in range(3):
+                cols[3 * k + xyz] = (fprime_j[b] - a0) * 3 + xyz
+            for f in range(w):
+                for xyz in range(3):
+                    gathered[f, 3 * k + xyz] = fprimes[b, f, xyz]
+        if counts[i] == 0:
+            continue
+        # the last kept candidate: no write beyond it lands past counts[i]
+        last = w * 3 * nb - 1
+        while not _kept(gathered[last // (3 * nb), last % (3 * nb)], threshold):
+            last -= 1
+        rows = indices[row_at[i] : row_at[i] + counts[i]]
+        columns = indices[col_at[i] : col_at[i] + counts[i]]
+        values = val[val_at[i] : val_at[i] + counts[i]]
+        n = 0
+        for f in range(last // (3 * nb) + 1):
+            row = (i - a0) * w + f
+            for m in range(min(3 * nb, last + 1 - f * 3 * nb)):
+                v = gathered[f, m]
+                rows[n] = row
+                columns[n] = cols[m]
+                values[n] = v
+                n += _kept(v, threshold)
+
+
+@numba.njit(cache=True, nogil=True)
+def scale_coo_rows(values, rows, factor, divide):
+    """In place: ``values[k] /= factor[rows[k]]`` if ``divide`` else ``*=`` (a COO
+    matrix's rows scaled)."""
+    for k in range(len(values)):
+        if divide:
+            values[k] /= factor[rows[k]]
+        else:
+            values[k] *= factor[rows[k]]

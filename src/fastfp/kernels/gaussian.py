@@ -35,8 +35,8 @@ def gaussian_kernel(
     fp, fprimes, atom_start, atom_stop,
 ):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_feat)
-    and their derivative blocks in ``fprimes`` (n_blocks, n_feat, 3), both zeroed by the
-    caller; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
+    and their derivative blocks in ``fprimes`` (n_blocks, n_feat, 3), whatever they held;
+    ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
     entries, so ranges can run on separate threads.
 
     Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
@@ -76,6 +76,7 @@ def gaussian_kernel(
     dang = np.empty(max_ang)
 
     for i in range(atom_start, atom_stop):
+        fp[i] = 0.0
         e = species[i]
         rc = cutoffs[e]
         start = ptr[i]
@@ -157,6 +158,7 @@ def gaussian_kernel(
                         dfp[qk, col, xyz] += cx * vj + ck * vk
 
         if derivatives:
+            fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
             own = block_ptr[i]
             for a in range(n_active):
                 q = active[a]

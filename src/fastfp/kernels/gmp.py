@@ -44,6 +44,17 @@ from .fastexp import exp_nonpositive
 from .formulas import channel_slope, channel_term, feature_value, overlap_tables
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _dot(a, b, n):
+    """sum of ``a[:n] * b[:n]``, in an order the compiler may choose (vectorised: a sum
+    left to right waits for each addition). Fixed for a given ``n``, so results do not
+    depend on threads."""
+    total = 0.0
+    for q in range(n):
+        total += a[q] * b[q]
+    return total
+
+
 @numba.njit(cache=True, nogil=True)
 def _radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, dradial,
             sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial, arg, decay, bits):
@@ -135,43 +146,64 @@ def _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr
             k = chan_comp[c]
             total = 0.0
             for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                r = piece_slot[p]
-                for q in range(npairs):
-                    total += radial[s, r, q] * tval[p, q]
+                total += _dot(radial[s, piece_slot[p]], tval[p], npairs)
             mu[c] = total
 
 
 @numba.njit(cache=True, nogil=True)
-def _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
-                     dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
-    """One centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included), from
-    d mu_c/dD = sum_p R_sr grad Q_p + 2 dR_sr Q_p D contracted over the feature's channels
-    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor. ``acc`` (4,
-    pairs) is scratch."""
-    n_slots = radial.shape[1]
+def _feature_terms(feat_ptr, feat_chan, chan_comp, comp_piece_ptr, piece_slot, n_slots):
+    """The pieces each feature's derivative contracts, listed once per kernel call:
+    feature f's are ``term_ptr[f]:term_ptr[f+1]`` of ``slot``, ``piece`` and ``member``
+    (its entry in ``feat_chan``), in slot order."""
+    n = 0
+    for m in range(len(feat_chan)):
+        k = chan_comp[feat_chan[m]]
+        n += comp_piece_ptr[k + 1] - comp_piece_ptr[k]
+    term_ptr = np.empty(len(feat_ptr), dtype=np.int64)
+    slot = np.empty(n, dtype=np.int64)
+    piece = np.empty(n, dtype=np.int64)
+    member = np.empty(n, dtype=np.int64)
+    n = 0
     for fi in range(len(feat_ptr) - 1):
-        if scale[fi] == 0.0:
-            continue
-        s = feat_probe[fi]
-        dfeat[fi, :, :npairs] = 0.0
+        term_ptr[fi] = n
         for r in range(n_slots):
-            used = False
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
                 k = chan_comp[feat_chan[m]]
                 for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                    if piece_slot[p] != r:
-                        continue
-                    if not used:
-                        acc[:, :npairs] = 0.0
-                        used = True
-                    w = dtotal[m]
-                    for q in range(npairs):
-                        acc[0, q] += w * tgrad[p, 0, q]
-                        acc[1, q] += w * tgrad[p, 1, q]
-                        acc[2, q] += w * tgrad[p, 2, q]
-                        acc[3, q] += w * tval[p, q]
-            if not used:
-                continue
+                    if piece_slot[p] == r:
+                        slot[n] = r
+                        piece[n] = p
+                        member[n] = m
+                        n += 1
+    term_ptr[-1] = n
+    return term_ptr, slot, piece, member
+
+
+@numba.njit(cache=True, nogil=True)
+def _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
+                     dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
+    """One centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included), from
+    d mu_c/dD = sum_p R_sr grad Q_p + 2 dR_sr Q_p D contracted over the feature's channels
+    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor
+    (:func:`_feature_terms`). ``acc`` (4, pairs) is scratch."""
+    for fi in range(len(term_ptr) - 1):
+        dfeat[fi, :, :npairs] = 0.0
+        if scale[fi] == 0.0:
+            continue
+        s = feat_probe[fi]
+        t = term_ptr[fi]
+        while t < term_ptr[fi + 1]:
+            r = term_slot[t]
+            acc[:, :npairs] = 0.0
+            while t < term_ptr[fi + 1] and term_slot[t] == r:
+                p = term_piece[t]
+                w = dtotal[term_member[t]]
+                for q in range(npairs):
+                    acc[0, q] += w * tgrad[p, 0, q]
+                    acc[1, q] += w * tgrad[p, 1, q]
+                    acc[2, q] += w * tgrad[p, 2, q]
+                    acc[3, q] += w * tval[p, q]
+                t += 1
             for q in range(npairs):
                 two_dr_b = 2.0 * dradial[s, r, q] * acc[3, q]
                 for d in range(3):
@@ -192,9 +224,9 @@ def gmp_kernel(
     fp, fprimes, atom_start, atom_stop,
 ):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_features)
-    and their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), both zeroed by
-    the caller; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write
-    disjoint entries, so ranges can run on separate threads.
+    and their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), whatever they
+    held; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
+    entries, so ranges can run on separate threads.
 
     Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
     :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives),
@@ -229,6 +261,8 @@ def gmp_kernel(
     # per (probe, Gaussian): C2, and per slot C1 lambda^d (h/2)^j / j! (1/r_s)^power
     c2tab, pref = overlap_tables(probe_a, probe_alpha, probe_inv_rs, gauss_b, gauss_beta, slot_j, slot_d, slot_rs_power)
 
+    term_ptr, term_slot, term_piece, term_member = _feature_terms(feat_ptr, feat_chan, chan_comp, comp_piece_ptr,
+                                                                  piece_slot, n_slots)
     mu = np.empty(n_chan)
     dtotal = np.empty(len(feat_chan))
     scale = np.empty(n_feat)
@@ -243,6 +277,7 @@ def gmp_kernel(
     dradial = np.empty((n_probe, n_slots, max_pairs))
     acc = np.empty((4, max_pairs))
     dfeat = np.empty((n_feat, 3, max_pairs if derivatives else 0))
+    own_sum = np.empty((n_feat, 3))
     sorted_pairs = np.empty(max_pairs, dtype=np.int64)
     species_ptr = np.empty(len(gauss_ptr), dtype=np.int64)
     sub_r2 = np.empty(max_pairs)
@@ -271,22 +306,26 @@ def gmp_kernel(
                 total += channel_term(mode, feat_weight[m], mu[feat_chan[m]])
             value, slope = feature_value(mode, total, feat_zero[fi])
             scale[fi] = slope
+            fp[i, fi] = value  # fp is not zeroed by the caller
             if slope == 0.0:
                 continue
-            fp[i, fi] = value
             # d total / d mu_c for the member channels
             for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
                 dtotal[m] = channel_slope(mode, feat_weight[m], mu[feat_chan[m]])
         if not derivatives:
             continue
-        _feature_fprimes(hxyz, npairs, feat_ptr, feat_chan, chan_comp, feat_probe, comp_piece_ptr, piece_slot,
+        _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
                          dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
-        own = block_ptr[i]
+        # d/dr_j += d/dD_q for the block of each pair's neighbour j, d/dr_i -= their sum
+        fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
+        own_sum[:] = 0.0
         for q in range(npairs):
             blk = pair_block[start + q]
             for fi in range(n_feat):
-                if scale[fi] == 0.0:
-                    continue
                 for xyz in range(3):
                     fprimes[blk, fi, xyz] += dfeat[fi, xyz, q]
-                    fprimes[own, fi, xyz] -= dfeat[fi, xyz, q]
+                    own_sum[fi, xyz] += dfeat[fi, xyz, q]
+        own = block_ptr[i]
+        for fi in range(n_feat):
+            for xyz in range(3):
+                fprimes[own, fi, xyz] -= own_sum[fi, xyz]
