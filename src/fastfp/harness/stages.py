@@ -367,14 +367,10 @@ def _force_contraction(req: Request):
     return run
 
 
-def _train_config(req: Request, run_dir) -> dict:
-    from fastfp.amptorch.scaling import DEFAULT_SCALING
-
-    scheme, params, cutoff_params, els = descriptor_setup(req.config)
-    dataset = {"raw_data": list(req.frames), "val_split": 0, "fp_scheme": scheme, "fp_params": params,
-               "elements": els, "save_fps": False, "scaling": dict(DEFAULT_SCALING)}
-    if cutoff_params:
-        dataset["cutoff_params"] = cutoff_params
+def train_config(dataset: dict, run_dir) -> dict:
+    """AtomsTrainer's config of the training stages for ``dataset`` (its
+    ``config["dataset"]``; :func:`frames_dataset`): SingleNN 3×20, batch 16, forces on,
+    force_coefficient 0.05, one epoch, seed 1, checkpoints in ``run_dir``."""
     return {
         "model": dict(TRAIN_MODEL),
         "optim": dict(TRAIN_OPTIM),
@@ -382,6 +378,19 @@ def _train_config(req: Request, run_dir) -> dict:
         "cmd": {"debug": True, "run_dir": str(run_dir), "seed": 1, "identifier": "bench",
                 "verbose": False, "logger": False},
     }
+
+
+def frames_dataset(req: Request) -> dict:
+    """AtomsTrainer's ``config["dataset"]`` for the request's frames and descriptor
+    settings, AMPTorch's default scaling, no validation split."""
+    from fastfp.amptorch.scaling import DEFAULT_SCALING
+
+    scheme, params, cutoff_params, els = descriptor_setup(req.config)
+    dataset = {"raw_data": list(req.frames), "val_split": 0, "fp_scheme": scheme, "fp_params": params,
+               "elements": els, "save_fps": False, "scaling": dict(DEFAULT_SCALING)}
+    if cutoff_params:
+        dataset["cutoff_params"] = cutoff_params
+    return dataset
 
 
 def _train_epoch(req: Request):
@@ -395,7 +404,7 @@ def _train_epoch(req: Request):
 
     from fastfp.amptorch.forces import warm_up
 
-    config = _train_config(req, req.tempdir())
+    config = train_config(frames_dataset(req), req.tempdir())
     on_the_fly = req.stage == "train_epoch_on_the_fly"
     config["dataset"]["on_the_fly"] = on_the_fly
     trainer = AtomsTrainer(config)

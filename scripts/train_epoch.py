@@ -1,0 +1,78 @@
+"""Time one AtomsTrainer epoch on the fly or streamed from a fastfp store, with peak memory.
+
+The real runs of issues 12 and 13 (all 16,000 frames of the default workload), from the
+repository root in AMPTorch's environment::
+
+    python scripts/train_epoch.py --on-the-fly water-metal            # frames featurized per batch
+    python scripts/train_epoch.py --store wm16000.store               # batches read from a store
+
+The model and optimiser are those of the harness's training stage
+(:mod:`fastfp.harness.stages`: SingleNN 3x20, batch 16, forces on, force_coefficient
+0.05, AMPTorch's default scaling); on the fly the descriptor is the benchmark's
+(:func:`fastfp.harness.settings.descriptor_config`), from a store the store's. Prints the
+set-up time (frames loaded or the store opened, scalers fitted, network built), the
+epoch's time and training loss, and the process's peak resident memory, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import sys
+import tempfile
+import time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--on-the-fly", metavar="FRAMES",
+                        help="frames: a workload name (water-metal, water-metal:N) or an ASE-readable file")
+    source.add_argument("--store", metavar="STORE", help="a fastfp store with energies, forces and derivatives")
+    args = parser.parse_args(argv)
+
+    import torch
+    from amptorch.trainer import AtomsTrainer
+
+    import fastfp.amptorch
+    from fastfp.frames import elements_of
+    from fastfp.harness import stages, workloads
+
+    t0 = time.perf_counter()
+    run_dir = tempfile.mkdtemp(prefix="fastfp-train-")
+    if args.on_the_fly:
+        frames = workloads.load_frames(args.on_the_fly)
+        request = stages.Request("train_epoch_on_the_fly", "fastfp", frames, elements=elements_of(frames))
+        dataset = dict(stages.frames_dataset(request), on_the_fly=True)
+        what = f"{len(frames)} frames of {args.on_the_fly}, on the fly"
+    else:
+        from fastfp.amptorch.scaling import DEFAULT_SCALING
+
+        dataset = {"fastfp_store": os.path.abspath(args.store), "val_split": 0, "scaling": dict(DEFAULT_SCALING)}
+        what = f"the store {args.store}"
+    config = stages.train_config(dataset, run_dir)
+    torch.set_default_dtype(torch.float64)
+    fastfp.amptorch.install()
+    cwd = os.getcwd()
+    try:
+        trainer = AtomsTrainer(config)
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.load()
+            trainer.net.initialize()
+    finally:
+        os.chdir(cwd)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trainer.net.partial_fit(trainer.train_dataset, None, epochs=1)
+    epoch = time.perf_counter() - t0
+    loss = trainer.net.history[-1]["train_loss"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"{what}: set-up {setup:.1f} s, one epoch {epoch:.1f} s (train loss {loss:.4g}), "
+          f"{len(trainer.train_dataset)} frames, batch {config['optim']['batch_size']}, peak RSS {peak:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
