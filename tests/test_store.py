@@ -196,6 +196,25 @@ def test_labels_and_fingerprints_only_reads(tmp_path):
         unlabelled.labels(0, 1)
 
 
+def test_reads_across_more_shards_than_stay_open(tmp_path, monkeypatch):
+    """Frames and labels spanning more shards than the reader keeps open at once."""
+    import fastfp.store
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    monkeypatch.setattr(fastfp.store, "MAX_OPEN_SHARDS", 2)
+    config = resolve_config({"fp_scheme": "gaussian", "fp_params": {"default": {"G2": {"etas": [0.5], "rs_s": [0]},
+                                                                                "cutoff": 4.0}}},
+                            elements=["H", "O"])
+    frames = [Atoms("H2O", positions=[[0, 0, 0], [0.9, 0, 0], [0, 0.9, 0.1 * k]]) for k in range(7)]
+    for k, atoms in enumerate(frames):
+        atoms.calc = SinglePointCalculator(atoms, energy=float(k), forces=np.full((3, 3), float(k)))
+    featurize_to_store(frames, config, tmp_path / "many.store", shard_frames=1)
+    store = open_store(tmp_path / "many.store")
+    assert_fingerprints_equal(store.read_all(), build_descriptor(config).featurize(frames))
+    np.testing.assert_array_equal(store.labels(0, 7)[0], np.arange(7.0))
+
+
 def test_empty_store(tmp_path):
     write(tmp_path / "e.h5", [])
     store = open_store(tmp_path / "e.h5")

@@ -522,16 +522,20 @@ class Store:
         return len(self)
 
     def _parts(self, start: int, stop: int):
-        """``(shard, first, stop)`` within each shard holding frames ``start:stop``."""
+        """``(shard, first, stop)`` within each shard holding frames ``start:stop``, each
+        shard opened when its turn comes (read it then: at most :data:`MAX_OPEN_SHARDS`
+        stay open)."""
         n = len(self)
         if not 0 <= start <= stop <= n:
             raise IndexError(f"frames {start}:{stop} out of range for a store of {n} frames")
         if start == stop:
-            return [(self._shard(0), 0, 0)]
+            yield self._shard(0), 0, 0
+            return
         first = int(np.searchsorted(self._starts, start, side="right")) - 1
         last = int(np.searchsorted(self._starts, stop, side="left")) - 1
-        return [(self._shard(k), max(start, a) - a, min(stop, b) - a)
-                for k, (a, b) in zip(range(first, last + 1), self.shard_bounds[first : last + 1])]
+        for k in range(first, last + 1):
+            a, b = self.shard_bounds[k]
+            yield self._shard(k), max(start, a) - a, min(stop, b) - a
 
     def frames(self, start: int, stop: int, derivatives: bool = True) -> Fingerprints:
         """Frames ``start:stop`` (0 <= start <= stop <= len) as one :class:`Fingerprints`;
