@@ -248,7 +248,7 @@ class OnTheFlyDataset(Dataset):
     scaling : AMPTorch's feature scaling dict (default: normalize to (0, 1) per element)
     scalers : the ``(FeatureScaler, TargetScaler)`` classes (default: fastfp's; the
         AtomsTrainer hook passes AMPTorch's, so checkpoints hold AMPTorch's objects)
-    progress : show a progress bar while fitting the feature scaler
+    progress : show a progress bar while fitting the feature scaler (on a terminal only)
     device : ``"cpu"``, or ``"cuda"``: featurize on the current CUDA GPU (the feature
         scaler's fit too, fingerprints only), batches as torch tensors there (see the
         module's docstring). The GPU's neighbour list is complete: the pairs AMPTorch's
@@ -286,7 +286,7 @@ class OnTheFlyDataset(Dataset):
         per_element = descriptor.features_per_element()
         self.input_dim = max(per_element[el] for el, z in zip(descriptor.elements, descriptor.numbers) if z in present)
         statistics = FitStatistics()
-        with tqdm(total=len(self), desc="fitting feature scaler (fastfp)", disable=not progress) as bar:
+        with tqdm(total=len(self), desc="fitting feature scaler (fastfp)", disable=None if progress else True) as bar:
             for fps in self._fingerprint_parts():
                 statistics.add(self._rows(fps).cpu().numpy(), torch.from_dlpack(fps.numbers).cpu().numpy())
                 bar.update(fps.n_frames)
