@@ -1,10 +1,77 @@
-"""Neighbour pairs of a batch of frames (matscipy's neighbour list, wrapped): the
-centre's own pair first, its images exact."""
+"""Neighbour pairs of a batch of frames (vesin's neighbour list, wrapped): the same pairs
+and vectors as matscipy's ``neighbour_list``, AMPTorch's misses dropped alike, the
+centre's own pair first and its images exact."""
 
 import numpy as np
+import pytest
+from ase.geometry import complete_cell
+from matscipy.neighbours import neighbour_list
 
-from fastfp.frames import PackedFrames
-from fastfp.neighbors import neighbor_pairs
+from conftest import SHARED, requires_shared
+from fastfp.frames import PackedFrames, pack_frames
+from fastfp.neighbors import amptorch_binning_mask, neighbor_pairs
+
+
+def matscipy_pairs(frames: PackedFrames, cutoff: float, amptorch_binning: bool = False):
+    """(centre, neighbour, vector) rows of every frame by matscipy, AMPTorch's misses
+    dropped when asked."""
+    rows = []
+    for k in range(frames.n_frames):
+        start, stop = frames.offsets[k], frames.offsets[k + 1]
+        positions = frames.positions[start:stop]
+        i, j, shifts, vectors = neighbour_list("ijSD", positions=positions, cutoff=cutoff,
+                                               cell=complete_cell(frames.cells[k]), pbc=frames.pbc[k])
+        if amptorch_binning:
+            keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
+            i, j, vectors = i[keep], j[keep], vectors[keep]
+        rows.append(np.column_stack([i + start, j + start, vectors]))
+    return np.concatenate(rows)
+
+
+def assert_same_pairs(expected, pairs):
+    got = np.column_stack([pairs.centers, pairs.j, pairs.vectors])
+    assert len(got) == len(expected)
+
+    def ordered(rows):
+        return rows[np.lexsort(tuple(np.round(rows[:, c], 8) for c in range(rows.shape[1] - 1, -1, -1)))]
+
+    np.testing.assert_allclose(ordered(got), ordered(expected), rtol=0, atol=1e-10)
+
+
+def random_frame(rng, kind):
+    n = int(rng.integers(1, 30))
+    cell = rng.normal(size=(3, 3)) * rng.uniform(0.5, 3.0) + np.diag(rng.uniform(2.0, 15.0, 3))
+    pbc = rng.random(3) < 0.6
+    if kind == "zero vectors":  # the cell's non-periodic vectors left out (slabs, molecules)
+        cell[~pbc] = 0.0
+    positions = rng.uniform(-0.3, 1.3, (n, 3)) @ complete_cell(cell)  # atoms outside the cell too
+    if kind == "spread":  # far outside the cell along every axis
+        positions = rng.uniform(-25.0, 25.0, (n, 3))
+    return PackedFrames(positions, np.ones(n, dtype=np.int64), np.array([0, n]), cell[None], pbc[None])
+
+
+@pytest.mark.parametrize("kind", ["triclinic", "zero vectors", "spread"])
+def test_random_geometries_match_matscipy(kind):
+    """Triclinic cells smaller and larger than the cutoff, mixed periodicity, atoms
+    outside the cell: the same pairs and vectors as matscipy."""
+    rng = np.random.default_rng(["triclinic", "zero vectors", "spread"].index(kind))
+    for _ in range(200):
+        frames = random_frame(rng, kind)
+        cutoff = float(rng.uniform(1.0, 9.0))
+        assert_same_pairs(matscipy_pairs(frames, cutoff), neighbor_pairs(frames, cutoff))
+
+
+@requires_shared
+@pytest.mark.parametrize("amptorch_binning", [False, True])
+def test_oc20_frames_match_matscipy(amptorch_binning):
+    """300 real OC20 frames (adsorbates on slabs, atoms on periodic faces), with and
+    without dropping the pairs AMPTorch misses."""
+    import ase.io
+
+    atoms = ase.io.read(SHARED / "data" / "oc20_300_test.traj", ":")
+    frames = pack_frames(atoms, np.unique(np.concatenate([a.numbers for a in atoms])))
+    assert_same_pairs(matscipy_pairs(frames, 6.0, amptorch_binning),
+                      neighbor_pairs(frames, 6.0, amptorch_binning=amptorch_binning))
 
 
 def test_self_pairs_come_first_and_own_images_are_exact():

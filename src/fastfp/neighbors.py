@@ -1,10 +1,16 @@
 """Neighbour lists for a batch of frames, periodic images included.
 
-Wraps matscipy's ``neighbour_list`` (linked cells in C, triclinic cells, mixed
-periodicity). Measured on 50 OC20 frames with an 8 Å cutoff (2 shared cores): vesin
-0.07 s, matscipy 0.10 s, ASE 4.3 s, all giving the same 290,448 pairs. vesin is faster
-but imports torch whenever torch is installed (7.8 s and 280 MB per process here,
-against 0.7 s and 30 MB for matscipy), which every CLI run and worker would pay.
+Wraps vesin's ``NeighborList`` (cell lists in C++, triclinic cells, periodicity per
+axis, cells smaller than the cutoff; https://github.com/Luthaf/vesin). It was chosen
+over matscipy's ``neighbour_list``, which gives the same pairs (checked on the 300 OC20
+frames of ``../shared/data`` at 6 and 8 Å and on random triclinic, mixed-periodicity
+geometries) but holds the GIL: with fastfp's kernels on threads, one thread's neighbour
+search then stalls the others' Python work, and it was a fifth of one thread's
+featurization time (the profiles in ``reports/findings.md``). vesin runs without the
+GIL (ctypes) and took half matscipy's time on 60 OC20 frames. Its cost: ``import
+vesin`` imports torch (and CuPy) when they are installed, about 0.9 s and 190 MB once
+per process here, so it is imported at the first neighbour search, not with fastfp;
+processes that train with torch have paid that already.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from ase.geometry import complete_cell
-from matscipy.neighbours import neighbour_list
 
 from .frames import PackedFrames
 
@@ -96,14 +101,15 @@ def neighbor_pairs(
     With ``amptorch_binning`` the pairs AMPTorch misses are dropped
     (:func:`amptorch_binning_mask`).
     """
+    from vesin import NeighborList  # imports torch where installed: not with fastfp
+
+    search = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=1)
     i_parts, j_parts, d_parts = [], [], []
     for k in range(frames.n_frames):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
         positions = frames.positions[start:stop]
         # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
-        i, j, shifts, vectors = neighbour_list(
-            "ijSD", positions=positions, cutoff=float(cutoff), cell=complete_cell(frames.cells[k]), pbc=frames.pbc[k]
-        )
+        i, j, shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k], "ijSD")
         if amptorch_binning:
             keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
             i, j, vectors = i[keep], j[keep], vectors[keep]
