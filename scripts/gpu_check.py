@@ -5,18 +5,19 @@ the repository root, after the preparation in README section "GPU"::
 
     python3 scripts/gpu_check.py --out reports/gpu.md
 
-It (1) installs the wheels in ``.whl/`` whose packages are missing (ASE, matscipy,
-torch_geometric and what it imports), (2) runs the GPU tests (``tests/gpu``) on the
-device, (3) builds the default workload (16,000 frames of water on Cu(111),
-:func:`fastfp.harness.workloads.load_workload`, all cores), (4) times featurizing all
-frames with derivatives on the GPU (the benchmark descriptor: GMPOrderNorm, MCSH orders
-0-3 x 5 sigmas 0.4-2.0 Å, cutoff 8 Å, psp_v3 pseudodensities, float64): frames in host
-memory (ASE ``Atoms``) to fingerprints and derivative blocks on the device, in batches
-of ``--batch-frames`` frames whose results are dropped before the next batch, (5) times
-one on-the-fly training epoch on the device over all frames (:func:`training_epoch`),
-and (6) times the featurization batches of (4) with fastfp on all CPU cores, until
-``--budget`` seconds of the whole run would be exceeded (the report then says which
-frames both were timed on). The report names the device and the software.
+It (1) installs the wheels in ``.whl/`` whose packages are missing (ASE, vesin,
+matscipy, threadpoolctl, lmdb, torch_geometric and what it imports), (2) runs the GPU
+tests (``tests/gpu``) on the device, (3) builds the default workload (16,000 frames of
+water on Cu(111), :func:`fastfp.harness.workloads.load_workload`, all cores), (4) times
+featurizing all frames with derivatives on the GPU (the benchmark descriptor:
+GMPOrderNorm, MCSH orders 0-3 x 5 sigmas 0.4-2.0 Å, cutoff 8 Å, psp_v3 pseudodensities,
+float64): frames in host memory (ASE ``Atoms``) to fingerprints and derivative blocks on
+the device, in batches of ``--batch-frames`` frames whose results are dropped before the
+next batch, (5) times one on-the-fly training epoch on the device over all frames
+(:func:`training_epoch`), and (6) times the featurization batches of (4) with fastfp on
+all CPU cores, until ``--budget`` seconds of the whole run would be exceeded (the report
+then says which frames both were timed on). The report names the device and the
+software.
 
 ``--simulate`` runs everything that needs no GPU in numba's CUDA simulator, on the CPU
 (``tests/test_gpu.py`` runs ``--simulate --frames 1`` in CI), so that a GPU run is not the
@@ -81,6 +82,8 @@ def prepare_environment(args) -> Path | None:
     try:
         import ase  # noqa: F401
         import matscipy  # noqa: F401
+        import threadpoolctl  # noqa: F401
+        import vesin  # noqa: F401
     except ImportError as exc:
         raise SystemExit(f"{exc}, and no wheel for it in {args.wheels} (README, section GPU)") from None
     shared = args.shared or os.environ.get("FASTFP_SHARED")
