@@ -1,5 +1,7 @@
 """Threaded kernels give the same bits as one thread; thread settings, ranges and chunks."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from fastfp.amptorch.descriptors import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMPOrderNorm
 from fastfp.frames import FrameError, chunks
-from fastfp.threads import balanced_ranges, num_threads, run_ranges
+from fastfp.threads import balanced_ranges, calling_thread_only, num_threads, run_ranges
 
 
 @requires_shared
@@ -81,6 +83,26 @@ def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threa
     bad[-1].positions[0, 0] = np.nan
     with pytest.raises(FrameError, match=f"frame {len(frames) - 1}:"):
         list(desc.featurized_chunks(bad, True))
+
+
+def test_calling_thread_only(monkeypatch):
+    """Inside the block every range runs in the calling thread, nested blocks included;
+    the setting comes back after, also after an exception."""
+    monkeypatch.setenv("FASTFP_NUM_THREADS", "4")
+    ranges = [(k, k + 1) for k in range(16)]
+
+    def thread_names():
+        return set(run_ranges(lambda a, b: threading.current_thread().name, ranges))
+
+    with calling_thread_only():
+        with calling_thread_only():
+            assert num_threads() == 1
+        assert thread_names() == {threading.current_thread().name}
+    assert num_threads() == 4
+    with pytest.raises(KeyError):
+        with calling_thread_only():
+            raise KeyError
+    assert num_threads() == 4
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "4"])

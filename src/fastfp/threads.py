@@ -14,6 +14,7 @@ While fastfp works, BLAS/LAPACK and OpenMP are held to one thread
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -23,16 +24,37 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 
+#: set by :func:`calling_thread_only`
+_CALLING_THREAD_ONLY = False
+
+
 def num_threads() -> int:
-    """Threads the kernels use (``FASTFP_NUM_THREADS``, default: the usable CPUs).
+    """Threads the kernels use (``FASTFP_NUM_THREADS``, default: the usable CPUs; one
+    inside :func:`calling_thread_only`).
 
     Raises ``ValueError`` if ``FASTFP_NUM_THREADS`` is not a positive integer."""
+    if _CALLING_THREAD_ONLY:
+        return 1
     text = os.environ.get("FASTFP_NUM_THREADS", "").strip()
     if not text:
         return len(os.sched_getaffinity(0))
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"FASTFP_NUM_THREADS must be a positive integer, got {text!r}")
     return int(text)
+
+
+@contextlib.contextmanager
+def calling_thread_only():
+    """Context manager: inside it the kernels run in the calling thread alone, as with
+    ``FASTFP_NUM_THREADS=1`` (for the whole process: not to be entered from two threads
+    at once). The profiled child builds its stage inside it: the profiles count all work
+    in worker threads as the measured stage's."""
+    global _CALLING_THREAD_ONLY
+    before, _CALLING_THREAD_ONLY = _CALLING_THREAD_ONLY, True
+    try:
+        yield
+    finally:
+        _CALLING_THREAD_ONLY = before
 
 
 @lru_cache(maxsize=None)

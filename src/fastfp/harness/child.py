@@ -80,13 +80,18 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     status_path = Path(args.status)
     t0 = time.perf_counter()
+    from fastfp.threads import calling_thread_only
+
     from . import stages, workloads
     from .backends import StageUnavailable
 
     status = {"ok": False, "backend": args.backend, "stage": args.stage, "tool": args.tool}
     try:
         frames = workloads.load_frames(args.data, args.frames)
-        run = stages.build(args.stage, args.backend, frames, descriptor=args.descriptor)
+        # set-up in this thread alone: the profiles count all samples of worker threads
+        # as the measured stage's (summarise.stage_samples)
+        with calling_thread_only():
+            run = stages.build(args.stage, args.backend, frames, descriptor=args.descriptor)
     except StageUnavailable as exc:
         status["unavailable"] = str(exc)
         status_path.write_text(json.dumps(status, indent=1))

@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from fastfp.config import build_descriptor, descriptor_setup
 from fastfp.frames import chunks, elements_of
 
@@ -143,17 +145,26 @@ class Run:
 
 
 def _tiny(atoms, n: int = 8):
-    """The first ``n`` atoms of ``atoms`` (same cell): enough to load the kernels."""
+    """The first ``n`` atoms of ``atoms`` (same cell), with zero energy and forces:
+    enough to load the kernels."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
     small = atoms[: min(n, len(atoms))]
-    small.calc = None
+    small.calc = SinglePointCalculator(small, energy=0.0, forces=np.zeros((len(small), 3)))
     return small
+
+
+def _warm_up(work, frames) -> None:
+    """``work([a few atoms of frames[0]])``: loads (or compiles) the numba kernels the
+    stage uses, outside its timing."""
+    work([_tiny(frames[0])])
 
 
 def _featurize_gpu(req: Request):
     from fastfp.gpu.device import synchronize
 
     desc = build_descriptor(req.config)
-    desc.featurize([_tiny(req.frames[0])], req.derivatives, device="cuda")  # compile the kernels
+    _warm_up(lambda frames: desc.featurize(frames, req.derivatives, device="cuda"), req.frames)
     synchronize()
 
     def run():
@@ -175,8 +186,8 @@ def _featurize(req: Request):
     if req.backend == "cupy":
         return _featurize_gpu(req)
     desc = req.descriptor_object()
-    if req.backend == "fastfp":  # load the numba kernels (compiled and cached on first use)
-        desc.prepare_fingerprints([_tiny(req.frames[0])], req.derivatives)
+    if req.backend == "fastfp":
+        _warm_up(lambda frames: desc.prepare_fingerprints(frames, req.derivatives), req.frames)
 
     def run():
         out = [] if req.collect else None
@@ -428,31 +439,30 @@ def _train_epoch(req: Request):
 
 def _preprocess(req: Request):
     _torch_setup()
-    from fastfp.amptorch.scaling import DEFAULT_SCALING
-
-    if req.backend == "fastfp":  # load the numba kernels outside the timing
-        desc = req.descriptor_object("fastfp")
-        desc.prepare_fingerprints([_tiny(req.frames[0])], True)
     if req.backend == "amptorch" or is_available("amptorch"):
         from amptorch.dataset import AtomsDataset
 
-        def run():
+        from fastfp.amptorch.scaling import DEFAULT_SCALING
+
+        def work(frames):
             with fastfp_installed(req.backend == "fastfp"):
-                dataset = AtomsDataset(list(req.frames), descriptor_setup(req.config), forcetraining=True,
+                dataset = AtomsDataset(list(frames), descriptor_setup(req.config), forcetraining=True,
                                        save_fps=False, scaling=dict(DEFAULT_SCALING))
             return dataset.data_list
 
-        return run
+    else:  # fastfp without AMPTorch: what AtomsDataset.process does under install()
+        from fastfp.amptorch.data import images_to_data
+        from fastfp.amptorch.scaling import FeatureScaler, TargetScaler
 
-    # fastfp without AMPTorch: what AtomsDataset.process does under install()
-    from fastfp.amptorch.data import images_to_data
-    from fastfp.amptorch.scaling import FeatureScaler, TargetScaler
+        desc = req.descriptor_object("fastfp")
 
-    def run():
-        data = images_to_data(desc, list(req.frames), True, True, True, disable_tqdm=True)
-        return _fit_and_scale(data, FeatureScaler, TargetScaler)
+        def work(frames):
+            data = images_to_data(desc, list(frames), True, True, True, disable_tqdm=True)
+            return _fit_and_scale(data, FeatureScaler, TargetScaler)
 
-    return run
+    if req.backend == "fastfp":  # featurization, conversion and scaling kernels
+        _warm_up(work, req.frames)
+    return lambda: work(req.frames)
 
 
 @dataclass(frozen=True)
@@ -538,8 +548,12 @@ def build(stage: str, backend: str, frames, check_memory: bool = True, **options
     if reason:
         raise StageUnavailable(reason)
     spec = STAGES[stage]
-    if backend == "fastfp" and is_available("amptorch"):
-        importlib.import_module("fastfp.amptorch.patching")  # here, so that no stage times its imports
+    if backend == "fastfp":
+        # here, so that no stage times its imports: vesin is imported at the first
+        # neighbour search (it imports torch, which ``import fastfp`` does not)
+        importlib.import_module("vesin")
+        if is_available("amptorch"):
+            importlib.import_module("fastfp.amptorch.patching")
     frames = list(frames)
     if not frames:
         raise ValueError("no frames")

@@ -258,8 +258,8 @@ def stage_samples(samples, marker: str = MARKER):
     ``concurrent.futures`` worker threads running a task count as stage work too, their
     stacks cut below the worker loop and put under ``marker``; samples of idle worker
     threads (waiting for a task, which py-spy ``--native`` records) are dropped. (The
-    child creates such threads only for the work it measures and a warm-up on a few
-    atoms.)"""
+    child builds the stage in its main thread alone, so worker threads do only the work
+    it measures.)"""
     if not any(f.name == marker for frames, _ in samples for f in frames):
         return list(samples)
     out = []
