@@ -22,7 +22,6 @@ import numpy as np
 from ase.geometry import complete_cell
 
 from .frames import PackedFrames
-from .threads import run_balanced
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndar
     return _within_bin_window(i, j, shifts, bins, wrap, nbins, reach)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True)
 def _within_bin_window(i, j, shifts, bins, wrap, nbins, reach):
     """Pair p is kept when, along every axis, the bin of j's image (shifted as AMPTorch
     shifts it: ``shifts - wrap[j] + wrap[i]`` cells) lies within ``reach`` bins of i's."""
@@ -104,26 +103,22 @@ def neighbor_pairs(
     """
     from vesin import NeighborList  # imports torch where installed: not with fastfp
 
-    def search(first: int, last: int) -> list:
-        """``(i, j, vectors)`` of frames ``first:last``, global indices."""
-        nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=1)
-        out = []
-        for k in range(first, last):
-            start, stop = frames.offsets[k], frames.offsets[k + 1]
-            positions = frames.positions[start:stop]
-            # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
-            i, j, shifts, vectors = nl.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k], "ijSD")
-            if amptorch_binning:
-                keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
-                i, j, vectors = i[keep], j[keep], vectors[keep]
-            out.append((i.astype(np.int64) + start, j.astype(np.int64) + start, vectors))
-        return out
-
-    # frames over threads (vesin runs without the GIL), in order
-    parts = [part for found in run_balanced(search, frames.offsets) for part in found]
-    i = np.concatenate([p[0] for p in parts])
-    j = np.concatenate([p[1] for p in parts])
-    vectors = np.concatenate([p[2] for p in parts]).reshape(-1, 3)
+    search = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=1)
+    i_parts, j_parts, d_parts = [], [], []
+    for k in range(frames.n_frames):
+        start, stop = frames.offsets[k], frames.offsets[k + 1]
+        positions = frames.positions[start:stop]
+        # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
+        i, j, shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k], "ijSD")
+        if amptorch_binning:
+            keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
+            i, j, vectors = i[keep], j[keep], vectors[keep]
+        i_parts.append(i.astype(np.int64) + start)
+        j_parts.append(j.astype(np.int64) + start)
+        d_parts.append(vectors)
+    i = np.concatenate(i_parts)
+    j = np.concatenate(j_parts)
+    vectors = np.concatenate(d_parts).reshape(-1, 3)
     counts = np.bincount(i, minlength=frames.n_atoms)
     ptr = np.concatenate(([0], np.cumsum(counts)))
     if self_pairs:
