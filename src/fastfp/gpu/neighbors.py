@@ -1,6 +1,6 @@
 """Neighbour lists for a batch of frames on the GPU, one launch for all frames.
 
-The same pairs as :func:`fastfp.neighbors.neighbor_pairs` (matscipy on the CPU): every
+The same pairs as :func:`fastfp.neighbors.neighbor_pairs` (vesin on the CPU): every
 image of every atom closer than the cutoff, images of the centre included, for
 periodic, triclinic and mixed-pbc cells and cells smaller than the cutoff. One GPU
 thread per centre atom checks every atom j of its frame, each at every periodic image
@@ -16,13 +16,13 @@ together), which :mod:`.blocks` relies on.
 Libraries considered (PyPI wheels for CPython 3.12, x86-64, as of 2026-11; neither fits,
 hence this module):
 
-- ``matscipy`` 1.3.1 (what the CPU path uses): its wheel holds one C extension,
+- ``matscipy`` 1.3.1: its wheel holds one C extension,
   ``_matscipy``, CPU only; no CUDA code.
 - ``matscipy-neighbours`` 1.0.0 (libAtoms' standalone neighbour list with a CUDA/HIP
   backend and CuPy/DLPack output): published as an sdist only; the CUDA backend is an
   opt-in CMake build (``-DENABLE_CUDA=ON``, needs nvcc), so no wheel carries it. One
   system per call.
-- ``vesin`` 0.6.2: the 200 kB wheel's ``libvesin.so`` does have a CUDA backend (cell list
+- ``vesin`` 0.6.2 (what the CPU path uses): the 200 kB wheel's ``libvesin.so`` does have a CUDA backend (cell list
   and brute force compiled at run time with NVRTC; CuPy or torch arrays in and out), but
   one system per call, each call synchronising the device and reading back counts:
   16,000 calls per epoch of the default workload, where this module makes two launches.

@@ -183,7 +183,7 @@ def publish(root: Path, env: dict) -> None:
 def versions() -> str:
     """Versions of the libraries the benchmarks measure."""
     out = []
-    for dist in ("fastfp", "amptorch", "numpy", "numba", "torch", "torch_geometric", "ase", "matscipy", "h5py"):
+    for dist in ("fastfp", "amptorch", "numpy", "numba", "torch", "torch_geometric", "ase", "vesin", "h5py"):
         try:
             out.append(f"{dist} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:

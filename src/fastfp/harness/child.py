@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 def versions() -> dict:
     """Versions of Python and of the libraries a profile depends on."""
     out = {"python": platform.python_version()}
-    for dist in ("fastfp", "numpy", "torch", "torch_geometric", "numba", "matscipy", "ase", "skorch", "amptorch",
+    for dist in ("fastfp", "numpy", "torch", "torch_geometric", "numba", "vesin", "ase", "skorch", "amptorch",
                  "py-spy", "scalene", "line-profiler"):
         try:
             out[dist] = importlib.metadata.version(dist)
