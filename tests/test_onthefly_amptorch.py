@@ -40,7 +40,8 @@ def frames():
 
 
 @pytest.fixture(autouse=True)
-def installed():
+def installed(monkeypatch):
+    monkeypatch.chdir(os.getcwd())  # back here afterwards: AtomsTrainer changes into its run_dir
     previous = torch.get_default_dtype()
     fastfp.amptorch.install()
     yield
@@ -68,13 +69,7 @@ def config(frames, run_dir, identifier, on_the_fly, epochs=3, val_split=0.0, deb
 
 
 def trained(frames, run_dir, identifier, on_the_fly, **options):
-    cwd = os.getcwd()
-    try:
-        trainer = AtomsTrainer(config(frames, run_dir, identifier, on_the_fly, **options))
-        trainer.train()
-    finally:
-        os.chdir(cwd)  # AtomsTrainer changes into run_dir
-    return trainer
+    return _train(config(frames, run_dir, identifier, on_the_fly, **options))
 
 
 def history(trainer, key):
@@ -105,13 +100,9 @@ def test_same_losses_scalers_and_predictions_as_stored(frames, tmp_path, val_spl
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     normalizers = torch.load(os.path.join(ours.cp_dir, "normalizers.pt"))
     assert normalizers["feature"] == ours.feature_scaler
-    cwd = os.getcwd()
-    try:
-        loaded = AtomsTrainer()
-        loaded.load_pretrained(ours.cp_dir)
-        again = loaded.predict(new)
-    finally:
-        os.chdir(cwd)
+    loaded = AtomsTrainer()
+    loaded.load_pretrained(ours.cp_dir)
+    again = loaded.predict(new)
     np.testing.assert_allclose(again["energy"], got["energy"], rtol=1e-12)
 
 
@@ -124,12 +115,7 @@ def test_amptorch_lmdb_still_trains_under_install(frames, tmp_path):
                progress=False)
     options = config(frames[:6], tmp_path, "lmdb", False, epochs=2, debug=True)
     options["dataset"] = {"lmdb_path": [str(tmp_path / "d.lmdb")], "val_split": 0}
-    cwd = os.getcwd()
-    try:
-        trainer = AtomsTrainer(options)
-        trainer.train()
-    finally:
-        os.chdir(cwd)
+    trainer = _train(options)
     assert not isinstance(trainer.train_dataset, OnTheFlyDataset)
     assert np.isfinite(history(trainer, "train_loss")).all()
 
@@ -149,12 +135,8 @@ def _store_config(frames, tmp_path, identifier, **options):
 
 
 def _train(options):
-    cwd = os.getcwd()
-    try:
-        trainer = AtomsTrainer(options)
-        trainer.train()
-    finally:
-        os.chdir(cwd)
+    trainer = AtomsTrainer(options)
+    trainer.train()
     return trainer
 
 
@@ -212,12 +194,8 @@ def test_a_store_with_other_settings_or_frames_is_refused(frames, tmp_path):
 def test_unsupported_settings_name_the_key(frames, tmp_path, change, key):
     options = config(frames[:4], tmp_path, "bad", True, debug=True)
     change(options)
-    cwd = os.getcwd()
-    try:
-        with pytest.raises(ValueError, match=f"'{key}'"):
-            AtomsTrainer(options).train()
-    finally:
-        os.chdir(cwd)
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        AtomsTrainer(options).train()
 
 
 @pytest.mark.skipif(simulated(), reason="NUMBA_ENABLE_CUDASIM is set in this process")
@@ -225,13 +203,9 @@ def test_a_gpu_without_cupy_is_a_clear_error_not_a_cpu_fallback(frames, tmp_path
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     options = config(frames[:4], tmp_path, "gpu", True, debug=True)
     options["optim"]["gpus"] = 1
-    cwd = os.getcwd()
-    try:
-        with pytest.raises(DeviceError, match=r"'gpus'\] = 1 with 'on_the_fly' featurizes on the GPU: "
-                                              r"device='cuda' needs CuPy, which is not installed"):
-            AtomsTrainer(options).train()
-    finally:
-        os.chdir(cwd)
+    with pytest.raises(DeviceError, match=r"'gpus'\] = 1 with 'on_the_fly' featurizes on the GPU: "
+                                          r"device='cuda' needs CuPy, which is not installed"):
+        AtomsTrainer(options).train()
 
 
 def test_bad_frames_name_their_index(frames, tmp_path):
@@ -239,20 +213,16 @@ def test_bad_frames_name_their_index(frames, tmp_path):
     for a, b in zip(broken, frames):
         a.calc = b.calc
     broken[5].positions[2] = np.nan
-    cwd = os.getcwd()
-    try:
-        # at setup: packing the frames
-        with pytest.raises(FrameError, match=r"frame 5: non-finite"):
-            AtomsTrainer(config(broken, tmp_path, "nan", True, debug=True)).train()
-        # in the middle of an epoch: a frame that went bad after the scalers were fitted
-        trainer = AtomsTrainer(config(frames[:8], tmp_path, "mid", True, debug=True))
-        trainer.load()
-        dataset = trainer.train_dataset
-        dataset.frames.frames.numbers[dataset.frames.frames.offsets[6]] = 79
-        with pytest.raises(FrameError, match=r"frame 6: element\(s\) \['Au'\] not in"):
-            trainer.net.fit(dataset, None)
-    finally:
-        os.chdir(cwd)
+    # at setup: packing the frames
+    with pytest.raises(FrameError, match=r"frame 5: non-finite"):
+        AtomsTrainer(config(broken, tmp_path, "nan", True, debug=True)).train()
+    # in the middle of an epoch: a frame that went bad after the scalers were fitted
+    trainer = AtomsTrainer(config(frames[:8], tmp_path, "mid", True, debug=True))
+    trainer.load()
+    dataset = trainer.train_dataset
+    dataset.frames.frames.numbers[dataset.frames.frames.offsets[6]] = 79
+    with pytest.raises(FrameError, match=r"frame 6: element\(s\) \['Au'\] not in"):
+        trainer.net.fit(dataset, None)
     assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
 
 

@@ -158,7 +158,10 @@ class StoreWriter:
         self._closed = False
         self._file = None
         try:
-            self._file = h5py.File(self.tmp_path, "x")
+            # no chunk cache: each chunk is placed in the file when written, not when its
+            # dataset happens to be closed (garbage collection), so a shard's bytes do not
+            # depend on the process that writes it (a serial run and Dask workers agree)
+            self._file = h5py.File(self.tmp_path, "x", rdcc_nbytes=0)
             f = self._file
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
