@@ -166,3 +166,16 @@ def frame_label(atoms, index: int, what: str):
     if array.shape != (() if what == "energy" else (len(atoms), 3)) or not np.isfinite(array).all():
         raise ValueError(f"frame {index}: {what} missing, of the wrong shape or not finite")
     return float(array) if what == "energy" else array
+
+
+def labels_of(frames: Sequence, first_index: int = 0, forces: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Energies (n_frames,) float64, eV, and with ``forces`` the forces of all atoms
+    (n_atoms, 3) float64, eV/Å (else None), of ``frames`` in order (:func:`frame_label`).
+    Every energy is read before any force; errors number the frames from
+    ``first_index``. Raises ``ValueError`` naming the first frame whose label is missing,
+    of the wrong shape or not finite."""
+    energies = np.array([frame_label(a, first_index + k, "energy") for k, a in enumerate(frames)], dtype=np.float64)
+    if not forces:
+        return energies, None
+    parts = [frame_label(a, first_index + k, "forces") for k, a in enumerate(frames)]
+    return energies, np.concatenate(parts) if parts else np.empty((0, 3))

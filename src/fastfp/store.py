@@ -33,7 +33,7 @@ global within the shard:
 - with derivatives: ``fprime_ptr`` (A+1,) int64, ``fprime_j`` (B,) int64,
   ``fprimes`` (B, F, 3) float64 or float32 (see :class:`~fastfp.fingerprints.Fingerprints`);
 - with labels (when every frame of the shard has an energy and forces, read as AMPTorch
-  reads them: :func:`~fastfp.frames.frame_label`): ``energies`` (N,) float64, eV, and
+  reads them: :func:`~fastfp.frames.labels_of`): ``energies`` (N,) float64, eV, and
   ``forces`` (A, 3) float64, eV/Å: what training from the store needs;
 - attributes: ``format`` ("fastfp-store"), ``format_version``, ``complete``, ``config``
   (canonical JSON), ``config_hash``, ``n_features``, ``has_derivatives``,
@@ -87,7 +87,7 @@ from .atomic import AtomicPath
 from .config import build_descriptor, canonical_json, config_hash, require_same_settings
 from .fingerprints import Fingerprints
 from .framefile import FrameFile
-from .frames import chunks, frame_label
+from .frames import chunks, labels_of
 from .shards import ShardedDir, read_manifest
 
 FORMAT = "fastfp-store"
@@ -654,8 +654,7 @@ def _peak_rss() -> int:
 def _labels(frames, start: int):
     """``(energies, forces)`` of ``frames`` (numbered from ``start``), or None if one lacks them."""
     try:
-        return (np.array([frame_label(a, start + k, "energy") for k, a in enumerate(frames)]),
-                np.concatenate([frame_label(a, start + k, "forces") for k, a in enumerate(frames)]))
+        return labels_of(frames, start)
     except ValueError:
         return None
 

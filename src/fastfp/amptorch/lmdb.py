@@ -73,7 +73,7 @@ from ..atomic import AtomicPath
 from ..config import (build_descriptor, canonical_json, config_from_setup, config_hash, descriptor_setup,
                       load_config, require_same_settings, resolve_config)
 from ..framefile import FrameFile
-from ..frames import chunks, elements_of, frame_label
+from ..frames import chunks, elements_of, labels_of
 from ..shards import ShardedDir, read_manifest
 from .data import fingerprints_to_data
 from .scaling import FitStatistics, check_scaling, feature_scaler, norm_features, target_scaler
@@ -179,10 +179,7 @@ def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
     descriptor = _descriptor(canonical_json(job.config))
     stats = FitStatistics()
     for first, chunk in job.chunks(start, stop):
-        energies = [frame_label(atoms, first + k, "energy") for k, atoms in enumerate(chunk)]
-        if job.derivatives:
-            for k, atoms in enumerate(chunk):
-                frame_label(atoms, first + k, "forces")
+        energies, _ = labels_of(chunk, first, forces=job.derivatives)
         fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
         rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
         if len({r.shape[1] for r in rows}) > 1:

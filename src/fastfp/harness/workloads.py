@@ -56,7 +56,7 @@ from ase.md.langevin import Langevin
 from tqdm.auto import tqdm
 
 from ..atomic import AtomicPath
-from ..frames import elements_of, frame_label
+from ..frames import elements_of, labels_of
 from .settings import shared_data_dir
 
 __all__ = [
@@ -533,12 +533,10 @@ def load_frames(source: str | os.PathLike, n: int | None = None, progress: bool 
 
 def has_labels(frames) -> bool:
     """True if there is at least one frame and every frame has an energy and forces
-    (:func:`fastfp.frames.frame_label`; a ``SinglePointCalculator`` returns what it stores)."""
+    (:func:`fastfp.frames.labels_of`; a ``SinglePointCalculator`` returns what it stores)."""
     frames = list(frames)
     try:
-        for k, atoms in enumerate(frames):
-            frame_label(atoms, k, "energy")
-            frame_label(atoms, k, "forces")
+        labels_of(frames)
     except ValueError:
         return False
     return bool(frames)
