@@ -52,11 +52,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from ..config import require_same_settings
 from ..fingerprints import Fingerprints
-from ..frames import PackedFrames, check_frame, frame_label, pack_frames
+from ..frames import PackedFrames, check_frame, labels_of, pack_frames
 from .descriptors import AMPTorchInterface
 from .forces import DerivativeBlocks
-from ..config import require_same_settings
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
                       scale_fingerprints)
 
@@ -201,8 +201,7 @@ class LabelledFrames:
         """Pack ASE ``Atoms`` with energies (and ``forces``). Raises
         :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first bad frame."""
         frames = pack_frames(images, allowed)
-        energies = np.array([frame_label(a, k, "energy") for k, a in enumerate(images)])
-        labels = np.concatenate([frame_label(a, k, "forces") for k, a in enumerate(images)]) if forces else None
+        energies, labels = labels_of(images, forces=forces)
         return cls(frames, energies, labels, np.asarray(allowed))
 
     def __len__(self) -> int:
@@ -522,9 +521,6 @@ def load_skorch(trainer, original) -> None:
         collate = functools.partial(collate_for_trainer, dataset)
         trainer.net.set_params(iterator_train=AheadLoader, iterator_valid=AheadLoader,
                                iterator_train__collate_fn=collate, iterator_valid__collate_fn=collate)
-
-
-# -- one timed epoch (for the benchmark harness) ---------------------------------------
 
 
 __all__ = ["OnTheFlyDataset", "StoreDataset", "LabelledFrames", "AheadLoader", "check_config", "training_device", "KEY",

@@ -548,12 +548,8 @@ def build(stage: str, backend: str, frames, check_memory: bool = True, **options
     if reason:
         raise StageUnavailable(reason)
     spec = STAGES[stage]
-    if backend == "fastfp":
-        # here, so that no stage times its imports: vesin is imported at the first
-        # neighbour search (it imports torch, which ``import fastfp`` does not)
-        importlib.import_module("vesin")
-        if is_available("amptorch"):
-            importlib.import_module("fastfp.amptorch.patching")
+    if backend == "fastfp" and is_available("amptorch"):
+        importlib.import_module("fastfp.amptorch.patching")  # here, so that no stage times its imports
     frames = list(frames)
     if not frames:
         raise ValueError("no frames")
