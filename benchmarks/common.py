@@ -10,7 +10,6 @@ inputs that would not fit in memory, a class outside ``--quick``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -155,20 +154,6 @@ def atoms_run(info: dict, backend: str, n_atoms: int, descriptor: str):
     frame = workloads.supercell(workloads.load_frames(info["source"], 1)[0], n_atoms)
     return stages.build("featurize", backend, [frame], descriptor=descriptor, derivatives=True,
                         elements=info["elements"])
-
-
-@contextlib.contextmanager
-def one_thread():
-    """fastfp's kernels on one thread (``FASTFP_NUM_THREADS=1``) inside the block."""
-    before = os.environ.get("FASTFP_NUM_THREADS")
-    os.environ["FASTFP_NUM_THREADS"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["FASTFP_NUM_THREADS"]
-        else:
-            os.environ["FASTFP_NUM_THREADS"] = before
 
 
 def best_time(run, repeat: int = 3, budget: float = 30.0) -> float:

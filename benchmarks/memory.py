@@ -10,59 +10,56 @@ from fastfp.harness import stages
 from .common import BACKENDS, FRAMES, Benchmark, stage_run
 
 
-class FeaturizeMemory(Benchmark):
-    """GMPOrderNorm fingerprints with derivatives (``prepare_fingerprints``, 256 frames
-    per call)."""
+class _StageMemory(Benchmark):
+    """Peak memory of one stage of :mod:`fastfp.harness.stages` (built with ``options``)
+    on N frames, measured by the subclass's ``peakmem_<stage>``, whose table label is
+    ``title`` (default: the stage's title)."""
 
+    stage = ""
+    options: dict = {}
+    title = ""
     params = [BACKENDS, FRAMES]
     param_names = ["backend", "frames"]
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        getattr(cls, f"peakmem_{cls.stage}").pretty_name = cls.title or stages.STAGES[cls.stage].title
+
     def prepare(self, info, backend, frames):
-        self.run = stage_run("featurize", info, backend, frames, descriptor="gmpordernorm", derivatives=True)
+        self.run = stage_run(self.stage, info, backend, frames, **self.options)
+
+    def peakmem_reference(self, info, backend, frames):
+        pass
+
+
+class FeaturizeMemory(_StageMemory):
+    """GMPOrderNorm fingerprints with derivatives (``prepare_fingerprints``, 256 frames
+    per call)."""
+
+    stage = "featurize"
+    options = {"descriptor": "gmpordernorm", "derivatives": True}
+    title = "featurize gmpordernorm with derivatives"
 
     def peakmem_featurize(self, info, backend, frames):
         self.run()
 
-    peakmem_featurize.pretty_name = "featurize gmpordernorm with derivatives"
 
-    def peakmem_reference(self, info, backend, frames):
-        pass
-
-
-class PreprocessMemory(Benchmark):
+class PreprocessMemory(_StageMemory):
     """End to end: ``AtomsDataset(frames, ...)`` without / with ``install()``."""
 
-    params = [BACKENDS, FRAMES]
-    param_names = ["backend", "frames"]
+    stage = "preprocess"
     quick = False  # its time is in pipeline.Preprocess
-
-    def prepare(self, info, backend, frames):
-        self.run = stage_run("preprocess", info, backend, frames)
 
     def peakmem_preprocess(self, info, backend, frames):
         self.run()
 
-    peakmem_preprocess.pretty_name = stages.STAGES["preprocess"].title
 
-    def peakmem_reference(self, info, backend, frames):
-        pass
-
-
-class TrainEpochOnTheFlyMemory(Benchmark):
+class TrainEpochOnTheFlyMemory(_StageMemory):
     """One training epoch on the fly (fastfp): the frames, the scalers and one batch's
     derivatives at a time, whatever the number of frames."""
 
-    params = [BACKENDS, FRAMES]
-    param_names = ["backend", "frames"]
+    stage = "train_epoch_on_the_fly"
     repeat = 1
-
-    def prepare(self, info, backend, frames):
-        self.run = stage_run("train_epoch_on_the_fly", info, backend, frames)
 
     def peakmem_train_epoch_on_the_fly(self, info, backend, frames):
         self.run()
-
-    peakmem_train_epoch_on_the_fly.pretty_name = stages.STAGES["train_epoch_on_the_fly"].title
-
-    def peakmem_reference(self, info, backend, frames):
-        pass

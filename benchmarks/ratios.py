@@ -3,8 +3,9 @@ AMPTorch time / fastfp time (one AMPTorch run, the best of up to three fastfp ru
 how fastfp scales with threads and with the atoms of a frame."""
 
 from fastfp.harness import stages
+from fastfp.threads import calling_thread_only
 
-from .common import FRAMES, Benchmark, atoms_run, best_time, one_thread, stage_run
+from .common import FRAMES, Benchmark, atoms_run, best_time, stage_run
 
 
 class _Ratio(Benchmark):
@@ -87,8 +88,9 @@ class TrainOnTheFlyRatio(_Ratio):
 
 
 class ThreadsRatio(Benchmark):
-    """fastfp on one thread (``FASTFP_NUM_THREADS=1``) against its default threads (every
-    CPU the process may use), both in this process: how its work scales with threads.
+    """fastfp on one thread (:func:`fastfp.threads.calling_thread_only`, as with
+    ``FASTFP_NUM_THREADS=1``) against its default threads (every CPU the process may
+    use), both in this process: how its work scales with threads.
     Featurization with derivatives (``prepare_fingerprints``) and end-to-end
     preprocessing (``AtomsDataset``, or what it does under ``install()`` without AMPTorch)."""
 
@@ -103,7 +105,7 @@ class ThreadsRatio(Benchmark):
         self.run = stage_run(stage, info, "fastfp", frames, **options)
 
     def track_threads_ratio(self, info, stage, frames):
-        with one_thread():
+        with calling_thread_only():
             single = best_time(self.run)
         return single / best_time(self.run)
 

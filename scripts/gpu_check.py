@@ -43,7 +43,6 @@ TARGET_GPU_S = 5.0  # 16,000 frames, issue 14
 TARGET_RATIO = 20.0
 TARGET_EPOCH_S = 20.0  # one on-the-fly training epoch over 16,000 frames, issue 14
 TRAIN_BATCH = 256
-FORCE_COEFFICIENT = 0.05  # AMPTorch's CustomLoss, as in the harness's training stages
 
 
 def parse_args(argv=None):
@@ -330,13 +329,14 @@ def training_epoch(frames, elements) -> list[str]:
     loader = AheadLoader(dataset, batch_size=TRAIN_BATCH, shuffle=True,
                          collate_fn=lambda items: collate_for_trainer(dataset, items))
     mse = torch.nn.functional.mse_loss
+    force_coefficient = TRAIN_OPTIM["force_coefficient"]  # AMPTorch's CustomLoss, as in the training stages
     losses = []
     start = time.perf_counter()
     for (batch,), ((energy, forces),) in loader:
         if not (batch.fingerprint.device == device and batch.fprimes.on_torch):
             raise RuntimeError(f"a batch on {batch.fingerprint.device} with NumPy blocks: not the device path")
         predicted_energy, predicted_forces = model([batch])
-        loss = 0.5 * (mse(predicted_energy, energy) + FORCE_COEFFICIENT * mse(predicted_forces, forces))
+        loss = 0.5 * (mse(predicted_energy, energy) + force_coefficient * mse(predicted_forces, forces))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -348,7 +348,7 @@ def training_epoch(frames, elements) -> list[str]:
         raise RuntimeError(f"losses not finite: {losses.tolist()}")
     described = (
         f"SingleNN {TRAIN_MODEL['num_layers']}x{TRAIN_MODEL['num_nodes']} (AMPTorch's architecture), float64, "
-        f"forces on, Adam lr {TRAIN_OPTIM['lr']}, AMPTorch's loss (mse, force coefficient {FORCE_COEFFICIENT}), "
+        f"forces on, Adam lr {TRAIN_OPTIM['lr']}, AMPTorch's loss (mse, force coefficient {force_coefficient}), "
         f"batch {TRAIN_BATCH}, shuffled, on `{device}`, the benchmark descriptor. Every batch featurized with "
         "derivatives on the GPU (`OnTheFlyDataset(device=\"cuda\")`, the next on `AheadLoader`'s thread), "
         "scaled, and its forces contracted there by torch ops, as AtomsTrainer trains with `gpus` 1 under "
