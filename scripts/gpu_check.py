@@ -267,6 +267,9 @@ def main(argv=None) -> int:
             f"against CPU on them: largest difference {deviation:.1e} of the largest value (fingerprints and derivatives).",
             "",
         ] + epoch_lines
+        write_report(args.out, report, complete=False)
+        report += kernel_profile(lambda: (desc.featurize(groups[0], device="cuda"), synchronize()),
+                                 len(groups[0]), simulated())
     except Exception:
         ok = False
         report += ["## Error", "", "```", traceback.format_exc().rstrip(), "```", ""]
@@ -277,6 +280,29 @@ def main(argv=None) -> int:
     write_report(args.out, report, complete=True)
     print("\n".join(report))
     return 0 if ok else 1
+
+
+def kernel_profile(run, n_frames: int, simulated: bool) -> list[str]:
+    """Report lines: one call of ``run`` (featurizing ``n_frames`` frames) under torch's
+    profiler (Kineto/CUPTI, which records every kernel in the process, numba's and CuPy's
+    included): its wall time and the kernels by device time. A profiler failure is
+    reported, not raised."""
+    if simulated:
+        return []
+    lines = ["### Where the time of one GPU batch goes", ""]
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            run()
+            wall = time.perf_counter() - start
+        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60)
+    except Exception:
+        return lines + ["Profiler failed:", "", "```", traceback.format_exc().rstrip(), "```", ""]
+    return lines + [f"One call on {n_frames:,} frames under torch's profiler: {wall:.3g} s wall (profiled). "
+                    "Kernels by device time (the rest of the wall time is host work: packing frames, "
+                    "launches, reading counts):", "", "```", table.rstrip(), "```", ""]
 
 
 def training_epoch(frames, elements) -> list[str]:
@@ -331,8 +357,16 @@ def training_epoch(frames, elements) -> list[str]:
     mse = torch.nn.functional.mse_loss
     force_coefficient = TRAIN_OPTIM["force_coefficient"]  # AMPTorch's CustomLoss, as in the training stages
     losses = []
+    waited = 0.0  # the training loop waiting for the next featurized batch
     start = time.perf_counter()
-    for (batch,), ((energy, forces),) in loader:
+    batches = iter(loader)
+    while True:
+        step = time.perf_counter()
+        try:
+            (batch,), ((energy, forces),) = next(batches)
+        except StopIteration:
+            break
+        waited += time.perf_counter() - step
         if not (batch.fingerprint.device == device and batch.fprimes.on_torch):
             raise RuntimeError(f"a batch on {batch.fingerprint.device} with NumPy blocks: not the device path")
         predicted_energy, predicted_forces = model([batch])
@@ -358,7 +392,8 @@ def training_epoch(frames, elements) -> list[str]:
         "## On-the-fly training epoch", "", described, "",
         "| what | frames | batches | seconds |", "|---|---|---|---|",
         f"| set-up: frames packed, feature scaler fitted on the device | {len(dataset):,} | | {setup_s:.3g} |",
-        f"| one epoch | {len(dataset):,} | {len(losses)} | {epoch_s:.3g} |", "",
+        f"| one epoch | {len(dataset):,} | {len(losses)} | {epoch_s:.3g} |",
+        f"| of which waiting for the next featurized batch | | | {waited:.3g} |", "",
         f"Target (issue 14, 16,000 frames on an H100/H200): epoch <= {TARGET_EPOCH_S:.0f} s: {verdict}. "
         f"Loss (scaled units) of the first and last step: {losses[0]:.4g}, {losses[-1]:.4g}.", "",
     ]
