@@ -43,6 +43,18 @@ TARGET_GPU_S = 5.0  # 16,000 frames, issue 14
 TARGET_RATIO = 20.0
 TARGET_EPOCH_S = 20.0  # one on-the-fly training epoch over 16,000 frames, issue 14
 TRAIN_BATCH = 256
+# What a GPU machine without network lacks (its image: Python 3.12, CUDA 13, torch, CuPy,
+# numba, numba-cuda, h5py, torch_geometric): ASE, vesin and matscipy; and a NumPy below
+# 2.5, since numba-cuda 0.30.4's CUDA target registers np.row_stack, which NumPy 2.5 (the
+# image's) removed ("AttributeError: module 'numpy' has no attribute 'row_stack'" at the
+# first kernel compilation, seen on an H200 on 2026-11-27).
+WHEELS = ("ase==3.29.0", "vesin==0.6.2", "matscipy==1.3.1", "numpy==2.4.6")
+WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
+                   "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
+# of an AMPTorch reference file, what the GPU tests read (settings and frames: they
+# compare the GPU with the CPU); the rest (AMPTorch's results) would not fit in what a
+# device call carries (64 MiB)
+REFERENCE_KEYS = re.compile(r"config|nframes|(numbers|positions|cell|pbc)_\d+")
 
 
 def parse_args(argv=None):
@@ -56,7 +68,11 @@ def parse_args(argv=None):
                         help="frames compared with the CPU path after the first (compiling, untimed) GPU call")
     parser.add_argument("--simulate", action="store_true", help="numba's CUDA simulator on the CPU (no GPU)")
     parser.add_argument("--tests", default="", help="pytest -k expression selecting GPU tests (default: all)")
-    parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels to install if ASE is missing")
+    parser.add_argument("--wheels", type=Path, default=ROOT / ".whl",
+                        help="wheels to install where the package is missing or at another version")
+    parser.add_argument("--prepare", action="store_true",
+                        help="on a machine with network: download the wheels into --wheels and copy what the "
+                             "GPU tests read of the shared data into .shared/, then exit")
     parser.add_argument("--shared", type=Path, default=None,
                         help="shared data folder (gmp/, reference/); default $FASTFP_SHARED, else .shared/ "
                              "in the repository if present, else ../shared")
@@ -70,7 +86,7 @@ def prepare_environment(args) -> Path | None:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is first imported
     paths = [str(ROOT / "src")]
     site = None
-    wheels = _not_installed(sorted(args.wheels.glob("*.whl")))
+    wheels = _to_install(sorted(args.wheels.glob("*.whl")))
     if wheels:
         site = Path(tempfile.mkdtemp(prefix="fastfp-wheels-"))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
@@ -93,17 +109,70 @@ def prepare_environment(args) -> Path | None:
     return site
 
 
-def _not_installed(wheels: list[Path]) -> list[Path]:
-    """The ``wheels`` whose distributions are not installed in this Python."""
+def _to_install(wheels: list[Path]) -> list[Path]:
+    """The ``wheels`` whose distributions are not installed in this Python at the wheel's version."""
     from importlib import metadata
 
-    missing = []
+    chosen = []
     for wheel in wheels:
+        name, version = wheel.name.split("-")[:2]
         try:
-            metadata.version(wheel.name.split("-")[0])
+            if metadata.version(name) != version:
+                chosen.append(wheel)
         except metadata.PackageNotFoundError:
-            missing.append(wheel)
-    return missing
+            chosen.append(wheel)
+    return chosen
+
+
+def prepare(args) -> None:
+    """Download :data:`WHEELS` for CPython 3.12 on x86-64 Linux into ``args.wheels`` and
+    copy into ``.shared/`` in the repository the GMP pseudodensities and, of each AMPTorch
+    reference file, :data:`REFERENCE_KEYS`; both git-ignored. Each folder is built beside
+    its place and then put there, replacing an older one."""
+    source = Path(args.shared or os.environ.get("FASTFP_SHARED") or ROOT.parent / "shared")
+    if not (source / "reference").is_dir() or not (source / "gmp").is_dir():
+        raise SystemExit(f"{source}: no gmp/ and reference/ here; name the shared folder with --shared")
+    import numpy as np
+
+    exclude = Path(subprocess.run(["git", "rev-parse", "--git-path", "info/exclude"], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip())
+    exclude = exclude if exclude.is_absolute() else ROOT / exclude
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    ignored = exclude.read_text().splitlines() if exclude.is_file() else []
+    for path in (args.wheels, ROOT / ".shared"):
+        line = f"/{path.resolve().relative_to(ROOT)}/"
+        if line not in ignored:
+            with exclude.open("a") as out:
+                out.write(line + "\n")
+
+    def replace(target: Path, fill) -> None:
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            fill(staging)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def download(folder: Path) -> None:
+        platforms = [arg for name in WHEEL_PLATFORMS for arg in ("--platform", name)]
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(folder),
+                        *WHEELS], check=True)
+
+    def copy_shared(folder: Path) -> None:
+        shutil.copytree(source / "gmp", folder / "gmp")
+        (folder / "reference").mkdir()
+        for path in sorted((source / "reference").glob("*.npz")):
+            with np.load(path) as data:
+                np.savez_compressed(folder / "reference" / path.name,
+                                    **{key: data[key] for key in data.files if REFERENCE_KEYS.fullmatch(key)})
+
+    replace(args.wheels, download)
+    replace(ROOT / ".shared", copy_shared)
+    sizes = {path: sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) for path in (args.wheels, ROOT / ".shared")}
+    print(", ".join(f"{path}: {size / 2**20:.1f} MiB" for path, size in sizes.items()))
 
 
 def describe_device(simulated: bool) -> list[str]:
@@ -169,6 +238,9 @@ def time_batches(featurize, groups, stop_at=None) -> list[float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.prepare:
+        prepare(args)
+        return 0
     started = time.perf_counter()
     stop_at = started + args.budget
     site = prepare_environment(args)
@@ -227,6 +299,16 @@ def main(argv=None) -> int:
         gpu_first_s = time.perf_counter() - step
         deviation = _deviation(gpu_check, cpu_check)
         del gpu_check, cpu_check
+        # one untimed full-size call on each: the first such GPU call also grows CuPy's
+        # memory pool to a batch's size (3.7 s of the 5.3 s the first run here timed for
+        # all batches, on an H200, against 0.23 s for each later batch)
+        step = time.perf_counter()
+        desc.featurize(groups[0], device="cuda")
+        synchronize()
+        gpu_warm_s = time.perf_counter() - step
+        step = time.perf_counter()
+        desc.featurize(groups[0])
+        cpu_warm_s = time.perf_counter() - step
         gpu_s = time_batches(on_gpu, groups)
         try:
             epoch_lines = training_epoch(frames, elements)
@@ -249,7 +331,7 @@ def main(argv=None) -> int:
             "fingerprints and derivative blocks on the device (`featurize(batch, device=\"cuda\")` then a "
             f"device synchronize), {args.batch_frames:,} frames per call, each batch's results dropped "
             f"before the next. CPU: `featurize(batch)` on {num_threads()} threads, the same batches. "
-            "Kernel compilation is excluded from both (timed separately below).", "",
+            "Kernel compilation and a first full-size call are excluded from both (timed separately below).", "",
             "| what | frames | seconds |", "|---|---|---|",
             f"| GPU, all frames | {len(frames):,} | {total:.3g} |",
             f"| GPU, the frames timed on the CPU | {n_cpu:,} | {gpu_same:.3g} |",
@@ -264,7 +346,9 @@ def main(argv=None) -> int:
             f"Derivative blocks over all frames: {sizes.get('pairs_blocks', 0):,}, results "
             f"{sizes.get('bytes', 0) / 2**30:.1f} GiB in all. First calls on the first {len(check)} frames "
             f"(compiling, not in the times above): CPU {cpu_first_s:.1f} s, GPU {gpu_first_s:.1f} s; GPU "
-            f"against CPU on them: largest difference {deviation:.1e} of the largest value (fingerprints and derivatives).",
+            f"against CPU on them: largest difference {deviation:.1e} of the largest value (fingerprints and derivatives). "
+            f"Then one untimed call on the first batch ({len(groups[0]):,} frames) on each, before the timed ones: "
+            f"GPU {gpu_warm_s:.3g} s (CuPy's memory pool grows to a batch's size), CPU {cpu_warm_s:.3g} s.",
             "",
         ] + epoch_lines
         write_report(args.out, report, complete=False)
