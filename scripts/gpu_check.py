@@ -1,12 +1,18 @@
 """Check fastfp's GPU path on a CUDA machine, time it against the CPU, write a report.
 
-On a machine with an NVIDIA GPU (written for an H100 or H200; no network needed), from
-the repository root, after the preparation in README section "GPU"::
+On a machine with network, from the repository root::
+
+    python3 scripts/gpu_check.py --prepare
+
+downloads the wheels a GPU machine lacks into ``.whl/`` (:data:`WHEELS`) and copies
+what the GPU tests read of the shared data into ``.shared/``. Then on a machine with an
+NVIDIA GPU (written for an H100 or H200; no network needed), with both folders copied
+along, from the repository root::
 
     python3 scripts/gpu_check.py --out reports/gpu.md
 
-It (1) installs the wheels in ``.whl/`` whose packages are missing (ASE, vesin,
-matscipy, threadpoolctl, lmdb, torch_geometric and what it imports), (2) runs the GPU
+It (1) installs the wheels in ``.whl/`` whose packages are missing or at another
+version into a temporary folder put first on the import path, (2) runs the GPU
 tests (``tests/gpu``) on the device, (3) builds the default workload (16,000 frames of
 water on Cu(111), :func:`fastfp.harness.workloads.load_workload`, all cores), (4) times
 featurizing all frames with derivatives on the GPU (the benchmark descriptor:
@@ -300,8 +306,9 @@ def main(argv=None) -> int:
         deviation = _deviation(gpu_check, cpu_check)
         del gpu_check, cpu_check
         # one untimed full-size call on each: the first such GPU call also grows CuPy's
-        # memory pool to a batch's size (3.7 s of the 5.3 s the first run here timed for
-        # all batches, on an H200, against 0.23 s for each later batch)
+        # memory pool to a batch's size, among other first-time costs (3.7 s of the 5.3 s
+        # a run without it timed for all batches on an H200, against 0.23 s for each later
+        # batch: reports/gpu.md)
         step = time.perf_counter()
         desc.featurize(groups[0], device="cuda")
         synchronize()
@@ -348,7 +355,8 @@ def main(argv=None) -> int:
             f"(compiling, not in the times above): CPU {cpu_first_s:.1f} s, GPU {gpu_first_s:.1f} s; GPU "
             f"against CPU on them: largest difference {deviation:.1e} of the largest value (fingerprints and derivatives). "
             f"Then one untimed call on the first batch ({len(groups[0]):,} frames) on each, before the timed ones: "
-            f"GPU {gpu_warm_s:.3g} s (CuPy's memory pool grows to a batch's size), CPU {cpu_warm_s:.3g} s.",
+            f"GPU {gpu_warm_s:.3g} s (CuPy's memory pool grows to a batch's size, among what a first call does), "
+            f"CPU {cpu_warm_s:.3g} s.",
             "",
         ] + epoch_lines
         write_report(args.out, report, complete=False)

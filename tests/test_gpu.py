@@ -6,6 +6,7 @@ subprocesses: this test process never sees it.
 """
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -85,6 +86,32 @@ def test_cuda_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_path, monkey
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     with pytest.raises(DeviceError, match=r"found no CUDA GPU \(CUDARuntimeError: cudaErrorNoDevice.*use device='cpu'"):
         _descriptor(tmp_path).featurize([molecule("H2O")], device="cuda")
+
+
+@not_simulated
+def test_a_numpy_that_numba_cuda_does_not_support_is_a_clear_error(tmp_path):
+    # as on a GPU machine with NumPy 2.5 and numba-cuda 0.30: np.row_stack gone
+    code = f"""
+import sys, types
+sys.modules["cupy"] = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)))
+from ase.build import molecule
+from fastfp import GMPOrderNorm
+from fastfp.gpu.device import DeviceError
+from conftest import write_pseudodensities
+from pathlib import Path
+paths = write_pseudodensities(Path({str(tmp_path)!r}), {{"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]}})
+desc = GMPOrderNorm({{"MCSHs": {{"orders": [0, 1], "sigmas": [0.5]}}, "cutoff": 4.0, "atom_gaussians": paths}}, ["H", "O"])
+import numpy
+del numpy.row_stack  # after the imports that list NumPy's names (scipy's)
+try:
+    desc.featurize([molecule("H2O")], device="cuda")
+except DeviceError as err:
+    print("DeviceError:", err)
+"""
+    done = _run(["-c", code])
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"DeviceError: device='cuda': numba-cuda \S+ does not work with NumPy \S+ "
+                     r"\(module 'numpy' has no attribute 'row_stack'\): pip install 'numpy<2.5'", done.stdout), done.stdout
 
 
 @pytest.mark.slow

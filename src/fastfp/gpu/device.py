@@ -33,7 +33,8 @@ def simulated() -> bool:
 def array_module():
     """The array module for device arrays: ``numpy`` under the simulator, else ``cupy``.
 
-    Raises :class:`DeviceError` naming what is missing: CuPy, a CUDA GPU, numba-cuda.
+    Raises :class:`DeviceError` naming what is missing: CuPy, a CUDA GPU, numba-cuda,
+    or a NumPy that numba-cuda supports.
     """
     if simulated():
         return np
@@ -58,6 +59,17 @@ def array_module():
         from numba import cuda
     except ImportError as err:
         raise DeviceError("device='cuda' needs numba-cuda: pip install 'numba-cuda[cu13]'") from err
+    try:
+        # numba-cuda loads these NumPy registries at its first kernel compilation, where a
+        # NumPy it does not support fails (0.30 with NumPy 2.5: np.row_stack is gone)
+        import numba.cuda.cudaimpl  # noqa: F401
+    except AttributeError as err:
+        from importlib.metadata import version
+
+        raise DeviceError(
+            f"device='cuda': numba-cuda {version('numba-cuda')} does not work with NumPy {np.__version__} "
+            f"({err}): pip install 'numpy<2.5' (what the gpu extra asks for)"
+        ) from err
     if not cuda.is_available():
         raise DeviceError("device='cuda': CuPy sees a GPU but numba-cuda does not (cuda.is_available() is False)")
     return cupy
