@@ -68,6 +68,10 @@ def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndar
     eps = 1e-7
     wrap = np.zeros_like(frac)
     wrap[:, pbc] = np.rint(((frac[:, pbc] + eps) % 1.0 - eps) - frac[:, pbc])
+    if np.array_equal(wrap, np.rint(scaled - frac)):
+        # every atom wrapped into its own bin: each neighbour's image lies within reach
+        # of the centre's bin (checked against the full test on all frames of ../shared)
+        return np.ones(len(i), dtype=bool)
     recip = np.linalg.inv(cell).T  # rows: reciprocal vectors (without 2 pi)
     plane = 1.0 / np.linalg.norm(recip, axis=1)
     nbins = np.ceil(plane / cutoff)
@@ -112,7 +116,8 @@ def neighbor_pairs(
         i, j, shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k], "ijSD")
         if amptorch_binning:
             keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
-            i, j, vectors = i[keep], j[keep], vectors[keep]
+            if not keep.all():
+                i, j, vectors = i[keep], j[keep], vectors[keep]
         i_parts.append(i.astype(np.int64) + start)
         j_parts.append(j.astype(np.int64) + start)
         d_parts.append(vectors)
@@ -122,9 +127,24 @@ def neighbor_pairs(
     counts = np.bincount(i, minlength=frames.n_atoms)
     ptr = np.concatenate(([0], np.cumsum(counts)))
     if self_pairs:
-        where = ptr[:-1]
-        atoms = np.arange(frames.n_atoms)
-        j = np.insert(j, where, atoms)
-        vectors = np.insert(vectors, where, 0.0, axis=0)
+        j, vectors = _with_self_pairs(ptr, j, vectors)
         ptr = ptr + np.arange(frames.n_atoms + 1)
     return NeighborPairs(ptr=ptr, j=j, vectors=np.ascontiguousarray(vectors))
+
+
+@numba.njit(cache=True, nogil=True)
+def _with_self_pairs(ptr, j, vectors):
+    """``j`` and ``vectors`` of the pairs ``ptr`` with each atom's pair with itself (zero
+    vector) put first among its pairs (np.insert, in one pass)."""
+    n_atoms = len(ptr) - 1
+    all_j = np.empty(len(j) + n_atoms, dtype=np.int64)
+    all_vectors = np.empty((len(j) + n_atoms, 3))
+    for a in range(n_atoms):
+        own = ptr[a] + a
+        all_j[own] = a
+        all_vectors[own] = 0.0
+        for p in range(ptr[a], ptr[a + 1]):
+            all_j[p + a + 1] = j[p]
+            for d in range(3):
+                all_vectors[p + a + 1, d] = vectors[p, d]
+    return all_j, all_vectors
