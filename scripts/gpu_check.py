@@ -116,16 +116,24 @@ def prepare_environment(args) -> Path | None:
 
 
 def _to_install(wheels: list[Path]) -> list[Path]:
-    """The ``wheels`` whose distributions are not installed in this Python at the wheel's version."""
+    """The ``wheels`` this Python can install whose distributions are missing or at
+    another version (wheels built for another Python or platform are left alone)."""
     from importlib import metadata
 
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    supported = set(sys_tags())
     chosen = []
     for wheel in wheels:
-        name, version = wheel.name.split("-")[:2]
+        name, version, _, tags = parse_wheel_filename(wheel.name)
+        if supported.isdisjoint(tags):
+            continue
         try:
-            if metadata.version(name) != version:
-                chosen.append(wheel)
+            installed = metadata.version(name)
         except metadata.PackageNotFoundError:
+            installed = None
+        if installed != str(version):
             chosen.append(wheel)
     return chosen
 
