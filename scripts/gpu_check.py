@@ -237,6 +237,13 @@ def batches(frames, size):
     return [frames[k : k + size] for k in range(0, len(frames), size)]
 
 
+def _timed(run, batch) -> tuple:
+    """``(run(batch), seconds it took)``."""
+    start = time.perf_counter()
+    result = run(batch)
+    return result, time.perf_counter() - start
+
+
 def time_batches(featurize, groups, stop_at=None) -> list[float]:
     """Seconds of ``featurize(batch)`` for each batch, stopping before a batch that would
     end after ``stop_at`` (time.perf_counter() value), judged by the mean so far."""
@@ -244,9 +251,7 @@ def time_batches(featurize, groups, stop_at=None) -> list[float]:
     for batch in groups:
         if stop_at is not None and seconds and time.perf_counter() + sum(seconds) / len(seconds) > stop_at:
             break
-        start = time.perf_counter()
-        featurize(batch)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(_timed(featurize, batch)[1])
     return seconds
 
 
@@ -298,33 +303,28 @@ def main(argv=None) -> int:
         sizes = {}
 
         def on_gpu(batch):
-            fps = desc.featurize(batch, derivatives=True, device="cuda")
+            """Fingerprints and derivative blocks of ``batch`` on the device, the work done."""
+            fps = desc.featurize(batch, device="cuda")
             synchronize()
+            return fps
+
+        def counted_on_gpu(batch):
+            fps = on_gpu(batch)
             sizes["pairs_blocks"] = sizes.get("pairs_blocks", 0) + len(fps.fprime_j)
             sizes["bytes"] = sizes.get("bytes", 0) + fps.fprimes.nbytes + fps.fingerprints.nbytes
 
         check = frames[: args.check_frames]
-        step = time.perf_counter()
-        cpu_check = desc.featurize(check)  # compiles or loads the CPU kernels (untimed)
-        cpu_first_s = time.perf_counter() - step
-        step = time.perf_counter()
-        gpu_check = desc.featurize(check, device="cuda")  # compiles the GPU kernels (untimed)
-        synchronize()
-        gpu_first_s = time.perf_counter() - step
+        cpu_check, cpu_first_s = _timed(desc.featurize, check)  # compiles or loads the CPU kernels
+        gpu_check, gpu_first_s = _timed(on_gpu, check)  # compiles the GPU kernels
         deviation = _deviation(gpu_check, cpu_check)
         del gpu_check, cpu_check
-        # one untimed full-size call on each: the first such GPU call also grows CuPy's
-        # memory pool to a batch's size, among other first-time costs (3.7 s of the 5.3 s
-        # a run without it timed for all batches on an H200, against 0.23 s for each later
-        # batch: reports/gpu.md)
-        step = time.perf_counter()
-        desc.featurize(groups[0], device="cuda")
-        synchronize()
-        gpu_warm_s = time.perf_counter() - step
-        step = time.perf_counter()
-        desc.featurize(groups[0])
-        cpu_warm_s = time.perf_counter() - step
-        gpu_s = time_batches(on_gpu, groups)
+        # one untimed full-size call on each (results dropped at once): the first such GPU
+        # call also grows CuPy's memory pool to a batch's size, among other first-time
+        # costs (3.7 s of the 5.3 s a run without it timed for all batches on an H200,
+        # against 0.23 s for each later batch: reports/gpu.md)
+        gpu_warm_s = _timed(on_gpu, groups[0])[1]
+        cpu_warm_s = _timed(desc.featurize, groups[0])[1]
+        gpu_s = time_batches(counted_on_gpu, groups)
         try:
             epoch_lines = training_epoch(frames, elements)
         except Exception:
@@ -368,8 +368,7 @@ def main(argv=None) -> int:
             "",
         ] + epoch_lines
         write_report(args.out, report, complete=False)
-        report += kernel_profile(lambda: (desc.featurize(groups[0], device="cuda"), synchronize()),
-                                 len(groups[0]), simulated())
+        report += kernel_profile(lambda: on_gpu(groups[0]), len(groups[0]), simulated())
     except Exception:
         ok = False
         report += ["## Error", "", "```", traceback.format_exc().rstrip(), "```", ""]

@@ -24,10 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 not_simulated = pytest.mark.skipif(simulated(), reason="NUMBA_ENABLE_CUDASIM is set in this process")
 
 
+# a small GMPOrderNorm on H and O: its pseudodensities and settings
+GAUSSIANS = {"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]}
+SETTINGS = {"MCSHs": {"orders": [0, 1], "sigmas": [0.5]}, "cutoff": 4.0}
+
+
 def _descriptor(tmp_path):
-    paths = write_pseudodensities(tmp_path, {"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]})
-    return GMPOrderNorm({"MCSHs": {"orders": [0, 1], "sigmas": [0.5]}, "cutoff": 4.0, "atom_gaussians": paths},
-                        ["H", "O"])
+    paths = write_pseudodensities(tmp_path, GAUSSIANS)
+    return GMPOrderNorm(dict(SETTINGS, atom_gaussians=paths), ["H", "O"])
+
+
+def _descriptor_code(tmp_path) -> str:
+    """Python lines that build the descriptor of :func:`_descriptor`, as ``desc``, in a subprocess (see :func:`_run`)."""
+    return f"""
+from pathlib import Path
+from fastfp import GMPOrderNorm
+from conftest import write_pseudodensities
+paths = write_pseudodensities(Path({str(tmp_path)!r}), {GAUSSIANS!r})
+desc = GMPOrderNorm(dict({SETTINGS!r}, atom_gaussians=paths), ["H", "O"])
+"""
 
 
 def _run(args, **env_extra):
@@ -39,15 +54,11 @@ def _run(args, **env_extra):
 
 
 def test_import_and_the_cpu_path_never_import_cupy_or_numba_cuda(tmp_path):
-    code = f"""
+    code = """
 import sys
 from ase.build import molecule
 import fastfp, fastfp.amptorch
-from fastfp import GMPOrderNorm
-from conftest import write_pseudodensities
-from pathlib import Path
-paths = write_pseudodensities(Path({str(tmp_path)!r}), {{"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]}})
-desc = GMPOrderNorm({{"MCSHs": {{"orders": [0, 1], "sigmas": [0.5]}}, "cutoff": 4.0, "atom_gaussians": paths}}, ["H", "O"])
+""" + _descriptor_code(tmp_path) + """
 assert desc.featurize([molecule("H2O")], device="cpu").has_derivatives
 loaded = sorted(m for m in sys.modules if m == "cupy" or m.startswith(("cupy.", "numba.cuda", "numba_cuda", "fastfp.gpu")))
 print("loaded:", loaded)
@@ -94,16 +105,12 @@ def test_cuda_without_a_gpu_is_a_clear_error_not_a_cpu_fallback(tmp_path, monkey
                     reason="numba-cuda registers np.row_stack only with NumPy 2")
 def test_a_numpy_that_numba_cuda_does_not_support_is_a_clear_error(tmp_path):
     # as on a GPU machine with NumPy 2.5 and numba-cuda 0.30: np.row_stack gone
-    code = f"""
+    code = """
 import sys, types
 sys.modules["cupy"] = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1)))
 from ase.build import molecule
-from fastfp import GMPOrderNorm
 from fastfp.gpu.device import DeviceError
-from conftest import write_pseudodensities
-from pathlib import Path
-paths = write_pseudodensities(Path({str(tmp_path)!r}), {{"H": [(1.0, 1.0)], "O": [(2.0, 0.5)]}})
-desc = GMPOrderNorm({{"MCSHs": {{"orders": [0, 1], "sigmas": [0.5]}}, "cutoff": 4.0, "atom_gaussians": paths}}, ["H", "O"])
+""" + _descriptor_code(tmp_path) + """
 import numpy
 del numpy.row_stack  # after the imports that list NumPy's names (scipy's)
 try:
