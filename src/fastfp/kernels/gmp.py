@@ -194,24 +194,31 @@ def _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member,
         t = term_ptr[fi]
         while t < term_ptr[fi + 1]:
             r = term_slot[t]
-            acc[:, :npairs] = 0.0
-            while t < term_ptr[fi + 1] and term_slot[t] == r:
-                p = term_piece[t]
-                w = dtotal[term_member[t]]
+            end = t
+            while end < term_ptr[fi + 1] and term_slot[end] == r:
+                end += 1
+            # acc = sum over the slot's pieces of w (grad Q_p, Q_p), w = d feature / d mu_c
+            # with the feature's slope: set by the first piece (no zeroing pass)
+            p = term_piece[t]
+            w = dtotal[term_member[t]] * scale[fi]
+            for q in range(npairs):
+                acc[0, q] = w * tgrad[p, 0, q]
+                acc[1, q] = w * tgrad[p, 1, q]
+                acc[2, q] = w * tgrad[p, 2, q]
+                acc[3, q] = w * tval[p, q]
+            for k in range(t + 1, end):
+                p = term_piece[k]
+                w = dtotal[term_member[k]] * scale[fi]
                 for q in range(npairs):
                     acc[0, q] += w * tgrad[p, 0, q]
                     acc[1, q] += w * tgrad[p, 1, q]
                     acc[2, q] += w * tgrad[p, 2, q]
                     acc[3, q] += w * tval[p, q]
-                t += 1
+            t = end
             for q in range(npairs):
                 two_dr_b = 2.0 * dradial[s, r, q] * acc[3, q]
                 for d in range(3):
                     dfeat[fi, d, q] += radial[s, r, q] * acc[d, q] + two_dr_b * hxyz[d, q]
-        sc = scale[fi]
-        for d in range(3):
-            for q in range(npairs):
-                dfeat[fi, d, q] *= sc
 
 
 @numba.njit(cache=True, nogil=True)
