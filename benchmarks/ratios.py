@@ -4,8 +4,11 @@ how fastfp scales with threads and with the atoms of a frame."""
 
 import time
 
+import numba
+import numpy as np
+
 from fastfp.harness import stages
-from fastfp.threads import calling_thread_only
+from fastfp.threads import calling_thread_only, num_threads, run_ranges
 
 from .common import FRAMES, Benchmark, atoms_run, best_time, stage_run
 
@@ -89,40 +92,75 @@ class TrainOnTheFlyRatio(_Ratio):
         return self._ratio()
 
 
+def threads_ratio(run, pairs: int = 5, budget: float = 60.0) -> float:
+    """One-thread time / default-threads time of ``run()``: the two are timed alternately,
+    ``pairs`` times each (fewer once ``budget`` seconds are spent), and the shortest of
+    each compared, so that a change in the machine's load meets both alike."""
+    single = default = float("inf")
+    start = time.perf_counter()
+    for _ in range(pairs):
+        with calling_thread_only():
+            single = min(single, best_time(run, repeat=1))
+        default = min(default, best_time(run, repeat=1))
+        if time.perf_counter() - start > budget:
+            break
+    return single / default
+
+
 class ThreadsRatio(Benchmark):
     """fastfp on one thread (:func:`fastfp.threads.calling_thread_only`, as with
     ``FASTFP_NUM_THREADS=1``) against its default threads (every CPU the process may
     use), both in this process: how its work scales with threads.
     Featurization with derivatives (``prepare_fingerprints``) and end-to-end
     preprocessing (``AtomsDataset``, or what it does under ``install()`` without AMPTorch).
-    The two are timed alternately, :attr:`pairs` times each, and the shortest of each
-    compared, so that a change in the machine's load meets both alike (fewer pairs once a
-    minute is spent)."""
+    Timed by :func:`threads_ratio`."""
 
     params = [["featurize", "preprocess"], FRAMES]
     param_names = ["stage", "frames"]
     unit = "one-thread time / default-threads time"
     repeat = 1
     quick = False
-    #: alternate timings of each
-    pairs = 5
 
     def prepare(self, info, stage, frames):
         options = {"descriptor": "gmpordernorm", "derivatives": True} if stage == "featurize" else {}
         self.run = stage_run(stage, info, "fastfp", frames, **options)
 
     def track_threads_ratio(self, info, stage, frames):
-        single = default = float("inf")
-        start = time.perf_counter()
-        for _ in range(self.pairs):  # fewer once 60 s are spent (large workloads)
-            with calling_thread_only():
-                single = min(single, best_time(self.run, repeat=1))
-            default = min(default, best_time(self.run, repeat=1))
-            if time.perf_counter() - start > 60.0:
-                break
-        return single / default
+        return threads_ratio(self.run)
 
     track_threads_ratio.pretty_name = "{stage}: one thread / default threads"
+
+
+@numba.njit(nogil=True, fastmath=True)
+def _multiply_add(a, b, rounds):
+    """``b = 0.999 b + 1.0001 a``, ``rounds`` times over: vectorised multiply-adds on data
+    held in the L1 cache, bound by the core's arithmetic rather than by memory."""
+    for _ in range(rounds):
+        for k in range(len(a)):
+            b[k] = 0.999 * b[k] + 1.0001 * a[k]
+
+
+class ThreadsCeiling(Benchmark):
+    """:class:`ThreadsRatio` for a loop of vectorised multiply-adds on 32 KiB of data per
+    thread (L1 cache), one copy per default thread, on :func:`fastfp.threads.run_ranges`
+    (one thread runs every copy): what threads can give compute-bound code like fastfp's
+    kernels on these CPUs. The number of threads on separate cores; less where CPUs share
+    a core's arithmetic units (hyper-threads, as a virtual machine's CPUs may be)."""
+
+    unit = "one-thread time / default-threads time"
+    repeat = 1
+    quick = False
+
+    def prepare(self, info):
+        self.data = [(np.random.default_rng(k).random(2048), np.zeros(2048)) for k in range(num_threads())]
+        self.run = lambda: run_ranges(lambda k, _: _multiply_add(*self.data[k], 250_000),
+                                      [(k, k + 1) for k in range(len(self.data))])
+        self.run()  # compiles
+
+    def track_threads_ceiling(self, info):
+        return threads_ratio(self.run)
+
+    track_threads_ceiling.pretty_name = "vectorised multiply-adds (L1 cache): one thread / default threads"
 
 
 class AtomsRatio(Benchmark):

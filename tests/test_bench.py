@@ -61,7 +61,8 @@ def _discovered(monkeypatch, **variables) -> dict:
 @pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
 def test_every_benchmark_describes_its_row(monkeypatch):
     """The summary needs nothing but asv's metadata: every benchmark has a label
-    naming only its parameters, and a backend and a size parameter (ratios: a size)."""
+    naming only its parameters, a backend and a size parameter (ratios: a unit, no
+    backend, a size where they depend on one)."""
     found = _discovered(monkeypatch)
     assert {"pipeline.ForceContraction.time_force_contraction", "ratios.TrainEpochRatio.track_train_epoch_ratio",
             "memory.FeaturizeMemory.peakmem_reference"} <= set(found)
@@ -70,8 +71,9 @@ def test_every_benchmark_describes_its_row(monkeypatch):
             continue
         assert b.pretty_name, name
         params = dict(zip(b.param_names, (p[0] for p in b.params)))
-        assert any(s in params for s in results.SIZE_PARAMS), name
+        assert any(s in params for s in results.SIZE_PARAMS) or name == "ratios.ThreadsCeiling.track_threads_ceiling", name
         assert ("backend" in params) != (b.type == "track"), name
+        assert b.type != "track" or b.unit, name
         results.label(b.pretty_name, {k: v for k, v in params.items() if k not in ("backend", "frames", "atoms")})
     assert found["pipeline.TrainEpoch.time_train_epoch"].pretty_name == stages.STAGES["train_epoch"].title
 
@@ -365,8 +367,8 @@ def _fake(amptorch: bool) -> tuple[dict, dict]:
         "pipeline.StoreWrite.time_store_write": meta("time", "store write"),
         "memory.FeaturizeMemory.peakmem_featurize": meta("peakmemory", "featurize gmpordernorm with derivatives"),
         "memory.FeaturizeMemory.peakmem_reference": meta("peakmemory", None),
-        "ratios.FeaturizeRatio.track_featurize_ratio": meta("track", "featurize gmpordernorm with derivatives",
-                                                            ["frames"]),
+        "ratios.FeaturizeRatio.track_featurize_ratio": dict(
+            meta("track", "featurize gmpordernorm with derivatives", ["frames"]), unit="AMPTorch time / fastfp time"),
     }
 
     def row(values, q25=None, q75=None, repeat=None, grid=(backends, frames)):
@@ -410,6 +412,7 @@ def test_summary_from_results(tmp_path):
     assert "14.00 s (1 sample)" in line and "failed" in line  # AMPTorch's None without a recorded reason
     store = next(ln for ln in text.splitlines() if ln.startswith("| store write | 100 frames"))
     assert "no comparable store" in store
+    assert "| featurize gmpordernorm with derivatives | 100 frames | 7.50× | AMPTorch time / fastfp time |" in text
     assert "In-process ratios not measured: AMPTorch too slow above 100 frames." in text
     png = results.plot_time_vs_frames(table, tmp_path / "t.png")
     assert png.stat().st_size > 1000

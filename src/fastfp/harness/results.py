@@ -40,6 +40,7 @@ class Measurement:
     samples: int | None = None
     skipped: str | None = None  # the reason its setup recorded
     params: tuple = ()
+    unit: str = ""  # of a ratio: what it divides (asv's ``unit``)
 
     @property
     def owner(self) -> str:
@@ -120,7 +121,7 @@ def measurements(benchmarks: dict, results: dict, skips: dict | None = None,
                 name=name, kind="memory" if meta["type"] in ("memory", "peakmemory") else meta["type"], label=label(meta.get("pretty_name") or name, params), size=size,
                 backend=backend, value=value, q25=q25[k] if k < len(q25) else None,
                 q75=q75[k] if k < len(q75) else None, samples=repeats[k] if k < len(repeats) else None,
-                skipped=skips.get((owner, tuple(combo))), params=tuple(combo)))
+                skipped=skips.get((owner, tuple(combo))), params=tuple(combo), unit=meta.get("unit", "")))
     return out
 
 
@@ -241,9 +242,9 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
                   for (label_, reason), sizes in skipped.items()]
     ran = [m for m in t.ratios if m.value is not None]
     if ran:
-        lines += ["", "AMPTorch time / fastfp time, both measured in one process (asv `track_`):", "",
-                  "| stage | size | AMPTorch / fastfp |", "|---|---|---|"]
-        lines += [f"| {m.label} | {m.size} | {m.value:.1f}× |" for m in ran]
+        lines += ["", "Ratios of two times measured in one process (asv `track_`):", "",
+                  "| ratio | size | value | of |", "|---|---|---|---|"]
+        lines += [f"| {m.label} | {m.size} | {m.value:.2f}× | {m.unit} |" for m in ran]
     reasons = sorted({m.skipped for m in t.ratios if m.value is None and m.skipped})
     if reasons:
         lines += ["", "In-process ratios not measured: " + "; ".join(reasons) + "."]
