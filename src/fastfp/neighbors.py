@@ -107,7 +107,8 @@ def neighbor_pairs(
     """
     from vesin import NeighborList  # imports torch where installed: not with fastfp
 
-    search = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=1)
+    # unsorted: vesin's sort costs more than grouping the pairs by centre here
+    search = NeighborList(cutoff=float(cutoff), full_list=True, sorted=False, n_threads=1)
     i_parts, j_parts, d_parts = [], [], []
     for k in range(frames.n_frames):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
@@ -121,30 +122,33 @@ def neighbor_pairs(
         i_parts.append(i.astype(np.int64) + start)
         j_parts.append(j.astype(np.int64) + start)
         d_parts.append(vectors)
-    i = np.concatenate(i_parts)
-    j = np.concatenate(j_parts)
-    vectors = np.concatenate(d_parts).reshape(-1, 3)
-    counts = np.bincount(i, minlength=frames.n_atoms)
-    ptr = np.concatenate(([0], np.cumsum(counts)))
-    if self_pairs:
-        j, vectors = _with_self_pairs(ptr, j, vectors)
-        ptr = ptr + np.arange(frames.n_atoms + 1)
-    return NeighborPairs(ptr=ptr, j=j, vectors=np.ascontiguousarray(vectors))
+    ptr, j, vectors = _by_centre(np.concatenate(i_parts), np.concatenate(j_parts),
+                                 np.concatenate(d_parts).reshape(-1, 3), frames.n_atoms, self_pairs)
+    return NeighborPairs(ptr=ptr, j=j, vectors=vectors)
 
 
 @numba.njit(cache=True, nogil=True)
-def _with_self_pairs(ptr, j, vectors):
-    """``j`` and ``vectors`` of the pairs ``ptr`` with each atom's pair with itself (zero
-    vector) put first among its pairs (np.insert, in one pass)."""
-    n_atoms = len(ptr) - 1
-    all_j = np.empty(len(j) + n_atoms, dtype=np.int64)
-    all_vectors = np.empty((len(j) + n_atoms, 3))
+def _by_centre(i, j, vectors, n_atoms, self_pairs):
+    """``(ptr, j, vectors)`` of the pairs ``i``, ``j``, ``vectors`` (any order) grouped by
+    centre (a stable counting sort: centre a's pairs are ``ptr[a]:ptr[a+1]``), with
+    ``self_pairs`` each atom's pair with itself (zero vector) first among its pairs."""
+    own = 1 if self_pairs else 0
+    ptr = np.zeros(n_atoms + 1, dtype=np.int64)
+    for p in range(len(i)):
+        ptr[i[p] + 1] += 1
     for a in range(n_atoms):
-        own = ptr[a] + a
-        all_j[own] = a
-        all_vectors[own] = 0.0
-        for p in range(ptr[a], ptr[a + 1]):
-            all_j[p + a + 1] = j[p]
-            for d in range(3):
-                all_vectors[p + a + 1, d] = vectors[p, d]
-    return all_j, all_vectors
+        ptr[a + 1] += ptr[a] + own
+    free = ptr[:-1].copy()  # the next place of each centre's pairs
+    all_j = np.empty(ptr[n_atoms], dtype=np.int64)
+    all_vectors = np.empty((ptr[n_atoms], 3))
+    for a in range(n_atoms * own):
+        all_j[free[a]] = a
+        all_vectors[free[a]] = 0.0
+        free[a] += 1
+    for p in range(len(i)):
+        q = free[i[p]]
+        all_j[q] = j[p]
+        for d in range(3):
+            all_vectors[q, d] = vectors[p, d]
+        free[i[p]] += 1
+    return ptr, all_j, all_vectors
