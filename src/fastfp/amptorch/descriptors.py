@@ -15,6 +15,7 @@ Two AMPTorch behaviours are reproduced so that numbers agree one to one:
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,13 +24,18 @@ from tqdm.auto import tqdm
 from ..descriptors import gaussian as _gaussian
 from ..descriptors import gmp as _gmp
 from ..frames import chunks
-from ..threads import num_threads
+from ..threads import num_threads, single_threaded_libraries
 
 #: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): a few
 #: tens of MB of derivative blocks (512 atoms x ~60-100 blocks x 480 bytes), small enough
 #: for the C allocator to reuse the memory of the previous chunk rather than map (and
 #: page-fault) fresh memory for every chunk; larger chunks gain nothing
 CHUNK_ATOMS = 512
+
+#: chunks featurized ahead of the one being converted: two, so that one chunk's neighbour
+#: search (vesin, one frame after another, which no other thread can share) runs beside
+#: the other's kernel
+CHUNKS_AHEAD = 2
 
 
 class AMPTorchInterface:
@@ -82,24 +88,28 @@ class AMPTorchInterface:
 
     def featurized_chunks(self, images, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
-        :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next chunk is featurized on
-        a background thread while the caller converts this one (the compiled parts of
-        both release the GIL; the threads of :func:`~fastfp.threads.run_ranges` serve
-        both). With ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
+        :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next :data:`CHUNKS_AHEAD`
+        chunks are featurized on background threads while the caller converts this one
+        (the compiled parts release the GIL; the threads of
+        :func:`~fastfp.threads.run_ranges` serve them all). With ``FASTFP_NUM_THREADS=1``
+        everything runs in the calling thread."""
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:
                 yield start, chunk, self.featurize(chunk, derivatives, start)
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-ahead") as ahead:
-            pending = None
+        # the limit held here for the whole loop: the workers' own (in featurize) then
+        # start and end inside it, in whatever order, and restore what they found
+        with single_threaded_libraries(), \
+                ThreadPoolExecutor(max_workers=CHUNKS_AHEAD, thread_name_prefix="fastfp-ahead") as ahead:
+            pending = deque()
             for start, chunk in parts:
-                future = ahead.submit(self.featurize, chunk, derivatives, start)
-                if pending is not None:
-                    yield pending[0], pending[1], pending[2].result()
-                pending = (start, chunk, future)
-            if pending is not None:
-                yield pending[0], pending[1], pending[2].result()
+                pending.append((start, chunk, ahead.submit(self.featurize, chunk, derivatives, start)))
+                if len(pending) > CHUNKS_AHEAD:
+                    start, chunk, future = pending.popleft()
+                    yield start, chunk, future.result()
+            for start, chunk, future in pending:
+                yield start, chunk, future.result()
 
     def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples
