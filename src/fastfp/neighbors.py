@@ -141,10 +141,11 @@ def _by_centre(i, j, vectors, n_atoms, self_pairs):
     free = ptr[:-1].copy()  # the next place of each centre's pairs
     all_j = np.empty(ptr[n_atoms], dtype=np.int64)
     all_vectors = np.empty((ptr[n_atoms], 3))
-    for a in range(n_atoms * own):
-        all_j[free[a]] = a
-        all_vectors[free[a]] = 0.0
-        free[a] += 1
+    if self_pairs:
+        for a in range(n_atoms):
+            all_j[free[a]] = a
+            all_vectors[free[a]] = 0.0
+            free[a] += 1
     for p in range(len(i)):
         q = free[i[p]]
         all_j[q] = j[p]
