@@ -48,8 +48,8 @@ def calling_thread_only():
     """Context manager: inside it the kernels run in the calling thread alone, as with
     ``FASTFP_NUM_THREADS=1`` (for the whole process: not to be entered from two threads
     at once). The profiled child builds its stage inside it (the profiles count all work
-    in worker threads as the measured stage's); the asv ``ThreadsRatio`` times one
-    thread inside it."""
+    in worker threads as the measured stage's); the asv thread ratios
+    (``benchmarks/ratios.py``, ``threads_ratio``) time one thread inside it."""
     global _CALLING_THREAD_ONLY
     before, _CALLING_THREAD_ONLY = _CALLING_THREAD_ONLY, True
     try:
