@@ -89,15 +89,25 @@ def norm_features(scaler, data_list, disable_tqdm=False):
     """Scale fingerprints and derivative values of ``data_list`` in place, as AMPTorch's
     ``FeatureScaler.norm``: normalize ``fp * scale + offset`` (derivatives ``* scale``),
     standardize ``(fp - offset) / scale`` (derivatives ``/ scale``). Returns ``data_list``.
-    The derivative values are scaled where they are, frames split over
+    The fingerprints of frames of one width are scaled together (each frame then gets
+    its own copy); the derivative values are scaled where they are, frames split over
     :func:`~fastfp.threads.num_threads` threads.
     """
-    row_factors = []
-    for data in data_list:
-        data.fingerprint, scale = scale_fingerprints(scaler, data.fingerprint, data.atomic_numbers)
+    row_factors = [None] * len(data_list)
+    by_width = {}
+    for k, data in enumerate(data_list):
+        by_width.setdefault(data.fingerprint.shape[1], []).append(k)
+    for members in by_width.values():
+        group = [data_list[k] for k in members]
+        sizes = [data.fingerprint.shape[0] for data in group]
+        scaled, scale = scale_fingerprints(scaler, torch.cat([data.fingerprint for data in group]),
+                                           torch.cat([data.atomic_numbers for data in group]))
+        for data, fingerprint in zip(group, scaled.split(sizes)):
+            data.fingerprint = fingerprint.clone()  # not a view that would keep (and pickle) all frames
         if scaler.forcetraining:
             # rows are atom * n_features + feature: the row's factor is the flat table's entry
-            row_factors.append(scale.reshape(-1).numpy())
+            for k, frame_scale in zip(members, scale.split(sizes)):
+                row_factors[k] = frame_scale.reshape(-1).numpy()
     if scaler.forcetraining:
         values = [data.fprimes._values().numpy() for data in data_list]
         rows = [data.fprimes._indices()[0].numpy() for data in data_list]
