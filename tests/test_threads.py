@@ -68,9 +68,9 @@ def test_chunks_bounded_by_atoms():
 @requires_shared
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threads):
-    """The next chunk is featurized ahead on a thread (not with one thread): same
-    results in the same order as one call, and a bad frame still raises naming its index
-    in the whole input."""
+    """The next chunks' neighbours are searched ahead on a thread (not with one
+    thread): same results in the same order as one call, and a bad frame still raises
+    naming its index in the whole input."""
     monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
     config, frames, _ = load_reference("gmpordernorm_solid")
     desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..descriptors import gaussian as _gaussian
 from ..descriptors import gmp as _gmp
-from ..frames import chunks
+from ..frames import chunks, pack_frames
 from ..threads import num_threads, single_threaded_libraries
 
 #: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): a few
@@ -32,9 +32,9 @@ from ..threads import num_threads, single_threaded_libraries
 #: page-fault) fresh memory for every chunk; larger chunks gain nothing
 CHUNK_ATOMS = 512
 
-#: chunks featurized ahead of the one being converted: two, so that one chunk's neighbour
-#: search (vesin, one frame after another, which no other thread can share) runs beside
-#: the other's kernel
+#: chunks whose neighbours are searched ahead of the one being featurized: the search
+#: (vesin, one frame after another, which no other thread can share) runs on its own
+#: thread beside the kernels and conversions of the chunks before, on the others
 CHUNKS_AHEAD = 2
 
 
@@ -88,28 +88,35 @@ class AMPTorchInterface:
 
     def featurized_chunks(self, images, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
-        :data:`CHUNK_ATOMS` atoms of ``images``, in order. The next :data:`CHUNKS_AHEAD`
-        chunks are featurized on background threads while the caller converts this one
-        (the compiled parts release the GIL; the threads of
-        :func:`~fastfp.threads.run_ranges` serve them all). With ``FASTFP_NUM_THREADS=1``
-        everything runs in the calling thread."""
+        :data:`CHUNK_ATOMS` atoms of ``images``, in order. The neighbours of the next
+        :data:`CHUNKS_AHEAD` chunks are searched on a background thread while this one
+        featurizes a chunk and the caller converts it, both on the threads of
+        :func:`~fastfp.threads.run_ranges` (the compiled parts release the GIL). The large
+        arrays (derivative blocks, the caller's output) are all made in the calling
+        thread, whose allocator then reuses the memory of the chunks before. With
+        ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:
                 yield start, chunk, self.featurize(chunk, derivatives, start)
             return
-        # the limit held here for the whole loop: the workers' own (in featurize) then
-        # start and end inside it, in whatever order, and restore what they found
+        # the limit held here for the whole loop, the search thread's LAPACK calls included
         with single_threaded_libraries(), \
-                ThreadPoolExecutor(max_workers=CHUNKS_AHEAD, thread_name_prefix="fastfp-ahead") as ahead:
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-search") as search:
             pending = deque()
             for start, chunk in parts:
-                pending.append((start, chunk, ahead.submit(self.featurize, chunk, derivatives, start)))
+                pending.append((start, chunk, search.submit(self._packed_pairs, chunk, start)))
                 if len(pending) > CHUNKS_AHEAD:
                     start, chunk, future = pending.popleft()
-                    yield start, chunk, future.result()
+                    yield start, chunk, self.featurize_pairs(*future.result(), derivatives)
             for start, chunk, future in pending:
-                yield start, chunk, future.result()
+                yield start, chunk, self.featurize_pairs(*future.result(), derivatives)
+
+    def _packed_pairs(self, frames, first_index):
+        """``(packed frames, their neighbour pairs)`` (:meth:`neighbor_pairs`) of ``frames``,
+        numbered from ``first_index`` in errors."""
+        packed = pack_frames(frames, self.numbers, first_index=first_index)
+        return packed, self.neighbor_pairs(packed)
 
     def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples

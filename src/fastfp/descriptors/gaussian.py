@@ -14,7 +14,7 @@ from ase.data import atomic_numbers
 from ..frames import PackedFrames, element_numbers
 from ..kernels.formulas import COSINE, POLYNOMIAL
 from ..kernels.gaussian import gaussian_kernel
-from ..neighbors import neighbor_pairs
+from ..neighbors import NeighborPairs, neighbor_pairs
 from .base import Descriptor, check_keys
 
 _FAMILY_KEYS = {"G2": {"etas", "rs_s"}, "G4": {"etas", "zetas", "gammas"}, "G5": {"etas", "zetas", "gammas"}}
@@ -207,8 +207,11 @@ class Gaussian(Descriptor):
     def n_features(self) -> int:
         return max(self.features_per_element().values())
 
-    def _compute(self, packed: PackedFrames, derivatives: bool):
-        pairs = neighbor_pairs(packed, self.cutoff, amptorch_binning=self.amptorch_binning)
+    def neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+        """Pairs within the (largest) cutoff."""
+        return neighbor_pairs(packed, self.cutoff, amptorch_binning=self.amptorch_binning)
+
+    def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
         return self._run_kernel(
             gaussian_kernel, pairs, derivatives,
             self.species_of[packed.numbers], self.species_of[packed.numbers[pairs.j]], pairs.vectors,

@@ -15,7 +15,7 @@ from .. import harmonics
 from ..frames import PackedFrames
 from ..kernels.formulas import LINEAR, SQRT_SUM_SQUARES, SUM_SQUARES
 from ..kernels.gmp import gmp_kernel
-from ..neighbors import neighbor_pairs
+from ..neighbors import NeighborPairs, neighbor_pairs
 from ..pseudodensity import read_atom_gaussians
 from .base import Descriptor, check_keys
 
@@ -101,8 +101,11 @@ class _GMPFamily(Descriptor):
     def n_features(self) -> int:
         return len(self.feature_specs)
 
-    def _compute(self, packed: PackedFrames, derivatives: bool):
-        pairs = neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=self.amptorch_binning)
+    def neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+        """Pairs within the cutoff, each atom's pair with itself first among its own."""
+        return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=self.amptorch_binning)
+
+    def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
         species = self.species_of[packed.numbers[pairs.j]]
         return self._run_kernel(
             gmp_kernel, pairs, derivatives, species, pairs.vectors,
