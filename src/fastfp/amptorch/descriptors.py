@@ -89,10 +89,10 @@ class AMPTorchInterface:
     def featurized_chunks(self, images, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
         :data:`CHUNK_ATOMS` atoms of ``images``, in order. The neighbours of the next
-        :data:`CHUNKS_AHEAD` chunks are searched on a background thread while this one
-        featurizes a chunk and the caller converts it, both on the threads of
-        :func:`~fastfp.threads.run_ranges` (the compiled parts release the GIL). The large
-        arrays (derivative blocks, the caller's output) are all made in the calling
+        :data:`CHUNKS_AHEAD` chunks are searched on a background thread while the calling
+        thread featurizes a chunk (here) and converts it (the caller), both on the threads
+        of :func:`~fastfp.threads.run_ranges` (the compiled parts release the GIL). The
+        large arrays (derivative blocks, the caller's output) are all made in the calling
         thread, whose allocator then reuses the memory of the chunks before. With
         ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
@@ -108,15 +108,15 @@ class AMPTorchInterface:
                 pending.append((start, chunk, search.submit(self._packed_pairs, chunk, start)))
                 if len(pending) > CHUNKS_AHEAD:
                     start, chunk, future = pending.popleft()
-                    yield start, chunk, self.featurize_pairs(*future.result(), derivatives)
+                    yield start, chunk, self._featurize_pairs(*future.result(), derivatives)
             for start, chunk, future in pending:
-                yield start, chunk, self.featurize_pairs(*future.result(), derivatives)
+                yield start, chunk, self._featurize_pairs(*future.result(), derivatives)
 
     def _packed_pairs(self, frames, first_index):
-        """``(packed frames, their neighbour pairs)`` (:meth:`neighbor_pairs`) of ``frames``,
+        """``(packed frames, their neighbour pairs)`` (:meth:`_neighbor_pairs`) of ``frames``,
         numbered from ``first_index`` in errors."""
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return packed, self.neighbor_pairs(packed)
+        return packed, self._neighbor_pairs(packed)
 
     def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples

@@ -39,7 +39,7 @@ def _check_device(device, dtype) -> tuple[str, np.dtype]:
 class Descriptor(ABC):
     """A descriptor of atomic environments within ``cutoff`` (Å) for ``elements``.
 
-    Subclasses implement :meth:`neighbor_pairs` and :meth:`_compute` on packed frames.
+    Subclasses implement :meth:`_neighbor_pairs` and :meth:`_compute` on packed frames.
     """
 
     #: AMPTorch's name of the descriptor (``descriptor_type``)
@@ -96,10 +96,10 @@ class Descriptor(ABC):
 
             return featurize_packed(self, packed, derivatives, dtype)
         with single_threaded_libraries():
-            return self.featurize_pairs(packed, self.neighbor_pairs(packed), derivatives)
+            return self._featurize_pairs(packed, self._neighbor_pairs(packed), derivatives)
 
-    def featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool = True) -> Fingerprints:
-        """As :meth:`featurize_packed` on the CPU, for frames whose :meth:`neighbor_pairs`
+    def _featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool = True) -> Fingerprints:
+        """As :meth:`featurize_packed` on the CPU, for frames whose :meth:`_neighbor_pairs`
         were found already (in another thread, say, while this one featurizes)."""
         fp, deriv = self._compute(packed, pairs, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
@@ -127,7 +127,7 @@ class Descriptor(ABC):
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
 
     @abstractmethod
-    def neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
         """The pairs of atoms of ``packed`` that :meth:`_compute` reads, grouped by centre
         (:func:`fastfp.neighbors.neighbor_pairs` with this descriptor's settings)."""
 
@@ -135,4 +135,4 @@ class Descriptor(ABC):
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool) -> tuple[np.ndarray, dict]:
         """Return fingerprints (n_atoms, n_features) and, with derivatives, the dict
         ``fprime_ptr``, ``fprime_j``, ``fprimes`` (else an empty dict), of ``packed``
-        from its :meth:`neighbor_pairs` ``pairs``."""
+        from its :meth:`_neighbor_pairs` ``pairs``."""

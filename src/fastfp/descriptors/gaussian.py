@@ -207,7 +207,7 @@ class Gaussian(Descriptor):
     def n_features(self) -> int:
         return max(self.features_per_element().values())
 
-    def neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
         """Pairs within the (largest) cutoff."""
         return neighbor_pairs(packed, self.cutoff, amptorch_binning=self.amptorch_binning)
 

@@ -101,7 +101,7 @@ class _GMPFamily(Descriptor):
     def n_features(self) -> int:
         return len(self.feature_specs)
 
-    def neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
         """Pairs within the cutoff, each atom's pair with itself first among its own."""
         return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=self.amptorch_binning)
 
