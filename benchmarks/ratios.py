@@ -3,10 +3,12 @@ AMPTorch time / fastfp time (one AMPTorch run, the best of up to three fastfp ru
 how fastfp scales with threads and with the atoms of a frame."""
 
 import time
+from unittest import mock
 
 import numba
 import numpy as np
 
+import fastfp.threads
 from fastfp.harness import stages
 from fastfp.threads import calling_thread_only, num_threads, run_ranges
 
@@ -129,6 +131,36 @@ class ThreadsRatio(Benchmark):
         return threads_ratio(self.run)
 
     track_threads_ratio.pretty_name = "{stage}: one thread / default threads"
+
+    def track_serial_share(self, info, stage, frames):
+        """The share of a default-threads call in which the calling thread works outside
+        the ranges it shares with the kernel threads (:func:`fastfp.threads.run_ranges`):
+        its Python work (AMPTorch's ``Data`` objects, ASE's label look-ups, the chunk
+        bookkeeping), serial code, and waiting for the neighbour search thread. Of the
+        call with the shortest time, of three.
+
+        Amdahl's law, with this share s: if the rest of the call runs c times faster than
+        on one thread (c at most :class:`ThreadsCeiling`'s ratio), the thread ratio is
+        c - (c - 1) s, and 1.6x needs s <= (c - 1.6) / (c - 1). (About: the search thread
+        may work while the calling thread is alone.)"""
+        calls = []
+        for _ in range(3):
+            inside = [0.0]
+
+            def timed(func, ranges):
+                t0 = time.perf_counter()
+                try:
+                    return run_ranges(func, ranges)
+                finally:
+                    inside[0] += time.perf_counter() - t0
+
+            with mock.patch.object(fastfp.threads, "run_ranges", timed):
+                wall = best_time(self.run, repeat=1)
+            calls.append((wall, (wall - inside[0]) / wall))
+        return min(calls)[1]
+
+    track_serial_share.pretty_name = "{stage}: calling thread alone, share of the default-threads time"
+    track_serial_share.unit = "share of the default-threads time"
 
 
 @numba.njit(nogil=True, fastmath=True)

@@ -369,6 +369,8 @@ def _fake(amptorch: bool) -> tuple[dict, dict]:
         "memory.FeaturizeMemory.peakmem_reference": meta("peakmemory", None),
         "ratios.FeaturizeRatio.track_featurize_ratio": dict(
             meta("track", "featurize gmpordernorm with derivatives", ["frames"]), unit="AMPTorch time / fastfp time"),
+        "ratios.ThreadsRatio.track_serial_share": dict(
+            meta("track", "{stage}: calling thread alone", ["stage", "frames"]), unit="share of the default-threads time"),
     }
 
     def row(values, q25=None, q75=None, repeat=None, grid=(backends, frames)):
@@ -389,6 +391,7 @@ def _fake(amptorch: bool) -> tuple[dict, dict]:
             "memory.FeaturizeMemory.peakmem_featurize": row(([3e9, None] if amptorch else [None, None]) + [1e9, 5e9]),
             "memory.FeaturizeMemory.peakmem_reference": row([5e8, None, 5e8, 6e8]),
             "ratios.FeaturizeRatio.track_featurize_ratio": row([7.5, None], grid=(frames,)),
+            "ratios.ThreadsRatio.track_serial_share": row([0.234, None], grid=(["'preprocess'"], frames)),
         },
     }
     return benchmarks, found
@@ -404,7 +407,8 @@ def test_summary_from_results(tmp_path):
     mem = table.rows[("featurize gmpordernorm with derivatives", "100 frames")]
     assert mem["fastfp"]["delta"] == 5e8
     assert [(m.label, m.size, m.value) for m in table.ratios if m.value] == [
-        ("featurize gmpordernorm with derivatives", "100 frames", 7.5)]
+        ("featurize gmpordernorm with derivatives", "100 frames", 7.5),
+        ("preprocess: calling thread alone", "100 frames", 0.234)]
     text = results.summary_markdown(table, {"commit": "abc"})
     line = next(ln for ln in text.splitlines() if ln.startswith("| end-to-end preprocessing | 100 frames"))
     assert "12.00 s ±8% (n=3)" in line and "1.50 s ±7% (n=3)" in line and "8.0×" in line
@@ -413,6 +417,7 @@ def test_summary_from_results(tmp_path):
     store = next(ln for ln in text.splitlines() if ln.startswith("| store write | 100 frames"))
     assert "no comparable store" in store
     assert "| featurize gmpordernorm with derivatives | 100 frames | 7.50× | AMPTorch time / fastfp time |" in text
+    assert "| preprocess: calling thread alone | 100 frames | 23% | share of the default-threads time |" in text
     assert "In-process ratios not measured: AMPTorch too slow above 100 frames." in text
     png = results.plot_time_vs_frames(table, tmp_path / "t.png")
     assert png.stat().st_size > 1000

@@ -244,11 +244,16 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
     if ran:
         lines += ["", "Ratios of two times measured in one process (asv `track_`):", "",
                   "| ratio | size | value | of |", "|---|---|---|---|"]
-        lines += [f"| {m.label} | {m.size} | {m.value:.2f}× | {m.unit} |" for m in ran]
+        lines += [f"| {m.label} | {m.size} | {_ratio_text(m)} | {m.unit} |" for m in ran]
     reasons = sorted({m.skipped for m in t.ratios if m.value is None and m.skipped})
     if reasons:
         lines += ["", "In-process ratios not measured: " + "; ".join(reasons) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _ratio_text(m: Measurement) -> str:
+    """A ratio as ``1.23×``, a share (its unit ``share of ...``) as ``12%``."""
+    return f"{100 * m.value:.0f}%" if m.unit.startswith("share") else f"{m.value:.2f}×"
 
 
 #: the stages plotted against frames, one panel each
