@@ -159,7 +159,7 @@ class ThreadsRatio(Benchmark):
             calls.append((wall, (wall - inside[0]) / wall))
         return min(calls)[1]
 
-    track_serial_share.pretty_name = "{stage}: calling thread alone, share of the default-threads time"
+    track_serial_share.pretty_name = "{stage}: calling thread alone"
     track_serial_share.unit = "share of the default-threads time"
 
 
