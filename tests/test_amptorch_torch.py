@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the 'torch' extra (pip install -e '.[torch]')")
 pytest.importorskip("torch_geometric", reason="needs the 'torch' extra (pip install -e '.[torch]')")
 
-from conftest import load_reference, reference_fprimes, requires_shared  # noqa: E402
+from conftest import load_reference, reference_fprimes, requires_shared, write_pseudodensities  # noqa: E402
 from fastfp.amptorch import GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
@@ -38,6 +38,37 @@ def test_scaled_dataset_matches_amptorch():
         np.testing.assert_allclose(d.fprimes.to_dense().numpy(), reference_fprimes(data, k), rtol=0, atol=1e-4)
         scaled_energy = (data[f"energy_{k}"] - data["target_mean"]) / data["target_std"]
         assert float(d.energy) == pytest.approx(float(scaled_energy), rel=1e-10, abs=1e-12)
+
+
+def test_labels_read_as_ase_reads_them(tmp_path):
+    """Energies and forces are ASE's (``apply_constraint=False``: fixed atoms keep their
+    forces); a frame moved after its labels were computed is refused, as ASE refuses it,
+    whichever labels are read; a calculator without forces gives ASE's error."""
+    from ase.build import bulk
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixAtoms
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.set_constraint(FixAtoms(indices=[0]))
+    forces = np.random.default_rng(0).normal(size=(len(atoms), 3))
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.5, forces=forces)
+    gaussians = write_pseudodensities(tmp_path, {"Cu": [(1.0, 0.8)]})
+    desc = GMPOrderNorm({"MCSHs": {"orders": [0, 1], "sigmas": [0.5]}, "atom_gaussians": gaussians, "cutoff": 4.0},
+                        ["Cu"])
+    for r_energy in (True, False):
+        (data,) = images_to_data(desc, [atoms], r_energy=r_energy, disable_tqdm=True)
+        np.testing.assert_array_equal(data.forces.numpy(), forces)
+        assert data.energy == -1.5 if r_energy else "energy" not in data
+    moved = atoms.copy()
+    moved.calc = atoms.calc
+    moved.positions[1] += 0.01
+    for r_energy in (True, False):
+        with pytest.raises(PropertyNotImplementedError):
+            images_to_data(desc, [moved], r_energy=r_energy, disable_tqdm=True)
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.5)
+    with pytest.raises(PropertyNotImplementedError):
+        images_to_data(desc, [atoms], disable_tqdm=True)
 
 
 @pytest.mark.parametrize("transform", ["normalize", "standardize"])

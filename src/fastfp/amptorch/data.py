@@ -28,12 +28,24 @@ def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) ->
     if r_energy:
         data.energy = atoms.get_potential_energy(apply_constraint=False)
     if r_forces:
-        data.forces = torch.tensor(atoms.get_forces(apply_constraint=False), dtype=dtype)
+        data.forces = torch.tensor(_forces(atoms, checked=r_energy), dtype=dtype)
     if primes is not None:
         indices, val, size = primes
         values = torch.from_numpy(val).to(dtype)
         data.fprimes = torch.sparse_coo_tensor(torch.from_numpy(indices), values, size, check_invariants=False)
     return data
+
+
+def _forces(atoms, checked: bool):
+    """``atoms.get_forces(apply_constraint=False)`` (n_atoms, 3), eV/Å. With ``checked``
+    (``get_potential_energy`` has just compared the frame with its calculator's copy, as
+    ASE's ``Calculator.get_property`` does for each property), the forces are read from
+    the calculator's ``results`` without comparing again: the comparison is most of the
+    cost of reading a label from a ``SinglePointCalculator``."""
+    results = getattr(atoms.calc, "results", None)
+    if checked and isinstance(results, dict) and "forces" in results:
+        return results["forces"]
+    return atoms.get_forces(apply_constraint=False)
 
 
 def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives=True, disable_tqdm=False) -> list:

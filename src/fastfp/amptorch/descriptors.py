@@ -127,22 +127,23 @@ class AMPTorchInterface:
         (``indices`` (2, nnz) int64: rows ``atom * width + feature``, columns
         ``atom * 3 + xyz``), else None."""
         per_element = self.features_per_element()
-        widths, present = [], []
-        for k in range(fps.n_frames):
-            here = set(np.unique(fps.numbers[fps.offsets[k] : fps.offsets[k + 1]]).tolist())
-            present.append([el for el, z in zip(self.elements, self.numbers) if z in here])
-            widths.append(max(per_element[el] for el in present[-1]))
+        n_features = np.array([per_element[el] for el in self.elements])
+        frame_of = np.repeat(np.arange(fps.n_frames), np.diff(fps.offsets))
+        species = self.species_of[fps.numbers]
+        present = np.zeros((fps.n_frames, len(self.elements)), dtype=bool)
+        present[frame_of, species] = True
+        widths = np.where(present, n_features, 0).max(axis=1)
         primes = [None] * fps.n_frames
         if derivatives:
             # AMPTorch concatenates the elements' matrices in ``elements`` order
-            frame_of = np.repeat(np.arange(fps.n_frames), np.diff(fps.offsets))
-            atom_order = np.lexsort((self.species_of[fps.numbers], frame_of))
+            atom_order = np.lexsort((species, frame_of))
             primes = fps.coo_frames(self.prime_threshold, atom_order, widths)
         out = []
         for k in range(fps.n_frames):
             a0, a1 = fps.offsets[k], fps.offsets[k + 1]
             descriptors = self._transform(fps.fingerprints[a0:a1, : widths[k]])
-            out.append((fps.numbers[a0:a1], descriptors, {el: per_element[el] for el in present[k]}, primes[k]))
+            num_descriptors = {self.elements[s]: per_element[self.elements[s]] for s in np.flatnonzero(present[k])}
+            out.append((fps.numbers[a0:a1], descriptors, num_descriptors, primes[k]))
         return out
 
     def image_dicts(self, fps, derivatives) -> list[dict]:
