@@ -176,8 +176,9 @@ class ThreadsCeiling(Benchmark):
     """:class:`ThreadsRatio` for a loop of vectorised multiply-adds on 32 KiB of data per
     thread (L1 cache), one copy per default thread, on :func:`fastfp.threads.run_ranges`
     (one thread runs every copy): what threads can give compute-bound code like fastfp's
-    kernels on these CPUs. The number of threads on separate cores; less where CPUs share
-    a core's arithmetic units (hyper-threads, as a virtual machine's CPUs may be)."""
+    kernels on these CPUs. On separate cores it comes near the number of threads; it
+    stays lower where CPUs share a core's arithmetic units (hyper-threads, as a virtual
+    machine's CPUs may be)."""
 
     unit = "one-thread time / default-threads time"
     repeat = 1
