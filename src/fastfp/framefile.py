@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-class FrameFileError(ValueError):
-    """A frames file that is missing, unreadable, or holds no selected frames; the message names it."""
+from .errors import FrameFileError
 
 
 def _as_slice(r: range) -> slice:

@@ -14,9 +14,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from ase.data import atomic_numbers as _ATOMIC_NUMBERS, chemical_symbols
 
-
-class FrameError(ValueError):
-    """A frame that cannot be featurized; the message names the frame and the problem."""
+from .errors import FrameError
 
 
 @dataclass(frozen=True)

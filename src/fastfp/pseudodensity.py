@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class PseudodensityError(ValueError):
-    """A missing or malformed pseudodensity; the message names the element and file."""
+from .errors import PseudodensityError
 
 
 def read_gaussians(path, element: str = "?") -> np.ndarray:

@@ -85,6 +85,7 @@ import numpy as np
 
 from .atomic import AtomicPath
 from .config import build_descriptor, canonical_json, config_hash, require_same_settings
+from .errors import StoreError
 from .fingerprints import Fingerprints
 from .framefile import FrameFile
 from .frames import chunks, labels_of
@@ -103,10 +104,6 @@ _DERIV = ("fprime_ptr", "fprime_j", "fprimes")
 _LABELS = ("energies", "forces")
 #: shards a reader keeps open at once
 MAX_OPEN_SHARDS = 8
-
-
-class StoreError(ValueError):
-    """A missing, corrupt, incomplete or mismatched store; the message names the path."""
 
 
 def _fprimes_dtype(dtype) -> str:

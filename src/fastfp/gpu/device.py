@@ -12,15 +12,9 @@ import os
 
 import numpy as np
 
+from ..errors import DeviceError, DeviceMemoryError
+
 THREADS_PER_BLOCK = 128
-
-
-class DeviceError(RuntimeError):
-    """``device="cuda"`` cannot run here; the message says what is missing."""
-
-
-class DeviceMemoryError(MemoryError):
-    """A batch whose arrays do not fit in the GPU's free memory; the message gives the sizes."""
 
 
 def simulated() -> bool:
