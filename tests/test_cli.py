@@ -182,7 +182,27 @@ def test_not_ase_file(data, tmp_path, capsys):
 def test_unknown_fp_scheme(data, tmp_path, capsys):
     cfg = write_config(tmp_path, data, fp_scheme="soap")
     check_fails(capsys, tmp_path / "out.store", None, data["dir"] / "oc20.traj", "--config", cfg,
-                match="unknown fp_scheme 'soap'")
+                match="fp_scheme: expected 'gmpordernorm', 'gmp' or 'gaussian', got 'soap'")
+
+
+@pytest.mark.parametrize("scheme, key, value, match", [
+    ("gmp.json", "cutoff", True, "fp_params.cutoff: expected a number, got True (bool)"),
+    ("gmp.json", "cutoff", "4.0", "fp_params.cutoff: expected a number, got '4.0' (str)"),
+    ("gauss.json", "etas", 0.05, "fp_params.default.G2.etas: expected a list, got 0.05 (float)"),
+])
+def test_wrong_type_in_config(data, tmp_path, capsys, scheme, key, value, match):
+    """A value of the wrong type is refused naming its key, before anything is written
+    (it used to pass: ``"cutoff": true`` featurized with a 1 Å cutoff)."""
+    cfg = json.loads((data["dir"] / scheme).read_text())
+    if scheme == "gmp.json":
+        cfg["fp_params"]["atom_gaussians"] = {"<El>": str(PSP / "<El>_pseudodensity.g")}
+        cfg["fp_params"][key] = value
+    else:
+        cfg["fp_params"]["default"]["G2"][key] = value
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    frames = data["dir"] / ("oc20.traj" if scheme == "gmp.json" else "water.traj")
+    check_fails(capsys, tmp_path / "out.store", None, frames, "--config", tmp_path / "c.json", match=match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
 
 
 def test_missing_config(data, tmp_path, capsys):

@@ -111,13 +111,13 @@ def test_bad_input(tmp_path):
     GMP(dict(ok, prime_threshold=1e-5, log=False, square=True), ["H"])  # accepted keys
     bad = [
         (dict(ok, orders=[0]), "unknown parameter key"),
-        ({k: v for k, v in ok.items() if k != "cutoff"}, "'cutoff'"),
+        ({k: v for k, v in ok.items() if k != "cutoff"}, "GMP cutoff: required, missing"),
         ({k: v for k, v in ok.items() if k != "atom_gaussians"}, "atom_gaussians"),
         ({"cutoff": 5.0, "atom_gaussians": gauss}, "MCSHs"),
-        (dict(ok, MCSHs={"x": {"groups": [1], "sigmas": [0.5]}}), "not an MCSH order"),
-        (dict(ok, MCSHs={"10": {"groups": [1], "sigmas": [0.5]}}), "0..9"),
+        (dict(ok, MCSHs={"x": {"groups": [1], "sigmas": [0.5]}}), r'MCSHs\.x: expected an MCSH order "0"\.\."9" as key, got \'x\''),
+        (dict(ok, MCSHs={"10": {"groups": [1], "sigmas": [0.5]}}), r"MCSHs\['10'\]: expected an MCSH order"),
         (dict(ok, MCSHs={"2": {"groups": [3], "sigmas": [0.5]}}), "groups 1..2"),
-        (dict(ok, MCSHs={"2": {"groups": [], "sigmas": [0.5]}}), "'groups'"),
+        (dict(ok, MCSHs={"2": {"groups": [], "sigmas": [0.5]}}), r"MCSHs\['2'\]\.groups: expected a non-empty list, got \[\]"),
         (dict(ok, MCSHs={"2": {"groups": [1]}}), "missing"),
         (dict(ok, MCSHs={"2": {"groups": [1], "sigmas": [0.5], "weight": 1}}), "unknown parameter key"),
         (dict(ok, MCSHs={"2": {"groups": [1], "sigmas": [-0.5]}}), "sigmas"),

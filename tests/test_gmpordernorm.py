@@ -9,7 +9,7 @@ from conftest import assert_matches_reference, load_reference, requires_shared, 
 from fastfp.amptorch import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gmp import GMPOrderNorm
 from fastfp.frames import FrameError
-from fastfp.pseudodensity import PseudodensityError
+from fastfp.errors import ConfigError, PseudodensityError
 
 
 @requires_shared
@@ -101,7 +101,7 @@ def test_bad_input(tmp_path):
     malformed = dict(params, atom_gaussians=dict(params["atom_gaussians"], O=str(tmp_path / "bad.g")))
     with pytest.raises(PseudodensityError, match="bad.g:2: expected two numbers"):
         GMPOrderNorm(malformed, ["H", "O"])
-    with pytest.raises(ValueError, match="MCSH order must be an integer in 0..9"):
+    with pytest.raises(ConfigError, match=r"GMPOrderNorm MCSHs\.orders\[0\]: expected a value <= 9, got 10"):
         GMPOrderNorm(dict(params, MCSHs={"orders": [10], "sigmas": [0.5]}), ["H", "O"])
 
 

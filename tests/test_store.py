@@ -424,8 +424,8 @@ def test_config_template_and_relative_paths(tmp_path, gdir):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"fp_scheme": "soap"}, "unknown fp_scheme 'soap'"),
-    ({"fingerprint": 1}, r"unknown key\(s\) \['fingerprint'\]"),
+    ({"fp_scheme": "soap"}, "fp_scheme: expected 'gmpordernorm', 'gmp' or 'gaussian', got 'soap'"),
+    ({"fingerprint": 1}, r"unknown parameter key\(s\) \['fingerprint'\]"),
     ({"fp_params": [1]}, "fp_params"),
     ({"elements": ["H", "Xx"]}, "Xx"),
     ({"elements": ["H", "H"]}, "duplicate"),

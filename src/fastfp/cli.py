@@ -196,8 +196,8 @@ def featurize(args) -> int:
 
     frames, config_path = _inputs(args, ShardedDir(args.out, FORMAT, ".h5", StoreError))
     with _interruptible():
-        raw, base_dir = load_config(config_path)
-        resolved = resolve_config(raw, base_dir=base_dir, elements=None if "elements" in raw else elements_of(frames))
+        raw, _ = load_config(config_path)
+        resolved = resolve_config(config_path, elements=None if "elements" in raw else elements_of(frames))
         try:
             summary = featurize_to_store(
                 frames, resolved, args.out, derivatives=args.derivatives, dtype=args.dtype,

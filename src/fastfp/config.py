@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .descriptors.base import Descriptor
+from .descriptors.params import SCHEME_PARAMS, Config, Elements, check, plain
+from .errors import ConfigError
 
-#: top-level keys of a config
-CONFIG_KEYS = {"fp_scheme", "fp_params", "elements", "cutoff_params"}
 #: fp_scheme -> (module, class name); imported on demand so that a missing module only
 #: matters to configs that use it
 SCHEMES = {
@@ -46,9 +46,6 @@ SCHEMES = {
     "gmp": ("fastfp.descriptors.gmp", "GMP"),
     "gaussian": ("fastfp.descriptors.gaussian", "Gaussian"),
 }
-#: keys of ``cutoff_params`` (AMPTorch's ``Gaussian(Gs, elements, cutoff_func, gamma)``;
-#: fastfp's ``Gaussian(Gs, elements, cutoff_params)``)
-CUTOFF_KEYS = {"cutoff_func", "gamma"}
 #: the template key of ``atom_gaussians``
 TEMPLATE = "<El>"
 
@@ -81,40 +78,18 @@ def read_json_object(path, what: str) -> dict:
     return data
 
 
-def _check_elements(elements, where: str) -> list[str]:
-    if isinstance(elements, str) or not isinstance(elements, Sequence):
-        raise ValueError(f"{where}: 'elements' must be a list of chemical symbols, got {elements!r}")
-    elements = list(elements)
-    if not elements:
-        raise ValueError(f"{where}: 'elements' is empty")
-    bad = [e for e in elements if not isinstance(e, str)]
-    if bad:
-        raise ValueError(f"{where}: 'elements' must be chemical symbols (strings), got {bad}")
-    dup = sorted({e for e in elements if elements.count(e) > 1})
-    if dup:
-        raise ValueError(f"{where}: duplicate element(s) {dup} in 'elements'")
-    from .frames import element_numbers
-
-    element_numbers(elements)  # ValueError naming unknown symbols
-    return elements
-
-
 def _expand_gaussians(atom_gaussians, elements: list[str], base_dir: Path | None) -> dict:
-    """Per-element absolute paths from an ``atom_gaussians`` mapping (template expanded).
-    Elements without an entry are left out (the descriptor reports them)."""
-    if not isinstance(atom_gaussians, dict):
-        raise ValueError(f"fp_params: 'atom_gaussians' must map elements to .g files, got {atom_gaussians!r}")
+    """Per-element absolute paths from a checked ``atom_gaussians`` mapping (template
+    expanded). Elements without an entry are left out (the descriptor reports them)."""
     out = {}
     for el in elements:
         if el in atom_gaussians:
             path = atom_gaussians[el]
         elif TEMPLATE in atom_gaussians:
-            path = str(atom_gaussians[TEMPLATE]).replace(TEMPLATE, el)
+            path = atom_gaussians[TEMPLATE].replace(TEMPLATE, el)
         else:
             continue
-        if not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"fp_params: 'atom_gaussians' entry of {el} must be a path, got {path!r}")
-        path = Path(os.path.expanduser(os.fspath(path)))
+        path = Path(os.path.expanduser(path))
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
         out[el] = os.path.abspath(path)
@@ -127,53 +102,27 @@ def resolve_config(config, base_dir=None, elements: Sequence[str] | None = None)
     ``elements`` is used when the config has none (e.g. the elements found in the
     frames); the config's own list wins otherwise. ``base_dir`` (default: the config
     file's directory, else the working directory) anchors relative pseudodensity paths.
-    Raises ``ValueError`` naming unknown keys, an unknown ``fp_scheme`` or bad values.
+    Raises :class:`~fastfp.errors.ConfigError` naming unknown keys, an unknown
+    ``fp_scheme`` or a bad value by its key path (the types:
+    :mod:`fastfp.descriptors.params`), ``ValueError`` for a config file that cannot be read.
     """
+    where = f"config {str(config)!r}" if isinstance(config, (str, os.PathLike)) else "config"
     config, file_dir = load_config(config)
-    where = "config"
-    unknown = sorted(set(config) - CONFIG_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(CONFIG_KEYS)}")
-    if "fp_scheme" not in config:
-        raise ValueError(f"{where}: 'fp_scheme' is required (one of {sorted(SCHEMES)})")
-    scheme = config["fp_scheme"]
-    if not isinstance(scheme, str) or scheme.lower() not in SCHEMES:
-        raise ValueError(f"{where}: unknown fp_scheme {scheme!r}; known: {sorted(SCHEMES)}")
-    scheme = scheme.lower()
-    params = config.get("fp_params")
-    if not isinstance(params, dict):
-        raise ValueError(f"{where}: 'fp_params' must be an object (dict), got {params!r}")
-    params = copy.deepcopy(params)
-
-    if "elements" in config:
-        els = _check_elements(config["elements"], where)
+    checked = check(Config, config, where)
+    scheme = checked.fp_scheme
+    if checked.elements is not None:
+        els = list(checked.elements)
     elif elements is not None:
-        els = _check_elements(elements, where + " (elements of the frames)")
+        els = list(check(Elements, elements, f"{where} (elements of the frames)"))
     else:
-        raise ValueError(f"{where}: no 'elements' in the config and none given (e.g. from the frames)")
-
-    cutoff_params = config.get("cutoff_params", {})
-    if cutoff_params is None:
-        cutoff_params = {}
-    if not isinstance(cutoff_params, dict):
-        raise ValueError(f"{where}: 'cutoff_params' must be an object (dict), got {cutoff_params!r}")
-    if scheme == "gaussian":
-        bad = sorted(set(cutoff_params) - CUTOFF_KEYS)
-        if bad:
-            raise ValueError(f"{where}: unknown 'cutoff_params' key(s) {bad}; known keys: {sorted(CUTOFF_KEYS)}")
-    elif cutoff_params:
-        raise ValueError(
-            f"{where}: 'cutoff_params' {sorted(cutoff_params)} applies to fp_scheme 'gaussian' only; "
-            f"set the cutoff of {scheme!r} with fp_params 'cutoff'"
-        )
-
+        raise ConfigError(f"{where}: no 'elements' in the config and none given (e.g. from the frames)")
+    params = plain(config["fp_params"])
+    check(SCHEME_PARAMS[scheme], params, where, prefix="fp_params", context={"elements": els})
     if scheme in ("gmpordernorm", "gmp"):
-        if "atom_gaussians" not in params:
-            raise ValueError(f"{where}: fp_params 'atom_gaussians' ({{element: path to .g file}}) is required for {scheme!r}")
         base = Path(base_dir) if base_dir is not None else file_dir
         params["atom_gaussians"] = _expand_gaussians(params["atom_gaussians"], els, base)
-
-    return {"fp_scheme": scheme, "fp_params": params, "elements": els, "cutoff_params": dict(cutoff_params)}
+    return {"fp_scheme": scheme, "fp_params": params, "elements": els,
+            "cutoff_params": plain(config.get("cutoff_params") or {})}
 
 
 def _descriptor_class(scheme: str, amptorch: bool):
@@ -229,24 +178,13 @@ def descriptor_setup(config) -> tuple:
             list(resolved["elements"]))
 
 
-def _plain(x):
-    """JSON-like copy: numpy arrays and scalars to lists and numbers, tuples to lists."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if hasattr(x, "tolist"):  # numpy arrays and scalars
-        return _plain(x.tolist())
-    return x
-
-
 def config_from_setup(setup, base_dir=None) -> dict:
     """The resolved config of an AMPTorch ``descriptor_setup`` tuple (the inverse of
     :func:`descriptor_setup`; numpy values become plain numbers and lists)."""
     scheme, fp_params, cutoff_params, elements = setup
-    return resolve_config({"fp_scheme": str(scheme).lower(), "fp_params": _plain(fp_params),
-                           "elements": [str(e) for e in _plain(elements)],
-                           "cutoff_params": _plain(cutoff_params) if isinstance(cutoff_params, dict) else {}},
+    return resolve_config({"fp_scheme": str(scheme).lower(), "fp_params": plain(fp_params),
+                           "elements": [str(e) for e in plain(elements)],
+                           "cutoff_params": plain(cutoff_params) if isinstance(cutoff_params, dict) else {}},
                           base_dir=base_dir)
 
 

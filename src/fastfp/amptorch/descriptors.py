@@ -185,11 +185,10 @@ class GMPOrderNorm(AMPTorchInterface, _gmp.GMPOrderNorm):
         self.prime_threshold = float(MCSHs.get("prime_threshold", 1e-5))
         square = int(bool(MCSHs.get("square", True)))
         solid = int(bool(MCSHs.get("solid_harmonics", True)))
-        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
         self.descriptor_setup = np.array(
             [
                 [n, square, solid, s, 1.0, (1.0 / (s * np.sqrt(2.0 * np.pi))) ** 3, 1.0 / (2.0 * s * s),
-                 self.cutoff, _gmp.rs_inverse(rs_setup, s)]
+                 self.cutoff, self.rs_setup.inverse(s)]
                 for n, sigmas in self.setups
                 for s in sigmas
             ]
@@ -203,11 +202,10 @@ class GMP(AMPTorchInterface, _gmp.GMP):
 
     def __init__(self, MCSHs, elements):
         super().__init__(MCSHs, elements)
-        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
         self.descriptor_setup = np.array(
             [
                 [n, g, s, 1.0, 1.0 / (s * np.sqrt(2.0 * np.pi)), 1.0 / (2.0 * s * s), self.cutoff,
-                 _gmp.rs_inverse(rs_setup, s)]
+                 self.rs_setup.inverse(s)]
                 for n, g, sigmas in self.setups
                 for s in sigmas
             ]

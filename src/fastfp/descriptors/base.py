@@ -14,13 +14,6 @@ from ..neighbors import NeighborPairs
 from ..threads import run_balanced, single_threaded_libraries
 
 
-def check_keys(params: dict, allowed: set, where: str) -> None:
-    """Raise ``ValueError`` naming any key of ``params`` not in ``allowed``."""
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown parameter key(s) {unknown}; known keys: {sorted(allowed)}")
-
-
 def _check_device(device, dtype) -> tuple[str, np.dtype]:
     """``device`` ("cpu" or "cuda") and ``dtype`` (float64, or float32 on "cuda") checked."""
     if device not in ("cpu", "cuda"):
@@ -53,10 +46,7 @@ class Descriptor(ABC):
             raise ValueError("'elements' is empty")
         self.elements = list(elements)
         self.numbers = element_numbers(self.elements)
-        cutoff = float(cutoff)
-        if not (np.isfinite(cutoff) and cutoff > 0):
-            raise ValueError(f"cutoff must be a positive number of Å, got {cutoff!r}")
-        self.cutoff = cutoff
+        self.cutoff = float(cutoff)  # checked with the parameters (fastfp.descriptors.params)
         # species index (position in ``elements``) of each atomic number
         self.species_of = np.full(119, -1, dtype=np.int64)
         self.species_of[self.numbers] = np.arange(len(self.numbers))

@@ -9,86 +9,38 @@ AMPTorch's ``amptorch/descriptor/Gaussian/__init__.py``, ``descriptor_set.py``,
 from __future__ import annotations
 
 import numpy as np
-from ase.data import atomic_numbers
 
 from ..frames import PackedFrames, element_numbers
 from ..kernels.formulas import COSINE, POLYNOMIAL
 from ..kernels.gaussian import gaussian_kernel
 from ..neighbors import NeighborPairs, neighbor_pairs
-from .base import Descriptor, check_keys
-
-_FAMILY_KEYS = {"G2": {"etas", "rs_s"}, "G4": {"etas", "zetas", "gammas"}, "G5": {"etas", "zetas", "gammas"}}
-
-
-def _numbers(params: dict, key: str, where: str, minimum=None) -> list[float]:
-    """The list ``params[key]`` as floats: present, non-empty, finite, >= ``minimum``."""
-    if key not in params:
-        raise ValueError(f"{where}: missing {key!r}")
-    values = [float(v) for v in np.atleast_1d(params[key])]
-    if not values or not all(np.isfinite(v) for v in values):
-        raise ValueError(f"{where}: {key!r} must be a non-empty list of finite numbers, got {values}")
-    if minimum is not None and min(values) < minimum:
-        raise ValueError(f"{where}: {key!r} must be >= {minimum}, got {values}")
-    return values
+from .base import Descriptor
+from .params import CutoffParams, ElementGs, GaussianParams, check
 
 
-def _parse_cutoff_params(cutoff_params: dict | None) -> tuple[int, float]:
-    """(kind, gamma) of AMPTorch's ``cutoff_params`` (the cutoff_func name is case-insensitive)."""
-    params = {"cutoff_func": "cosine"} if cutoff_params is None else cutoff_params
-    check_keys(params, {"cutoff_func", "gamma"}, "Gaussian cutoff_params")
-    name = str(params.get("cutoff_func", "cosine")).lower()
-    if name == "cosine":
-        return COSINE, 0.0
-    if name == "polynomial":
-        gamma = params.get("gamma")
-        if gamma is None or not (np.isfinite(float(gamma)) and float(gamma) > 0):
-            raise ValueError(f"Gaussian cutoff_params: the polynomial cutoff needs 'gamma' > 0, got {gamma!r}")
-        return POLYNOMIAL, float(gamma)
-    raise ValueError(
-        f"Gaussian cutoff_params: unknown cutoff_func {params['cutoff_func']!r}; use 'Cosine' or 'Polynomial'"
-    )
-
-
-def element_setup(params: dict, numbers, where: str) -> np.ndarray:
+def element_setup(params: ElementGs, numbers) -> np.ndarray:
     """AMPTorch's ``descriptor_setup`` table of one centre element: one row per feature,
     ``(type, Z_j, Z_k, cutoff, eta, param2, param3)``, in feature order.
 
     Rows are G2 ``(2, Z_j, 0, R_c, eta / R_c^2, R_s, 0)`` for every neighbour element,
     G4 ``(4, Z_a, Z_b, R_c, eta / R_c^2, zeta, lambda)`` and G5 ``(5, Z_a, Z_b, R_c, eta,
     zeta, lambda)`` (G5's eta is not scaled) for element pairs a <= b in ``elements``
-    order; each family is deduplicated and sorted as tuples. ``numbers`` are the
-    atomic numbers of the descriptor's elements, in order.
+    order; each family is deduplicated and sorted as tuples. ``params`` are the element's
+    checked parameters; ``numbers`` the atomic numbers of the descriptor's elements, in order.
     """
-    check_keys(params, {"G2", "G4", "G5", "cutoff"}, where)
-    if "cutoff" not in params:
-        raise ValueError(f"{where}: missing 'cutoff' (Å)")
-    cutoff = float(params["cutoff"])
-    if not (np.isfinite(cutoff) and cutoff > 0):
-        raise ValueError(f"{where}: 'cutoff' must be a positive number of Å, got {params['cutoff']!r}")
-    if not any(family in params for family in _FAMILY_KEYS):
-        raise ValueError(f"{where}: no symmetry functions; give at least one of 'G2', 'G4', 'G5'")
+    cutoff = params.cutoff
     z = [int(n) for n in numbers]
     element_pairs = [(z[a], z[b]) for a in range(len(z)) for b in range(a, len(z))]
     rows = []
-    for family, keys in _FAMILY_KEYS.items():
-        if family not in params:
-            continue
-        sub = params[family]
-        check_keys(sub, keys, f"{where}[{family!r}]")
-        etas = _numbers(sub, "etas", f"{where}[{family!r}]", minimum=0.0)
-        scaled = [eta / cutoff**2 for eta in etas] if family != "G5" else etas
-        if family == "G2":
-            rs_s = _numbers(sub, "rs_s", f"{where}['G2']")
-            found = {(2, zj, 0, cutoff, eta, rs, 0.0) for eta in scaled for rs in rs_s for zj in z}
-        else:
-            zetas = _numbers(sub, "zetas", f"{where}[{family!r}]", minimum=1.0)
-            lambdas = _numbers(sub, "gammas", f"{where}[{family!r}]")
-            kind = int(family[1])
-            found = {
-                (kind, za, zb, cutoff, eta, zeta, lam)
-                for eta in scaled for zeta in zetas for lam in lambdas for za, zb in element_pairs
-            }
-        rows += sorted(found)
+    if params.G2 is not None:
+        rows += sorted({(2, zj, 0, cutoff, eta / cutoff**2, rs, 0.0)
+                        for eta in params.G2.etas for rs in params.G2.rs_s for zj in z})
+    for kind, family in ((4, params.G4), (5, params.G5)):
+        if family is not None:
+            scaled = [eta / cutoff**2 for eta in family.etas] if kind == 4 else family.etas
+            rows += sorted({(kind, za, zb, cutoff, eta, zeta, lam)
+                            for eta in scaled for zeta in family.zetas for lam in family.gammas
+                            for za, zb in element_pairs})
     return np.array(rows, dtype=np.float64)
 
 
@@ -121,8 +73,10 @@ class Gaussian(Descriptor):
     cutoff_params : dict, optional
         ``{"cutoff_func": "Cosine"}`` (default) or ``{"cutoff_func": "Polynomial", "gamma": g}``.
 
-    Raises ``ValueError`` (naming the key) for unknown keys, a missing parameter set,
-    negative eta, zeta < 1, a non-positive cutoff or an unknown cutoff function.
+    Raises :class:`~fastfp.errors.ConfigError` naming the key for unknown keys, a missing
+    parameter set, a value of the wrong type, negative eta, zeta < 1, a non-positive
+    cutoff or an unknown cutoff function (the types:
+    :class:`~fastfp.descriptors.params.GaussianParams`, ``CutoffParams``).
 
     Attributes
     ----------
@@ -133,24 +87,17 @@ class Gaussian(Descriptor):
     descriptor_type = "Gaussian"
 
     def __init__(self, Gs: dict, elements, cutoff_params: dict | None = None):
-        if not isinstance(Gs, dict):
-            raise TypeError(f"Gaussian: Gs must be a dict of parameters, got {type(Gs).__name__}")
         elements = list(elements)
         numbers = element_numbers(elements)
-        # keys naming other chemical elements are ignored, as in AMPTorch
-        others = {key for key in Gs if key in atomic_numbers and key not in elements}
-        check_keys(Gs, {"default", *elements} | others, "Gaussian Gs")
-        setup = {}
-        for el in elements:
-            key = el if el in Gs else "default"
-            if key not in Gs:
-                raise ValueError(f"Gaussian Gs: no parameters for element {el!r} and no 'default'")
-            setup[el] = element_setup(Gs[key], numbers, f"Gaussian Gs[{key!r}]")
-        super().__init__(elements, max((rows[0, 3] for rows in setup.values()), default=0.0))
+        params = check(GaussianParams, Gs, "Gaussian Gs", context={"elements": elements})
+        cutoff = check(CutoffParams, {} if cutoff_params is None else cutoff_params, "Gaussian cutoff_params")
+        setup = {el: element_setup(params.of(el), numbers) for el in elements}
+        super().__init__(elements, max(rows[0, 3] for rows in setup.values()))
         self.params = Gs
         self.cutoff_params = cutoff_params
         self.descriptor_setup = setup
-        self._cutoff_kind, self._cutoff_gamma = _parse_cutoff_params(cutoff_params)
+        self._cutoff_kind, self._cutoff_gamma = (
+            (COSINE, 0.0) if cutoff.cutoff_func == "cosine" else (POLYNOMIAL, cutoff.gamma))
         self._build_tables()
 
     def _build_tables(self):

@@ -17,7 +17,8 @@ from ..kernels.formulas import LINEAR, SQRT_SUM_SQUARES, SUM_SQUARES
 from ..kernels.gmp import gmp_kernel
 from ..neighbors import NeighborPairs, neighbor_pairs
 from ..pseudodensity import read_atom_gaussians
-from .base import Descriptor, check_keys
+from .base import Descriptor
+from .params import GMPOrderNormParams, GMPParams, check
 
 
 @dataclass
@@ -28,17 +29,6 @@ class FeatureSpec:
     components: list = field(default_factory=list)
     mode: int = SUM_SQUARES
     zero_below: float = 0.0
-
-
-def rs_inverse(rs_setup: dict, sigma: float) -> float:
-    """1/r_s of the surface harmonics: ``{"setup": "constant", "rs": r}`` gives 1/r,
-    ``{"setup": "scale", "scale_factor": s}`` gives 1/(s sigma) (AMPTorch's ``rs_setup``)."""
-    kind = rs_setup.get("setup")
-    if kind == "constant":
-        return 1.0 / float(rs_setup["rs"])
-    if kind == "scale":
-        return 1.0 / (float(rs_setup["scale_factor"]) * sigma)
-    raise ValueError(f"rs_setup: 'setup' must be 'constant' or 'scale', got {kind!r}")
 
 
 class _GMPFamily(Descriptor):
@@ -117,13 +107,6 @@ class _GMPFamily(Descriptor):
         )
 
 
-def _positive_sigmas(sigmas, where):
-    sigmas = [float(s) for s in sigmas]
-    if not sigmas or not all(np.isfinite(s) and s > 0 for s in sigmas):
-        raise ValueError(f"{where}: sigmas must be a non-empty list of positive numbers (Å), got {sigmas}")
-    return sigmas
-
-
 def default_cutoff(sigmas, threshold: float = 1e-8) -> float:
     """AMPTorch's cutoff when none is given: where the widest probe's normalised 1D
     Gaussian falls to ``threshold``, rounded to 0.01 Å (``GMPOrderNorm.default_cutoff``)."""
@@ -156,33 +139,23 @@ class GMPOrderNorm(_GMPFamily):
         :mod:`fastfp.amptorch`).
     elements : list of str
 
-    Raises ``ValueError`` (naming the key) for unknown keys or bad values, and
-    :class:`~fastfp.pseudodensity.PseudodensityError` for missing or malformed ``.g`` files.
+    Raises :class:`~fastfp.errors.ConfigError` naming the key for unknown keys or bad
+    values (the types: :class:`~fastfp.descriptors.params.GMPOrderNormParams`), and
+    :class:`~fastfp.errors.PseudodensityError` for missing or malformed ``.g`` files.
     """
 
     descriptor_type = "GMPOrderNorm"
-    KEYS = {"MCSHs", "MCSHs_detailed_list", "atom_gaussians", "cutoff", "solid_harmonics",
-            "square", "rs_setup", "prime_threshold", "log"}
 
     def __init__(self, MCSHs: dict, elements):
-        check_keys(MCSHs, self.KEYS, "GMPOrderNorm")
-        if "MCSHs_detailed_list" in MCSHs:
-            setups = [(d["order"], d["sigmas"]) for d in MCSHs["MCSHs_detailed_list"]]
-        elif "MCSHs" in MCSHs:
-            check_keys(MCSHs["MCSHs"], {"orders", "sigmas"}, "GMPOrderNorm 'MCSHs'")
-            setups = [(n, MCSHs["MCSHs"]["sigmas"]) for n in MCSHs["MCSHs"]["orders"]]
-        else:
-            raise ValueError("GMPOrderNorm: give 'MCSHs' ({'orders', 'sigmas'}) or 'MCSHs_detailed_list'")
-        if "atom_gaussians" not in MCSHs:
-            raise ValueError("GMPOrderNorm: 'atom_gaussians' ({element: path to .g file}) is required")
-        setups = [(n, _positive_sigmas(s, f"GMPOrderNorm order {n}")) for n, s in setups]
+        params = check(GMPOrderNormParams, MCSHs, "GMPOrderNorm")
+        setups = params.setups()
         all_sigmas = [s for _, sig in setups for s in sig]
-        cutoff = MCSHs["cutoff"] if "cutoff" in MCSHs else default_cutoff(all_sigmas)
-        super().__init__(elements, cutoff)
+        super().__init__(elements, params.cutoff if params.cutoff is not None else default_cutoff(all_sigmas))
         self.params = MCSHs
         self.setups = setups  # [(order, [sigma, ...]), ...] in feature order
-        square = bool(MCSHs.get("square", True))
-        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
+        #: 1/r_s of the surface harmonics (:class:`~fastfp.descriptors.params.RsConstant` or ``RsScale``)
+        self.rs_setup = params.rs_setup
+        square = params.square
         features = []
         for order, sigmas in setups:
             comps = [
@@ -196,24 +169,11 @@ class GMPOrderNorm(_GMPFamily):
                 )
         self._build(
             features,
-            solid=MCSHs.get("solid_harmonics", True),
+            solid=params.solid_harmonics,
             probe_amplitude=lambda s: (1.0 / (s * np.sqrt(2.0 * np.pi))) ** 3,
-            inv_rs=lambda s: rs_inverse(rs_setup, s),
-            atom_gaussians=MCSHs["atom_gaussians"],
+            inv_rs=self.rs_setup.inverse,
+            atom_gaussians=params.atom_gaussians,
         )
-
-
-def _as_int(value, what: str) -> int:
-    """``value`` as an int (integral floats such as 2.0 accepted, bools not)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)
-    raise ValueError(f"{what} must be an integer, got {value!r}")
 
 
 def gmp_group_kind(order: int, group: int) -> int:
@@ -271,37 +231,25 @@ class GMP(_GMPFamily):
     elements : list of str
 
     Orders 0-9 are accepted (AMPTorch's compiled GMP implements 0-5 and raises
-    ``NotImplementedError`` above). Raises ``ValueError`` (naming the key) for unknown
-    keys, orders, groups or bad values, and
-    :class:`~fastfp.pseudodensity.PseudodensityError` for missing or malformed ``.g`` files.
+    ``NotImplementedError`` above). Raises :class:`~fastfp.errors.ConfigError` naming the
+    key for unknown keys, orders, groups or bad values (the types:
+    :class:`~fastfp.descriptors.params.GMPParams`), and
+    :class:`~fastfp.errors.PseudodensityError` for missing or malformed ``.g`` files.
     """
 
     descriptor_type = "GMP"
-    KEYS = {"MCSHs", "MCSHs_detailed_list", "atom_gaussians", "cutoff", "square",
-            "rs_setup", "prime_threshold", "log"}
 
     def __init__(self, MCSHs: dict, elements):
-        if not isinstance(MCSHs, dict):
-            raise ValueError(f"GMP: parameters must be a dict, got {type(MCSHs).__name__}")
-        check_keys(MCSHs, self.KEYS, "GMP")
-        setups = self._setups(MCSHs)  # [(order, group, sigmas)] in feature order
-        if "atom_gaussians" not in MCSHs:
-            raise ValueError("GMP: 'atom_gaussians' ({element: path to .g file}) is required")
-        if "cutoff" not in MCSHs:
-            raise ValueError("GMP: 'cutoff' (Å) is required")
-        super().__init__(elements, MCSHs["cutoff"])
+        params = check(GMPParams, MCSHs, "GMP")
+        super().__init__(elements, params.cutoff)
         self.params = MCSHs
-        self.square = bool(MCSHs.get("square", False))
-        rs_setup = MCSHs.get("rs_setup", {"setup": "constant", "rs": 1.0})
-        if not isinstance(rs_setup, dict):
-            raise ValueError(f"GMP 'rs_setup' must be a dict, got {rs_setup!r}")
-        inv_rs = lambda s: rs_inverse(rs_setup, s)  # noqa: E731
-        inv_rs(1.0)  # validate now
-
+        self.square = params.square
+        #: 1/r_s of the surface harmonics (:class:`~fastfp.descriptors.params.RsConstant` or ``RsScale``)
+        self.rs_setup = params.rs_setup
         #: [(order, group, [sigma, ...]), ...] in feature order (AMPTorch's descriptor_setup rows)
-        self.setups = setups
+        self.setups = params.setups()
         features = []
-        for order, group, sigmas in setups:
+        for order, group, sigmas in self.setups:
             kind = gmp_group_kind(order, group)
             comps = [(e, 1.0) for e in harmonics.group_components(order, group)]
             if self.square:
@@ -316,61 +264,6 @@ class GMP(_GMPFamily):
             features,
             solid=False,
             probe_amplitude=lambda s: 1.0 / (s * np.sqrt(2.0 * np.pi)),
-            inv_rs=inv_rs,
-            atom_gaussians=MCSHs["atom_gaussians"],
+            inv_rs=self.rs_setup.inverse,
+            atom_gaussians=params.atom_gaussians,
         )
-
-    @staticmethod
-    def _setups(MCSHs: dict) -> list:
-        def entry(order, group, sigmas, where):
-            order = _as_int(order, f"{where}: order")
-            group = _as_int(group, f"{where}: group")
-            try:
-                harmonics.group_partition(order, group)  # checks the order, then the group
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from None
-            return order, group, _positive_sigmas(sigmas, where)
-
-        if "MCSHs_detailed_list" in MCSHs:
-            detailed = MCSHs["MCSHs_detailed_list"]
-            if not isinstance(detailed, (list, tuple)) or not detailed:
-                raise ValueError("GMP 'MCSHs_detailed_list' must be a non-empty list of "
-                                 "{'order', 'group', 'sigmas'} dicts")
-            setups = []
-            for k, d in enumerate(detailed):
-                where = f"GMP 'MCSHs_detailed_list'[{k}]"
-                if not isinstance(d, dict):
-                    raise ValueError(f"{where} must be a dict with 'order', 'group', 'sigmas', got {d!r}")
-                check_keys(d, {"order", "group", "sigmas"}, where)
-                missing = sorted({"order", "group", "sigmas"} - set(d))
-                if missing:
-                    raise ValueError(f"{where}: missing key(s) {missing}")
-                setups.append(entry(d["order"], d["group"], d["sigmas"], where))
-            return setups
-        if "MCSHs" not in MCSHs:
-            raise ValueError("GMP: give 'MCSHs' ({order: {'groups', 'sigmas'}}) or 'MCSHs_detailed_list'")
-        spec = MCSHs["MCSHs"]
-        if not isinstance(spec, dict) or not spec:
-            raise ValueError("GMP 'MCSHs' must be a non-empty dict {\"order\": {'groups': [...], 'sigmas': [...]}}")
-        by_order = {}
-        for key, d in spec.items():
-            where = f"GMP 'MCSHs'[{key!r}]"
-            try:
-                order = _as_int(key, where)
-            except ValueError:
-                raise ValueError(f"GMP 'MCSHs': key {key!r} is not an MCSH order "
-                                 f"(\"0\"..\"{harmonics.MAX_ORDER}\")") from None
-            if order in by_order:
-                raise ValueError(f"GMP 'MCSHs': order {order} given twice")
-            if not isinstance(d, dict):
-                raise ValueError(f"{where} must be a dict with 'groups' and 'sigmas', got {d!r}")
-            check_keys(d, {"groups", "sigmas"}, where)
-            missing = sorted({"groups", "sigmas"} - set(d))
-            if missing:
-                raise ValueError(f"{where}: missing key(s) {missing}")
-            groups = d["groups"]
-            if not isinstance(groups, (list, tuple)) or not groups:
-                raise ValueError(f"{where}: 'groups' must be a non-empty list, got {groups!r}")
-            by_order[order] = [entry(order, g, d["sigmas"], where) for g in groups]
-        # AMPTorch loops ``for i in range(20): if str(i) in MCSHs["MCSHs"]``: ascending order
-        return [s for order in sorted(by_order) for s in by_order[order]]
