@@ -23,19 +23,30 @@ the missing shards; anything else differing is refused, naming the keys, unless 
 caller asks to overwrite. A path that exists and is not this kind of fastfp output (a
 frames file, a config, an unrelated directory) is never written to or removed.
 
+Running. :func:`sharded_run` is the one driver of such a run: it starts (or resumes)
+the directory, connects to where the tasks run (:mod:`fastfp.cluster`), runs tasks over
+shards with a progress bar (:meth:`ShardTasks.map`) and cleans up however the run ends.
+Each task gets a :class:`ShardJob` (the frames and the descriptor config, small enough to
+send to a worker), which writers extend with their settings.
+
 One run writes a directory at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 from .atomic import SUFFIX as TMP_SUFFIX, AtomicPath
-from .config import read_json_object, require_same_settings
+from .cluster import connect, run_tasks
+from .config import build_descriptor, canonical_json, read_json_object, require_same_settings
+from .framefile import FrameFile
 
 MANIFEST = "manifest.json"
 #: manifest keys that must be equal to resume (besides the descriptor config)
@@ -92,6 +103,7 @@ class ShardedDir:
         self.suffix = suffix
         self.error = error
         self.manifest: dict | None = None
+        self._updated = False  # entries added to the manifest since start()
 
     # -- checks before any work ----------------------------------------------------
     def _existing_manifest(self) -> dict | None:
@@ -184,7 +196,13 @@ class ShardedDir:
     def update(self, **entries) -> None:
         """Add ``entries`` to the manifest and rewrite it (atomically)."""
         self.manifest.update(entries)
+        self._updated = True
         self._write_manifest()
+
+    def holds_results(self) -> bool:
+        """Whether the directory holds anything a resume would use: a shard, or manifest
+        entries added since :meth:`start` (such as fitted statistics)."""
+        return self._updated or any(self.path.glob(f"shard-*{self.suffix}"))
 
     def finish(self, **entries) -> None:
         """Mark the output complete (with ``entries`` added to the manifest); raises
@@ -219,3 +237,105 @@ class ShardedDir:
         for p in self.path.glob(f"shard-*{self.suffix}"):
             p.unlink()
         (self.path / MANIFEST).unlink()
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def frames_source(frames, cluster) -> dict:
+    """The manifest's ``"source"`` of ``frames``: for a :class:`~fastfp.framefile.FrameFile`
+    its path and selection, format, size and content hash (:meth:`~fastfp.framefile.FrameFile.stat`),
+    which a resume compares; ``{"frames": "in memory"}`` for a sequence of frames. Raises
+    ``ValueError`` for frames in memory with a ``cluster`` (each worker reads its own
+    frames, from a file), ``TypeError`` for frames that are not a sequence (an iterator)."""
+    if isinstance(frames, FrameFile):
+        return {"frames": frames.text, "format": frames.format, **frames.stat()}
+    if cluster is not None:
+        raise ValueError("running on a cluster needs the frames in a file (a FrameFile), which each worker reads")
+    if not (hasattr(frames, "__getitem__") and hasattr(frames, "__len__")):
+        raise TypeError("frames must be a FrameFile or a sequence (a list, an ASE Trajectory, ...): "
+                        "they are read by position")
+    return {"frames": "in memory"}
+
+
+@lru_cache(maxsize=4)
+def _descriptor(config_json: str, amptorch: bool):
+    return build_descriptor(json.loads(config_json), amptorch=amptorch)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every task of a run needs, small enough to send to each worker: the frames and
+    the resolved descriptor config (:func:`fastfp.config.resolve_config`). Writers
+    subclass it with their settings."""
+
+    frames: object  # a FrameFile (each task reads its own frames) or, in this process only, a sequence
+    config: dict
+
+    #: build :mod:`fastfp.amptorch`'s descriptor (AMPTorch's interface) rather than fastfp's
+    amptorch: ClassVar[bool] = False
+
+    def descriptor(self):
+        """The descriptor of :attr:`config`, built once per process (per config)."""
+        return _descriptor(canonical_json(self.config), self.amptorch)
+
+    def read(self, start: int, stop: int) -> list:
+        """Frames ``start:stop`` (of the selection)."""
+        if isinstance(self.frames, FrameFile):
+            return self.frames.read(start, stop)
+        return list(self.frames[start:stop])
+
+
+class ShardTasks:
+    """What :func:`sharded_run` yields: ``todo``, the shards :meth:`ShardedDir.start` found
+    missing, and :meth:`map` to run tasks over shards where the run's cluster says."""
+
+    def __init__(self, out: ShardedDir, todo: list[int], client, progress: bool):
+        self.out = out
+        self.todo = todo
+        self.client = client
+        self.progress = progress
+
+    def map(self, func, shards: list[int], args, *, name: str, desc: str):
+        """Run ``func(*args(k))`` for each shard ``k`` of ``shards``, one task each
+        (:func:`fastfp.cluster.run_tasks`, Dask keys ``name-...``); yields ``(k, result)``
+        as tasks finish, a tqdm bar (``desc``, in frames, the other shards' frames counted
+        as done) following them when the run shows progress."""
+        from tqdm.auto import tqdm
+
+        bounds = self.out.bounds()
+        n_frames = bounds[-1][1]
+        left = sum(bounds[k][1] - bounds[k][0] for k in shards)
+        with tqdm(total=n_frames, initial=n_frames - left, unit="frame", desc=desc, disable=not self.progress,
+                  dynamic_ncols=True) as bar:
+            for i, result in run_tasks(func, [args(k) for k in shards], client=self.client, name=name):
+                k = shards[i]
+                bar.update(bounds[k][1] - bounds[k][0])
+                yield k, result
+
+
+@contextlib.contextmanager
+def sharded_run(out: ShardedDir, manifest: dict, *, cluster=None, overwrite: bool = False,
+                is_complete=lambda path, k: path.is_file(), progress: bool = False):
+    """Write the shards of ``out`` (checked by :meth:`ShardedDir.check` before any work):
+    :meth:`ShardedDir.start` with ``manifest`` (resume, or ``overwrite``), then
+    :func:`fastfp.cluster.connect` to ``cluster``; yields :class:`ShardTasks`. The caller
+    runs its tasks in the ``with`` block and calls :meth:`ShardedDir.finish` after it.
+
+    However the block ends, temporaries are removed and a cluster started here is
+    closed. A directory this run created is removed again where it holds nothing to
+    resume: after a ``ValueError`` (bad frames or config), or when the run ends before
+    any shard or manifest entry was kept (a failed connection, an early interrupt).
+    Otherwise the complete shards and the (incomplete) manifest stay for a resume.
+    """
+    created = not out.path.exists()
+    todo = out.start(manifest, overwrite=overwrite, is_complete=is_complete)
+    try:
+        with connect(cluster) as client:
+            yield ShardTasks(out, todo, client, progress)
+    except BaseException as exc:
+        if created and (isinstance(exc, ValueError) or not out.holds_results()):
+            out.remove()
+        raise
+    finally:
+        out.remove_temporaries()

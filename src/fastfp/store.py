@@ -76,7 +76,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -87,9 +86,8 @@ from .atomic import AtomicPath
 from .config import build_descriptor, canonical_json, config_hash, require_same_settings
 from .errors import StoreError
 from .fingerprints import Fingerprints
-from .framefile import FrameFile
 from .frames import chunks, labels_of
-from .shards import ShardedDir, read_manifest
+from .shards import ShardedDir, ShardJob, frames_source, read_manifest, sharded_run
 
 FORMAT = "fastfp-store"
 FORMAT_VERSION = 2
@@ -613,25 +611,13 @@ def open_store(path) -> Store:
 
 
 @dataclass(frozen=True)
-class _Job:
+class _Job(ShardJob):
     """What every shard task needs (small: sent to each worker)."""
 
-    frames: object  # a FrameFile, or (in this process only) a sequence of Atoms
-    config: dict
     derivatives: bool
     dtype: str
     chunk_size: int
     compression: str | None
-
-    def read(self, start: int, stop: int) -> list:
-        if isinstance(self.frames, FrameFile):
-            return self.frames.read(start, stop)
-        return list(self.frames[start:stop])
-
-
-@lru_cache(maxsize=4)
-def _descriptor(config_json: str):
-    return build_descriptor(json.loads(config_json))
 
 
 def _light(atoms):
@@ -661,7 +647,7 @@ def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
     ``path`` (atomically), with their energies and forces when every frame has them.
     Returns its ``n_atoms``, ``n_blocks``, ``bytes`` and ``labels``, and the ``pid`` and
     ``peak_rss`` (bytes) of the process that ran it."""
-    descriptor = _descriptor(canonical_json(job.config))
+    descriptor = job.descriptor()
     frames = job.read(start, stop)
     labels = _labels(frames, start)
     with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype, labels=labels,
@@ -701,7 +687,9 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     :class:`~fastfp.frames.FrameError`, naming the frame by its position in ``frames``)
     propagate, and a store this call created is removed. An interruption
     (``KeyboardInterrupt``) or a lost cluster leaves the complete shards and the
-    (incomplete) manifest, for a later resume, and no temporary files.
+    (incomplete) manifest, for a later resume, and no temporary files; a store this call
+    created is removed if nothing was kept in it (a failed connection, say). The run is
+    :func:`fastfp.shards.sharded_run`'s.
 
     Returns counts (``n_frames``, ``n_atoms``, ``n_blocks``, ``n_features``, ``bytes``,
     ``shards``), ``computed`` (indices of the shards computed by this call),
@@ -715,14 +703,7 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     dtype = _fprimes_dtype(dtype)
     out = ShardedDir(path, FORMAT, ".h5", StoreError)
     out.check()
-    if isinstance(frames, FrameFile):
-        source = {"frames": frames.text, "format": frames.format, **frames.stat()}
-    else:
-        if cluster is not None:
-            raise ValueError("featurizing on a cluster needs the frames in a file (a FrameFile), "
-                             "which each worker reads")
-        frames = frames if hasattr(frames, "__getitem__") else list(frames)
-        source = {"frames": "in memory"}
+    source = frames_source(frames, cluster)
     n_frames = len(frames)
     if n_frames == 0:
         raise ValueError("no frames given")
@@ -734,7 +715,6 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         "source": source, "n_frames": n_frames, "shard_frames": int(shard_frames),
         "metadata": {"features_per_element": descriptor.features_per_element(), **(metadata or {})},
     }
-    created = not out.path.exists()
     expect = dict(config_hash=manifest["config_hash"], n_features=descriptor.n_features,
                   has_derivatives=bool(derivatives), fprimes_dtype=dtype)
 
@@ -748,29 +728,15 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         return dict(n_atoms=int(shard.offsets[-1]), n_blocks=shard.n_blocks, bytes=p.stat().st_size,
                     labels=shard.has_labels)
 
-    todo = out.start(manifest, overwrite=overwrite, is_complete=lambda p, k: shard_info(p, k) is not None)
-    bounds = out.bounds()
     job = _Job(frames, config, bool(derivatives), dtype, int(chunk_size), compression)
-    from tqdm.auto import tqdm
-
     info = {}
-    bar = tqdm(total=n_frames, initial=n_frames - sum(bounds[k][1] - bounds[k][0] for k in todo), unit="frame",
-               desc="fastfp featurize", disable=not progress, dynamic_ncols=True)
-    try:
-        from .cluster import connect, run_tasks
-
-        with connect(cluster) as client:
-            tasks = [(job, out.shard_path(k), *bounds[k]) for k in todo]
-            for i, result in run_tasks(featurize_shard, tasks, client=client, name="fastfp-featurize"):
-                info[todo[i]] = result
-                bar.update(bounds[todo[i]][1] - bounds[todo[i]][0])
-    except ValueError:  # bad frames or config: nothing to resume
-        if created:
-            out.remove()
-        raise
-    finally:
-        bar.close()
-        out.remove_temporaries()
+    with sharded_run(out, manifest, cluster=cluster, overwrite=overwrite,
+                     is_complete=lambda p, k: shard_info(p, k) is not None, progress=progress) as run:
+        todo = run.todo
+        for k, result in run.map(featurize_shard, todo, lambda k: (job, out.shard_path(k), *out.bounds()[k]),
+                                 name="fastfp-featurize", desc="fastfp featurize"):
+            info[k] = result
+    bounds = out.bounds()
     for k in range(len(bounds)):
         if k not in info:
             info[k] = shard_info(out.shard_path(k), k)

@@ -63,18 +63,16 @@ import contextlib
 import pickle
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..atomic import AtomicPath
-from ..config import (build_descriptor, canonical_json, config_from_setup, config_hash, descriptor_setup,
-                      load_config, require_same_settings, resolve_config)
-from ..framefile import FrameFile
+from ..config import (build_descriptor, config_from_setup, config_hash, descriptor_setup, load_config,
+                      require_same_settings, resolve_config)
 from ..frames import chunks, elements_of, labels_of
-from ..shards import ShardedDir, read_manifest
+from ..shards import ShardedDir, ShardJob, frames_source, read_manifest, sharded_run
 from .data import fingerprints_to_data
 from .scaling import FitStatistics, check_scaling, feature_scaler, norm_features, target_scaler
 
@@ -149,34 +147,26 @@ def _put_all(env, items: dict) -> None:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """What every task needs (small: sent to each worker)."""
+class _Job(ShardJob):
+    """What every task needs (small: sent to each worker); frames in memory may be ase.db rows."""
 
-    frames: object  # a FrameFile, or (in this process only) a sequence of Atoms / ase.db rows
-    config: dict  # resolved
     derivatives: bool
     dtype: str
     chunk_frames: int
 
+    amptorch = True
+
     def chunks(self, start: int, stop: int):
         """``(index of the first frame, [Atoms, ...])`` over frames ``start:stop``."""
-        frames = self.frames.read(start, stop) if isinstance(self.frames, FrameFile) else self.frames[start:stop]
-        for first, chunk in chunks(frames, self.chunk_frames, _as_atoms):
+        for first, chunk in chunks(self.read(start, stop), self.chunk_frames, _as_atoms):
             yield start + first, chunk
-
-
-@lru_cache(maxsize=4)
-def _descriptor(config_json: str):
-    import json
-
-    return build_descriptor(json.loads(config_json), amptorch=True)
 
 
 def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
     """Task of pass 1: the scalers' statistics of frames ``start:stop`` (fingerprints
     without derivatives, energies); checks every frame's energy (and forces).
     ``report(n)`` (in this process only) is called after each chunk of n frames."""
-    descriptor = _descriptor(canonical_json(job.config))
+    descriptor = job.descriptor()
     stats = FitStatistics()
     for first, chunk in job.chunks(start, stop):
         energies, _ = labels_of(chunk, first, forces=job.derivatives)
@@ -199,7 +189,7 @@ def write_shard(job: _Job, path, start: int, stop: int, scalers: tuple, report=N
     ``report`` as in :func:`fit_shard`."""
     import lmdb
 
-    descriptor = _descriptor(canonical_json(job.config))
+    descriptor = job.descriptor()
     features, targets = scalers
     with _torch_settings(DTYPES[job.dtype]), AtomicPath(path) as tmp:
         # no fsync per commit (sync=False): the OS writes back while the next chunk is
@@ -226,18 +216,6 @@ def write_shard(job: _Job, path, start: int, stop: int, scalers: tuple, report=N
     return Path(path).stat().st_size
 
 
-def _source(frames, cluster):
-    """``(frames, manifest's "source")``: a FrameFile as it is, other frames as a sequence."""
-    if isinstance(frames, FrameFile):
-        return frames, {"frames": frames.text, "format": frames.format, **frames.stat()}
-    if cluster is not None:
-        raise ValueError("writing on a cluster needs the frames in a file (a FrameFile), which each worker reads")
-    if not (hasattr(frames, "__getitem__") and hasattr(frames, "__len__")):
-        raise TypeError("frames must be a FrameFile or a sequence (a list, an ASE Trajectory, ...): "
-                        "they are read twice, by position")
-    return frames, {"frames": "in memory"}
-
-
 def _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir, amptorch_scalers, cluster):
     """Checked arguments: ``(job, source, scaling, scaler classes and origin)``."""
     if int(chunk_frames) < 1:
@@ -245,7 +223,7 @@ def _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir
     dtype = {torch.float64: "float64", torch.float32: "float32"}.get(dtype, dtype)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
-    frames, source = _source(frames, cluster)
+    source = frames_source(frames, cluster)
     if len(frames) == 0:
         raise ValueError("no frames given")
     scaling = check_scaling(scaling)
@@ -336,7 +314,9 @@ def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, d
     and frames is resumed (only missing files are written; pass 1 is skipped if it had
     finished); other settings raise ``ValueError`` naming them. Errors of the frames
     propagate, and a directory this call created is removed; an interruption leaves the
-    complete files and the manifest for a later resume, and no temporary files.
+    complete files and the manifest for a later resume, and no temporary files (a
+    directory this call created and kept nothing in is removed). The run is
+    :func:`fastfp.shards.sharded_run`'s.
 
     Returns a summary dict as :func:`write_lmdb`'s, plus ``shards``, ``computed``
     (indices of the files written by this call) and ``fitted`` (whether pass 1 ran). :func:`lmdb_paths` lists the files for
@@ -354,7 +334,6 @@ def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, d
                 "settings": {"derivatives": job.derivatives, "dtype": job.dtype, "scaling": _plain(scaling),
                              "scalers": classes[2]},
                 "n_frames": n_frames, "shard_frames": int(shard_frames)}
-    created = not out.path.exists()
 
     def complete(p: Path, k: int) -> bool:
         a, b = out.bounds()[k]
@@ -363,48 +342,27 @@ def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, d
         except ValueError:
             return False
 
-    todo = out.start(manifest, overwrite=overwrite, is_complete=complete)
-    bounds = out.bounds()
-    from tqdm.auto import tqdm
-
-    from ..cluster import connect, run_tasks
-
-    bars = []
-    fitted = "statistics" not in out.manifest
-    try:
-        with connect(cluster) as client:
-            if fitted:
-                parts = {}
-                bars.append(tqdm(total=n_frames, unit="frame", desc="fastfp lmdb 1/2: fitting scalers",
-                                 disable=not progress, dynamic_ncols=True))
-                for i, part in run_tasks(fit_shard, [(job, a, b) for a, b in bounds], client=client,
-                                         name="fastfp-lmdb-fit"):
-                    parts[i] = part
-                    bars[-1].update(bounds[i][1] - bounds[i][0])
-                stats = FitStatistics()
-                for i in range(len(bounds)):  # in shard order: the same result however tasks finished
-                    stats.merge(parts[i])
-                out.update(statistics=stats.to_json())
-            stats = FitStatistics.from_json(out.manifest["statistics"])
-            scalers = _scalers(job, stats, scaling, classes)
-            done = n_frames - sum(bounds[k][1] - bounds[k][0] for k in todo)
-            bars.append(tqdm(total=n_frames, initial=done, unit="frame", desc="fastfp lmdb 2/2: writing",
-                             disable=not progress, dynamic_ncols=True))
-            tasks = [(job, out.shard_path(k), *bounds[k], scalers) for k in todo]
-            for i, _ in run_tasks(write_shard, tasks, client=client, name="fastfp-lmdb-write"):
-                bars[-1].update(bounds[todo[i]][1] - bounds[todo[i]][0])
-    except ValueError:  # bad frames or config: nothing to resume
-        if created:
-            out.remove()
-        raise
-    finally:
-        for bar in bars:
-            bar.close()
-        out.remove_temporaries()
+    with sharded_run(out, manifest, cluster=cluster, overwrite=overwrite, is_complete=complete,
+                     progress=progress) as run:
+        bounds = out.bounds()
+        fitted = "statistics" not in out.manifest
+        if fitted:
+            shards = list(range(len(bounds)))
+            parts = dict(run.map(fit_shard, shards, lambda k: (job, *bounds[k]), name="fastfp-lmdb-fit",
+                                 desc="fastfp lmdb 1/2: fitting scalers"))
+            stats = FitStatistics()
+            for k in shards:  # in shard order: the same result however tasks finished
+                stats.merge(parts[k])
+            out.update(statistics=stats.to_json())
+        stats = FitStatistics.from_json(out.manifest["statistics"])
+        scalers = _scalers(job, stats, scaling, classes)
+        for _ in run.map(write_shard, run.todo, lambda k: (job, out.shard_path(k), *bounds[k], scalers),
+                         name="fastfp-lmdb-write", desc="fastfp lmdb 2/2: writing"):
+            pass
     out.finish()
     return dict(n_frames=n_frames, n_atoms=int(sum(e[0] for e in stats.elements.values())),
                 n_features=stats.n_features, bytes=sum(out.shard_path(k).stat().st_size for k in range(len(bounds))),
-                seconds=time.perf_counter() - t0, scalers=classes[2], shards=len(bounds), computed=sorted(todo),
+                seconds=time.perf_counter() - t0, scalers=classes[2], shards=len(bounds), computed=sorted(run.todo),
                 fitted=fitted)
 
 
