@@ -448,3 +448,10 @@ def test_results_from_an_asv_folder(tmp_path):
     assert results.load(tmp_path, "m", "abcdef1234") == (benchmarks, found)
     with pytest.raises(FileNotFoundError, match="no asv results for 99999999"):
         results.load(tmp_path, "m", "9999999999")
+
+
+def test_settings_listed(capsys):
+    """``fastfp bench --settings`` lists every FASTFP_BENCH_* variable and runs nothing."""
+    assert main(["bench", "--settings"]) == 0
+    out = capsys.readouterr().out
+    assert out == settings.describe() + "\n" and all(v.name in out for v in settings.VARIABLES)

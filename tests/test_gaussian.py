@@ -9,7 +9,7 @@ from ase import Atoms
 from conftest import assert_matches_reference, load_reference, requires_shared
 from fd import finite_difference_check
 from fastfp.descriptors.gaussian import Gaussian
-from fastfp.frames import FrameError
+from fastfp import FrameError
 
 G2 = {"etas": [0.5, 4.0], "rs_s": [0.0, 1.2]}
 COSINE_G4 = (

@@ -8,8 +8,7 @@ from ase.build import molecule
 from conftest import assert_matches_reference, load_reference, requires_shared, write_pseudodensities
 from fastfp.amptorch import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gmp import GMPOrderNorm
-from fastfp.frames import FrameError
-from fastfp.errors import ConfigError, PseudodensityError
+from fastfp import ConfigError, FrameError, PseudodensityError
 
 
 @requires_shared

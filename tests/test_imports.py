@@ -8,6 +8,10 @@ the module of the package's name.
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import fastfp
@@ -96,3 +100,68 @@ def test_no_file_found_by_the_package_path():
     """The installed package never looks for files relative to where it is installed."""
     for name, path in _modules().items():
         assert "parents[" not in path.read_text(), name
+
+
+# -- the public face ------------------------------------------------------------------------
+
+
+def test_public_names():
+    """``fastfp.__all__`` resolves, and its errors are exactly the classes of ``fastfp.errors``."""
+    import inspect
+
+    import fastfp.errors
+
+    for name in fastfp.__all__:
+        assert getattr(fastfp, name) is not None, name
+    errors = {name for name, obj in vars(fastfp.errors).items() if inspect.isclass(obj) and issubclass(obj, Exception)}
+    assert errors == {name for name in fastfp.__all__ if name.endswith("Error")}
+    for name in errors:  # one home: other modules import them
+        for module, path in _modules().items():
+            assert f"class {name}(" not in path.read_text() or module == "fastfp.errors", (name, module)
+
+
+def test_version():
+    from importlib.metadata import version
+
+    assert fastfp.__version__ == version("fastfp")
+    res = subprocess.run([sys.executable, "-m", "fastfp", "--version"], capture_output=True, text=True, env=_env())
+    assert res.returncode == 0 and res.stdout.strip() == f"fastfp {fastfp.__version__}", res
+
+
+def test_import_fastfp_leaves_optional_libraries_alone():
+    """``import fastfp`` imports neither matscipy (the benchmark workload's, an extra) nor
+    the GPU, torch or Dask libraries."""
+    code = ("import sys, fastfp; print(sorted(m for m in ('matscipy', 'torch', 'cupy', 'numba_cuda', 'distributed') "
+            "if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res
+
+
+def test_readme_uses_public_paths():
+    """Every ``fastfp.<name>`` the README names is public: in ``fastfp.__all__`` or
+    ``fastfp.amptorch.__all__`` (or that module itself)."""
+    import fastfp.amptorch
+
+    readme = (SRC.parents[1] / "README.md").read_text()
+    public = {"fastfp.amptorch"} | {f"fastfp.{n}" for n in fastfp.__all__} | {
+        f"fastfp.amptorch.{n}" for n in fastfp.amptorch.__all__} | {"fastfp.__version__"}
+    named = set(re.findall(r"(?<![\w/])fastfp(?:\.\w+)+", readme))
+    assert named and named <= public, sorted(named - public)
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC.parent), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_amptorch_lmdb_names():
+    """``fastfp.amptorch`` gives the LMDB writers by name, importing torch only then."""
+    import pytest
+
+    pytest.importorskip("torch_geometric", reason="the LMDB writers need the 'torch' extra")
+    import fastfp.amptorch
+    from fastfp.amptorch import lmdb
+
+    for name in ("write_lmdb", "write_lmdb_shards", "lmdb_paths"):
+        assert getattr(fastfp.amptorch, name) is getattr(lmdb, name)
+    with pytest.raises(AttributeError, match="no attribute 'lmdb_path'"):
+        fastfp.amptorch.lmdb_path

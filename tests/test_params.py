@@ -12,8 +12,7 @@ import pytest
 
 import fastfp.amptorch
 from conftest import write_pseudodensities
-from fastfp import GMP, Gaussian, GMPOrderNorm
-from fastfp.errors import ConfigError
+from fastfp import GMP, ConfigError, Gaussian, GMPOrderNorm
 from fastfp.config import resolve_config
 
 ELEMENTS = ["H", "O"]

@@ -49,9 +49,12 @@ def command(name: str, help: str, arguments=()):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="fastfp", description="Fast GMP / Gaussian fingerprints with exact sparse derivatives."
     )
+    parser.add_argument("--version", action="version", version=f"fastfp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (help_text, arguments, func) in COMMANDS.items():
@@ -190,9 +193,10 @@ def _shards_done(summary) -> str:
 )
 def featurize(args) -> int:
     from .config import load_config, resolve_config
-    from .frames import FrameError, elements_of
+    from .errors import FrameError, StoreError
+    from .frames import elements_of
     from .shards import ShardedDir
-    from .store import FORMAT, StoreError, featurize_to_store
+    from .store import FORMAT, featurize_to_store
 
     frames, config_path = _inputs(args, ShardedDir(args.out, FORMAT, ".h5", StoreError))
     with _interruptible():
@@ -242,9 +246,16 @@ def featurize(args) -> int:
         arg("--descriptors", default=None, metavar="LIST",
             help="comma-separated descriptors to featurize: gmpordernorm, gmp, gaussian (default all; "
                  "--quick: gmpordernorm; the other stages use GMPOrderNorm)"),
+        arg("--settings", action="store_true",
+            help="list the FASTFP_BENCH_* variables that set what the benchmarks take (default, meaning) and exit"),
     ],
 )
 def bench(args) -> int:
+    if args.settings:
+        from .harness.settings import describe
+
+        print(describe())
+        return 0
     from .harness.bench import run_bench
 
     return run_bench(quick=args.quick, data=args.data, backends=args.backend, out=args.out, frames=args.frames,
@@ -280,7 +291,7 @@ def _json_arg(text: str, what: str):
             help="ASE-readable file of frames with energies (and forces), FILE@SLICE to select (e.g. data.traj@:1000); "
             "read twice (three times when the config has no elements)"),
         arg("--out", required=True, metavar="DIR",
-            help="directory of LMDB files to write (resumed if it exists); fastfp.amptorch.lmdb.lmdb_paths(DIR) "
+            help="directory of LMDB files to write (resumed if it exists); fastfp.amptorch.lmdb_paths(DIR) "
                  "lists them for config['dataset']['lmdb_path']"),
         arg("--scaling", default=None, metavar="JSON",
             help="feature scaling as JSON text or a JSON file, AMPTorch's dict "
@@ -298,7 +309,7 @@ def lmdb_command(args) -> int:
     except ImportError as exc:
         raise CLIError(f"needs torch, torch_geometric and lmdb (the 'torch' extra): {exc}") from None
     from .config import load_config
-    from .frames import FrameError
+    from .errors import FrameError
     from .shards import ShardedDir
 
     frames, config_path = _inputs(args, ShardedDir(args.out, FORMAT, ".lmdb"))
@@ -318,7 +329,7 @@ def lmdb_command(args) -> int:
         print(f"wrote {args.out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
               f"{summary['n_features']} features, {summary['bytes'] / 2**20:.1f} MiB in {summary['shards']} LMDB files "
               f"({summary['scalers']} scalers); {_shards_done(summary)} in {summary['seconds']:.1f} s; "
-              f"for AMPTorch: config['dataset']['lmdb_path'] = fastfp.amptorch.lmdb.lmdb_paths({args.out!r})",
+              f"for AMPTorch: config['dataset']['lmdb_path'] = fastfp.amptorch.lmdb_paths({args.out!r})",
               file=sys.stderr)
     return 0
 

@@ -8,11 +8,20 @@ preprocessing and training hot paths through fastfp and :func:`uninstall` undoes
     AtomsTrainer(config).train()     # unchanged script, same results, faster
 
 The descriptor classes take AMPTorch's parameters and return AMPTorch's data layout,
-without AMPTorch installed. The torch-based parts (install, scaling, forces, LMDB)
-need the ``torch`` extra.
+without AMPTorch installed. :func:`write_lmdb`, :func:`write_lmdb_shards` and
+:func:`lmdb_paths` write and list AMPTorch's LMDB datasets
+(:mod:`fastfp.amptorch.lmdb`)::
+
+    config["dataset"]["lmdb_path"] = fastfp.amptorch.lmdb_paths("data.lmdb")
+
+The torch-based parts (install, scaling, forces, LMDB) need the ``torch`` extra; they
+are imported when first used.
 """
 
 from .descriptors import GMP, Gaussian, GMPOrderNorm
+
+#: names of :mod:`fastfp.amptorch.lmdb`, which imports torch, torch_geometric and lmdb
+_LMDB = ("write_lmdb", "write_lmdb_shards", "lmdb_paths")
 
 
 def install() -> None:
@@ -29,4 +38,12 @@ def uninstall() -> None:
     _uninstall()
 
 
-__all__ = ["GMP", "GMPOrderNorm", "Gaussian", "install", "uninstall"]
+def __getattr__(name):
+    if name in _LMDB:
+        from . import lmdb
+
+        return getattr(lmdb, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["GMP", "GMPOrderNorm", "Gaussian", "install", "uninstall", *_LMDB]

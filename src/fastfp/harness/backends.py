@@ -56,7 +56,8 @@ def why_unavailable(backend: str) -> str | None:
     if backend == "cupy":
         if importlib.util.find_spec("numba_cuda") is None and importlib.util.find_spec("cupy") is None:
             return "no GPU backend here: CuPy and numba-cuda are not installed (pip install -e '.[gpu]')"
-        from fastfp.gpu.device import DeviceError, array_module, simulated
+        from fastfp.errors import DeviceError
+        from fastfp.gpu.device import array_module, simulated
 
         if simulated():
             return "numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM): its times are not a GPU's"

@@ -3,7 +3,7 @@ descriptor settings, and the memory and disk budgets.
 
 ``fastfp bench`` sets the variables for the asv run; anyone may set them for a plain
 ``asv run``. Each is a :class:`Variable` below, read with ``VARIABLE.get()``.
-``python -c "import fastfp.harness.settings as s; print(s.describe())"`` lists them.
+``fastfp bench --settings`` lists them (:func:`describe`).
 """
 
 from __future__ import annotations
