@@ -205,6 +205,15 @@ def test_wrong_type_in_config(data, tmp_path, capsys, scheme, key, value, match)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
 
 
+@pytest.mark.parametrize("selection", ["abc", "1:b", "::0", "1:2:3:4"])
+def test_bad_frame_selection(data, tmp_path, capsys, selection):
+    """A selection that is not ASE's is named (it used to fail with "AttributeError: 'str'
+    object has no attribute 'indices'")."""
+    check_fails(capsys, tmp_path / "out.store", None, f"{data['dir'] / 'oc20.traj'}@{selection}",
+                "--config", data["dir"] / "gmp.json",
+                match=f"bad frame selection {selection!r}; expected an index or a slice such as @7")
+
+
 def test_missing_config(data, tmp_path, capsys):
     check_fails(capsys, tmp_path / "out.h5", None, data["dir"] / "oc20.traj", "--config", tmp_path / "nope.json",
                 match="nope.json' not found")
@@ -310,7 +319,8 @@ def test_replacing_a_store_needs_overwrite(copy_traj, capsys):
     err = capsys.readouterr().err
     assert "differing: shard_frames" in err and "--overwrite" in err, err
     assert run(d / "copy.traj@:3", "--config", d / "gmp.json", "--out", out, "--shard-frames", 4) == 2
-    assert "differing: elements" in capsys.readouterr().err  # fewer frames, fewer elements
+    # fewer frames, hence fewer elements: named as other frames, their real cause
+    assert "written from other frames (differing: source.frames, n_frames;" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert run(d / "copy.traj@:3", "--config", d / "gmp.json", "--out", out, "--shard-frames", 4, "--overwrite") == 0
     assert len(open_store(out)) == 3 and sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.h5"]

@@ -215,6 +215,90 @@ def test_reads_across_more_shards_than_stay_open(tmp_path, monkeypatch):
     np.testing.assert_array_equal(store.labels(0, 7)[0], np.arange(7.0))
 
 
+GAUSSIAN_HO = {"fp_scheme": "gaussian", "fp_params": {"default": {"G2": {"etas": [0.5], "rs_s": [0]}, "cutoff": 4.0}},
+               "elements": ["H", "O"]}
+
+
+def water_frames(shift: float = 0.0) -> list:
+    return [Atoms("H2O", positions=[[0, 0, 0], [0.9, 0, 0], [0, 0.9, 0.1 * k + shift]], cell=np.eye(3) * 6, pbc=True)
+            for k in range(6)]
+
+
+def test_resume_finds_the_frames_file_by_content(tmp_path):
+    """A frames file whose modification time changed (``touch``, a copy) but not its content
+    resumes; one with other content of the same size is refused, naming the frames (the
+    store used to compare modification times, and refused the first)."""
+    import ase.io
+
+    from fastfp import FrameFile
+
+    path, out = tmp_path / "frames.traj", tmp_path / "out.store"
+    ase.io.write(path, water_frames())
+    config = resolve_config(GAUSSIAN_HO)
+    featurize_to_store(FrameFile(path), config, out, shard_frames=2)
+    (out / "shard-00001.h5").unlink()
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**10))
+    assert featurize_to_store(FrameFile(path), config, out, shard_frames=2)["computed"] == [1]
+    size = path.stat().st_size
+    ase.io.write(path, water_frames(shift=0.01))
+    assert path.stat().st_size == size
+    with pytest.raises(StoreError, match=r"written from other frames \(differing: source\.sha256;"):
+        featurize_to_store(FrameFile(path), config, out, shard_frames=2)
+
+
+def test_refusal_names_other_frames_first(tmp_path):
+    """Other frames (here a longer selection, whose elements the config takes) are named as
+    other frames, not as the descriptor settings they also change."""
+    import ase.io
+
+    from fastfp import FrameFile
+    from fastfp.frames import elements_of
+
+    path, out = tmp_path / "frames.traj", tmp_path / "out.store"
+    frames = water_frames()
+    frames[3] = Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]], cell=np.eye(3) * 6, pbc=True)
+    ase.io.write(path, frames[3:] + frames[:3])
+    no_elements = {k: v for k, v in GAUSSIAN_HO.items() if k != "elements"}
+    for selection in ("@:1", "@:4"):
+        ff = FrameFile(f"{path}{selection}")
+        config = resolve_config(no_elements, elements=elements_of(ff))
+        if selection == "@:1":
+            featurize_to_store(ff, config, out)
+    assert config["elements"] != open_store(out).config["elements"]
+    with pytest.raises(StoreError, match=r"written from other frames \(differing: source\.frames, n_frames; "
+                                         r"it holds '.*frames\.traj@:1' \(1 frames\), not '.*@:4' \(4 frames\)\)"):
+        featurize_to_store(ff, config, out)
+
+
+def test_failed_connection_leaves_no_store(tmp_path, monkeypatch):
+    """A scheduler that cannot be reached leaves no directory behind (it used to leave one
+    holding only a manifest), and an existing store as it was."""
+    import ase.io
+
+    distributed = pytest.importorskip("distributed", reason="needs dask.distributed (the 'cluster' extra)")
+    from fastfp import FrameFile
+
+    class Unreachable:
+        def __init__(self, address, timeout):
+            raise OSError(f"Timed out trying to connect to {address} after {timeout}")
+
+    monkeypatch.setattr(distributed, "Client", Unreachable)
+    path, out = tmp_path / "frames.traj", tmp_path / "out.store"
+    ase.io.write(path, water_frames())
+    config = resolve_config(GAUSSIAN_HO)
+    with pytest.raises(OSError, match="cannot connect to the Dask scheduler at tcp://127.0.0.1:9"):
+        featurize_to_store(FrameFile(path), config, out, shard_frames=2, cluster="tcp://127.0.0.1:9")
+    assert not out.exists()
+    monkeypatch.undo()
+    featurize_to_store(FrameFile(path), config, out, shard_frames=2)
+    (out / "shard-00002.h5").unlink()
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr(distributed, "Client", Unreachable)
+    with pytest.raises(OSError, match="cannot connect"):
+        featurize_to_store(FrameFile(path), config, out, shard_frames=2, cluster="tcp://127.0.0.1:9")
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_empty_store(tmp_path):
     write(tmp_path / "e.h5", [])
     store = open_store(tmp_path / "e.h5")

@@ -10,10 +10,37 @@ before it, for other formats).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from .errors import FrameFileError
+
+
+#: ASE's frame selections, for messages
+SELECTIONS = "an index or a slice such as @7, @-1, @:1000, @-100: or @::2"
+
+
+def _parse(text: str):
+    """``(path, index)`` of ``PATH[@SELECTION]`` (ASE's ``parse_filename``; index None
+    without a selection). Raises :class:`FrameFileError` for a selection that is not an
+    index or a slice with a nonzero step."""
+    import warnings
+
+    from ase.io.formats import parse_filename
+
+    if os.path.isfile(text):  # a file whose name has an "@" in it
+        return text, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ASE warns, then returns the selection as text
+        try:
+            path, index = parse_filename(text)
+        except (TypeError, ValueError):  # "a.traj@1:2:3:4"
+            path, index = text.rpartition("@")[0], text.rpartition("@")[2]
+    if isinstance(index, str) or (isinstance(index, slice) and index.step == 0):
+        selection = text[len(path) + 1:]
+        raise FrameFileError(f"frames {text!r}: bad frame selection {selection!r}; expected {SELECTIONS}")
+    return path, index
 
 
 def _as_slice(r: range) -> slice:
@@ -30,15 +57,14 @@ class FrameFile:
     text : path, or path and selection (``data.traj@:1000``)
     format : ASE format name, if not guessed from the file name
 
-    Raises :class:`FrameFileError` if the file does not exist. Iterating reads the selected
+    Raises :class:`FrameFileError` if the file does not exist or the selection is not
+    ASE's (an index or a slice with a nonzero step). Iterating reads the selected
     frames lazily (``ase.io.iread``); errors while reading raise :class:`FrameFileError`
     naming the file and the frame.
     """
 
     def __init__(self, text, format: str | None = None):
-        from ase.io.formats import parse_filename
-
-        path, index = parse_filename(str(text))
+        path, index = _parse(str(text))
         self.path = Path(path).absolute()
         self.index = slice(None) if index is None else index
         self.selection = str(text)[len(str(path)) + 1:] if index is not None else ""
@@ -133,7 +159,11 @@ class FrameFile:
         except OSError:
             return False
 
-    def stat(self) -> dict:
-        """Size and modification time of the file, to tell later whether it changed."""
-        st = self.path.stat()
-        return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    def digest(self) -> dict:
+        """Size and SHA-256 of the file's content, to tell later whether the frames changed
+        (a copy, a move or ``touch`` do not change them; an edit does)."""
+        sha = hashlib.sha256()
+        with open(self.path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                sha.update(block)
+        return {"bytes": self.path.stat().st_size, "sha256": sha.hexdigest()}

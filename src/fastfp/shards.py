@@ -49,8 +49,10 @@ from .config import build_descriptor, canonical_json, read_json_object, require_
 from .framefile import FrameFile
 
 MANIFEST = "manifest.json"
-#: manifest keys that must be equal to resume (besides the descriptor config)
-RESUME_KEYS = ("settings", "source", "n_frames", "shard_frames")
+#: manifest keys that must be equal to resume (besides the descriptor config): the frames,
+#: then the writer's settings
+FRAMES_KEYS = ("source", "n_frames")
+SETTINGS_KEYS = ("settings", "shard_frames")
 
 
 @lru_cache(maxsize=8)
@@ -159,12 +161,12 @@ class ShardedDir:
             tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
 
     def start(self, manifest: dict, *, overwrite: bool = False, is_complete=lambda path, k: path.is_file()) -> list[int]:
-        """Begin writing ``manifest`` (a dict with ``config``, ``config_hash`` and
-        :data:`RESUME_KEYS`; ``format`` and ``complete`` are set here).
+        """Begin writing ``manifest`` (a dict with ``config``, ``config_hash``,
+        :data:`FRAMES_KEYS` and :data:`SETTINGS_KEYS`; ``format`` and ``complete`` are set here).
 
         Where an output of this format exists: with ``overwrite`` its manifest, shards and
-        temporaries are removed first; otherwise it is resumed if its config and
-        :data:`RESUME_KEYS` match (``error`` naming the differing keys if not), keeping
+        temporaries are removed first; otherwise it is resumed if its frames, settings and
+        config match (``error`` naming what differs if not, :meth:`_require_resumable`), keeping
         its shards (and its manifest's other entries, such as fitted scalers). Returns the
         indices of the shards to write: those for which ``is_complete(path, k)`` is false.
         """
@@ -175,23 +177,37 @@ class ShardedDir:
             self._remove_contents()
             old = None
         if old is not None:
-            hint = "; rerun with the same settings to resume it, or overwrite it (--overwrite)"
-            try:
-                require_same_settings(old.get("config", {}), manifest["config"], f"{self.path}: existing {self.format}",
-                                      stored_hash=old.get("config_hash"), error=self.error)
-            except ValueError as exc:
-                raise self.error(f"{exc}{hint}") from None
-            differing = [name for key in RESUME_KEYS
-                         for name in _differences({key: old.get(key)}, {key: manifest.get(key)})]
-            if differing:
-                raise self.error(f"{self.path}: existing {self.format} was written with other settings "
-                                 f"(differing: {', '.join(differing)}){hint}")
+            self._require_resumable(old, manifest)
             manifest = {**manifest, **old, "complete": False}
         self.path.mkdir(exist_ok=True)
         self.manifest = manifest
         self.remove_temporaries()
         self._write_manifest()
         return [k for k in range(self.n_shards()) if not is_complete(self.shard_path(k), k)]
+
+    def _require_resumable(self, old: dict, new: dict) -> None:
+        """Raise ``error`` naming the first of these that differ between the existing
+        manifest ``old`` and ``new``: the frames, the writer's settings, the descriptor
+        settings (compared last: a config without elements takes the frames' elements,
+        so other frames may also mean other descriptor settings)."""
+        where = f"{self.path}: existing {self.format}"
+        hint = "; rerun with the same frames and settings to resume it, or overwrite it (--overwrite)"
+
+        def differing(keys):
+            return [name for key in keys for name in _differences({key: old.get(key)}, {key: new.get(key)})]
+
+        if differing(FRAMES_KEYS):
+            then, now = (f"{m.get('source', {}).get('frames')!r} ({m.get('n_frames')} frames)" for m in (old, new))
+            raise self.error(f"{where} was written from other frames (differing: {', '.join(differing(FRAMES_KEYS))}; "
+                             f"it holds {then}, not {now}){hint}")
+        if differing(SETTINGS_KEYS):
+            raise self.error(f"{where} was written with other settings "
+                             f"(differing: {', '.join(differing(SETTINGS_KEYS))}){hint}")
+        try:
+            require_same_settings(old.get("config", {}), new["config"], where, stored_hash=old.get("config_hash"),
+                                  error=self.error)
+        except ValueError as exc:
+            raise self.error(f"{exc}{hint}") from None
 
     def update(self, **entries) -> None:
         """Add ``entries`` to the manifest and rewrite it (atomically)."""
@@ -244,12 +260,12 @@ class ShardedDir:
 
 def frames_source(frames, cluster) -> dict:
     """The manifest's ``"source"`` of ``frames``: for a :class:`~fastfp.framefile.FrameFile`
-    its path and selection, format, size and content hash (:meth:`~fastfp.framefile.FrameFile.stat`),
+    its path and selection, format, size and content hash (:meth:`~fastfp.framefile.FrameFile.digest`),
     which a resume compares; ``{"frames": "in memory"}`` for a sequence of frames. Raises
     ``ValueError`` for frames in memory with a ``cluster`` (each worker reads its own
     frames, from a file), ``TypeError`` for frames that are not a sequence (an iterator)."""
     if isinstance(frames, FrameFile):
-        return {"frames": frames.text, "format": frames.format, **frames.stat()}
+        return {"frames": frames.text, "format": frames.format, **frames.digest()}
     if cluster is not None:
         raise ValueError("running on a cluster needs the frames in a file (a FrameFile), which each worker reads")
     if not (hasattr(frames, "__getitem__") and hasattr(frames, "__len__")):

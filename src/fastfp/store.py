@@ -14,7 +14,7 @@ Layout (format version 2)::
     fp.store/
       manifest.json       format, complete, config (resolved) and config_hash,
                           n_features, settings (derivatives, fprimes_dtype,
-                          compression), source (frames file, selection, size, mtime),
+                          compression), source (frames file, selection, size, SHA-256),
                           n_frames, shard_frames, metadata; once complete also
                           shards.atoms, shards.blocks and shards.labels (per shard)
       shard-00000.h5      frames 0 .. shard_frames-1
