@@ -214,6 +214,33 @@ def test_bad_frame_selection(data, tmp_path, capsys, selection):
                 match=f"bad frame selection {selection!r}; expected an index or a slice such as @7")
 
 
+def test_interrupt_in_a_finalizer_prints_nothing(monkeypatch):
+    """Ctrl-C arriving while Python runs a finalizer (``__del__``, garbage collection) is
+    lost there; the run still stops at its next check, and Python's "Exception ignored in"
+    report of it (``sys.unraisablehook``) is not made (it used to be)."""
+    import signal
+
+    from fastfp.cli import _interruptible
+    from fastfp.cluster import run_tasks
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the finalizer
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _interruptible():
+                for _ in run_tasks(Finalized, [(), (), ()]):
+                    pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert reported == []
+    assert sys.unraisablehook == reported.append  # restored
+
+
 def test_missing_config(data, tmp_path, capsys):
     check_fails(capsys, tmp_path / "out.h5", None, data["dir"] / "oc20.traj", "--config", tmp_path / "nope.json",
                 match="nope.json' not found")

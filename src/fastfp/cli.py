@@ -141,8 +141,10 @@ def _interruptible():
     """Ctrl-C and SIGTERM (kill, job schedulers) raise ``KeyboardInterrupt`` in the main
     thread, once: later ones are ignored while the run cleans up (temporary files,
     cluster). Raised inside a numba kernel, the ``KeyboardInterrupt`` surfaces as another
-    exception (SystemError), hence the flag; raised inside a finalizer, it is lost, hence
-    :data:`fastfp.cluster.STOP`, which the task loop checks."""
+    exception (SystemError), hence the flag; raised inside a finalizer, it is lost (and
+    Python would print it as "Exception ignored in ..."; it is not printed here), hence
+    :data:`fastfp.cluster.STOP`, which the task loop checks. The command then prints one
+    line, ``interrupted`` (:func:`main`)."""
     import signal
 
     from .cluster import STOP
@@ -155,8 +157,13 @@ def _interruptible():
             STOP.set()
             raise KeyboardInterrupt
 
+    def unraisable(info):
+        if not (interrupted and issubclass(info.exc_type, KeyboardInterrupt)):
+            default_unraisable(info)
+
     handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
                 if signal.getsignal(sig) is not signal.SIG_IGN}
+    default_unraisable, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     except BaseException:
@@ -166,6 +173,7 @@ def _interruptible():
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = default_unraisable
         STOP.clear()
 
 

@@ -28,6 +28,7 @@ which shuts them down.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -53,21 +54,33 @@ def check_cluster(text: str) -> str:
 
 
 def dask_setup(worker) -> None:
-    """Preload of the ``LocalCluster`` workers: ignore SIGINT (the owning process closes them)."""
+    """Preload of the ``LocalCluster`` workers: ignore SIGINT (the owning process closes
+    them), and do not log the tasks :func:`run_tasks` cancels (an interrupted run would
+    print a ``CancelledError`` warning for each running task)."""
+    import logging
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
+#: the scheduler of a cluster started here has no dashboard (its other HTTP routes on a
+#: free port, not on 8787, which a second cluster would find taken and warn about)
+NO_DASHBOARD = {"dashboard": False, "dashboard_address": ":0"}
 
 
 def slurm_cluster():
     """dask-jobqueue's ``SLURMCluster``, configured by ``jobqueue.slurm`` in Dask's config,
-    with ``export FASTFP_NUM_THREADS=1`` added to the job script's prologue. Raises
-    ``ValueError`` (dask-jobqueue's) if the config lacks cores or memory."""
+    with ``export FASTFP_NUM_THREADS=1`` added to the job script's prologue and the
+    scheduler's dashboard off unless ``jobqueue.slurm.scheduler-options`` asks for it.
+    Raises ``ValueError`` (dask-jobqueue's) if the config lacks cores or memory."""
     import dask
     from dask_jobqueue import SLURMCluster
 
     prologue = list(dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
-    return SLURMCluster(job_script_prologue=prologue + ["export FASTFP_NUM_THREADS=1"])
+    options = dict(dask.config.get("jobqueue.slurm.scheduler-options", None) or {})
+    return SLURMCluster(job_script_prologue=prologue + ["export FASTFP_NUM_THREADS=1"],
+                        scheduler_options={**NO_DASHBOARD, **options})
 
 
 @contextlib.contextmanager
@@ -86,7 +99,13 @@ def connect(cluster):
         yield cluster
         return
     check_cluster(cluster)
+    # after an exception (an interruption, a failed task), closing a local cluster stops
+    # workers in the middle of a task: their nannies (in this process) kill them after a
+    # few seconds and log a warning each; the run has said why it stopped, so they are quiet
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
     with contextlib.ExitStack() as stack:
+        stack.callback(nanny.setLevel, level)  # the last thing done on the way out
         if cluster.startswith("local:"):
             from distributed import LocalCluster
 
@@ -94,7 +113,7 @@ def connect(cluster):
             threads = max(1, len(os.sched_getaffinity(0)) // n)
             started = stack.enter_context(LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                preload=[__name__], env={"FASTFP_NUM_THREADS": str(threads)}))
+                scheduler_kwargs=NO_DASHBOARD, preload=[__name__], env={"FASTFP_NUM_THREADS": str(threads)}))
             address = started
         elif cluster.startswith("slurm"):
             jobs = int(cluster.split(":")[1]) if ":" in cluster else 1
@@ -107,7 +126,11 @@ def connect(cluster):
             client = stack.enter_context(Client(address, timeout="30s"))
         except OSError as exc:
             raise OSError(f"cannot connect to the Dask scheduler at {cluster}: {exc}") from None
-        yield client
+        try:
+            yield client
+        except BaseException:
+            nanny.setLevel(logging.ERROR)
+            raise
 
 
 def run_tasks(func, tasks: list, *, client=None, name: str = "fastfp"):
