@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -84,12 +85,18 @@ def test_pyspy_through_harness(tiny_traj, tmp_path):
 
 
 @needs_torch
-def test_scalene_through_harness(tiny_traj, tmp_path):
+def test_scalene_through_harness(tiny_traj, tmp_path, monkeypatch):
     why = prof.tool_missing("scalene")
     if why:
         pytest.skip(why)
+    temp = tmp_path / "temp"  # the temporary folder of this process and its children
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     # repeated so that scalene's 10 ms sampling sees the (tiny) measured work
-    assert cli.main(_profile_args("scalene", tiny_traj, tmp_path, "--repeat", "30")) == 0
+    assert cli.main(_profile_args("scalene", tiny_traj, tmp_path / "out", "--repeat", "30")) == 0
+    assert list(temp.iterdir()) == []  # scalene's own temporaries (a scalene* folder) are gone
+    tmp_path = tmp_path / "out"
     run = tmp_path / "fastfp-preprocess"
     raw = json.loads((run / "scalene.json").read_text())
     assert raw.get("files"), "scalene recorded no samples"

@@ -245,10 +245,14 @@ class _Run:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("TQDM_DISABLE", "1")
         try:
-            with open(self.log_path, "w", encoding="utf-8") as log:
+            # the profiler's temporaries (scalene leaves a /tmp/scalene* folder per run) go
+            # to a folder of this run's, removed when it ends
+            with open(self.log_path, "w", encoding="utf-8") as log, \
+                    tempfile.TemporaryDirectory(prefix="fastfp-profile-") as tmp:
                 log.write("$ " + shlex.join(cmd) + "\n")
                 log.flush()
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env, TMPDIR=tmp),
+                                      timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ProfileError(f"{self.tool} run of {self.backend} {self.stage} took longer than {timeout:.0f} s "
                                f"(log: {self.log_path}); use fewer --frames") from None
