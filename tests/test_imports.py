@@ -165,3 +165,19 @@ def test_amptorch_lmdb_names():
         assert getattr(fastfp.amptorch, name) is getattr(lmdb, name)
     with pytest.raises(AttributeError, match="no attribute 'lmdb_path'"):
         fastfp.amptorch.lmdb_path
+
+
+def test_readme_outputs_are_ignored():
+    """What the README's examples write in the repository (``--out``, ``tee``, the stores
+    and LMDBs its Python examples name) is git-ignored."""
+    import pytest
+
+    root = SRC.parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    readme = (root / "README.md").read_text()
+    outputs = (set(re.findall(r"--out\s+([^\s`]+)", readme)) | set(re.findall(r"\btee\s+([^\s`]+)", readme))
+               | set(re.findall(r'"([\w.-]+\.(?:store|lmdb))"', readme)))
+    outputs = sorted(o for o in outputs if not o.startswith("/"))  # absolute paths are elsewhere
+    res = subprocess.run(["git", "check-ignore", "--no-index", *outputs], cwd=root, capture_output=True, text=True)
+    assert outputs and sorted(res.stdout.split()) == outputs, (outputs, res.stdout)
