@@ -50,11 +50,14 @@ TARGET_RATIO = 20.0
 TARGET_EPOCH_S = 20.0  # one on-the-fly training epoch over 16,000 frames, issue 14
 TRAIN_BATCH = 256
 # What a GPU machine without network lacks (its image: Python 3.12, CUDA 13, torch, CuPy,
-# numba, numba-cuda, h5py, torch_geometric): ASE, vesin and matscipy; and a NumPy below
-# 2.5, since numba-cuda 0.30.4's CUDA target registers np.row_stack, which NumPy 2.5 (the
-# image's) removed ("AttributeError: module 'numpy' has no attribute 'row_stack'" at the
-# first kernel compilation, seen on an H200 on 2026-11-27).
-WHEELS = ("ase==3.29.0", "vesin==0.6.2", "matscipy==1.3.1", "numpy==2.4.6")
+# numba, numba-cuda, h5py, torch_geometric): ASE, vesin and matscipy; pydantic (fastfp's
+# typed parameters) with the versions of its dependencies it was tested with, where the
+# image has none or others; and a NumPy below 2.5, since numba-cuda 0.30.4's CUDA target
+# registers np.row_stack, which NumPy 2.5 (the image's) removed ("AttributeError: module
+# 'numpy' has no attribute 'row_stack'" at the first kernel compilation, seen on an H200
+# on 2026-11-27).
+WHEELS = ("ase==3.29.0", "vesin==0.6.2", "matscipy==1.3.1", "numpy==2.4.6", "pydantic==2.14.4",
+          "pydantic-core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5", "typing-extensions==4.16.0")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                    "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 # of an AMPTorch reference file, what the GPU tests read (settings and frames: they
