@@ -314,7 +314,7 @@ def _collate(req: Request):
 
         collater = DataCollater(train=True, forcetraining=True)
     else:
-        from fastfp.amptorch.collate import sparse_block_diag
+        from fastfp.amptorch.backend import sparse_block_diag
 
         def collater(batch):
             return _collate_like_amptorch(batch, sparse_block_diag)
@@ -353,7 +353,7 @@ def _force_contraction(req: Request):
     # (tests/test_bench.py), faster
     collate = Request("collate", "fastfp", req.frames, req.descriptor, req.elements, data=_data_list(req),
                       collect=True, batch_size=req.batch_size)
-    matrices = [batch.fprimes for batch, _ in _collate(collate)()]
+    matrices = [batch.fprimes.matrix for batch, _ in _collate(collate)()]  # the COO tensors
     generator = torch.Generator().manual_seed(0)
     gradients = [torch.randn(1, m.shape[0], generator=generator, dtype=m.dtype).requires_grad_()
                  for m in matrices]
