@@ -94,6 +94,32 @@ class TrainOnTheFlyRatio(_Ratio):
         return self._ratio()
 
 
+class PatchedRatio(Benchmark):
+    """AMPTorch with fastfp's patch series (``config["dataset"]["fp_backend"] = "fastfp"``,
+    its worker process) against unpatched AMPTorch with ``fastfp.amptorch.install()``
+    (this process), in the same run: the two ways into the same fastfp hooks. Timed
+    alternately, three times each, the shortest of each compared, so that a change in
+    the machine's load meets both alike. 1.0 is equal speed."""
+
+    params = [["preprocess", "train_epoch"], FRAMES]
+    param_names = ["stage", "frames"]
+    unit = "patched time / install() time"
+    repeat = 1
+    quick = False
+
+    def prepare(self, info, stage, frames):
+        self.runs = [stage_run(stage, info, backend, frames) for backend in ("amptorch-patched", "fastfp")]
+
+    def track_patched_ratio(self, info, stage, frames):
+        patched = install = float("inf")
+        for _ in range(3):
+            patched = min(patched, best_time(self.runs[0], repeat=1))
+            install = min(install, best_time(self.runs[1], repeat=1))
+        return patched / install
+
+    track_patched_ratio.pretty_name = "{stage}: patched AMPTorch / install()"
+
+
 def threads_ratio(run, pairs: int = 5, budget: float = 60.0) -> float:
     """One-thread time / default-threads time of ``run()``: the two are timed alternately,
     ``pairs`` times each (fewer once ``budget`` seconds are spent), and the shortest of

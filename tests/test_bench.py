@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -449,3 +450,32 @@ def test_results_from_an_asv_folder(tmp_path):
     assert results.load(tmp_path, "m", "abcdef1234") == (benchmarks, found)
     with pytest.raises(FileNotFoundError, match="no asv results for 99999999"):
         results.load(tmp_path, "m", "9999999999")
+
+
+def test_amptorch_patched_says_what_it_needs(monkeypatch):
+    from fastfp.harness import patched
+
+    monkeypatch.delenv(patched.SRC_ENV, raising=False)
+    monkeypatch.setattr(patched, "imported", lambda: False)
+    assert "FASTFP_AMPTORCH_SRC is not set" in patched.why_unavailable()
+    with pytest.raises(StageUnavailable, match="FASTFP_AMPTORCH_SRC is not set"):
+        patched.checkout()
+
+
+@needs_amptorch
+@requires_gmp
+@pytest.mark.skipif(not os.environ.get("FASTFP_AMPTORCH_SRC"),
+                    reason="FASTFP_AMPTORCH_SRC is not set (an AMPTorch checkout at 02e5af3 to patch)")
+def test_amptorch_patched_runs_in_a_worker_as_install(frames, tmp_path, monkeypatch):
+    """AMPTorch with the series, built into the cache and run in a worker process beside
+    this process's unpatched AMPTorch: the same Data and training loss as install()."""
+    import torch
+
+    monkeypatch.setenv("FASTFP_CACHE", str(tmp_path))
+    ours = {b: stages.build("preprocess", b, frames)() for b in ("amptorch-patched", "fastfp")}
+    for a, b in zip(ours["amptorch-patched"], ours["fastfp"]):
+        torch.testing.assert_close(a.fingerprint, b.fingerprint, rtol=0, atol=0)
+        torch.testing.assert_close(a.fprimes.to_dense(), b.fprimes.to_dense(), rtol=0, atol=0)
+    for stage in ("train_epoch", "train_epoch_on_the_fly"):
+        losses = [stages.build(stage, b, frames)() for b in ("amptorch-patched", "fastfp")]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-12)

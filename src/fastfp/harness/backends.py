@@ -4,6 +4,11 @@
     AMPTorch's own classes (``amptorch.descriptor.*``, ``FeatureScaler``,
     ``DataCollater``, ``AtomsDataset``, ``AtomsTrainer``), with
     :func:`fastfp.amptorch.install` not in effect.
+``"amptorch-patched"``
+    AMPTorch with fastfp's patch series (``patches/``), built from ``$FASTFP_AMPTORCH_SRC``
+    by the harness: its own code with ``config["dataset"]["fp_backend"] = "fastfp"``,
+    no :func:`fastfp.amptorch.install`, in a worker process beside an unpatched AMPTorch
+    (:mod:`fastfp.harness.patched`).
 ``"fastfp"``
     fastfp's classes with the same interfaces and output formats
     (:mod:`fastfp.amptorch`), or AMPTorch's own code with :func:`fastfp.amptorch.install`
@@ -23,7 +28,7 @@ import functools
 import importlib
 import importlib.util
 
-BACKENDS = ("amptorch", "fastfp", "cupy")
+BACKENDS = ("amptorch", "amptorch-patched", "fastfp", "cupy")
 
 #: where the README explains how to install AMPTorch beside fastfp
 AMPTORCH_HINT = "see README 'Comparing with AMPTorch'"
@@ -53,6 +58,10 @@ def why_unavailable(backend: str) -> str | None:
         except Exception as exc:
             return f"AMPTorch cannot be imported ({type(exc).__name__}: {exc}): {AMPTORCH_HINT}"
         return None
+    if backend == "amptorch-patched":
+        from .patched import why_unavailable as why_not_patched
+
+        return why_not_patched()
     if backend == "cupy":
         if importlib.util.find_spec("numba_cuda") is None and importlib.util.find_spec("cupy") is None:
             return "no GPU backend here: CuPy and numba-cuda are not installed (pip install -e '.[gpu]')"
