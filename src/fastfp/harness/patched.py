@@ -171,12 +171,16 @@ def _stop(process) -> None:
 def remote(stage: str, frames: list, options: dict):
     """A callable running ``stage`` for ``amptorch-patched`` on ``frames`` in a worker
     process (built there now); calling it runs the stage once there and returns its
-    result. Raises :class:`~fastfp.harness.backends.StageUnavailable` with the reason."""
+    result if that is a number, or with ``options["collect"]`` (pickled over the pipe
+    inside the call: for comparisons, not timings), else None (the result is dropped in
+    the worker before it answers, as a timed in-process call drops it). Raises
+    :class:`~fastfp.harness.backends.StageUnavailable` with the reason."""
     worker = _Worker(checkout())
     worker.ask(("build", stage, frames, options))
+    collect = bool(options.get("collect"))
 
     def run():
-        return worker.ask(("run",))
+        return worker.ask(("run", collect))
 
     run.worker = worker  # lives as long as the callable
     return run
@@ -203,7 +207,11 @@ def serve() -> None:
                 run = stages.build(stage, "amptorch-patched", frames, **options)
                 reply = ("ok", None)
             else:
-                reply = ("ok", run())
+                result = run()
+                if not (message[1] or isinstance(result, (int, float))):
+                    result = None  # dropped here, not sent
+                reply = ("ok", result)
+                del result
         except StageUnavailable as exc:
             reply = ("unavailable", str(exc))
         except Exception as exc:  # reported where the stage was asked for
