@@ -45,8 +45,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.patched:
         from fastfp.harness import patched
+        from fastfp.harness.backends import PATCHES_ENV, patched_imported
 
-        if not patched.imported():  # this process's AMPTorch is another: run again with the patched one
+        if not patched_imported():  # this process's AMPTorch is another: run again with the patched one
+            here = os.path.dirname(os.path.abspath(__file__))
+            os.environ.setdefault(PATCHES_ENV, os.path.join(here, os.pardir, "patches"))  # this checkout's series
             env = patched.worker_env(patched.checkout())
             os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
 

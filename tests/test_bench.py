@@ -453,11 +453,11 @@ def test_results_from_an_asv_folder(tmp_path):
 
 
 def test_amptorch_patched_says_what_it_needs(monkeypatch):
-    from fastfp.harness import patched
+    from fastfp.harness import backends, patched
 
-    monkeypatch.delenv(patched.SRC_ENV, raising=False)
-    monkeypatch.setattr(patched, "imported", lambda: False)
-    assert "FASTFP_AMPTORCH_SRC is not set" in patched.why_unavailable()
+    monkeypatch.delenv(backends.SRC_ENV, raising=False)
+    monkeypatch.setattr(backends, "patched_imported", lambda: False)
+    assert "FASTFP_AMPTORCH_SRC is not set" in backends.why_patched_unavailable()
     with pytest.raises(StageUnavailable, match="FASTFP_AMPTORCH_SRC is not set"):
         patched.checkout()
 

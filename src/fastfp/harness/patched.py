@@ -8,7 +8,7 @@ The harness builds that AMPTorch from the checkout ``$FASTFP_AMPTORCH_SRC`` (at
 ``git am`` and builds the C++ extensions in place; the given checkout is never written.
 
 One process imports one ``amptorch``. Where the imported one has the series
-(:func:`imported`), the stages run in this process; elsewhere (beside the unpatched
+(:func:`~fastfp.harness.backends.patched_imported`), the stages run in this process; elsewhere (beside the unpatched
 AMPTorch the ``amptorch`` backend uses, which the benchmarks' forkserver may have
 imported already) :func:`remote` runs them in a worker process that has the patched
 checkout first on its path: the stage is built there (untimed) and each call of the
@@ -19,7 +19,6 @@ way (well under a millisecond).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import pickle
 import shutil
@@ -29,48 +28,10 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from .backends import StageUnavailable
+from .backends import BASE, SRC_ENV, StageUnavailable, patches, why_patched_unavailable
 
-#: AMPTorch master the series is made against
-BASE = "02e5af3639484feda2a01a4e721f434ad54a70a1"
-#: the environment variable naming an AMPTorch git checkout at BASE
-SRC_ENV = "FASTFP_AMPTORCH_SRC"
-#: the series, in a fastfp source checkout (src layout)
-PATCH_DIR = Path(__file__).resolve().parents[3] / "patches"
 #: fastfp's entry point in AMPTorch's fingerprint-backend group (pyproject.toml)
 ENTRY_POINT = ("amptorch.fp_backends", "fastfp", "fastfp.amptorch.backend")
-
-
-def patches() -> list[Path]:
-    return sorted(PATCH_DIR.glob("*.patch"))
-
-
-def imported() -> bool:
-    """Whether the AMPTorch this process imports has the series (``amptorch.fp_backends``)."""
-    try:
-        return importlib.util.find_spec("amptorch.fp_backends") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def why_unavailable() -> str | None:
-    """Why the ``amptorch-patched`` backend cannot run here, or None."""
-    if imported():
-        return None
-    source = os.environ.get(SRC_ENV)
-    if not source:
-        return (f"{SRC_ENV} is not set: point it at an AMPTorch git checkout at {BASE[:7]} to benchmark AMPTorch "
-                "with fastfp's patch series (patches/), built by the harness into its cache")
-    if not Path(source, ".git").exists():
-        return f"{SRC_ENV}={source} is not a git checkout of AMPTorch"
-    if not patches():
-        return f"no patch series at {PATCH_DIR} (the amptorch-patched backend runs from a fastfp source checkout)"
-    if shutil.which("git") is None:
-        return "git is not installed (the harness applies the series with git am)"
-    for module in ("torch", "torch_geometric", "torch_scatter", "skorch", "cffi", "lmdb", "scipy"):
-        if importlib.util.find_spec(module) is None:
-            return f"AMPTorch needs {module}, which is not installed here"
-    return None
 
 
 def _git(*args, cwd=None) -> None:
@@ -84,7 +45,7 @@ def checkout(cache_dir=None) -> Path:
     series. Built in a temporary folder beside it and renamed into place, so an
     interrupted build leaves nothing that looks complete. Raises
     :class:`~fastfp.harness.backends.StageUnavailable` with the reason when it cannot."""
-    reason = why_unavailable()
+    reason = why_patched_unavailable()
     if reason:
         raise StageUnavailable(reason)
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in patches())).hexdigest()[:12]
@@ -137,10 +98,11 @@ def worker_env(target: Path) -> dict:
 
 
 class _Worker:
-    """A worker process and its pipes: pickled requests in, pickled replies out."""
+    """A worker process (:mod:`fastfp.harness.worker`) and its pipes: pickled requests
+    in, pickled replies out."""
 
     def __init__(self, target: Path):
-        self.process = subprocess.Popen([sys.executable, "-c", "from fastfp.harness.patched import serve; serve()"],
+        self.process = subprocess.Popen([sys.executable, "-m", "fastfp.harness.worker"],
                                         env=worker_env(target), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._finalizer = weakref.finalize(self, _stop, self.process)
 
@@ -184,37 +146,3 @@ def remote(stage: str, frames: list, options: dict):
 
     run.worker = worker  # lives as long as the callable
     return run
-
-
-def serve() -> None:
-    """The worker's loop (:func:`remote`): its stdout carries the replies, so what the
-    stage prints goes to stderr."""
-    from . import stages
-
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    requests = sys.stdin.buffer
-    run = None
-    while True:
-        try:
-            message = pickle.load(requests)
-        except EOFError:
-            return
-        try:
-            if message[0] == "build":
-                _, stage, frames, options = message
-                run = stages.build(stage, "amptorch-patched", frames, **options)
-                reply = ("ok", None)
-            else:
-                result = run()
-                if not (message[1] or isinstance(result, (int, float))):
-                    result = None  # dropped here, not sent
-                reply = ("ok", result)
-                del result
-        except StageUnavailable as exc:
-            reply = ("unavailable", str(exc))
-        except Exception as exc:  # reported where the stage was asked for
-            reply = ("error", f"{type(exc).__name__}: {exc}")
-        pickle.dump(reply, replies)
-        replies.flush()

@@ -72,7 +72,8 @@ from fastfp.frames import chunks, elements_of
 
 from . import settings
 from . import patched
-from .backends import BACKENDS, StageUnavailable, fastfp_installed, is_available, missing_torch, why_unavailable
+from .backends import (BACKENDS, StageUnavailable, fastfp_installed, is_available, missing_torch, patched_imported,
+                       why_unavailable)
 from .workloads import has_labels
 
 NO_LABELS = "frames have no energies/forces: training stages skipped"
@@ -578,7 +579,7 @@ def build(stage: str, backend: str, frames, check_memory: bool = True, **options
         settings.check_memory(need, f"{stage} on {len(frames)} frames")
     run = Run(request)
     weakref.finalize(run, _remove, request.tempdirs)  # temporary files live as long as the callable
-    if backend == "amptorch-patched" and not patched.imported():
+    if backend == "amptorch-patched" and not patched_imported():
         run.func = patched.remote(stage, frames, options)
     else:
         run.func = spec.builder(request)
