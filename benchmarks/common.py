@@ -17,20 +17,22 @@ from pathlib import Path
 
 from fastfp.harness import settings, stages, workloads
 from fastfp.harness.backends import BACKENDS as ALL_BACKENDS
-from fastfp.harness.backends import StageUnavailable, is_available
+from fastfp.harness.backends import PATCHES_ENV, StageUnavailable, is_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _locate_inputs() -> None:
     """asv runs each benchmark in a temporary directory: make a relative
-    ``FASTFP_BENCH_DATA`` absolute, from the repository root, and point ``FASTFP_SHARED``
-    (real frames, pseudodensities) at the ``shared`` folder beside the checkout unless set."""
+    ``FASTFP_BENCH_DATA`` absolute, from the repository root, point ``FASTFP_SHARED``
+    (real frames, pseudodensities) at the ``shared`` folder beside the checkout unless
+    set, and ``FASTFP_AMPTORCH_PATCHES`` at this checkout's ``patches/``."""
     text = settings.DATA.get()
     if not Path(text).is_absolute() and (ROOT / text).exists():
         os.environ[settings.DATA.name] = str(ROOT / text)
     if not settings.SHARED.get() and (ROOT.parent / "shared").is_dir():
         os.environ[settings.SHARED.name] = str(ROOT.parent / "shared")
+    os.environ.setdefault(PATCHES_ENV, str(ROOT / "patches"))  # for the amptorch-patched backend
 
 
 def _preimport() -> None:

@@ -74,7 +74,8 @@ class ForceContraction(_Stage):
 
 class TrainEpoch(_Stage):
     """One ``AtomsTrainer`` epoch (SingleNN 3x20, batch 16, forces, force_coefficient
-    0.05), without / with ``fastfp.amptorch.install()``; preprocessing is in setup."""
+    0.05), without / with ``fastfp.amptorch.install()`` / patched AMPTorch with
+    ``fp_backend: "fastfp"``; preprocessing is in setup."""
 
     stage = "train_epoch"
     repeat = 1  # setup (preprocessing) runs before every sample
@@ -84,7 +85,8 @@ class TrainEpoch(_Stage):
 
 
 class TrainEpochOnTheFly(_Stage):
-    """One ``AtomsTrainer`` epoch on the fly (``config["dataset"]["on_the_fly"]``, fastfp):
+    """One ``AtomsTrainer`` epoch on the fly (``config["dataset"]["on_the_fly"]``; fastfp
+    through ``install()``, or patched AMPTorch):
     every batch featurized with derivatives, scaled and contracted into forces inside the
     epoch; scaler fitting in setup. Memory is bounded by the batch, so 16,000 frames run."""
 
@@ -96,7 +98,8 @@ class TrainEpochOnTheFly(_Stage):
 
 
 class Preprocess(_Stage):
-    """End to end: ``AtomsDataset(frames, ...)`` without / with ``install()``."""
+    """End to end: ``AtomsDataset(frames, ...)`` without / with ``install()`` / patched
+    with ``fp_backend="fastfp"``."""
 
     stage = "preprocess"
 

@@ -94,19 +94,49 @@ class TrainOnTheFlyRatio(_Ratio):
         return self._ratio()
 
 
-def threads_ratio(run, pairs: int = 5, budget: float = 60.0) -> float:
-    """One-thread time / default-threads time of ``run()``: the two are timed alternately,
+class PatchedRatio(Benchmark):
+    """AMPTorch with fastfp's patch series (``config["dataset"]["fp_backend"] = "fastfp"``,
+    its worker process) against unpatched AMPTorch with ``fastfp.amptorch.install()``
+    (this process), in the same run: the two ways into the same fastfp hooks. Timed by
+    :func:`alternated_ratio`, three times each; 1.0 is equal speed."""
+
+    params = [["preprocess", "train_epoch"], FRAMES]
+    param_names = ["stage", "frames"]
+    unit = "patched time / install() time"
+    repeat = 1
+    quick = False
+
+    def prepare(self, info, stage, frames):
+        self.runs = [stage_run(stage, info, backend, frames) for backend in ("amptorch-patched", "fastfp")]
+
+    def track_patched_ratio(self, info, stage, frames):
+        return alternated_ratio(*self.runs, pairs=3)
+
+    track_patched_ratio.pretty_name = "{stage}: patched AMPTorch / install()"
+
+
+def alternated_ratio(numerator, denominator, pairs: int = 5, budget: float = 60.0) -> float:
+    """Time of ``numerator()`` / time of ``denominator()``: the two are timed alternately,
     ``pairs`` times each (fewer once ``budget`` seconds are spent), and the shortest of
     each compared, so that a change in the machine's load meets both alike."""
-    single = default = float("inf")
+    first = second = float("inf")
     start = time.perf_counter()
     for _ in range(pairs):
-        with calling_thread_only():
-            single = min(single, best_time(run, repeat=1))
-        default = min(default, best_time(run, repeat=1))
+        first = min(first, best_time(numerator, repeat=1))
+        second = min(second, best_time(denominator, repeat=1))
         if time.perf_counter() - start > budget:
             break
-    return single / default
+    return first / second
+
+
+def threads_ratio(run, pairs: int = 5, budget: float = 60.0) -> float:
+    """One-thread time / default-threads time of ``run()`` (:func:`alternated_ratio`)."""
+
+    def one_thread():
+        with calling_thread_only():
+            return run()
+
+    return alternated_ratio(one_thread, run, pairs, budget)
 
 
 class ThreadsRatio(Benchmark):

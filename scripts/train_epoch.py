@@ -6,6 +6,13 @@ repository root in AMPTorch's environment::
     python scripts/train_epoch.py --on-the-fly water-metal            # frames featurized per batch
     python scripts/train_epoch.py --store wm16000.store               # batches read from a store
 
+With ``--patched`` the epoch runs through AMPTorch with fastfp's patch series (its own
+trainer, ``config["dataset"]["fp_backend"] = "fastfp"``, no ``fastfp.amptorch.install()``),
+built by the harness from the AMPTorch checkout ``$FASTFP_AMPTORCH_SRC``
+(:mod:`fastfp.harness.patched`; the script re-runs itself with it first on the path)::
+
+    FASTFP_AMPTORCH_SRC=/path/to/amptorch python scripts/train_epoch.py --patched --on-the-fly water-metal
+
 The model and optimiser are those of the harness's training stage
 (:mod:`fastfp.harness.stages`: SingleNN 3x20, batch 16, forces on, force_coefficient
 0.05, AMPTorch's default scaling); on the fly the descriptor is the benchmark's
@@ -31,7 +38,20 @@ def main(argv=None) -> int:
     source.add_argument("--on-the-fly", metavar="FRAMES",
                         help="frames: a workload name (water-metal, water-metal:N) or an ASE-readable file")
     source.add_argument("--store", metavar="STORE", help="a fastfp store with energies, forces and derivatives")
+    parser.add_argument("--patched", action="store_true",
+                        help="train through AMPTorch with fastfp's patch series (fp_backend 'fastfp', no install()), "
+                             "built from $FASTFP_AMPTORCH_SRC")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.patched:
+        from fastfp.harness import patched
+        from fastfp.harness.backends import PATCHES_ENV, patched_imported
+
+        if not patched_imported():  # this process's AMPTorch is another: run again with the patched one
+            here = os.path.dirname(os.path.abspath(__file__))
+            os.environ.setdefault(PATCHES_ENV, os.path.join(here, os.pardir, "patches"))  # this checkout's series
+            env = patched.worker_env(patched.checkout())
+            os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
 
     import torch
     from amptorch.trainer import AtomsTrainer
@@ -52,9 +72,13 @@ def main(argv=None) -> int:
 
         dataset = {"fastfp_store": os.path.abspath(args.store), "val_split": 0, "scaling": dict(DEFAULT_SCALING)}
         what = f"the store {args.store}"
+    if args.patched:
+        dataset["fp_backend"] = "fastfp"
+        what += ", patched AMPTorch"
     config = stages.train_config(dataset, run_dir)
     torch.set_default_dtype(torch.float64)
-    fastfp.amptorch.install()
+    if not args.patched:
+        fastfp.amptorch.install()
     cwd = os.getcwd()
     try:
         trainer = AtomsTrainer(config)

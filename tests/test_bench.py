@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -249,9 +250,10 @@ def test_pipeline_stages_same_across_backends(frames):
     batches = {b: stages.build("collate", b, frames, data=data, collect=True, batch_size=2)()
                for b in ("amptorch", "fastfp")}
     for (a, ta), (b, tb) in zip(batches["amptorch"], batches["fastfp"]):
-        torch.testing.assert_close(b.fprimes._indices(), a.fprimes._indices())
-        torch.testing.assert_close(b.fprimes._values(), a.fprimes._values())
-        assert b.fprimes.shape == a.fprimes.shape
+        ours = b.fprimes.matrix  # the COO tensor of fastfp's DerivativeMatrix
+        torch.testing.assert_close(ours._indices(), a.fprimes._indices())
+        torch.testing.assert_close(ours._values(), a.fprimes._values())
+        assert ours.shape == a.fprimes.shape
         torch.testing.assert_close(tb[1], ta[1])
 
     pre = {b: stages.build("preprocess", b, frames)() for b in ("amptorch", "fastfp")}
@@ -280,7 +282,7 @@ def test_force_contraction_stage(frames):
     assert len(fast) == len(batches) == 2
     for (dEdG, forces, grad), (batch, _) in zip(fast, batches):
         assert dEdG.dtype == torch.float64 and dEdG.shape == (1, batch.fprimes.shape[0])
-        dense = batch.fprimes.to_dense()
+        dense = batch.fprimes.matrix.to_dense()
         expect = -(dense.T @ dEdG.reshape(-1)).view(-1, 3)
         torch.testing.assert_close(forces, expect, rtol=1e-12, atol=1e-12)
         assert forces.shape == (batch.fprimes.shape[1] // 3, 3) == batch.forces.shape
@@ -455,3 +457,33 @@ def test_settings_listed(capsys):
     assert main(["bench", "--settings"]) == 0
     out = capsys.readouterr().out
     assert out == settings.describe() + "\n" and all(v.name in out for v in settings.VARIABLES)
+
+
+def test_amptorch_patched_says_what_it_needs(monkeypatch):
+    from fastfp.harness import backends, patched
+
+    monkeypatch.delenv(backends.SRC_ENV, raising=False)
+    monkeypatch.setattr(backends, "patched_imported", lambda: False)
+    assert "FASTFP_AMPTORCH_SRC is not set" in backends.why_patched_unavailable()
+    with pytest.raises(StageUnavailable, match="FASTFP_AMPTORCH_SRC is not set"):
+        patched.checkout()
+
+
+@needs_amptorch
+@requires_gmp
+@pytest.mark.skipif(not os.environ.get("FASTFP_AMPTORCH_SRC"),
+                    reason="FASTFP_AMPTORCH_SRC is not set (an AMPTorch checkout at 02e5af3 to patch)")
+def test_amptorch_patched_runs_in_a_worker_as_install(frames, tmp_path, monkeypatch):
+    """AMPTorch with the series, built into the cache and run in a worker process beside
+    this process's unpatched AMPTorch: the same Data and training loss as install()."""
+    import torch
+
+    monkeypatch.setenv("FASTFP_CACHE", str(tmp_path))
+    ours = {b: stages.build("preprocess", b, frames, collect=True)() for b in ("amptorch-patched", "fastfp")}
+    assert stages.build("preprocess", "amptorch-patched", frames)() is None  # nothing sent back to time
+    for a, b in zip(ours["amptorch-patched"], ours["fastfp"]):
+        torch.testing.assert_close(a.fingerprint, b.fingerprint, rtol=0, atol=0)
+        torch.testing.assert_close(a.fprimes.to_dense(), b.fprimes.to_dense(), rtol=0, atol=0)
+    for stage in ("train_epoch", "train_epoch_on_the_fly"):
+        losses = [stages.build(stage, b, frames)() for b in ("amptorch-patched", "fastfp")]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-12)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,12 @@ AMPTORCH_TESTS = {
     "amptorch/tests/pretrained_test_lmdb.py": 2,
     "amptorch/tests/training_test.py": 1,
     "amptorch/tests/training_test_gmp.py": 1,
+    # added by the series (fastfp's backend; need fastfp importable)
+    "amptorch/tests/fp_backend_test.py": 8,
+    "amptorch/tests/on_the_fly_test.py": 5,
 }
+#: run apart, in numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)
+AMPTORCH_GPU_TEST = "amptorch/tests/on_the_fly_gpu_test.py"
 AMPTORCH_SLOW_TESTS = {
     "amptorch/tests/cutoff_funcs_test.py": 1,
     "amptorch/tests/cp_uncertainty_calibration_test.py": 1,
@@ -145,9 +152,27 @@ def test_series_applies_in_order(tmp_path):
 # --- with AMPTorch: its tests on the patched source -------------------------------
 
 
+#: the patches that make AMPTorch run on a current stack, before the fingerprint backends
+COMPAT_PATCHES = [p for p in PATCHES if int(p.name[:4]) <= 8]
+
+
+def built_clone(directory: Path, patches) -> Path:
+    """FASTFP_AMPTORCH_SRC cloned into ``directory``, ``patches`` applied with ``git am``,
+    the cffi extensions built next to their sources (nothing installed)."""
+    work = clone_at_base(Path(os.environ[SRC_ENV]), directory / "amptorch")
+    am = git("am", *map(str, patches), cwd=work, check=False)
+    assert am.returncode == 0, f"git am failed:\n{am.stdout}\n{am.stderr}"
+    count = git("rev-list", "--count", f"{BASE}..HEAD", cwd=work).stdout.strip()
+    assert int(count) == len(patches)
+    build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2"], cwd=work,
+                           capture_output=True, text=True)
+    assert build.returncode == 0, f"building AMPTorch's extensions failed:\n{build.stderr[-4000:]}"
+    return work
+
+
 @pytest.fixture(scope="module")
-def patched_amptorch(tmp_path_factory):
-    """FASTFP_AMPTORCH_SRC cloned, the series applied with ``git am``, extensions built."""
+def amptorch_env():
+    """Skip unless FASTFP_AMPTORCH_SRC, git and AMPTorch's dependencies are here."""
     if not os.environ.get(SRC_ENV):
         pytest.skip(
             f"{SRC_ENV} is not set: point it at an AMPTorch git checkout at {BASE[:7]} "
@@ -157,134 +182,135 @@ def patched_amptorch(tmp_path_factory):
         pytest.skip("git is not installed")
     for module in ("torch", "skorch", "torch_geometric", "torch_scatter", "lmdb", "cffi", "scipy"):
         pytest.importorskip(module, reason=f"AMPTorch needs {module} in this environment")
-    work = clone_at_base(Path(os.environ[SRC_ENV]), tmp_path_factory.mktemp("patched") / "amptorch")
-    am = git("am", *map(str, PATCHES), cwd=work, check=False)
-    assert am.returncode == 0, f"git am failed:\n{am.stdout}\n{am.stderr}"
-    count = git("rev-list", "--count", f"{BASE}..HEAD", cwd=work).stdout.strip()
-    assert int(count) == len(PATCHES)
-    # the cffi extensions, built next to their sources (nothing installed)
-    build = subprocess.run(
-        [sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, f"building AMPTorch's extensions failed:\n{build.stderr[-4000:]}"
-    return work
 
 
-def run_python(work: Path, *args, **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(work), env.get("PYTHONPATH")]))
+@pytest.fixture(scope="module")
+def patched_amptorch(amptorch_env, tmp_path_factory):
+    """FASTFP_AMPTORCH_SRC cloned, the whole series applied, extensions built."""
+    return built_clone(tmp_path_factory.mktemp("patched"), PATCHES)
+
+
+@pytest.fixture(scope="module")
+def entry_points(tmp_path_factory) -> Path:
+    """fastfp's entry point for PYTHONPATH: the fastfp under test is this checkout's
+    ``src``, while the installed fastfp's metadata may be an editable install of another
+    checkout (tests/test_amptorch_backend.py checks pyproject.toml declares the same)."""
+    from fastfp.harness.patched import entry_points_dir
+
+    return entry_points_dir(tmp_path_factory.mktemp("entry-points"))
+
+
+def run_python(work: Path, *args, entry_points: Path | None = None, env_extra=None, **kwargs):
+    """``python ARGS`` in ``work`` with ``work``, this checkout's ``src`` (and
+    ``entry_points``) first on ``PYTHONPATH``."""
+    env = dict(os.environ, **(env_extra or {}))
+    paths = [str(work), str(ROOT / "src"), str(entry_points) if entry_points else None, env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     env.setdefault("OMP_NUM_THREADS", "2")
     return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, **kwargs)
 
 
-def test_patched_source_is_imported(patched_amptorch):
-    out = run_python(patched_amptorch, "-c", "import amptorch; print(amptorch.__file__)")
+def test_patched_source_is_imported(patched_amptorch, entry_points):
+    code = ("import amptorch, fastfp; from amptorch.fp_backends import get_fp_backend; "
+            "print(amptorch.__file__); print(fastfp.__file__); print(get_fp_backend('fastfp').__file__)")
+    out = run_python(patched_amptorch, "-c", code, entry_points=entry_points)
     assert out.returncode == 0, out.stderr
-    assert Path(out.stdout.strip()).resolve().is_relative_to(patched_amptorch.resolve())
+    amptorch_file, fastfp_file, backend_file = out.stdout.split()
+    assert Path(amptorch_file).resolve().is_relative_to(patched_amptorch.resolve())
+    assert Path(fastfp_file).resolve().is_relative_to(ROOT / "src")
+    assert Path(backend_file).resolve() == ROOT / "src" / "fastfp" / "amptorch" / "backend.py"
 
 
-def test_amptorch_own_tests_pass(patched_amptorch, tmp_path):
-    report = tmp_path / "amptorch-tests.xml"
-    out = run_python(
-        patched_amptorch,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        f"--junitxml={report}",
-        *AMPTORCH_TESTS,
-    )
+def run_amptorch_tests(work: Path, tests: dict, report: Path, entry_points: Path, env_extra=None):
+    """AMPTorch's ``tests`` ({file: number of test functions}) in ``work``: all pass, none skipped."""
+    out = run_python(work, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *tests,
+                     entry_points=entry_points, env_extra=env_extra)
     assert out.returncode == 0, f"AMPTorch's tests failed on the patched source:\n{out.stdout[-6000:]}"
     suite = ET.parse(report).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    assert int(suite.get("tests")) == sum(AMPTORCH_TESTS.values())
+    assert int(suite.get("tests")) == sum(tests.values())
     assert int(suite.get("skipped")) == 0
 
 
-TRAIN_FASTFP = textwrap.dedent(
+def test_amptorch_own_tests_pass(patched_amptorch, entry_points, tmp_path):
+    run_amptorch_tests(patched_amptorch, AMPTORCH_TESTS, tmp_path / "amptorch-tests.xml", entry_points)
+
+
+def test_on_the_fly_gpu_test_passes_in_the_cuda_simulator(patched_amptorch, entry_points, tmp_path):
+    pytest.importorskip("numba.cuda", reason="numba's CUDA simulator needs numba")
+    run_amptorch_tests(patched_amptorch, {AMPTORCH_GPU_TEST: 1}, tmp_path / "gpu-test.xml", entry_points,
+                       env_extra={"NUMBA_ENABLE_CUDASIM": "1"})
+
+
+#: "a config a user actually wrote": GMP (not GMPOrderNorm), MCSH orders 0-2 with groups,
+#: valence-Gaussian pseudodensities, cutoff 8, SingleNN 3x10 with batchnorm, normalize to
+#: (0, 1), val_split 0.1, save_fps, forces, on OC20 S2EF-like frames. argv: frames file,
+#: pseudodensity folder, run directory, "patched" (fp_backend "fastfp") or "install"
+#: (fastfp.amptorch.install() on AMPTorch without the backend patches). Prints the losses.
+USER_CONFIG = textwrap.dedent(
     """
-    import os, sys
-    import numpy as np
+    import glob, json, os, sys
+    import ase.io
     import torch
-    from ase import Atoms
-    from ase.calculators.emt import EMT
     from amptorch.trainer import AtomsTrainer
 
-    images = []
-    for dist in np.linspace(2, 5, 12):
-        image = Atoms("CuCO", [(-dist * np.sin(0.65), dist * np.cos(0.65), 0), (0, 0, 0),
-                               (dist * np.sin(0.65), dist * np.cos(0.65), 0)])
-        image.set_cell([10, 10, 10])
-        image.wrap(pbc=True)
-        image.calc = EMT()
-        images.append(image)
-    elements = ["Cu", "C", "O"]
-    psp = os.path.abspath(os.path.join("amptorch", "descriptor", "utils", "pseudodensity_psp_v3"))
-    run_dir = sys.argv[1]  # checkpoints go there (predict() needs debug=False)
-
-    def config(backend):
-        fp_params = {
-            "MCSHs": {"orders": [0, 1, 2], "sigmas": [0.4, 0.8, 1.2]},
-            "atom_gaussians": {el: os.path.join(psp, f"{el}_pseudodensity.g") for el in elements},
-            "cutoff": 6.0,
-        }
-        dataset = {"raw_data": images, "fp_scheme": "gmpordernorm", "fp_params": fp_params,
-                   "elements": elements, "save_fps": False, "val_split": 0}
-        if backend:
-            dataset["fp_backend"] = backend
-        return {
-            "model": {"name": "singlenn", "get_forces": True, "num_layers": 2, "num_nodes": 8},
-            "optim": {"force_coefficient": 0.1, "lr": 1e-3, "batch_size": 4, "epochs": 2},
-            "dataset": dataset,
-            "cmd": {"debug": False, "run_dir": run_dir, "seed": 1, "verbose": False},
-        }
-
-    results = {}
-    for backend in (None, "fastfp"):
-        trainer = AtomsTrainer(config(backend))
-        trainer.train()
-        kind = type(trainer.train_dataset.descriptor).__module__
-        assert kind.startswith("fastfp" if backend else "amptorch"), kind
-        results[backend] = trainer.predict(images[:3])
-    energies = [np.asarray(results[b]["energy"]) for b in (None, "fastfp")]
-    forces = [np.concatenate(results[b]["forces"]) for b in (None, "fastfp")]
-    assert np.isfinite(energies[1]).all() and np.isfinite(forces[1]).all()
-    # same fingerprints and seed: the two backends train the same model
-    np.testing.assert_allclose(energies[1], energies[0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(forces[1], forces[0], rtol=1e-5, atol=1e-5)
-    print("fastfp backend OK: max |dE| %.1e, max |dF| %.1e"
-          % (np.abs(energies[1] - energies[0]).max(), np.abs(forces[1] - forces[0]).max()))
+    frames_file, gaussians_dir, run_dir, how = sys.argv[1:]
+    images = ase.io.read(frames_file, ":20")
+    elements = sorted({s for atoms in images for s in atoms.get_chemical_symbols()})
+    sigmas = [0.2, 0.69, 1.1, 1.66, 2.66]
+    fp_params = {
+        "MCSHs": {"0": {"groups": [1], "sigmas": sigmas}, "1": {"groups": [1], "sigmas": sigmas},
+                  "2": {"groups": [1, 2], "sigmas": sigmas}},
+        "atom_gaussians": {el: glob.glob(os.path.join(gaussians_dir, f"{el}_pseudodensity_*.g"))[0]
+                           for el in elements},
+        "cutoff": 8,
+    }
+    config = {
+        "model": {"name": "singlenn", "get_forces": True, "num_layers": 3, "num_nodes": 10,
+                  "batchnorm": True},
+        "optim": {"force_coefficient": 0.04, "lr": 1e-3, "batch_size": 8, "epochs": 3,
+                  "loss": "mse", "metric": "mae"},
+        "dataset": {"raw_data": images, "fp_scheme": "gmp", "fp_params": fp_params, "elements": elements,
+                    "save_fps": True, "scaling": {"type": "normalize", "range": (0, 1)}, "val_split": 0.1},
+        "cmd": {"debug": False, "run_dir": run_dir, "seed": 1, "identifier": "user", "verbose": False},
+    }
+    if how == "patched":
+        config["dataset"]["fp_backend"] = "fastfp"
+    else:
+        import fastfp.amptorch
+        fastfp.amptorch.install()
+    trainer = AtomsTrainer(config)
+    trainer.train()
+    assert type(trainer.train_dataset.descriptor).__module__.startswith("fastfp")
+    history = trainer.net.history
+    print(json.dumps({key: [h[key] for h in history] for key in ("train_loss", "valid_loss")}))
     """
 )
 
 
-def test_training_with_fastfp_backend(patched_amptorch, tmp_path):
-    script = tmp_path / "train_fastfp.py"
-    script.write_text(TRAIN_FASTFP)
-    out = run_python(patched_amptorch, str(script), str(tmp_path))
-    assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    assert "fastfp backend OK" in out.stdout
+@pytest.fixture(scope="module")
+def compat_amptorch(amptorch_env, tmp_path_factory):
+    """FASTFP_AMPTORCH_SRC with the stack patches only (0001-0008), extensions built:
+    AMPTorch without fingerprint backends, for fastfp.amptorch.install()."""
+    return built_clone(tmp_path_factory.mktemp("compat"), COMPAT_PATCHES)
 
 
-def test_missing_fastfp_is_a_clear_import_error(patched_amptorch):
-    code = textwrap.dedent(
-        """
-        import sys
-        sys.modules["fastfp"] = None  # as if fastfp were not installed
-        from amptorch.dataset import construct_descriptor
-        setup = ("gmpordernorm", {"MCSHs": {"orders": [0], "sigmas": [0.5]}}, {}, ["C"])
-        try:
-            construct_descriptor(setup, "fastfp")
-        except ImportError as err:
-            print(err)
-        else:
-            raise SystemExit("no ImportError")
-        """
-    )
-    out = run_python(patched_amptorch, "-c", code)
-    assert out.returncode == 0, out.stderr
-    assert 'fp_backend"] = "fastfp" needs the fastfp package' in out.stdout
+def test_a_users_config_trains_as_through_install(patched_amptorch, compat_amptorch, entry_points, tmp_path):
+    from conftest import SHARED
+
+    frames, gaussians = SHARED / "data" / "oc20_300_test.traj", SHARED / "gmp" / "valence_gaussians"
+    if not frames.is_file() or not gaussians.is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+    script = tmp_path / "user_config.py"
+    script.write_text(USER_CONFIG)
+    losses = {}
+    for how, work in (("patched", patched_amptorch), ("install", compat_amptorch)):
+        run_dir = tmp_path / how
+        run_dir.mkdir()
+        out = run_python(work, str(script), str(frames), str(gaussians), str(run_dir), how,
+                         entry_points=entry_points)
+        assert out.returncode == 0, f"{how}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        losses[how] = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("train_loss", "valid_loss"):
+        assert len(losses["patched"][key]) == 3
+        np.testing.assert_allclose(losses["patched"][key], losses["install"][key], rtol=1e-9)

@@ -246,7 +246,8 @@ def featurize(args) -> int:
             help="frames to benchmark instead of the default 16,000-frame workload (ASE-readable file, "
                  "folder or workload name)"),
         arg("--backend", default=None, metavar="LIST",
-            help="comma-separated backends: amptorch, fastfp (default all; unavailable ones say why)"),
+            help="comma-separated backends: amptorch, amptorch-patched (FASTFP_AMPTORCH_SRC), fastfp, cupy "
+                 "(default all; unavailable ones say why)"),
         arg("--out", default="bench-results", metavar="DIR",
             help="where summary.md and time_vs_frames.png go (default bench-results/)"),
         arg("--frames", type=_positive_int, nargs="+", default=None, metavar="N",

@@ -1,7 +1,14 @@
 """fastfp as a drop-in for AMPTorch.
 
-Importing this module changes nothing in AMPTorch; :func:`install` routes AMPTorch's
-preprocessing and training hot paths through fastfp and :func:`uninstall` undoes it::
+AMPTorch with fastfp's patch series (``patches/``) selects fastfp as its fingerprint
+backend by name, :mod:`fastfp.amptorch.backend`, whose hooks it calls itself::
+
+    config["dataset"]["fp_backend"] = "fastfp"
+    AtomsTrainer(config).train()     # same results, faster
+
+For unpatched AMPTorch, :func:`install` routes its preprocessing and training hot paths
+through the same hooks and :func:`uninstall` undoes it; importing this module changes
+nothing in AMPTorch::
 
     import fastfp.amptorch
     fastfp.amptorch.install()

@@ -146,6 +146,15 @@ class AMPTorchInterface:
             out.append((fps.numbers[a0:a1], descriptors, num_descriptors, primes[k]))
         return out
 
+    def images_to_data(self, images, r_energy=True, r_forces=True, fprimes=True, disable_tqdm=False) -> list:
+        """AMPTorch's ``Data`` objects of ``images`` (ASE ``Atoms`` or ``ase.db`` rows),
+        converted a chunk at a time: the batched conversion AMPTorch's
+        ``AtomsToData.convert_all`` asks a descriptor for
+        (:func:`fastfp.amptorch.data.images_to_data`; needs torch and torch_geometric)."""
+        from .data import images_to_data
+
+        return images_to_data(self, list(images), r_energy, r_forces, fprimes, disable_tqdm)
+
     def image_dicts(self, fps, derivatives) -> list[dict]:
         """AMPTorch's per-image dicts for the frames of ``fps`` (see :meth:`prepare_fingerprints`)."""
         out = []
@@ -232,3 +241,20 @@ class Gaussian(AMPTorchInterface, _gaussian.Gaussian):
         return head + "".join(
             el + "".join("%.15f" % v for row in rows for v in row) for el, rows in self.descriptor_setup.items()
         )
+
+
+#: the classes of each ``fp_scheme``, as AMPTorch's ``construct_descriptor`` picks them
+CLASSES = {"gaussian": Gaussian, "gmp": GMP, "gmpordernorm": GMPOrderNorm}
+
+
+def construct_descriptor(descriptor_setup):
+    """AMPTorch's ``construct_descriptor`` (``amptorch/dataset.py``) with these classes:
+    ``descriptor_setup`` is ``(fp_scheme, fp_params, cutoff_params, elements)``; the
+    ``fp_params`` dict is the descriptor's own (not copied), as in AMPTorch. Raises
+    ``ValueError`` for an ``fp_scheme`` other than those of :data:`CLASSES`."""
+    scheme, params, cutoff_params, elements = descriptor_setup
+    if scheme not in CLASSES:
+        raise ValueError(f"fp_scheme {scheme!r} is not one fastfp computes: {sorted(CLASSES)}")
+    if scheme == "gaussian":
+        return Gaussian(Gs=params, elements=elements, **cutoff_params)
+    return CLASSES[scheme](MCSHs=params, elements=elements)

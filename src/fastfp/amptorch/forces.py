@@ -17,8 +17,11 @@ When ``fprimes`` itself requires grad (AMPTorch's never does), the plain autogra
 expression (gather, multiply, ``index_add``) on its coalesced form is used instead, so
 gradients reach its values too.
 
-On-the-fly training (:mod:`fastfp.amptorch.onthefly`) hands the model fastfp's pair
-blocks instead of COO (:class:`DerivativeBlocks`): the same product over the
+A collated batch's derivatives reach AMPTorch's model as an object that contracts
+itself (``batch.fprimes.contract(gradients)``, AMPTorch's fingerprint-backend hook;
+:func:`fastfp.amptorch.install` routes the unpatched model to the same method): the COO
+matrix of the stored path (:class:`DerivativeMatrix`) or, on the fly
+(:mod:`fastfp.amptorch.onthefly`), fastfp's pair blocks (:class:`DerivativeBlocks`): the same product over the
 (n_features, 3) blocks, with the feature scaler's per-row factor applied to the
 gradients rather than to the blocks. Blocks featurized on the CPU (NumPy arrays) are
 contracted by one compiled pass; blocks featurized with ``device="cuda"`` and handed to
@@ -158,6 +161,10 @@ class DerivativeBlocks:
     def n_atoms(self) -> int:
         return self.factor.shape[0]
 
+    def contract(self, gradients: torch.Tensor) -> torch.Tensor:
+        """Forces (n_atoms, 3) from dE/dG: :func:`contract_blocks`."""
+        return contract_blocks(self, gradients)
+
     @property
     def on_torch(self) -> bool:
         """Whether the blocks are torch tensors (contracted by torch ops), not NumPy arrays."""
@@ -233,6 +240,29 @@ def contract_blocks(blocks: DerivativeBlocks, gradients: torch.Tensor) -> torch.
     return _MinusBlockProduct.apply(blocks, x, False)
 
 
+@dataclass(frozen=True, eq=False)
+class DerivativeMatrix:
+    """A collated batch's derivative matrix (AMPTorch's sparse COO ``fprimes``,
+    (n_atoms * n_features, 3 n_atoms)) that contracts itself into forces
+    (:meth:`contract`), as AMPTorch's model asks of a fingerprint backend's ``fprimes``.
+
+    ``to(device)`` moves it (torch_geometric's ``Batch.to`` calls it); ``matrix`` is the
+    COO tensor."""
+
+    matrix: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.matrix.shape
+
+    def to(self, *args, **kwargs) -> "DerivativeMatrix":
+        return DerivativeMatrix(self.matrix.to(*args, **kwargs))
+
+    def contract(self, gradients: torch.Tensor) -> torch.Tensor:
+        """Forces (n_atoms, 3) from dE/dG: :func:`contract_forces`."""
+        return contract_forces(self.matrix, gradients)
+
+
 def contract_forces(fprimes, gradients: torch.Tensor) -> torch.Tensor:
     """Forces (n_atoms, 3) from the COO matrix ``fprimes`` (n_atoms * n_features, 3 n_atoms)
     and ``gradients`` dE/dG with n_atoms * n_features elements (any shape).
@@ -240,10 +270,11 @@ def contract_forces(fprimes, gradients: torch.Tensor) -> torch.Tensor:
     Units: those of E per unit of position (eV/Å for AMPTorch). The result equals
     ``-torch.sparse.mm(fprimes.t(), gradients.reshape(-1, 1)).view(-1, 3)`` (duplicate
     entries of an uncoalesced ``fprimes`` are summed, as there), up to rounding.
-    ``fprimes`` may also be :class:`DerivativeBlocks` (:func:`contract_blocks`).
+    ``fprimes`` may also be a :class:`DerivativeMatrix` or :class:`DerivativeBlocks`
+    (:func:`contract_blocks`).
     """
-    if isinstance(fprimes, DerivativeBlocks):
-        return contract_blocks(fprimes, gradients)
+    if isinstance(fprimes, (DerivativeMatrix, DerivativeBlocks)):
+        return fprimes.contract(gradients)
     x = gradients.reshape(-1)
     if x.shape[0] != fprimes.shape[0]:
         raise ValueError(f"gradients has {x.shape[0]} elements, fprimes {fprimes.shape[0]} rows")

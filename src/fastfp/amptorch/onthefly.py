@@ -1,8 +1,10 @@
 """On-the-fly training: fingerprints and derivatives computed per batch, never stored.
 
-With :func:`fastfp.amptorch.install` in effect and ``config["dataset"]["on_the_fly"] =
-True``, AMPTorch's ``AtomsTrainer`` (``amptorch/trainer.py``) trains from an
-:class:`OnTheFlyDataset` instead of its ``AtomsDataset``. The data set keeps only the
+With ``config["dataset"]["on_the_fly"] = True``, AMPTorch's ``AtomsTrainer``
+(``amptorch/trainer.py``) trains from an :class:`OnTheFlyDataset` instead of its
+``AtomsDataset``: patched AMPTorch with ``config["dataset"]["fp_backend"] = "fastfp"``
+asks fastfp's backend for it (:func:`fastfp.amptorch.backend.dataset_class`), unpatched
+AMPTorch gets it through :func:`fastfp.amptorch.install`. The data set keeps only the
 frames as flat arrays (positions, atomic numbers, cells, pbc, energies, forces:
 :class:`LabelledFrames`) and the fitted scalers. Each batch is featurized with exact
 derivatives when the DataLoader asks for it, scaled, handed to the model with its
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from tqdm.auto import tqdm
 from ..config import require_same_settings
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
-from .descriptors import AMPTorchInterface
+from .descriptors import AMPTorchInterface, construct_descriptor
 from .forces import DerivativeBlocks
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
                       scale_fingerprints)
@@ -67,7 +68,7 @@ STORE_KEY = "fastfp_store"
 #: ``config["dataset"]`` keys AtomsTrainer reads (``descriptor`` and ``fp_length`` it
 #: writes itself), and fastfp's
 DATASET_KEYS = {"raw_data", "elements", "fp_scheme", "fp_params", "cutoff_params", "scaling", "save_fps",
-                "val_split", "val_split_mode", "descriptor", "fp_length", KEY, STORE_KEY}
+                "val_split", "val_split_mode", "descriptor", "fp_length", "fp_backend", KEY, STORE_KEY}
 #: keys of AMPTorch's LMDB data sets, which hold precomputed fingerprints
 LMDB_KEYS = ("lmdb_path", "cache")
 #: atoms per featurization call while fitting the feature scaler (fingerprints only, so
@@ -357,6 +358,14 @@ class OnTheFlyDataset(Dataset):
             batch.fprimes = DerivativeBlocks(ptr, j, fprimes[:, : self.input_dim], factor.contiguous())
         return batch
 
+    def loader_params(self) -> dict:
+        """The skorch parameters AtomsTrainer's net takes for this data set (AMPTorch's
+        data-set hook): batches made by :meth:`batch` on an :class:`AheadLoader`, in
+        AMPTorch's ``ParallelCollater`` form (:func:`collate_for_trainer`)."""
+        collate = functools.partial(collate_for_trainer, self)
+        return {"iterator_train": AheadLoader, "iterator_valid": AheadLoader,
+                "iterator_train__collate_fn": collate, "iterator_valid__collate_fn": collate}
+
 
 class StoreDataset(OnTheFlyDataset):
     """Frames read from a fastfp store a batch at a time: fingerprints, derivative blocks,
@@ -452,7 +461,7 @@ def collate_for_trainer(dataset: OnTheFlyDataset, items) -> list:
     return [[batch], [targets]]
 
 
-# -- AtomsTrainer hooks (installed by fastfp.amptorch.install) -------------------------
+# -- AtomsTrainer's data set (fastfp.amptorch.backend.dataset_class) -----------------
 
 
 def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True, scaling=None, store=None,
@@ -462,13 +471,15 @@ def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True,
     :class:`StoreDataset`, with AMPTorch's descriptor setup and scaler classes
     (``save_fps`` has nothing to save here). Unknown or bad ``fp_params`` raise
     ``ValueError`` naming the key."""
-    amptorch_dataset = importlib.import_module("amptorch.dataset")
-    scheme, params, cutoff_params, elements = descriptor_setup
+    from amptorch.preprocessing import FeatureScaler as AMPTorchFeatureScaler
+    from amptorch.preprocessing import TargetScaler as AMPTorchTargetScaler
+
+    scheme = descriptor_setup[0]
     try:
-        descriptor = amptorch_dataset.construct_descriptor((scheme, params, cutoff_params, elements))
+        descriptor = construct_descriptor(descriptor_setup)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"config['dataset']['fp_params'] ({scheme}): {exc}") from None
-    scalers = (amptorch_dataset.FeatureScaler, amptorch_dataset.TargetScaler)
+    scalers = (AMPTorchFeatureScaler, AMPTorchTargetScaler)
     if store is not None:
         return StoreDataset(store, descriptor, forcetraining, scaling, scalers)
     return OnTheFlyDataset(images, descriptor, forcetraining, scaling, scalers, device=device)
@@ -493,34 +504,6 @@ def open_training_store(dataset: dict):
     scheme, params, cutoff_params, elements = descriptor_setup(store.config)
     dataset.update(fp_scheme=scheme, fp_params=params, cutoff_params=cutoff_params, elements=elements, raw_data=[])
     return store
-
-
-def load_dataset(trainer, original) -> None:
-    """``AtomsTrainer.load_dataset``: AMPTorch's own (``original``), building an
-    :class:`OnTheFlyDataset` or a :class:`StoreDataset` where it builds its
-    ``AtomsDataset`` when the config asks for it (:func:`check_config`)."""
-    mode = check_config(trainer.config)
-    if mode is None:
-        return original(trainer)
-    store = open_training_store(trainer.config["dataset"]) if mode == STORE_KEY else None
-    module = importlib.import_module("amptorch.trainer")
-    atoms_dataset = module.AtomsDataset
-    module.AtomsDataset = functools.partial(trainer_dataset, store=store, device=training_device(trainer.config))
-    try:
-        return original(trainer)
-    finally:
-        module.AtomsDataset = atoms_dataset
-
-
-def load_skorch(trainer, original) -> None:
-    """``AtomsTrainer.load_skorch``: AMPTorch's own (``original``), then, for an
-    :class:`OnTheFlyDataset`, batches made by it on an :class:`AheadLoader`."""
-    original(trainer)
-    dataset = getattr(trainer, "train_dataset", None)
-    if isinstance(dataset, OnTheFlyDataset):  # a StoreDataset too
-        collate = functools.partial(collate_for_trainer, dataset)
-        trainer.net.set_params(iterator_train=AheadLoader, iterator_valid=AheadLoader,
-                               iterator_train__collate_fn=collate, iterator_valid__collate_fn=collate)
 
 
 __all__ = ["OnTheFlyDataset", "StoreDataset", "LabelledFrames", "AheadLoader", "check_config", "training_device", "KEY",

@@ -1,22 +1,27 @@
-"""Route AMPTorch's hot paths through fastfp, and back.
+"""Route unpatched AMPTorch's hot paths through fastfp's backend hooks, and back.
 
-:func:`install` rebinds, inside an imported AMPTorch:
+AMPTorch with fastfp's patch series calls the hooks of :mod:`fastfp.amptorch.backend`
+itself (``config["dataset"]["fp_backend"] = "fastfp"``). For unpatched AMPTorch,
+:func:`install` rebinds, inside an imported AMPTorch, the attributes where the series
+adds those calls, to the same hooks:
 
 * the descriptor classes ``construct_descriptor`` builds (``amptorch.dataset`` and
-  ``amptorch.dataset_lmdb``) to :mod:`fastfp.amptorch`'s, registered as virtual
-  subclasses of AMPTorch's ``BaseDescriptor``;
-* ``AtomsToData.convert_all`` to the batched :func:`~fastfp.amptorch.data.images_to_data`
-  (for fastfp descriptors; others keep AMPTorch's per-image path);
-* ``AtomsDataset.process`` to itself with BLAS and torch's OpenMP threads held to one
-  (:func:`~fastfp.threads.single_threaded_libraries`) for fastfp descriptors: fastfp's
-  threads featurize, and torch's, woken by the scaler fit's small tensor operations,
-  would wait for their cores;
-* ``FeatureScaler.norm`` to the vectorised :func:`~fastfp.amptorch.scaling.norm_features`;
+  ``amptorch.dataset_lmdb``) to the backend's (:func:`~fastfp.amptorch.backend.descriptor_classes`),
+  registered as virtual subclasses of AMPTorch's ``BaseDescriptor``;
+* ``AtomsToData.convert_all`` to the descriptor's batched ``images_to_data``
+  (fastfp descriptors; others keep AMPTorch's per-image path);
+* ``AtomsDataset.process`` to itself inside the backend's
+  :func:`~fastfp.amptorch.backend.preprocessing` context (fastfp descriptors);
+* ``FeatureScaler.norm`` to :func:`~fastfp.amptorch.backend.norm_features`;
 * ``sparse_block_diag`` (used by ``DataCollater``) to
-  :func:`~fastfp.amptorch.collate.sparse_block_diag`;
-* ``BPNN.forward`` and ``SingleNN.forward`` to :mod:`fastfp.amptorch.model`'s;
-* ``AtomsTrainer.load_dataset`` and ``load_skorch`` to AMPTorch's own, plus on-the-fly
-  training when ``config["dataset"]["on_the_fly"]`` is true (:mod:`fastfp.amptorch.onthefly`).
+  :func:`~fastfp.amptorch.backend.sparse_block_diag`;
+* ``BPNN.forward`` and ``SingleNN.forward`` to :mod:`fastfp.amptorch.model`'s, which
+  contract forces as the patched model does (``batch.fprimes.contract``);
+* ``AtomsTrainer.load_dataset`` to AMPTorch's own after
+  :func:`~fastfp.amptorch.backend.check_config`, building the data set of
+  :func:`~fastfp.amptorch.backend.dataset_class` where it builds its ``AtomsDataset``
+  (on-the-fly training, a store), and ``load_skorch`` to AMPTorch's own plus that data
+  set's ``loader_params``.
 
 AMPTorch's classes and their pickled form are unchanged, so checkpoints, normalizers
 and LMDBs stay AMPTorch's. :func:`uninstall` restores everything.
@@ -25,9 +30,9 @@ and LMDBs stay AMPTorch's. :func:`uninstall` restores everything.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
-from ..threads import single_threaded_libraries
-from . import collate, data, descriptors, model, onthefly, scaling
+from . import backend, descriptors, model
 
 _saved: dict = {}
 
@@ -38,7 +43,8 @@ def _targets():
     dataset_lmdb = importlib.import_module("amptorch.dataset_lmdb")
     preprocessing = importlib.import_module("amptorch.preprocessing")
     amp_model = importlib.import_module("amptorch.model")
-    trainer = importlib.import_module("amptorch.trainer").AtomsTrainer
+    trainer_module = importlib.import_module("amptorch.trainer")
+    trainer = trainer_module.AtomsTrainer
     atoms_to_data = preprocessing.AtomsToData
     original_convert_all = _saved.get((atoms_to_data, "convert_all"), atoms_to_data.convert_all)
     original_load_dataset = _saved.get((trainer, "load_dataset"), trainer.load_dataset)
@@ -48,44 +54,61 @@ def _targets():
     def process(self):
         if not isinstance(self.descriptor, descriptors.AMPTorchInterface):
             return original_process(self)
-        with single_threaded_libraries():  # the scaler fit and scaling too
+        with backend.preprocessing():
             return original_process(self)
 
     def convert_all(self, atoms_collection, disable_tqdm=False):
         if not isinstance(self.descriptor, descriptors.AMPTorchInterface):
             return original_convert_all(self, atoms_collection, disable_tqdm)
         images = atoms_collection.select() if hasattr(atoms_collection, "select") else atoms_collection
-        return data.images_to_data(
-            self.descriptor, list(images), self.r_energy, self.r_forces, self.fprimes, disable_tqdm
-        )
+        return self.descriptor.images_to_data(images, r_energy=self.r_energy, r_forces=self.r_forces,
+                                              fprimes=self.fprimes, disable_tqdm=disable_tqdm)
 
     def load_dataset(self):
-        return onthefly.load_dataset(self, original_load_dataset)
+        backend.check_config(self.config)
+        make_dataset = backend.dataset_class(self.config)
+        if make_dataset is None:
+            return original_load_dataset(self)
+        atoms_dataset = trainer_module.AtomsDataset
+        trainer_module.AtomsDataset = make_dataset
+        try:
+            return original_load_dataset(self)
+        finally:
+            trainer_module.AtomsDataset = atoms_dataset
 
     def load_skorch(self):
-        return onthefly.load_skorch(self, original_load_skorch)
+        original_load_skorch(self)
+        loader_params = getattr(getattr(self, "train_dataset", None), "loader_params", None)
+        if loader_params is not None:
+            self.net.set_params(**loader_params())
 
     targets = [(atoms_to_data, "convert_all", convert_all),
                (trainer, "load_dataset", load_dataset),
                (trainer, "load_skorch", load_skorch),
                (dataset.AtomsDataset, "process", process),
-               (preprocessing.FeatureScaler, "norm", scaling.norm_features),
-               (dataset, "sparse_block_diag", collate.sparse_block_diag),
+               (preprocessing.FeatureScaler, "norm", backend.norm_features),
+               (dataset, "sparse_block_diag", backend.sparse_block_diag),
                (amp_model.BPNN, "forward", model.bpnn_forward),
                (amp_model.SingleNN, "forward", model.singlenn_forward)]
-    for module in (dataset, dataset_lmdb):
-        for name in ("GMPOrderNorm", "GMP", "Gaussian"):
-            targets.append((module, name, getattr(descriptors, name)))
+    for cls in backend.descriptor_classes().values():
+        for module in (dataset, dataset_lmdb):
+            targets.append((module, cls.__name__, cls))
     return targets
 
 
 def install() -> None:
     """Route AMPTorch's preprocessing and training hot paths through fastfp.
 
-    Raises ``ImportError`` if AMPTorch is not installed. Calling it twice is harmless.
+    Raises ``ImportError`` if AMPTorch is not installed, ``RuntimeError`` for an AMPTorch
+    with fastfp's patch series (``amptorch.fp_backends``), which calls the same hooks
+    itself with ``config["dataset"]["fp_backend"] = "fastfp"``. Calling it twice is
+    harmless.
     """
+    if importlib.util.find_spec("amptorch.fp_backends") is not None:
+        raise RuntimeError("this AMPTorch has fingerprint backends (fastfp's patch series): set "
+                           "config['dataset']['fp_backend'] = 'fastfp' instead of calling fastfp.amptorch.install()")
     base = importlib.import_module("amptorch.descriptor.base_descriptor").BaseDescriptor
-    for cls in (descriptors.GMPOrderNorm, descriptors.GMP, descriptors.Gaussian):
+    for cls in backend.descriptor_classes().values():
         base.register(cls)
     for owner, name, replacement in _targets():
         _saved.setdefault((owner, name), getattr(owner, name))

@@ -36,12 +36,17 @@ Stages (:data:`STAGES`; backends: :mod:`fastfp.harness.backends`)
                 is plain torch but, like every "amptorch" stage, runs only where
                 AMPTorch is installed, so its column never shows an imitation;
 ``train_epoch`` one epoch of ``AtomsTrainer`` (SingleNN 3×20, batch 16, forces,
-                force_coefficient 0.05) without / with ``install()``;
+                force_coefficient 0.05) without / with ``install()`` / patched
+                AMPTorch with ``fp_backend: "fastfp"`` (``amptorch-patched``);
 ``train_epoch_on_the_fly``  the same epoch with ``config["dataset"]["on_the_fly"]``
                 (fastfp only): every batch featurized, scaled and contracted inside the
                 epoch, memory bounded by the batch;
 ``preprocess``  end to end: ``AtomsDataset(frames, ...)`` without / with ``install()``
-                (fingerprints, derivatives, ``Data``, feature and target scaling).
+                / patched with ``fp_backend="fastfp"`` (fingerprints, derivatives,
+                ``Data``, feature and target scaling).
+
+``amptorch-patched`` runs in a worker process where this process's AMPTorch is not the
+patched one (:mod:`fastfp.harness.patched`).
 
 Descriptor settings for the frames' elements come from
 :func:`fastfp.harness.settings.descriptor_config`.
@@ -66,7 +71,9 @@ from fastfp.config import build_descriptor, descriptor_setup
 from fastfp.frames import chunks, elements_of
 
 from . import settings
-from .backends import BACKENDS, StageUnavailable, fastfp_installed, is_available, missing_torch, why_unavailable
+from . import patched
+from .backends import (BACKENDS, StageUnavailable, fastfp_installed, is_available, missing_torch, patched_imported,
+                       why_unavailable)
 from .workloads import has_labels
 
 NO_LABELS = "frames have no energies/forces: training stages skipped"
@@ -314,7 +321,7 @@ def _collate(req: Request):
 
         collater = DataCollater(train=True, forcetraining=True)
     else:
-        from fastfp.amptorch.collate import sparse_block_diag
+        from fastfp.amptorch.backend import sparse_block_diag
 
         def collater(batch):
             return _collate_like_amptorch(batch, sparse_block_diag)
@@ -353,7 +360,7 @@ def _force_contraction(req: Request):
     # (tests/test_bench.py), faster
     collate = Request("collate", "fastfp", req.frames, req.descriptor, req.elements, data=_data_list(req),
                       collect=True, batch_size=req.batch_size)
-    matrices = [batch.fprimes for batch, _ in _collate(collate)()]
+    matrices = [batch.fprimes.matrix for batch, _ in _collate(collate)()]  # the COO tensors
     generator = torch.Generator().manual_seed(0)
     gradients = [torch.randn(1, m.shape[0], generator=generator, dtype=m.dtype).requires_grad_()
                  for m in matrices]
@@ -418,15 +425,18 @@ def _train_epoch(req: Request):
     config = train_config(frames_dataset(req), req.tempdir())
     on_the_fly = req.stage == "train_epoch_on_the_fly"
     config["dataset"]["on_the_fly"] = on_the_fly
+    patched_amptorch = req.backend == "amptorch-patched"
+    if patched_amptorch:  # AMPTorch calls fastfp's hooks itself
+        config["dataset"]["fp_backend"] = "fastfp"
     trainer = AtomsTrainer(config)
     cwd = os.getcwd()
     try:
-        with contextlib.redirect_stdout(open(os.devnull, "w")), fastfp_installed(True):
+        with contextlib.redirect_stdout(open(os.devnull, "w")), fastfp_installed(not patched_amptorch):
             trainer.load()
             trainer.net.initialize()
     finally:
         os.chdir(cwd)  # AtomsTrainer.load_config chdirs into run_dir
-    if req.backend == "fastfp":
+    if req.backend != "amptorch":
         warm_up()  # the force contraction's compiled kernels
 
     def run():
@@ -439,15 +449,18 @@ def _train_epoch(req: Request):
 
 def _preprocess(req: Request):
     _torch_setup()
-    if req.backend == "amptorch" or is_available("amptorch"):
+    if req.backend in ("amptorch", "amptorch-patched") or is_available("amptorch"):
         from amptorch.dataset import AtomsDataset
 
         from fastfp.amptorch.scaling import DEFAULT_SCALING
 
+        # patched AMPTorch calls fastfp's hooks itself
+        backend = {"fp_backend": "fastfp"} if req.backend == "amptorch-patched" else {}
+
         def work(frames):
             with fastfp_installed(req.backend == "fastfp"):
                 dataset = AtomsDataset(list(frames), descriptor_setup(req.config), forcetraining=True,
-                                       save_fps=False, scaling=dict(DEFAULT_SCALING))
+                                       save_fps=False, scaling=dict(DEFAULT_SCALING), **backend)
             return dataset.data_list
 
     else:  # fastfp without AMPTorch: what AtomsDataset.process does under install()
@@ -460,7 +473,7 @@ def _preprocess(req: Request):
             data = images_to_data(desc, list(frames), True, True, True, disable_tqdm=True)
             return _fit_and_scale(data, FeatureScaler, TargetScaler)
 
-    if req.backend == "fastfp":  # featurization, conversion and scaling kernels
+    if req.backend != "amptorch":  # featurization, conversion and scaling kernels
         _warm_up(work, req.frames)
     return lambda: work(req.frames)
 
@@ -486,6 +499,9 @@ class Stage:
     memory: str | None = None
 
 
+#: the stages AMPTorch with fastfp's patch series runs too (its own code, fastfp's hooks)
+_PATCHED_TOO = ("amptorch", "amptorch-patched", "fastfp")
+
 _NO_STORE = ("AMPTorch has no fingerprint store comparable to fastfp's (its save_fps HDF5 cache is one file "
              "per image, read back inside prepare_fingerprints): not compared")
 
@@ -500,12 +516,12 @@ STAGES: dict[str, Stage] = {
         Stage("force_contraction", "force contraction, forward + backward", _force_contraction,
               needs_labels=True, needs_torch=True, memory="coo"),
         Stage("train_epoch", "training epoch", _train_epoch, needs_labels=True, needs_torch=True,
-              needs_amptorch=True, memory="coo"),
+              needs_amptorch=True, memory="coo", backends=_PATCHED_TOO),
         Stage("train_epoch_on_the_fly", "training epoch on the fly", _train_epoch, needs_labels=True,
-              needs_torch=True, needs_amptorch=True, backends=("fastfp",),
+              needs_torch=True, needs_amptorch=True, backends=("amptorch-patched", "fastfp"),
               missing={"amptorch": "AMPTorch has no on-the-fly path (its stored path: the training epoch row)"}),
         Stage("preprocess", "end-to-end preprocessing", _preprocess, needs_labels=True, needs_torch=True,
-              memory="coo"),
+              memory="coo", backends=_PATCHED_TOO),
     )
 }
 
@@ -522,7 +538,7 @@ def why_not(stage: str, backend: str) -> str | None:
         return reason
     if backend not in spec.backends:
         return spec.missing.get(backend, f"{spec.title} has no {backend} implementation")
-    if spec.needs_amptorch and not is_available("amptorch"):
+    if spec.needs_amptorch and backend != "amptorch-patched" and not is_available("amptorch"):
         return (f"{spec.title} runs AMPTorch's AtomsTrainer (with fastfp.amptorch.install() for fastfp); "
                 f"{why_unavailable('amptorch')}")
     if spec.needs_torch:
@@ -563,5 +579,8 @@ def build(stage: str, backend: str, frames, check_memory: bool = True, **options
         settings.check_memory(need, f"{stage} on {len(frames)} frames")
     run = Run(request)
     weakref.finalize(run, _remove, request.tempdirs)  # temporary files live as long as the callable
-    run.func = spec.builder(request)
+    if backend == "amptorch-patched" and not patched_imported():
+        run.func = patched.remote(stage, frames, options)
+    else:
+        run.func = spec.builder(request)
     return run
