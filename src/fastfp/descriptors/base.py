@@ -39,8 +39,15 @@ def _check_device(device, dtype) -> tuple[str, np.dtype]:
 class Descriptor(ABC):
     """A descriptor of atomic environments within ``cutoff`` (Å) for ``elements``.
 
-    Subclasses implement :meth:`_neighbor_pairs` and :meth:`_compute` on packed frames.
+    Subclasses build :attr:`tables` from their settings and implement
+    :meth:`_neighbor_pairs` and :meth:`_compute` on packed frames.
     """
+
+    #: the arrays the kernels read, built once from the settings: a
+    #: :class:`~fastfp.kernels.tables.GMPTables` or
+    #: :class:`~fastfp.kernels.tables.GaussianTables`, the same object for the CPU and
+    #: GPU kernels
+    tables: tuple
 
     #: AMPTorch's name of the descriptor (``descriptor_type``)
     descriptor_type: str = ""
@@ -104,13 +111,15 @@ class Descriptor(ABC):
         fp, deriv = self._compute(packed, pairs, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
 
-    def _run_kernel(self, kernel, pairs: NeighborPairs, derivatives: bool, *tables) -> tuple[np.ndarray, dict]:
+    def _run_kernel(self, kernel, pairs: NeighborPairs, derivatives: bool, *inputs) -> tuple[np.ndarray, dict]:
         """Run a featurization ``kernel`` over all centres of ``pairs``, in ranges of
         about equal pair counts on :func:`~fastfp.threads.num_threads` threads
         (:func:`~fastfp.threads.run_balanced`). The kernel is called as ``kernel(ptr,
-        pair_block, block_ptr, *tables, fp, fprimes, atom_start, atom_stop)`` and fills
-        ``fp`` and ``fprimes`` (allocated here). Returns what :meth:`_compute` returns."""
+        pair_block, block_ptr, *inputs, tables, derivatives, fp, fprimes, atom_start,
+        atom_stop)`` with this descriptor's :attr:`tables` and fills ``fp`` and ``fprimes``
+        (allocated here). Returns what :meth:`_compute` returns."""
         n_atoms = len(pairs.ptr) - 1
+        derivatives = bool(derivatives)
         if derivatives:
             block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
         else:
@@ -120,8 +129,8 @@ class Descriptor(ABC):
         # they are filled
         fp = np.empty((n_atoms, self.n_features))
         fprimes = np.empty((len(block_j), self.n_features, 3))
-        run_balanced(lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *tables, fp, fprimes, start, stop),
-                     pairs.ptr)
+        run_balanced(lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *inputs, self.tables, derivatives,
+                                                fp, fprimes, start, stop), pairs.ptr)
         if not derivatives:
             return fp, {}
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)

@@ -7,12 +7,14 @@ import numpy as np
 
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames
+from ..kernels.tables import GaussianTables, GMPTables
 from . import gaussian, gmp
 from .blocks import pair_blocks
 from .device import array_module, check_room
 from .neighbors import neighbor_pairs
 
-_KERNELS = {"GMPOrderNorm": gmp, "GMP": gmp, "Gaussian": gaussian}
+#: the kernels of each kind of tables
+_KERNELS = {GMPTables: gmp, GaussianTables: gaussian}
 
 
 def featurize_packed(desc, packed: PackedFrames, derivatives: bool, dtype: np.dtype) -> Fingerprints:
@@ -33,7 +35,7 @@ def featurize_packed(desc, packed: PackedFrames, derivatives: bool, dtype: np.dt
             "amptorch_binning (dropping the pairs AMPTorch's neighbour search misses) is "
             "implemented on the CPU only; use device='cpu'"
         )
-    module = _KERNELS[desc.descriptor_type]
+    module = _KERNELS[type(desc.tables)]
     xp = array_module()
     pairs = neighbor_pairs(xp, packed, desc.cutoff, self_pairs=module.SELF_PAIRS)
     n_atoms, n_feat = packed.n_atoms, desc.n_features
@@ -46,6 +48,6 @@ def featurize_packed(desc, packed: PackedFrames, derivatives: bool, dtype: np.dt
     fprimes = xp.zeros((len(block_j), n_feat, 3), dtype=dtype)
     numbers = xp.asarray(packed.numbers)
     species = xp.asarray(desc.species_of)[numbers]
-    module.run(xp, desc, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes)
+    module.run(xp, desc.tables, species, pairs, pair_block, block_ptr, bool(derivatives), fp, fprimes)
     deriv = dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes) if derivatives else {}
     return Fingerprints(fingerprints=fp, offsets=xp.asarray(packed.offsets), numbers=numbers, **deriv)
