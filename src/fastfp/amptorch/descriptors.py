@@ -141,7 +141,7 @@ class AMPTorchInterface:
         out = []
         for k in range(fps.n_frames):
             a0, a1 = fps.offsets[k], fps.offsets[k + 1]
-            descriptors = self._transform(fps.fingerprints[a0:a1, : widths[k]])
+            descriptors = self.transform(fps.fingerprints[a0:a1, : widths[k]])
             num_descriptors = {self.elements[s]: per_element[self.elements[s]] for s in np.flatnonzero(present[k])}
             out.append((fps.numbers[a0:a1], descriptors, num_descriptors, primes[k]))
         return out
@@ -162,8 +162,9 @@ class AMPTorchInterface:
             out.append(image)
         return out
 
-    def _transform(self, fingerprints):
-        """AMPTorch's ``"log"`` option: log10(max(|fp|, 1e-8)), fingerprints only."""
+    def transform(self, fingerprints):
+        """``fingerprints`` as AMPTorch hands them on: with its ``"log"`` option
+        log10(max(|fp|, 1e-8)), else unchanged (derivatives have no log form)."""
         if not self.params.get("log", False):
             return fingerprints
         return np.log10(np.maximum(np.abs(fingerprints), 1e-8))

@@ -312,7 +312,7 @@ class OnTheFlyDataset(Dataset):
     def _rows(self, fps) -> torch.Tensor:
         """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype,
         on the arrays' device (DLPack: no copy)."""
-        rows = torch.from_dlpack(self.descriptor._transform(fps.fingerprints))[:, : self.input_dim]
+        rows = torch.from_dlpack(self.descriptor.transform(fps.fingerprints))[:, : self.input_dim]
         return rows.to(torch.get_default_dtype())
 
     def __len__(self) -> int:
