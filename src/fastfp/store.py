@@ -654,7 +654,7 @@ def _peak_rss() -> int:
 def _labels(frames, start: int):
     """``(energies, forces)`` of ``frames`` (numbered from ``start``), or None if one lacks them."""
     try:
-        return labels_of(frames, start)
+        return labels_of(frames, first_index=start)
     except ValueError:
         return None
 
@@ -669,7 +669,7 @@ def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
     labels = _labels(frames, start)
     with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype, labels=labels,
                      metadata={"frames": [start, stop]}, compression=job.compression) as writer:
-        for first, chunk in chunks(frames, job.chunk_size, _light):
+        for first, chunk in chunks(frames, job.chunk_size, convert=_light):
             writer.append(descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first))
     return dict(n_atoms=writer.n_atoms, n_blocks=writer.n_blocks, bytes=Path(path).stat().st_size,
                 labels=labels is not None, pid=os.getpid(), peak_rss=_peak_rss())

@@ -80,13 +80,13 @@ class AMPTorchInterface:
         self._check_log(calc_derivatives)
         out = []
         bar = tqdm(total=len(images), desc="Computing fingerprints (fastfp)", disable=not verbose)
-        for _, chunk, fps in self.featurized_chunks(images, calc_derivatives):
+        for _, chunk, fps in self.featurized_chunks(images, derivatives=calc_derivatives):
             out.extend(self.image_dicts(fps, calc_derivatives))
             bar.update(len(chunk))
         bar.close()
         return out
 
-    def featurized_chunks(self, images, derivatives):
+    def featurized_chunks(self, images, *, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
         :data:`CHUNK_ATOMS` atoms of ``images``, in order. The neighbours of the next
         :data:`CHUNKS_AHEAD` chunks are searched on a background thread while the calling
@@ -98,7 +98,7 @@ class AMPTorchInterface:
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:
-                yield start, chunk, self.featurize(chunk, derivatives, start)
+                yield start, chunk, self.featurize(chunk, derivatives=derivatives, first_index=start)
             return
         # the limit held here for the whole loop, the search thread's LAPACK calls included
         with single_threaded_libraries(), \

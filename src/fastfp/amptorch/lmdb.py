@@ -161,7 +161,7 @@ class _Job:
     def chunks(self, start: int, stop: int):
         """``(index of the first frame, [Atoms, ...])`` over frames ``start:stop``."""
         frames = self.frames.read(start, stop) if isinstance(self.frames, FrameFile) else self.frames[start:stop]
-        for first, chunk in chunks(frames, self.chunk_frames, _as_atoms):
+        for first, chunk in chunks(frames, self.chunk_frames, convert=_as_atoms):
             yield start + first, chunk
 
 
@@ -179,7 +179,7 @@ def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
     descriptor = _descriptor(canonical_json(job.config))
     stats = FitStatistics()
     for first, chunk in job.chunks(start, stop):
-        energies, _ = labels_of(chunk, first, forces=job.derivatives)
+        energies, _ = labels_of(chunk, first_index=first, forces=job.derivatives)
         fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
         rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
         if len({r.shape[1] for r in rows}) > 1:
@@ -267,7 +267,7 @@ def _scalers(job, stats, scaling, classes):
 # -- writing ---------------------------------------------------------------------------
 
 
-def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=DEFAULT_CHUNK_FRAMES, *,
+def write_lmdb(frames, config, path, *, scaling=None, progress=True, chunk_frames=DEFAULT_CHUNK_FRAMES,
                base_dir=None, derivatives=True, amptorch_scalers=None, dtype=torch.float64) -> dict:
     """Featurize ``frames`` and write them as one AMPTorch LMDB file at ``path``, in this
     process (:func:`write_lmdb_shards` writes a directory of them, on a cluster if asked).

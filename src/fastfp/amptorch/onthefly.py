@@ -197,7 +197,7 @@ class LabelledFrames:
     allowed: np.ndarray
 
     @classmethod
-    def from_images(cls, images, allowed: np.ndarray, forces: bool) -> "LabelledFrames":
+    def from_images(cls, images, allowed: np.ndarray, *, forces: bool) -> "LabelledFrames":
         """Pack ASE ``Atoms`` with energies (and ``forces``). Raises
         :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first bad frame."""
         frames = pack_frames(images, allowed)
@@ -259,9 +259,9 @@ class OnTheFlyDataset(Dataset):
     ``device``, :class:`~fastfp.gpu.device.DeviceError` if ``"cuda"`` cannot run.
     """
 
-    def __init__(self, images, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
+    def __init__(self, images, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True, device="cpu"):
-        self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forcetraining)
+        self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forces=forcetraining)
         self._setup(descriptor, forcetraining, self.frames.energies, np.unique(self.frames.frames.numbers), scaling,
                     scalers, progress, device)
 
@@ -300,14 +300,16 @@ class OnTheFlyDataset(Dataset):
         start = 0
         while start < len(self):
             stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk))))
-            yield self._featurizer.featurize_packed(self.frames.select(range(start, stop))[0], False, self.device)
+            yield self._featurizer.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
+                                                    device=self.device)
             start = stop
 
     def _read(self, indices):
         """``(Fingerprints with derivatives when force training, energies, forces)`` of
         the frames ``indices``: featurized here, on :attr:`device`."""
         packed, energies, forces = self.frames.select(indices)
-        return self._featurizer.featurize_packed(packed, self.forcetraining, self.device), energies, forces
+        fps = self._featurizer.featurize_packed(packed, derivatives=self.forcetraining, device=self.device)
+        return fps, energies, forces
 
     def _rows(self, fps) -> torch.Tensor:
         """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype,
@@ -377,7 +379,7 @@ class StoreDataset(OnTheFlyDataset):
     with force training, without derivatives.
     """
 
-    def __init__(self, store, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
+    def __init__(self, store, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True):
         from ..store import StoreError
 
@@ -470,8 +472,9 @@ def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True,
         raise ValueError(f"config['dataset']['fp_params'] ({scheme}): {exc}") from None
     scalers = (amptorch_dataset.FeatureScaler, amptorch_dataset.TargetScaler)
     if store is not None:
-        return StoreDataset(store, descriptor, forcetraining, scaling, scalers)
-    return OnTheFlyDataset(images, descriptor, forcetraining, scaling, scalers, device=device)
+        return StoreDataset(store, descriptor, forcetraining=forcetraining, scaling=scaling, scalers=scalers)
+    return OnTheFlyDataset(images, descriptor, forcetraining=forcetraining, scaling=scaling, scalers=scalers,
+                           device=device)
 
 
 def open_training_store(dataset: dict):

@@ -77,7 +77,7 @@ class Descriptor(ABC):
         """Number of (unpadded) features of each element."""
         return {el: self.n_features for el in self.elements}
 
-    def featurize(self, frames, derivatives: bool = True, first_index: int = 0, device: str = "cpu",
+    def featurize(self, frames, *, derivatives: bool = True, first_index: int = 0, device: str = "cpu",
                   dtype="float64") -> Fingerprints:
         """Fingerprints of ``frames`` (a sequence of ASE ``Atoms``), all in one batch.
 
@@ -92,16 +92,16 @@ class Descriptor(ABC):
         """
         device, dtype = _check_device(device, dtype)
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return self.featurize_packed(packed, derivatives, device, dtype)
+        return self.featurize_packed(packed, derivatives=derivatives, device=device, dtype=dtype)
 
-    def featurize_packed(self, packed: PackedFrames, derivatives: bool = True, device: str = "cpu",
+    def featurize_packed(self, packed: PackedFrames, *, derivatives: bool = True, device: str = "cpu",
                          dtype="float64") -> Fingerprints:
         """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
         device, dtype = _check_device(device, dtype)
         if device == "cuda":
             from ..gpu.featurize import featurize_packed  # CuPy and numba-cuda only when asked for
 
-            return featurize_packed(self, packed, derivatives, dtype)
+            return featurize_packed(self, packed, derivatives=derivatives, dtype=dtype)
         with single_threaded_libraries():
             return self._featurize_pairs(packed, self._neighbor_pairs(packed), derivatives)
 

@@ -17,7 +17,7 @@ from .neighbors import neighbor_pairs
 _KERNELS = {GMPTables: gmp, GaussianTables: gaussian}
 
 
-def featurize_packed(desc, packed: PackedFrames, derivatives: bool, dtype: np.dtype) -> Fingerprints:
+def featurize_packed(desc, packed: PackedFrames, *, derivatives: bool, dtype: np.dtype) -> Fingerprints:
     """Fingerprints of ``packed`` by ``desc`` on the current CUDA device (or in numba's
     CUDA simulator), every array of the result on the device: CuPy arrays (NumPy under
     the simulator) that torch takes without a copy (``torch.from_dlpack``).
