@@ -185,12 +185,16 @@ def _shards_done(summary) -> str:
             help="frames featurized per batch (default 32); bounds memory"),
         arg("--compression", choices=["none", "lzf", "gzip"], default="none",
             help="HDF5 compression of the float datasets (default none)"),
+        arg("--device", choices=["cpu", "cuda"], default="cpu",
+            help="where to featurize: cpu (default) or cuda (the current CUDA GPU of each process; needs the gpu "
+                 "extra); the store holds the same numbers within rounding"),
         *SHARED_ARGUMENTS,
     ],
 )
 def featurize(args) -> int:
     from .config import load_config, resolve_config
     from .frames import FrameError, elements_of
+    from .gpu.device import DeviceError, DeviceMemoryError
     from .shards import ShardedDir
     from .store import FORMAT, StoreError, featurize_to_store
 
@@ -204,10 +208,12 @@ def featurize(args) -> int:
                 shard_frames=args.shard_frames, chunk_size=args.chunk_size, cluster=args.cluster,
                 overwrite=args.overwrite, progress=not args.quiet,
                 metadata={"config_file": os.path.abspath(config_path)},
-                compression=None if args.compression == "none" else args.compression,
+                compression=None if args.compression == "none" else args.compression, device=args.device,
             )
         except FrameError as exc:  # "frame N: ..." with N counted from 0 over the selected frames
             raise CLIError(f"{frames.path}: {exc}") from None
+        except (DeviceError, DeviceMemoryError) as exc:
+            raise CLIError(str(exc)) from None
     if not args.quiet:
         print(
             f"wrote {args.out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "

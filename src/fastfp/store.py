@@ -85,6 +85,7 @@ import numpy as np
 
 from .atomic import AtomicPath
 from .config import build_descriptor, canonical_json, config_hash, require_same_settings
+from .descriptors.base import check_device
 from .fingerprints import Fingerprints
 from .framefile import FrameFile
 from .frames import chunks, labels_of
@@ -625,6 +626,7 @@ class _Job:
     dtype: str
     chunk_size: int
     compression: str | None
+    device: str
 
     def read(self, start: int, stop: int) -> list:
         if isinstance(self.frames, FrameFile):
@@ -670,7 +672,8 @@ def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
     with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype, labels=labels,
                      metadata={"frames": [start, stop]}, compression=job.compression) as writer:
         for first, chunk in chunks(frames, job.chunk_size, convert=_light):
-            writer.append(descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first))
+            fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first, device=job.device)
+            writer.append(fps.to_numpy())
     return dict(n_atoms=writer.n_atoms, n_blocks=writer.n_blocks, bytes=Path(path).stat().st_size,
                 labels=labels is not None, pid=os.getpid(), peak_rss=_peak_rss())
 
@@ -678,7 +681,7 @@ def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
 def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, dtype="float64",
                        shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_size: int = 32, cluster=None,
                        overwrite: bool = False, progress: bool = False, metadata: dict | None = None,
-                       compression: str | None = None) -> dict:
+                       compression: str | None = None, device: str = "cpu") -> dict:
     """Featurize ``frames`` into the store directory ``path``, one shard of
     ``shard_frames`` consecutive frames per task, ``chunk_size`` frames at a time.
 
@@ -696,11 +699,18 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     progress : a tqdm progress bar (frames)
     metadata : JSON-serialisable dict recorded in the manifest
     compression : h5py compression of the float datasets (None, "lzf", "gzip")
+    device : "cpu" or "cuda": where each task featurizes (:meth:`Descriptor.featurize
+        <fastfp.descriptors.base.Descriptor.featurize>`; "cuda": the current CUDA GPU of
+        the process that runs it). A store written on the GPU holds the CPU's
+        fingerprints and derivative blocks within rounding (1e-10 relative), each
+        centre's blocks ordered by the atom they differentiate by.
 
     An existing store at ``path`` with the same config, settings and frames is resumed:
     only its missing shards are computed. Other settings raise :class:`StoreError`
     naming them (unless ``overwrite``); a path that is not a fastfp store raises
-    :class:`StoreError` and is left untouched. Errors of the frames (e.g.
+    :class:`StoreError` and is left untouched. A ``device`` that cannot run raises
+    ``ValueError`` or :class:`~fastfp.gpu.device.DeviceError` before anything is written
+    (in this process; on a cluster, from the first task). Errors of the frames (e.g.
     :class:`~fastfp.frames.FrameError`, naming the frame by its position in ``frames``)
     propagate, and a store this call created is removed. An interruption
     (``KeyboardInterrupt``) or a lost cluster leaves the complete shards and the
@@ -716,6 +726,11 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         if int(value) < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     dtype = _fprimes_dtype(dtype)
+    check_device(device)
+    if device == "cuda" and cluster is None:
+        from .gpu.device import array_module
+
+        array_module()  # DeviceError here, before the store is made
     out = ShardedDir(path, FORMAT, ".h5", StoreError)
     out.check()
     if isinstance(frames, FrameFile):
@@ -753,7 +768,7 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
 
     todo = out.start(manifest, overwrite=overwrite, is_complete=lambda p, k: shard_info(p, k) is not None)
     bounds = out.bounds()
-    job = _Job(frames, config, bool(derivatives), dtype, int(chunk_size), compression)
+    job = _Job(frames, config, bool(derivatives), dtype, int(chunk_size), compression, device)
     from tqdm.auto import tqdm
 
     info = {}

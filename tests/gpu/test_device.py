@@ -161,9 +161,8 @@ def test_kernels_take_the_descriptor_tables(tmp_path, monkeypatch, derivatives):
 
 def test_amptorch_neighbour_emulation_is_cpu_only(tmp_path):
     desc = descriptor("GMPOrderNorm", tmp_path)
-    desc.amptorch_binning = True
     with pytest.raises(ValueError, match="amptorch_binning .* CPU only; use device='cpu'"):
-        desc.featurize(list(frames().values()), device="cuda")
+        desc.featurize(list(frames().values()), device="cuda", amptorch_binning=True)
 
 
 def test_elements_cover_the_frames():

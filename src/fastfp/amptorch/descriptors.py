@@ -39,9 +39,13 @@ CHUNKS_AHEAD = 2
 
 
 class AMPTorchInterface:
-    """AMPTorch's ``BaseDescriptor`` interface over a fastfp descriptor (a mixin)."""
+    """AMPTorch's ``BaseDescriptor`` interface over a fastfp descriptor (a mixin).
 
-    amptorch_binning = True
+    :meth:`prepare_fingerprints` and :meth:`featurized_chunks` find neighbours as AMPTorch
+    does (``amptorch_binning``: :func:`fastfp.neighbors.amptorch_binning_mask`);
+    ``featurize`` is fastfp's, with the complete neighbour list unless asked.
+    """
+
     #: derivative entries with smaller magnitude are dropped from the COO output
     prime_threshold = 0.0
 
@@ -98,7 +102,8 @@ class AMPTorchInterface:
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:
-                yield start, chunk, self.featurize(chunk, derivatives=derivatives, first_index=start)
+                yield start, chunk, self.featurize(chunk, derivatives=derivatives, first_index=start,
+                                                   amptorch_binning=True)
             return
         # the limit held here for the whole loop, the search thread's LAPACK calls included
         with single_threaded_libraries(), \
@@ -116,7 +121,7 @@ class AMPTorchInterface:
         """``(packed frames, their neighbour pairs)`` (:meth:`_neighbor_pairs`) of ``frames``,
         numbered from ``first_index`` in errors."""
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return packed, self._neighbor_pairs(packed)
+        return packed, self._neighbor_pairs(packed, amptorch_binning=True)
 
     def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples

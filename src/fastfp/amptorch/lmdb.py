@@ -180,7 +180,7 @@ def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
     stats = FitStatistics()
     for first, chunk in job.chunks(start, stop):
         energies, _ = labels_of(chunk, first_index=first, forces=job.derivatives)
-        fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
+        fps = descriptor.featurize(chunk, derivatives=False, first_index=first, amptorch_binning=True)
         rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
         if len({r.shape[1] for r in rows}) > 1:
             raise ValueError(f"frames {first}..{first + len(chunk) - 1}: fingerprint widths differ between frames "
@@ -208,7 +208,7 @@ def write_shard(job: _Job, path, start: int, stop: int, scalers: tuple, report=N
                         readahead=False, sync=False, metasync=False)
         try:
             for first, chunk in job.chunks(start, stop):
-                fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=first)
+                fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=first, amptorch_binning=True)
                 data = fingerprints_to_data(descriptor, chunk, fps, True, job.derivatives, job.derivatives)
                 del fps
                 norm_features(features, data)

@@ -38,7 +38,6 @@ tensors.
 
 from __future__ import annotations
 
-import copy
 import functools
 import importlib
 from collections import deque
@@ -53,6 +52,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from ..config import require_same_settings
+from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
 from .descriptors import AMPTorchInterface
@@ -270,14 +270,11 @@ class OnTheFlyDataset(Dataset):
         fingerprints of :meth:`_fingerprint_parts` (atomic numbers ``present``)."""
         if not isinstance(descriptor, AMPTorchInterface):
             raise TypeError(f"on-the-fly training needs a fastfp.amptorch descriptor, got {type(descriptor).__name__}")
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        #: AMPTorch's neighbour binning where there is one: on the CPU
+        self.amptorch_binning = device == "cpu"
+        check_device(device, amptorch_binning=self.amptorch_binning)
         self.descriptor = descriptor
         self.device = device
-        self._featurizer = descriptor
-        if device == "cuda":  # AMPTorch's neighbour-search emulation is CPU only
-            self._featurizer = copy.copy(descriptor)
-            self._featurizer.amptorch_binning = False
         self.forcetraining = forcetraining
         feature_class, target_class = scalers
         self.target_scaler = target_class([SimpleNamespace(energy=e) for e in energies.tolist()], forcetraining)
@@ -300,15 +297,16 @@ class OnTheFlyDataset(Dataset):
         start = 0
         while start < len(self):
             stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk))))
-            yield self._featurizer.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
-                                                    device=self.device)
+            yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
+                                                   device=self.device, amptorch_binning=self.amptorch_binning)
             start = stop
 
     def _read(self, indices):
         """``(Fingerprints with derivatives when force training, energies, forces)`` of
         the frames ``indices``: featurized here, on :attr:`device`."""
         packed, energies, forces = self.frames.select(indices)
-        fps = self._featurizer.featurize_packed(packed, derivatives=self.forcetraining, device=self.device)
+        fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining, device=self.device,
+                                               amptorch_binning=self.amptorch_binning)
         return fps, energies, forces
 
     def _rows(self, fps) -> torch.Tensor:

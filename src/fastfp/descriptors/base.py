@@ -21,10 +21,18 @@ def check_keys(params: dict, allowed: set, where: str) -> None:
         raise ValueError(f"{where}: unknown parameter key(s) {unknown}; known keys: {sorted(allowed)}")
 
 
-def _check_device(device, dtype) -> tuple[str, np.dtype]:
-    """``device`` ("cpu" or "cuda") and ``dtype`` (float64, or float32 on "cuda") checked."""
+def check_device(device: str, dtype="float64", amptorch_binning: bool = False) -> np.dtype:
+    """What may run where, checked once at each public entry point (:meth:`Descriptor.featurize`,
+    :func:`fastfp.store.featurize_to_store`, :class:`fastfp.amptorch.onthefly.OnTheFlyDataset`):
+    ``device`` is "cpu" or "cuda"; the results' ``dtype`` is float64, or float32 on
+    "cuda"; AMPTorch's neighbour binning (``amptorch_binning``,
+    :func:`~fastfp.neighbors.amptorch_binning_mask`) exists on "cpu" only. Returns
+    ``dtype`` as a NumPy dtype; raises ``ValueError`` naming what is not allowed."""
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if amptorch_binning and device != "cpu":
+        raise ValueError("amptorch_binning (dropping the pairs AMPTorch's neighbour search misses) is "
+                         "implemented on the CPU only; use device='cpu'")
     try:
         dtype = np.dtype(dtype)
     except TypeError:
@@ -33,7 +41,7 @@ def _check_device(device, dtype) -> tuple[str, np.dtype]:
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     if dtype == np.float32 and device == "cpu":
         raise ValueError("dtype float32 is available with device='cuda' only; the CPU kernels compute float64")
-    return device, dtype
+    return dtype
 
 
 class Descriptor(ABC):
@@ -51,9 +59,6 @@ class Descriptor(ABC):
 
     #: AMPTorch's name of the descriptor (``descriptor_type``)
     descriptor_type: str = ""
-    #: drop the pairs AMPTorch's neighbour search misses
-    #: (:func:`~fastfp.neighbors.amptorch_binning_mask`); set by :mod:`fastfp.amptorch`
-    amptorch_binning: bool = False
 
     def __init__(self, elements: Sequence[str], cutoff: float):
         if len(elements) == 0:
@@ -78,32 +83,40 @@ class Descriptor(ABC):
         return {el: self.n_features for el in self.elements}
 
     def featurize(self, frames, *, derivatives: bool = True, first_index: int = 0, device: str = "cpu",
-                  dtype="float64") -> Fingerprints:
+                  dtype="float64", amptorch_binning: bool = False) -> Fingerprints:
         """Fingerprints of ``frames`` (a sequence of ASE ``Atoms``), all in one batch.
 
         With ``derivatives`` the exact derivative blocks are included (see
         :class:`~fastfp.fingerprints.Fingerprints`). ``first_index`` offsets frame numbers in
         error messages. ``device="cuda"`` computes on the current CUDA GPU and returns CuPy
         arrays there (:func:`fastfp.gpu.featurize.featurize_packed`); ``dtype`` float32
-        (results only, GPU only) halves their memory. Raises
-        :class:`~fastfp.frames.FrameError` naming a bad frame, ``ValueError`` for an unknown
-        device or dtype, :class:`fastfp.gpu.device.DeviceError` if ``device="cuda"`` cannot
-        run (never a silent fall-back to the CPU).
+        (results only, GPU only) halves their memory. ``amptorch_binning`` (CPU only)
+        drops the pairs of atoms AMPTorch's own neighbour search misses
+        (:func:`~fastfp.neighbors.amptorch_binning_mask`), for AMPTorch's numbers one to
+        one. Raises :class:`~fastfp.frames.FrameError` naming a bad frame, ``ValueError``
+        for what :func:`check_device` refuses, :class:`fastfp.gpu.device.DeviceError` if
+        ``device="cuda"`` cannot run (never a silent fall-back to the CPU).
         """
-        device, dtype = _check_device(device, dtype)
+        dtype = check_device(device, dtype, amptorch_binning)
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return self.featurize_packed(packed, derivatives=derivatives, device=device, dtype=dtype)
+        return self._featurize_packed(packed, derivatives, device, dtype, amptorch_binning)
 
     def featurize_packed(self, packed: PackedFrames, *, derivatives: bool = True, device: str = "cpu",
-                         dtype="float64") -> Fingerprints:
+                         dtype="float64", amptorch_binning: bool = False) -> Fingerprints:
         """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
-        device, dtype = _check_device(device, dtype)
+        dtype = check_device(device, dtype, amptorch_binning)
+        return self._featurize_packed(packed, derivatives, device, dtype, amptorch_binning)
+
+    def _featurize_packed(self, packed: PackedFrames, derivatives: bool, device: str, dtype: np.dtype,
+                          amptorch_binning: bool) -> Fingerprints:
+        """:meth:`featurize_packed` with arguments :func:`check_device` has checked."""
         if device == "cuda":
             from ..gpu.featurize import featurize_packed  # CuPy and numba-cuda only when asked for
 
             return featurize_packed(self, packed, derivatives=derivatives, dtype=dtype)
         with single_threaded_libraries():
-            return self._featurize_pairs(packed, self._neighbor_pairs(packed), derivatives)
+            return self._featurize_pairs(packed, self._neighbor_pairs(packed, amptorch_binning=amptorch_binning),
+                                         derivatives)
 
     def _featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool = True) -> Fingerprints:
         """As :meth:`featurize_packed` on the CPU, for frames whose :meth:`_neighbor_pairs`
@@ -136,9 +149,10 @@ class Descriptor(ABC):
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
 
     @abstractmethod
-    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """The pairs of atoms of ``packed`` that :meth:`_compute` reads, grouped by centre
-        (:func:`fastfp.neighbors.neighbor_pairs` with this descriptor's settings)."""
+        (:func:`fastfp.neighbors.neighbor_pairs` with this descriptor's settings and
+        ``amptorch_binning``)."""
 
     @abstractmethod
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool) -> tuple[np.ndarray, dict]:

@@ -215,9 +215,9 @@ class Gaussian(Descriptor):
     def n_features(self) -> int:
         return max(self.features_per_element().values())
 
-    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """Pairs within the (largest) cutoff."""
-        return neighbor_pairs(packed, self.cutoff, amptorch_binning=self.amptorch_binning)
+        return neighbor_pairs(packed, self.cutoff, amptorch_binning=amptorch_binning)
 
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
         return self._run_kernel(gaussian_kernel, pairs, derivatives, self.species_of[packed.numbers],

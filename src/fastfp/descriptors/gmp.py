@@ -104,9 +104,9 @@ class _GMPFamily(Descriptor):
     def n_features(self) -> int:
         return len(self.feature_specs)
 
-    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """Pairs within the cutoff, each atom's pair with itself first among its own."""
-        return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=self.amptorch_binning)
+        return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=amptorch_binning)
 
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
         return self._run_kernel(gmp_kernel, pairs, derivatives, self.species_of[packed.numbers[pairs.j]],

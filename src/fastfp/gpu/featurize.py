@@ -27,14 +27,9 @@ def featurize_packed(desc, packed: PackedFrames, *, derivatives: bool, dtype: np
     itself, then its other neighbours j in ascending order (the CPU path orders them as
     its neighbour list does). Raises :class:`~fastfp.gpu.device.DeviceError` if no GPU
     can run, :class:`~fastfp.gpu.device.DeviceMemoryError` naming the sizes if the batch
-    does not fit in the GPU's free memory, ``ValueError`` for the AMPTorch neighbour
-    emulation (CPU only).
+    does not fit in the GPU's free memory. The neighbour list is complete (AMPTorch's
+    neighbour binning is CPU only: :func:`~fastfp.descriptors.base.check_device`).
     """
-    if desc.amptorch_binning:
-        raise ValueError(
-            "amptorch_binning (dropping the pairs AMPTorch's neighbour search misses) is "
-            "implemented on the CPU only; use device='cpu'"
-        )
     module = _KERNELS[type(desc.tables)]
     xp = array_module()
     pairs = neighbor_pairs(xp, packed, desc.cutoff, self_pairs=module.SELF_PAIRS)
