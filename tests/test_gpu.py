@@ -79,10 +79,10 @@ def test_bad_device_or_dtype_is_a_clear_error(tmp_path):
     water = [molecule("H2O")]
     with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda', got 'gpu'"):
         desc.featurize(water, device="gpu")
-    with pytest.raises(ValueError, match="dtype must be float64 or float32, got float16"):
-        desc.featurize(water, device="cuda", dtype="float16")
-    with pytest.raises(ValueError, match="float32 is available with device='cuda' only"):
-        desc.featurize(water, dtype="float32")
+    with pytest.raises(ValueError, match="result_dtype must be float64 or float32, got float16"):
+        desc.featurize(water, device="cuda", result_dtype="float16")
+    with pytest.raises(ValueError, match="result_dtype float32 is available with device='cuda' only"):
+        desc.featurize(water, result_dtype="float32")
     with pytest.raises(ValueError, match="amptorch_binning .* CPU only; use device='cpu'"):
         desc.featurize_packed(pack_frames(water, desc.numbers), device="cuda", amptorch_binning=True)
 

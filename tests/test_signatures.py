@@ -60,3 +60,18 @@ def test_a_positional_option_is_refused(tmp_path):
     with pytest.raises(TypeError, match="positional"):
         desc.featurize([molecule("H2O")], False)
     assert not desc.featurize([molecule("H2O")], derivatives=False).has_derivatives
+
+
+def test_each_dtype_and_the_chunk_size_have_one_name():
+    """``result_dtype`` (featurize: the returned arrays, GPU), ``fprimes_dtype`` (a
+    store's derivative blocks), ``tensor_dtype`` (an LMDB's torch tensors); frames per
+    chunk are ``chunk_frames`` everywhere. No call takes a bare ``dtype`` or ``chunk_size``."""
+    names = {func: set(inspect.signature(func).parameters) for func, _ in CALLS + _torch_calls()}
+    from fastfp.amptorch import lmdb
+
+    assert "result_dtype" in names[Descriptor.featurize] and "result_dtype" in names[Descriptor.featurize_packed]
+    assert {"fprimes_dtype", "chunk_frames"} <= names[store.featurize_to_store]
+    assert "fprimes_dtype" in inspect.signature(store.StoreWriter).parameters
+    for func in (lmdb.write_lmdb, lmdb.write_lmdb_shards):
+        assert {"tensor_dtype", "chunk_frames"} <= names[func]
+    assert not any({"dtype", "chunk_size"} & params for params in names.values())

@@ -40,7 +40,7 @@ global within the shard:
   ``fprimes_dtype``, ``has_labels``, ``metadata`` (JSON), ``n_frames``, ``n_atoms``,
   ``n_blocks``.
 
-Derivative blocks in float32 (``dtype="float32"``, ``--dtype float32``) halve the
+Derivative blocks in float32 (``fprimes_dtype="float32"``, ``--fprimes-dtype float32``) halve the
 store (about 92% of it is derivative blocks). Each value is rounded to the nearest
 float32: relative error at most 2**-24 (6.0e-8) for values above float32's smallest
 normal number (1.2e-38); smaller values (far tails of the Gaussians) keep an absolute
@@ -127,7 +127,7 @@ class StoreWriter:
         config that made the fingerprints; recorded with its hash
     n_features : width F of the fingerprint rows
     derivatives : whether derivative blocks are stored (every append must match)
-    dtype : "float64" (default) or "float32", the derivative blocks' stored type
+    fprimes_dtype : "float64" (default) or "float32", the derivative blocks' stored type
     labels : None, or ``(energies (N,) eV, forces (A, 3) eV/Å)`` of all the frames to be
         appended, stored with them (checked against what was appended on close)
     metadata : optional JSON-serialisable dict recorded in the ``metadata`` attribute
@@ -140,14 +140,14 @@ class StoreWriter:
     """
 
     def __init__(self, path, descriptor_config: dict, n_features: int, derivatives: bool,
-                 *, dtype="float64", labels=None, metadata: dict | None = None,
+                 *, fprimes_dtype="float64", labels=None, metadata: dict | None = None,
                  compression: str | None = None, chunk_bytes: int = 1 << 20):
         self.path = Path(path)
         self.n_features = int(n_features)
         if self.n_features <= 0:
             raise ValueError(f"n_features must be positive, got {n_features}")
         self.derivatives = bool(derivatives)
-        self.dtype = _fprimes_dtype(dtype)
+        self.fprimes_dtype = _fprimes_dtype(fprimes_dtype)
         self.labels = None if labels is None else tuple(np.asarray(x, dtype=np.float64) for x in labels)
         config_json = canonical_json(descriptor_config)
         meta_json = json.dumps(metadata or {}, sort_keys=True)
@@ -171,7 +171,7 @@ class StoreWriter:
             f.attrs["config_hash"] = config_hash(descriptor_config)
             f.attrs["n_features"] = self.n_features
             f.attrs["has_derivatives"] = self.derivatives
-            f.attrs["fprimes_dtype"] = self.dtype
+            f.attrs["fprimes_dtype"] = self.fprimes_dtype
             f.attrs["has_labels"] = self.labels is not None
             f.attrs["metadata"] = meta_json
             F = self.n_features
@@ -184,8 +184,8 @@ class StoreWriter:
             if self.derivatives:
                 f.create_dataset("fprime_ptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(ints,))
                 f.create_dataset("fprime_j", (0,), np.int64, maxshape=(None,), chunks=(ints,))
-                brows = max(1, chunk_bytes // (np.dtype(self.dtype).itemsize * 3 * F))
-                f.create_dataset("fprimes", (0, F, 3), self.dtype, maxshape=(None, F, 3),
+                brows = max(1, chunk_bytes // (np.dtype(self.fprimes_dtype).itemsize * 3 * F))
+                f.create_dataset("fprimes", (0, F, 3), self.fprimes_dtype, maxshape=(None, F, 3),
                                  chunks=(brows, F, 3), **kw)
             if self.labels is not None:  # whole, written once: the file's layout does not depend on the appends
                 f.create_dataset("energies", data=self.labels[0])
@@ -237,7 +237,7 @@ class StoreWriter:
                 raise ValueError(f"{self.path}: inconsistent derivative blocks (fprime_ptr)")
             self._grow(f["fprime_ptr"], np.asarray(fps.fprime_ptr[1:], dtype=np.int64) + self.n_blocks)
             self._grow(f["fprime_j"], np.asarray(fps.fprime_j, dtype=np.int64) + self.n_atoms)
-            self._grow(f["fprimes"], np.asarray(fps.fprimes, dtype=self.dtype))
+            self._grow(f["fprimes"], np.asarray(fps.fprimes, dtype=self.fprimes_dtype))
             self.n_blocks += n_bl
         self.n_atoms += n_at
         self.n_frames += fps.n_frames
@@ -623,8 +623,8 @@ class _Job:
     frames: object  # a FrameFile, or (in this process only) a sequence of Atoms
     config: dict
     derivatives: bool
-    dtype: str
-    chunk_size: int
+    fprimes_dtype: str
+    chunk_frames: int
     compression: str | None
     device: str
 
@@ -669,21 +669,21 @@ def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
     descriptor = _descriptor(canonical_json(job.config))
     frames = job.read(start, stop)
     labels = _labels(frames, start)
-    with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype, labels=labels,
-                     metadata={"frames": [start, stop]}, compression=job.compression) as writer:
-        for first, chunk in chunks(frames, job.chunk_size, convert=_light):
+    with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, fprimes_dtype=job.fprimes_dtype,
+                     labels=labels, metadata={"frames": [start, stop]}, compression=job.compression) as writer:
+        for first, chunk in chunks(frames, job.chunk_frames, convert=_light):
             fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first, device=job.device)
             writer.append(fps.to_numpy())
     return dict(n_atoms=writer.n_atoms, n_blocks=writer.n_blocks, bytes=Path(path).stat().st_size,
                 labels=labels is not None, pid=os.getpid(), peak_rss=_peak_rss())
 
 
-def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, dtype="float64",
-                       shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_size: int = 32, cluster=None,
+def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, fprimes_dtype="float64",
+                       shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_frames: int = 32, cluster=None,
                        overwrite: bool = False, progress: bool = False, metadata: dict | None = None,
                        compression: str | None = None, device: str = "cpu") -> dict:
     """Featurize ``frames`` into the store directory ``path``, one shard of
-    ``shard_frames`` consecutive frames per task, ``chunk_size`` frames at a time.
+    ``shard_frames`` consecutive frames per task, ``chunk_frames`` frames at a time.
 
     Parameters
     ----------
@@ -691,7 +691,7 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         a sequence of ASE ``Atoms`` (only without ``cluster``)
     config : descriptor config in canonical form (:func:`fastfp.config.resolve_config`)
     derivatives : store the derivative blocks too
-    dtype : "float64" or "float32": the derivative blocks' stored type (see the module
+    fprimes_dtype : "float64" or "float32": the derivative blocks' stored type (see the module
         docstring for the error float32 introduces)
     cluster : where the tasks run (:mod:`fastfp.cluster`): None (this process, threaded
         kernels), "local:N", "tcp://HOST:PORT", "slurm[:JOBS]" or a ``distributed.Client``
@@ -722,10 +722,10 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     the elapsed ``seconds``.
     """
     t0 = time.perf_counter()
-    for name, value in (("chunk_size", chunk_size), ("shard_frames", shard_frames)):
+    for name, value in (("chunk_frames", chunk_frames), ("shard_frames", shard_frames)):
         if int(value) < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    dtype = _fprimes_dtype(dtype)
+    fprimes_dtype = _fprimes_dtype(fprimes_dtype)
     check_device(device)
     if device == "cuda" and cluster is None:
         from .gpu.device import array_module
@@ -748,13 +748,13 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     manifest = {
         "format_version": FORMAT_VERSION, "config": config, "config_hash": config_hash(config),
         "n_features": descriptor.n_features,
-        "settings": {"derivatives": bool(derivatives), "fprimes_dtype": dtype, "compression": compression},
+        "settings": {"derivatives": bool(derivatives), "fprimes_dtype": fprimes_dtype, "compression": compression},
         "source": source, "n_frames": n_frames, "shard_frames": int(shard_frames),
         "metadata": {"features_per_element": descriptor.features_per_element(), **(metadata or {})},
     }
     created = not out.path.exists()
     expect = dict(config_hash=manifest["config_hash"], n_features=descriptor.n_features,
-                  has_derivatives=bool(derivatives), fprimes_dtype=dtype)
+                  has_derivatives=bool(derivatives), fprimes_dtype=fprimes_dtype)
 
     def shard_info(p: Path, k: int) -> dict | None:
         a, b = out.bounds()[k]
@@ -768,7 +768,7 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
 
     todo = out.start(manifest, overwrite=overwrite, is_complete=lambda p, k: shard_info(p, k) is not None)
     bounds = out.bounds()
-    job = _Job(frames, config, bool(derivatives), dtype, int(chunk_size), compression, device)
+    job = _Job(frames, config, bool(derivatives), fprimes_dtype, int(chunk_frames), compression, device)
     from tqdm.auto import tqdm
 
     info = {}

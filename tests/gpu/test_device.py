@@ -96,7 +96,7 @@ def test_without_derivatives_and_in_float32(tmp_path):
         plain = desc.featurize(batch, derivatives=False, device="cuda")
         assert not plain.has_derivatives
         assert_agree(plain, desc.featurize(batch, derivatives=False), where=name)
-        single = desc.featurize(batch, device="cuda", dtype="float32")
+        single = desc.featurize(batch, device="cuda", result_dtype="float32")
         assert single.fingerprints.dtype == np.float32 and single.fprimes.dtype == np.float32
         assert single.fprime_j.dtype == np.int64
         assert_agree(single, cpu, rtol=1e-6, where=f"{name} float32")

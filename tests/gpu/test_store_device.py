@@ -43,7 +43,7 @@ def test_featurize_on_the_device_writes_the_cpu_store(tmp_path, scheme):
     for device in ("cpu", "cuda"):
         stores[device] = tmp_path / f"{device}.store"
         assert main(["featurize", str(tmp_path / "frames.traj"), "--config", str(tmp_path / "config.json"),
-                     "--out", str(stores[device]), "--derivatives", "--device", device, "--chunk-size", "2",
+                     "--out", str(stores[device]), "--derivatives", "--device", device, "--chunk-frames", "2",
                      "--shard-frames", "4", "--quiet"]) == 0
     cpu, gpu = open_store(stores["cpu"]), open_store(stores["cuda"])
     assert (gpu.config, gpu.n_features, gpu.shard_bounds, gpu.has_labels) == \

@@ -21,26 +21,26 @@ def check_keys(params: dict, allowed: set, where: str) -> None:
         raise ValueError(f"{where}: unknown parameter key(s) {unknown}; known keys: {sorted(allowed)}")
 
 
-def check_device(device: str, dtype="float64", amptorch_binning: bool = False) -> np.dtype:
+def check_device(device: str, result_dtype="float64", amptorch_binning: bool = False) -> np.dtype:
     """What may run where, checked once at each public entry point (:meth:`Descriptor.featurize`,
     :func:`fastfp.store.featurize_to_store`, :class:`fastfp.amptorch.onthefly.OnTheFlyDataset`):
-    ``device`` is "cpu" or "cuda"; the results' ``dtype`` is float64, or float32 on
-    "cuda"; AMPTorch's neighbour binning (``amptorch_binning``,
+    ``device`` is "cpu" or "cuda"; the results' ``result_dtype`` is float64, or float32
+    on "cuda"; AMPTorch's neighbour binning (``amptorch_binning``,
     :func:`~fastfp.neighbors.amptorch_binning_mask`) exists on "cpu" only. Returns
-    ``dtype`` as a NumPy dtype; raises ``ValueError`` naming what is not allowed."""
+    ``result_dtype`` as a NumPy dtype; raises ``ValueError`` naming what is not allowed."""
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if amptorch_binning and device != "cpu":
         raise ValueError("amptorch_binning (dropping the pairs AMPTorch's neighbour search misses) is "
                          "implemented on the CPU only; use device='cpu'")
     try:
-        dtype = np.dtype(dtype)
+        dtype = np.dtype(result_dtype)
     except TypeError:
-        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}") from None
+        raise ValueError(f"result_dtype must be float64 or float32, got {result_dtype!r}") from None
     if dtype not in (np.float64, np.float32):
-        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+        raise ValueError(f"result_dtype must be float64 or float32, got {dtype}")
     if dtype == np.float32 and device == "cpu":
-        raise ValueError("dtype float32 is available with device='cuda' only; the CPU kernels compute float64")
+        raise ValueError("result_dtype float32 is available with device='cuda' only; the CPU kernels compute float64")
     return dtype
 
 
@@ -83,37 +83,37 @@ class Descriptor(ABC):
         return {el: self.n_features for el in self.elements}
 
     def featurize(self, frames, *, derivatives: bool = True, first_index: int = 0, device: str = "cpu",
-                  dtype="float64", amptorch_binning: bool = False) -> Fingerprints:
+                  result_dtype="float64", amptorch_binning: bool = False) -> Fingerprints:
         """Fingerprints of ``frames`` (a sequence of ASE ``Atoms``), all in one batch.
 
         With ``derivatives`` the exact derivative blocks are included (see
         :class:`~fastfp.fingerprints.Fingerprints`). ``first_index`` offsets frame numbers in
         error messages. ``device="cuda"`` computes on the current CUDA GPU and returns CuPy
-        arrays there (:func:`fastfp.gpu.featurize.featurize_packed`); ``dtype`` float32
-        (results only, GPU only) halves their memory. ``amptorch_binning`` (CPU only)
+        arrays there (:func:`fastfp.gpu.featurize.featurize_packed`); ``result_dtype``
+        float32 (GPU only; the kernels compute in float64) halves their memory. ``amptorch_binning`` (CPU only)
         drops the pairs of atoms AMPTorch's own neighbour search misses
         (:func:`~fastfp.neighbors.amptorch_binning_mask`), for AMPTorch's numbers one to
         one. Raises :class:`~fastfp.frames.FrameError` naming a bad frame, ``ValueError``
         for what :func:`check_device` refuses, :class:`fastfp.gpu.device.DeviceError` if
         ``device="cuda"`` cannot run (never a silent fall-back to the CPU).
         """
-        dtype = check_device(device, dtype, amptorch_binning)
+        result_dtype = check_device(device, result_dtype, amptorch_binning)
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return self._featurize_packed(packed, derivatives, device, dtype, amptorch_binning)
+        return self._featurize_packed(packed, derivatives, device, result_dtype, amptorch_binning)
 
     def featurize_packed(self, packed: PackedFrames, *, derivatives: bool = True, device: str = "cpu",
-                         dtype="float64", amptorch_binning: bool = False) -> Fingerprints:
+                         result_dtype="float64", amptorch_binning: bool = False) -> Fingerprints:
         """As :meth:`featurize`, for frames already packed by :func:`~fastfp.frames.pack_frames`."""
-        dtype = check_device(device, dtype, amptorch_binning)
-        return self._featurize_packed(packed, derivatives, device, dtype, amptorch_binning)
+        result_dtype = check_device(device, result_dtype, amptorch_binning)
+        return self._featurize_packed(packed, derivatives, device, result_dtype, amptorch_binning)
 
-    def _featurize_packed(self, packed: PackedFrames, derivatives: bool, device: str, dtype: np.dtype,
+    def _featurize_packed(self, packed: PackedFrames, derivatives: bool, device: str, result_dtype: np.dtype,
                           amptorch_binning: bool) -> Fingerprints:
         """:meth:`featurize_packed` with arguments :func:`check_device` has checked."""
         if device == "cuda":
             from ..gpu.featurize import featurize_packed  # CuPy and numba-cuda only when asked for
 
-            return featurize_packed(self, packed, derivatives=derivatives, dtype=dtype)
+            return featurize_packed(self, packed, derivatives=derivatives, result_dtype=result_dtype)
         with single_threaded_libraries():
             return self._featurize_pairs(packed, self._neighbor_pairs(packed, amptorch_binning=amptorch_binning),
                                          derivatives)

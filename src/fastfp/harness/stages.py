@@ -279,7 +279,7 @@ def _store_read(req: Request):
     from fastfp.store import featurize_to_store, open_store
 
     path = _store_path(req, "bench.store")
-    featurize_to_store(req.frames, req.config, path, derivatives=req.derivatives, chunk_size=CHUNK_FRAMES)
+    featurize_to_store(req.frames, req.config, path, derivatives=req.derivatives, chunk_frames=CHUNK_FRAMES)
 
     def run():
         with open_store(path) as store:
