@@ -449,7 +449,7 @@ def training_epoch(frames, elements) -> list[str]:
     device = torch.device("cpu") if simulated() else torch.device("cuda", 0)
     desc = build_descriptor(descriptor_config("gmpordernorm", elements), amptorch=True)
     start = time.perf_counter()
-    dataset = OnTheFlyDataset(frames, desc, True, None, progress=False, device="cuda")
+    dataset = OnTheFlyDataset(frames, desc, forcetraining=True, progress=False, device="cuda")
     synchronize()
     setup_s = time.perf_counter() - start
     model = SingleNN(dataset.input_dim, TRAIN_MODEL["num_layers"], TRAIN_MODEL["num_nodes"]).to(device)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, assert_fingerprints_equal
-from fastfp.cli import main
+from fastfp.cli import build_parser, main
 from fastfp.config import build_descriptor
 from fastfp.store import open_store
 
@@ -67,7 +67,7 @@ def gmp_direct(data):
 def gmp_store(data):
     out = data["dir"] / "gmp.store"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out,
-               "--derivatives", "--chunk-size", 6, "--shard-frames", 8) == 0
+               "--derivatives", "--chunk-frames", 6, "--shard-frames", 8) == 0
     return out
 
 
@@ -86,7 +86,7 @@ def test_cluster_identical(data, gmp_store):
     pytest.importorskip("distributed", reason="needs dask.distributed (the 'cluster' extra)")
     out = data["dir"] / "gmp_local2.store"
     assert run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", out,
-               "--derivatives", "--cluster", "local:2", "--chunk-size", 3, "--shard-frames", 8) == 0
+               "--derivatives", "--cluster", "local:2", "--chunk-frames", 3, "--shard-frames", 8) == 0
     for name in ("shard-00000.h5", "shard-00001.h5", "shard-00002.h5"):
         assert (out / name).read_bytes() == (gmp_store / name).read_bytes()
 
@@ -270,7 +270,7 @@ def test_nan_frame(data, tmp_path, capsys, cluster):
     frames[5].positions[3, 1] = np.nan
     bad = tmp_path / "nan.traj"
     ase.io.write(bad, frames)
-    check_fails(capsys, tmp_path / "out.store", None, bad, "--config", data["dir"] / "gmp.json", "--chunk-size", 1,
+    check_fails(capsys, tmp_path / "out.store", None, bad, "--config", data["dir"] / "gmp.json", "--chunk-frames", 1,
                 "--shard-frames", 2, *(["--cluster", cluster] if cluster else []), "--derivatives",
                 match="frame 5: non-finite")
 
@@ -282,7 +282,7 @@ def test_element_not_in_config(data, tmp_path, capsys):
 
 
 def test_bad_arguments(data, tmp_path, capsys):
-    for bad in (["--shard-frames", 0], ["--cluster", "local:0"], ["--cluster", "yarn"], ["--dtype", "float16"]):
+    for bad in (["--shard-frames", 0], ["--cluster", "local:0"], ["--cluster", "yarn"], ["--fprimes-dtype", "float16"]):
         with pytest.raises(SystemExit) as exc:
             run(data["dir"] / "oc20.traj", "--config", data["dir"] / "gmp.json", "--out", tmp_path / "o.store", *bad)
         assert exc.value.code == 2
@@ -290,6 +290,17 @@ def test_bad_arguments(data, tmp_path, capsys):
     assert not (tmp_path / "o.store").exists()
     check_fails(capsys, tmp_path / "no_dir" / "o.h5", None, data["dir"] / "oc20.traj",
                 "--config", data["dir"] / "gmp.json", match="does not exist")
+
+
+def test_flags_by_their_earlier_names():
+    """--fprimes-dtype and --chunk-frames were --dtype and --chunk-size; both spellings work."""
+    parser = build_parser()
+    for flags in (["--fprimes-dtype", "float32", "--chunk-frames", "3"], ["--dtype", "float32", "--chunk-size", "3"]):
+        args = parser.parse_args(["featurize", "f.traj", "--config", "c.json", "--out", "o.store", *flags])
+        assert (args.fprimes_dtype, args.chunk_frames) == ("float32", 3)
+    for flag in ("--chunk-frames", "--chunk-size"):
+        args = parser.parse_args(["lmdb", "f.traj", "--config", "c.json", "--out", "o", flag, "5"])
+        assert args.chunk_frames == 5
 
 
 # -- an --out that is not free: refused before any work, nothing touched -----------------------

@@ -120,7 +120,7 @@ def test_resume_refuses_other_settings(data, tmp_path):
     with pytest.raises(StoreError, match=r"different descriptor settings.*fp_params\.MCSHs\.sigmas.*--overwrite"):
         featurize_to_store(data["frames"], other, out, shard_frames=SHARD)
     with pytest.raises(StoreError, match=r"differing: settings\.fprimes_dtype, shard_frames"):
-        featurize_to_store(data["frames"], data["config"], out, shard_frames=SHARD + 1, dtype="float32")
+        featurize_to_store(data["frames"], data["config"], out, shard_frames=SHARD + 1, fprimes_dtype="float32")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     again = featurize_to_store(data["frames"], data["config"], out, shard_frames=SHARD)
     assert again["computed"] == []  # complete: nothing to do
@@ -192,7 +192,7 @@ FEATURIZE_RUNS = [(None, signal.SIGINT), (None, signal.SIGTERM), ("local:2", sig
 def test_featurize_interrupted_then_resumed(data, tmp_path, cluster, sig):
     out = tmp_path / "out.store"
     args = [data["dir"] / "long.traj", "--config", data["dir"] / "config.json", "--out", out, "--derivatives",
-            "--shard-frames", 4, "--chunk-size", 2, "--quiet"] + (["--cluster", cluster] if cluster else [])
+            "--shard-frames", 4, "--chunk-frames", 2, "--quiet"] + (["--cluster", cluster] if cluster else [])
     proc = cli("featurize", *args)
     err, seconds, children = interrupt_when_started(proc, out, sig)
     assert proc.returncode == 130 and err.splitlines() == ["fastfp featurize: interrupted"], err  # one line
@@ -211,7 +211,7 @@ def test_featurize_interrupted_then_resumed(data, tmp_path, cluster, sig):
     if cluster == "local:2" and sig == signal.SIGTERM:  # resume once: only the missing shards are computed
         frames = FrameFile(data["dir"] / "long.traj")
         config = resolve_config(data["dir"] / "config.json", elements=elements_of(frames))
-        summary = featurize_to_store(frames, config, out, shard_frames=4, chunk_size=2)
+        summary = featurize_to_store(frames, config, out, shard_frames=4, chunk_frames=2)
         assert summary["computed"] == sorted(set(range(15)) - {int(p.name[6:11]) for p in present})
         assert len(open_store(out)) == 60
         np.testing.assert_array_equal(open_store(out)[21:23].fprimes, open_store(data["serial"])[21:23].fprimes)
@@ -277,7 +277,7 @@ def test_lmdb_interrupted(data, tmp_path, cluster, sig):
 
     out = tmp_path / "out.lmdb"
     proc = cli("lmdb", data["dir"] / "long.traj", "--config", data["dir"] / "config.json", "--out", out,
-               "--shard-frames", 4, "--chunk-size", 2, "--quiet", *(["--cluster", cluster] if cluster else []))
+               "--shard-frames", 4, "--chunk-frames", 2, "--quiet", *(["--cluster", cluster] if cluster else []))
     err, seconds, children = interrupt_when_started(proc, out, sig)
     assert proc.returncode == 130 and err.splitlines() == ["fastfp lmdb: interrupted"], err  # one line
     assert seconds < 20

@@ -34,8 +34,7 @@ MARGIN = 0.01  # Å between any distance and any cutoff (> 2 H)
 def test_matches_amptorch_reference(name):
     config, frames, data = load_reference(name)
     desc = Gaussian(config["fp_params"], config["elements"], config["cutoff_params"])
-    desc.amptorch_binning = True
-    fps = desc.featurize(frames)
+    fps = desc.featurize(frames, amptorch_binning=True)
     assert_matches_reference(name, data, [(fps.frame(k).fingerprints, fps.coo(k)) for k in range(len(frames))])
 
 

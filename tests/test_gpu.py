@@ -5,6 +5,7 @@ The simulator must be switched on before numba is first imported, so those runs 
 subprocesses: this test process never sees it.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -12,13 +13,18 @@ import sys
 import types
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
 from ase.build import molecule
 
 from conftest import write_pseudodensities
 from fastfp import GMPOrderNorm
+from fastfp.cli import main
+from fastfp.framefile import FrameFile
+from fastfp.frames import pack_frames
 from fastfp.gpu.device import DeviceError, simulated
+from fastfp.store import featurize_to_store
 
 ROOT = Path(__file__).resolve().parents[1]
 not_simulated = pytest.mark.skipif(simulated(), reason="NUMBA_ENABLE_CUDASIM is set in this process")
@@ -73,10 +79,40 @@ def test_bad_device_or_dtype_is_a_clear_error(tmp_path):
     water = [molecule("H2O")]
     with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda', got 'gpu'"):
         desc.featurize(water, device="gpu")
-    with pytest.raises(ValueError, match="dtype must be float64 or float32, got float16"):
-        desc.featurize(water, device="cuda", dtype="float16")
-    with pytest.raises(ValueError, match="float32 is available with device='cuda' only"):
-        desc.featurize(water, dtype="float32")
+    with pytest.raises(ValueError, match="result_dtype must be float64 or float32, got float16"):
+        desc.featurize(water, device="cuda", result_dtype="float16")
+    with pytest.raises(ValueError, match="result_dtype float32 is available with device='cuda' only"):
+        desc.featurize(water, result_dtype="float32")
+    with pytest.raises(ValueError, match="amptorch_binning .* CPU only; use device='cpu'"):
+        desc.featurize_packed(pack_frames(water, desc.numbers), device="cuda", amptorch_binning=True)
+
+
+def _store_inputs(tmp_path):
+    """A frames file and a config file for :func:`fastfp.store.featurize_to_store` / ``fastfp featurize``."""
+    ase.io.write(tmp_path / "water.traj", [molecule("H2O")])
+    config = {"fp_scheme": "gmpordernorm", "elements": ["H", "O"],
+              "fp_params": dict(SETTINGS, atom_gaussians=write_pseudodensities(tmp_path, GAUSSIANS))}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path / "water.traj", tmp_path / "config.json", config
+
+
+def test_a_store_on_an_unknown_device_is_refused_before_anything_is_written(tmp_path):
+    frames, _, config = _store_inputs(tmp_path)
+    with pytest.raises(ValueError, match=r"device must be 'cpu' or 'cuda', got 'gpu'"):
+        featurize_to_store(FrameFile(frames), config, tmp_path / "out.store", device="gpu")
+    assert not (tmp_path / "out.store").exists()
+
+
+@not_simulated
+def test_a_store_on_a_device_that_cannot_run_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    frames, config_file, config = _store_inputs(tmp_path)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
+    with pytest.raises(DeviceError, match="needs CuPy, which is not installed"):
+        featurize_to_store(FrameFile(frames), config, tmp_path / "out.store", device="cuda")
+    assert main(["featurize", str(frames), "--config", str(config_file), "--out", str(tmp_path / "out.store"),
+                 "--device", "cuda"]) == 2
+    assert "fastfp featurize: error: device='cuda' needs CuPy, which is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "out.store").exists()
 
 
 @not_simulated

@@ -1,4 +1,5 @@
-"""fastfp's modules import each other without a loop, and the core leaves the harness alone.
+"""fastfp's modules import each other without a loop, the core leaves the harness alone,
+and no module reads another's private (underscored) attributes.
 
 Every ``import`` and ``from ... import`` statement of every module counts, those inside
 functions too (a lazy import is still a dependency). A package's ``__init__`` counts as
@@ -181,3 +182,36 @@ def test_readme_outputs_are_ignored():
     outputs = sorted(o for o in outputs if not o.startswith("/"))  # absolute paths are elsewhere
     res = subprocess.run(["git", "check-ignore", "--no-index", *outputs], cwd=root, capture_output=True, text=True)
     assert outputs and sorted(res.stdout.split()) == outputs, (outputs, res.stdout)
+
+
+#: underscored names of other libraries' public API: torch's sparse COO tensors
+PUBLIC_UNDERSCORED = {"_values", "_indices", "_nnz"}
+
+
+def private_reads(source: str) -> list[str]:
+    """``obj._name`` reads in ``source`` (Python) of private names it does not define
+    itself (as a function, class, attribute assignment or keyword argument), ``obj``
+    being anything but ``self`` or ``cls``."""
+    tree = ast.parse(source)
+    defined = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            defined.add(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg:
+            defined.add(node.arg)
+    return [ast.unparse(node) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and node.attr not in defined | PUBLIC_UNDERSCORED]
+
+
+def test_no_module_reads_another_modules_private_attributes():
+    found = {name: reads for name, path in _modules().items() if (reads := private_reads(path.read_text()))}
+    assert not found, found
+
+
+def test_private_reads_are_found():
+    assert private_reads("def f(desc):\n    return desc._piece_ptr, desc.tables, self._x") == ["desc._piece_ptr"]
+    assert private_reads("class A:\n    def _t(self):\n        pass\n\n\ndef f(a):\n    return a._t()") == []

@@ -166,7 +166,7 @@ def test_round_trip_equals_in_memory(tmp_path, float64, scheme, scaling):
 def test_read_setup_and_float32(tmp_path):
     frames = synthetic_frames(4)
     path = tmp_path / "f32.lmdb"
-    write_lmdb(frames, gauss_config(), path, progress=False, dtype=torch.float32)
+    write_lmdb(frames, gauss_config(), path, progress=False, tensor_dtype=torch.float32)
     setup = read_lmdb_setup(path)
     assert setup["length"] == 4 and setup["elements"] == ["Cu", "O"]
     assert setup["descriptor_setup"][0] == "gaussian"
@@ -328,7 +328,7 @@ def test_cli_writes_lmdb(cli_files, float64):
     d, frames = cli_files
     scaling = {"type": "standardize"}
     assert main(["lmdb", str(d / "frames.traj"), "--config", str(d / "config.json"), "--out", str(d / "out.lmdb"),
-                 "--scaling", json.dumps(scaling), "--chunk-size", "2", "--shard-frames", "3", "--quiet"]) == 0
+                 "--scaling", json.dumps(scaling), "--chunk-frames", "2", "--shard-frames", "3", "--quiet"]) == 0
     paths = lmdb_paths(d / "out.lmdb")
     assert [Path(p).name for p in paths] == ["shard-00000.lmdb", "shard-00001.lmdb"]
     shards = [read_all(p) for p in paths]

@@ -84,7 +84,7 @@ def test_batches_equal_the_stored_path(frames, scheme, transform):
     features, targets = FeatureScaler(data, True, scaling), TargetScaler(data, True)
     features.norm(data)
     targets.norm(data)
-    dataset = OnTheFlyDataset(frames, desc, True, scaling, progress=False)
+    dataset = OnTheFlyDataset(frames, desc, forcetraining=True, scaling=scaling, progress=False)
     assert dataset.input_dim == data[0].fingerprint.shape[1] and len(dataset) == len(frames)
     assert float(dataset.target_scaler.target_mean) == float(targets.target_mean)
     assert float(dataset.target_scaler.target_std) == float(targets.target_std)
@@ -190,8 +190,8 @@ def test_store_batches_equal_the_on_the_fly_ones(frames, tmp_path, transform):
     scaling = {"type": transform, "range": (0, 1), "elementwise": True}
     store = _store(tmp_path, frames, desc)
     assert store.has_labels and len(store.shard_bounds) == 3 and len(frames) >= 9
-    fly = OnTheFlyDataset(frames, desc, True, scaling, progress=False)
-    stored = StoreDataset(store, desc, True, scaling, progress=False)
+    fly = OnTheFlyDataset(frames, desc, forcetraining=True, scaling=scaling, progress=False)
+    stored = StoreDataset(store, desc, forcetraining=True, scaling=scaling, progress=False)
     assert len(stored) == len(fly) and stored.input_dim == fly.input_dim
     assert stored.target_scaler == fly.target_scaler
     # the same statistics, merged from other parts: exact for min and max, to rounding for the deviation
@@ -217,12 +217,12 @@ def test_a_store_without_what_training_needs_is_refused(frames, tmp_path):
 
     desc = descriptor(frames)
     with pytest.raises(StoreError, match="no derivatives in the store"):
-        StoreDataset(_store(tmp_path, frames, desc, derivatives=False), desc, True, progress=False)
+        StoreDataset(_store(tmp_path, frames, desc, derivatives=False), desc, forcetraining=True, progress=False)
     bare = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
     store = _store(tmp_path, bare, desc, "bare.store")
     assert not store.has_labels
     with pytest.raises(StoreError, match="no energies and forces in the store"):
-        StoreDataset(store, desc, True, progress=False)
+        StoreDataset(store, desc, forcetraining=True, progress=False)
 
 
 def test_training_device_follows_amptorch_gpus():

@@ -118,7 +118,7 @@ def test_real_descriptor_round_trip(tmp_path):
                     cell=np.eye(3) * 5, pbc=k % 2 == 0) for k in range(7)]
     resolved = resolve_config(config, base_dir=tmp_path, elements=["H", "O"])
     direct = build_descriptor(resolved).featurize(frames)
-    summary = featurize_to_store(frames, resolved, tmp_path / "s.h5", chunk_size=3)
+    summary = featurize_to_store(frames, resolved, tmp_path / "s.h5", chunk_frames=3)
     assert summary["n_frames"] == 7 and summary["n_blocks"] == len(direct.fprime_j)
     store = open_store(tmp_path / "s.h5")
     assert_fingerprints_equal(store.read_all(), direct)
@@ -127,8 +127,8 @@ def test_real_descriptor_round_trip(tmp_path):
     assert store.metadata["features_per_element"] == {"H": direct.n_features, "O": direct.n_features}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sharded_store_reads_as_one(tmp_path, dtype):
+@pytest.mark.parametrize("fprimes_dtype", ["float64", "float32"])
+def test_sharded_store_reads_as_one(tmp_path, fprimes_dtype):
     """A directory store of 3 shards (7 frames each, the last 4) reads as one sequence of
     frames: slices across shards, chunks, coo; float32 blocks come back as float64, rounded."""
     for el in ("H", "O"):
@@ -141,16 +141,17 @@ def test_sharded_store_reads_as_one(tmp_path, dtype):
     frames = [Atoms("H2O" * (k % 3 + 1), positions=rng.uniform(0, 5, size=(3 * (k % 3 + 1), 3)),
                     cell=np.eye(3) * 5, pbc=True) for k in range(18)]
     direct = build_descriptor(config).featurize(frames)
-    if dtype == "float32":
+    if fprimes_dtype == "float32":
         direct = Fingerprints(direct.fingerprints, direct.offsets, direct.numbers, direct.fprime_ptr, direct.fprime_j,
                               direct.fprimes.astype(np.float32).astype(np.float64))
-    summary = featurize_to_store(frames, config, tmp_path / "s.store", shard_frames=7, chunk_size=3, dtype=dtype)
+    summary = featurize_to_store(frames, config, tmp_path / "s.store", shard_frames=7, chunk_frames=3,
+                                 fprimes_dtype=fprimes_dtype)
     assert summary["shards"] == 3 and summary["computed"] == [0, 1, 2]
     assert sorted(p.name for p in (tmp_path / "s.store").iterdir()) == [
         "manifest.json", "shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
     with open_store(tmp_path / "s.store") as store:
         assert len(store) == 18 and store.shard_bounds == [(0, 7), (7, 14), (14, 18)]
-        assert store.n_atoms == len(direct.numbers) and store.fprimes_dtype == dtype
+        assert store.n_atoms == len(direct.numbers) and store.fprimes_dtype == fprimes_dtype
         assert store.source == {"frames": "in memory"}
         assert_fingerprints_equal(store.read_all(), direct)
         assert_fingerprints_equal(store[5:16], direct.frames(5, 16))

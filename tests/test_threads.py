@@ -75,14 +75,14 @@ def test_featurized_chunks_in_order_and_errors_name_the_frame(monkeypatch, threa
     config, frames, _ = load_reference("gmpordernorm_solid")
     desc = AMPTorchGMPOrderNorm(config["fp_params"], config["elements"])
     monkeypatch.setattr(amptorch_descriptors, "CHUNK_ATOMS", 2 * max(len(a) for a in frames))
-    whole = desc.featurize(frames)
-    parts = list(desc.featurized_chunks(frames, True))
+    whole = desc.featurize(frames, amptorch_binning=True)  # as featurized_chunks finds neighbours
+    parts = list(desc.featurized_chunks(frames, derivatives=True))
     assert len(parts) > 1 and [start for start, _, _ in parts] == list(np.cumsum([0] + [len(c) for _, c, _ in parts[:-1]]))
     np.testing.assert_array_equal(np.concatenate([fps.fingerprints for _, _, fps in parts]), whole.fingerprints)
     bad = [a.copy() for a in frames]
     bad[-1].positions[0, 0] = np.nan
     with pytest.raises(FrameError, match=f"frame {len(frames) - 1}:"):
-        list(desc.featurized_chunks(bad, True))
+        list(desc.featurized_chunks(bad, derivatives=True))
 
 
 def test_calling_thread_only(monkeypatch):

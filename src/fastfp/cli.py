@@ -189,19 +189,22 @@ def _shards_done(summary) -> str:
         arg("frames", metavar="FRAMES", help="ASE-readable file of frames; FILE@SLICE selects frames, e.g. data.traj@:1000"),
         arg("--out", required=True, metavar="STORE", help="store directory to write (resumed if it exists)"),
         arg("--derivatives", action="store_true", help="also store the exact derivative blocks"),
-        arg("--dtype", choices=["float64", "float32"], default="float64",
+        arg("--fprimes-dtype", "--dtype", choices=["float64", "float32"], default="float64",
             help="stored type of the derivative blocks (default float64; float32 halves the store, "
                  "relative error <= 6e-8, see fastfp.store)"),
-        arg("--chunk-size", type=_positive_int, default=32, metavar="K",
+        arg("--chunk-frames", "--chunk-size", type=_positive_int, default=32, metavar="K",
             help="frames featurized per batch (default 32); bounds memory"),
         arg("--compression", choices=["none", "lzf", "gzip"], default="none",
             help="HDF5 compression of the float datasets (default none)"),
+        arg("--device", choices=["cpu", "cuda"], default="cpu",
+            help="where to featurize: cpu (default) or cuda (the current CUDA GPU of each process; needs the gpu "
+                 "extra); the store holds the same numbers within rounding"),
         *SHARED_ARGUMENTS,
     ],
 )
 def featurize(args) -> int:
     from .config import load_config, resolve_config
-    from .errors import FrameError, StoreError
+    from .errors import DeviceError, DeviceMemoryError, FrameError, StoreError
     from .frames import elements_of
     from .shards import ShardedDir
     from .store import FORMAT, featurize_to_store
@@ -212,19 +215,21 @@ def featurize(args) -> int:
         resolved = resolve_config(config_path, elements=None if "elements" in raw else elements_of(frames))
         try:
             summary = featurize_to_store(
-                frames, resolved, args.out, derivatives=args.derivatives, dtype=args.dtype,
-                shard_frames=args.shard_frames, chunk_size=args.chunk_size, cluster=args.cluster,
+                frames, resolved, args.out, derivatives=args.derivatives, fprimes_dtype=args.fprimes_dtype,
+                shard_frames=args.shard_frames, chunk_frames=args.chunk_frames, cluster=args.cluster,
                 overwrite=args.overwrite, progress=not args.quiet,
                 metadata={"config_file": os.path.abspath(config_path)},
-                compression=None if args.compression == "none" else args.compression,
+                compression=None if args.compression == "none" else args.compression, device=args.device,
             )
         except FrameError as exc:  # "frame N: ..." with N counted from 0 over the selected frames
             raise CLIError(f"{frames.path}: {exc}") from None
+        except (DeviceError, DeviceMemoryError) as exc:
+            raise CLIError(str(exc)) from None
     if not args.quiet:
         print(
             f"wrote {args.out}: {summary['n_frames']} frames, {summary['n_atoms']} atoms, "
             f"{summary['n_features']} features"
-            + (f", {summary['n_blocks']} derivative blocks ({args.dtype})" if args.derivatives else "")
+            + (f", {summary['n_blocks']} derivative blocks ({args.fprimes_dtype})" if args.derivatives else "")
             + f", {summary['bytes'] / 2**20:.1f} MiB; {_shards_done(summary)} in {summary['seconds']:.1f} s"
             + "".join(f"; peak RSS of process {pid}: {rss / 2**20:.0f} MiB" for pid, rss in summary["peak_rss"].items()),
             file=sys.stderr,
@@ -305,7 +310,7 @@ def _json_arg(text: str, what: str):
         arg("--scaling", default=None, metavar="JSON",
             help="feature scaling as JSON text or a JSON file, AMPTorch's dict "
             "(default {\"type\": \"normalize\", \"range\": [0, 1], \"elementwise\": true})"),
-        arg("--chunk-size", type=_positive_int, default=16, metavar="K",
+        arg("--chunk-frames", "--chunk-size", type=_positive_int, default=16, metavar="K",
             help="frames featurized, scaled and committed together (default 16); bounds memory"),
         arg("--no-derivatives", action="store_true",
             help="energy-only data (no forces, no derivative matrices), for get_forces=False training"),
@@ -327,7 +332,7 @@ def lmdb_command(args) -> int:
     with _interruptible():
         try:
             summary = write_lmdb_shards(frames, raw, args.out, scaling=scaling, derivatives=not args.no_derivatives,
-                                        shard_frames=args.shard_frames, chunk_frames=args.chunk_size,
+                                        shard_frames=args.shard_frames, chunk_frames=args.chunk_frames,
                                         cluster=args.cluster, overwrite=args.overwrite, progress=not args.quiet,
                                         base_dir=base_dir)
         except ValueError as exc:

@@ -87,7 +87,7 @@ def check_frame(index: int, numbers, positions, cell, pbc, allowed: np.ndarray) 
             )
 
 
-def pack_frames(frames: Sequence, allowed: np.ndarray, first_index: int = 0) -> PackedFrames:
+def pack_frames(frames: Sequence, allowed: np.ndarray, *, first_index: int = 0) -> PackedFrames:
     """Validate ``frames`` (ASE ``Atoms``) and concatenate them.
 
     ``allowed`` holds the atomic numbers the descriptor knows; ``first_index`` is
@@ -112,7 +112,7 @@ def pack_frames(frames: Sequence, allowed: np.ndarray, first_index: int = 0) -> 
     return PackedFrames(positions, numbers, offsets, cells, pbc)
 
 
-def chunks(frames: Iterable, size: int, convert: Callable = lambda a: a, max_atoms: int | None = None):
+def chunks(frames: Iterable, size: int, *, convert: Callable = lambda a: a, max_atoms: int | None = None):
     """``(index of the first frame, [convert(frame), ...])`` for ``size`` frames at a
     time, reading ``frames`` lazily; with ``max_atoms``, a chunk also ends once it holds
     that many atoms (it always holds at least one frame)."""
@@ -166,7 +166,7 @@ def frame_label(atoms, index: int, what: str):
     return float(array) if what == "energy" else array
 
 
-def labels_of(frames: Sequence, first_index: int = 0, forces: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def labels_of(frames: Sequence, *, first_index: int = 0, forces: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Energies (n_frames,) float64, eV, and with ``forces`` the forces of all atoms
     (n_atoms, 3) float64, eV/Å (else None), of ``frames`` in order (:func:`frame_label`).
     Every energy is read before any force; errors number the frames from

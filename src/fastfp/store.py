@@ -40,7 +40,7 @@ global within the shard:
   ``fprimes_dtype``, ``has_labels``, ``metadata`` (JSON), ``n_frames``, ``n_atoms``,
   ``n_blocks``.
 
-Derivative blocks in float32 (``dtype="float32"``, ``--dtype float32``) halve the
+Derivative blocks in float32 (``fprimes_dtype="float32"``, ``--fprimes-dtype float32``) halve the
 store (about 92% of it is derivative blocks). Each value is rounded to the nearest
 float32: relative error at most 2**-24 (6.0e-8) for values above float32's smallest
 normal number (1.2e-38); smaller values (far tails of the Gaussians) keep an absolute
@@ -84,6 +84,7 @@ import numpy as np
 
 from .atomic import AtomicPath
 from .config import build_descriptor, canonical_json, config_hash, require_same_settings
+from .descriptors.base import check_device
 from .errors import StoreError
 from .fingerprints import Fingerprints
 from .frames import chunks, labels_of
@@ -121,7 +122,7 @@ class StoreWriter:
         config that made the fingerprints; recorded with its hash
     n_features : width F of the fingerprint rows
     derivatives : whether derivative blocks are stored (every append must match)
-    dtype : "float64" (default) or "float32", the derivative blocks' stored type
+    fprimes_dtype : "float64" (default) or "float32", the derivative blocks' stored type
     labels : None, or ``(energies (N,) eV, forces (A, 3) eV/Å)`` of all the frames to be
         appended, stored with them (checked against what was appended on close)
     metadata : optional JSON-serialisable dict recorded in the ``metadata`` attribute
@@ -134,14 +135,14 @@ class StoreWriter:
     """
 
     def __init__(self, path, descriptor_config: dict, n_features: int, derivatives: bool,
-                 *, dtype="float64", labels=None, metadata: dict | None = None,
+                 *, fprimes_dtype="float64", labels=None, metadata: dict | None = None,
                  compression: str | None = None, chunk_bytes: int = 1 << 20):
         self.path = Path(path)
         self.n_features = int(n_features)
         if self.n_features <= 0:
             raise ValueError(f"n_features must be positive, got {n_features}")
         self.derivatives = bool(derivatives)
-        self.dtype = _fprimes_dtype(dtype)
+        self.fprimes_dtype = _fprimes_dtype(fprimes_dtype)
         self.labels = None if labels is None else tuple(np.asarray(x, dtype=np.float64) for x in labels)
         config_json = canonical_json(descriptor_config)
         meta_json = json.dumps(metadata or {}, sort_keys=True)
@@ -165,7 +166,7 @@ class StoreWriter:
             f.attrs["config_hash"] = config_hash(descriptor_config)
             f.attrs["n_features"] = self.n_features
             f.attrs["has_derivatives"] = self.derivatives
-            f.attrs["fprimes_dtype"] = self.dtype
+            f.attrs["fprimes_dtype"] = self.fprimes_dtype
             f.attrs["has_labels"] = self.labels is not None
             f.attrs["metadata"] = meta_json
             F = self.n_features
@@ -178,8 +179,8 @@ class StoreWriter:
             if self.derivatives:
                 f.create_dataset("fprime_ptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(ints,))
                 f.create_dataset("fprime_j", (0,), np.int64, maxshape=(None,), chunks=(ints,))
-                brows = max(1, chunk_bytes // (np.dtype(self.dtype).itemsize * 3 * F))
-                f.create_dataset("fprimes", (0, F, 3), self.dtype, maxshape=(None, F, 3),
+                brows = max(1, chunk_bytes // (np.dtype(self.fprimes_dtype).itemsize * 3 * F))
+                f.create_dataset("fprimes", (0, F, 3), self.fprimes_dtype, maxshape=(None, F, 3),
                                  chunks=(brows, F, 3), **kw)
             if self.labels is not None:  # whole, written once: the file's layout does not depend on the appends
                 f.create_dataset("energies", data=self.labels[0])
@@ -231,7 +232,7 @@ class StoreWriter:
                 raise ValueError(f"{self.path}: inconsistent derivative blocks (fprime_ptr)")
             self._grow(f["fprime_ptr"], np.asarray(fps.fprime_ptr[1:], dtype=np.int64) + self.n_blocks)
             self._grow(f["fprime_j"], np.asarray(fps.fprime_j, dtype=np.int64) + self.n_atoms)
-            self._grow(f["fprimes"], np.asarray(fps.fprimes, dtype=self.dtype))
+            self._grow(f["fprimes"], np.asarray(fps.fprimes, dtype=self.fprimes_dtype))
             self.n_blocks += n_bl
         self.n_atoms += n_at
         self.n_frames += fps.n_frames
@@ -615,9 +616,10 @@ class _Job(ShardJob):
     """What every shard task needs (small: sent to each worker)."""
 
     derivatives: bool
-    dtype: str
-    chunk_size: int
+    fprimes_dtype: str
+    chunk_frames: int
     compression: str | None
+    device: str
 
 
 def _light(atoms):
@@ -637,7 +639,7 @@ def _peak_rss() -> int:
 def _labels(frames, start: int):
     """``(energies, forces)`` of ``frames`` (numbered from ``start``), or None if one lacks them."""
     try:
-        return labels_of(frames, start)
+        return labels_of(frames, first_index=start)
     except ValueError:
         return None
 
@@ -650,20 +652,21 @@ def featurize_shard(job: _Job, path, start: int, stop: int) -> dict:
     descriptor = job.descriptor()
     frames = job.read(start, stop)
     labels = _labels(frames, start)
-    with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, dtype=job.dtype, labels=labels,
-                     metadata={"frames": [start, stop]}, compression=job.compression) as writer:
-        for first, chunk in chunks(frames, job.chunk_size, _light):
-            writer.append(descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first))
+    with StoreWriter(path, job.config, descriptor.n_features, job.derivatives, fprimes_dtype=job.fprimes_dtype,
+                     labels=labels, metadata={"frames": [start, stop]}, compression=job.compression) as writer:
+        for first, chunk in chunks(frames, job.chunk_frames, convert=_light):
+            fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=start + first, device=job.device)
+            writer.append(fps.to_numpy())
     return dict(n_atoms=writer.n_atoms, n_blocks=writer.n_blocks, bytes=Path(path).stat().st_size,
                 labels=labels is not None, pid=os.getpid(), peak_rss=_peak_rss())
 
 
-def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, dtype="float64",
-                       shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_size: int = 32, cluster=None,
+def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, fprimes_dtype="float64",
+                       shard_frames: int = DEFAULT_SHARD_FRAMES, chunk_frames: int = 32, cluster=None,
                        overwrite: bool = False, progress: bool = False, metadata: dict | None = None,
-                       compression: str | None = None) -> dict:
+                       compression: str | None = None, device: str = "cpu") -> dict:
     """Featurize ``frames`` into the store directory ``path``, one shard of
-    ``shard_frames`` consecutive frames per task, ``chunk_size`` frames at a time.
+    ``shard_frames`` consecutive frames per task, ``chunk_frames`` frames at a time.
 
     Parameters
     ----------
@@ -671,7 +674,7 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         a sequence of ASE ``Atoms`` (only without ``cluster``)
     config : descriptor config in canonical form (:func:`fastfp.config.resolve_config`)
     derivatives : store the derivative blocks too
-    dtype : "float64" or "float32": the derivative blocks' stored type (see the module
+    fprimes_dtype : "float64" or "float32": the derivative blocks' stored type (see the module
         docstring for the error float32 introduces)
     cluster : where the tasks run (:mod:`fastfp.cluster`): None (this process, threaded
         kernels), "local:N", "tcp://HOST:PORT", "slurm[:JOBS]" or a ``distributed.Client``
@@ -679,11 +682,18 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     progress : a tqdm progress bar (frames)
     metadata : JSON-serialisable dict recorded in the manifest
     compression : h5py compression of the float datasets (None, "lzf", "gzip")
+    device : "cpu" or "cuda": where each task featurizes (:meth:`Descriptor.featurize
+        <fastfp.descriptors.base.Descriptor.featurize>`; "cuda": the current CUDA GPU of
+        the process that runs it). A store written on the GPU holds the CPU's
+        fingerprints and derivative blocks within rounding (1e-10 relative), each
+        centre's blocks ordered by the atom they differentiate by.
 
     An existing store at ``path`` with the same config, settings and frames is resumed:
     only its missing shards are computed. Other settings raise :class:`StoreError`
     naming them (unless ``overwrite``); a path that is not a fastfp store raises
-    :class:`StoreError` and is left untouched. Errors of the frames (e.g.
+    :class:`StoreError` and is left untouched. A ``device`` that cannot run raises
+    ``ValueError`` or :class:`~fastfp.gpu.device.DeviceError` before anything is written
+    (in this process; on a cluster, from the first task). Errors of the frames (e.g.
     :class:`~fastfp.frames.FrameError`, naming the frame by its position in ``frames``)
     propagate, and a store this call created is removed. An interruption
     (``KeyboardInterrupt``) or a lost cluster leaves the complete shards and the
@@ -697,10 +707,15 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     the elapsed ``seconds``.
     """
     t0 = time.perf_counter()
-    for name, value in (("chunk_size", chunk_size), ("shard_frames", shard_frames)):
+    for name, value in (("chunk_frames", chunk_frames), ("shard_frames", shard_frames)):
         if int(value) < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    dtype = _fprimes_dtype(dtype)
+    fprimes_dtype = _fprimes_dtype(fprimes_dtype)
+    check_device(device)
+    if device == "cuda" and cluster is None:
+        from .gpu.device import array_module
+
+        array_module()  # DeviceError here, before the store is made
     out = ShardedDir(path, FORMAT, ".h5", StoreError)
     out.check()
     source = frames_source(frames, cluster)
@@ -711,12 +726,12 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
     manifest = {
         "format_version": FORMAT_VERSION, "config": config, "config_hash": config_hash(config),
         "n_features": descriptor.n_features,
-        "settings": {"derivatives": bool(derivatives), "fprimes_dtype": dtype, "compression": compression},
+        "settings": {"derivatives": bool(derivatives), "fprimes_dtype": fprimes_dtype, "compression": compression},
         "source": source, "n_frames": n_frames, "shard_frames": int(shard_frames),
         "metadata": {"features_per_element": descriptor.features_per_element(), **(metadata or {})},
     }
     expect = dict(config_hash=manifest["config_hash"], n_features=descriptor.n_features,
-                  has_derivatives=bool(derivatives), fprimes_dtype=dtype)
+                  has_derivatives=bool(derivatives), fprimes_dtype=fprimes_dtype)
 
     def shard_info(p: Path, k: int) -> dict | None:
         a, b = out.bounds()[k]
@@ -728,7 +743,7 @@ def featurize_to_store(frames, config: dict, path, *, derivatives: bool = True, 
         return dict(n_atoms=int(shard.offsets[-1]), n_blocks=shard.n_blocks, bytes=p.stat().st_size,
                     labels=shard.has_labels)
 
-    job = _Job(frames, config, bool(derivatives), dtype, int(chunk_size), compression)
+    job = _Job(frames, config, bool(derivatives), fprimes_dtype, int(chunk_frames), compression, device)
     info = {}
     with sharded_run(out, manifest, cluster=cluster, overwrite=overwrite,
                      is_complete=lambda p, k: shard_info(p, k) is not None, progress=progress) as run:

@@ -12,7 +12,10 @@ from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMP, GMPOrderNorm
 from fastfp.frames import pack_frames
 from fastfp.gpu import device
+from fastfp.gpu import gaussian as gpu_gaussian
+from fastfp.gpu import gmp as gpu_gmp
 from fastfp.gpu import neighbors as gpu_neighbors
+from fastfp.kernels.tables import GaussianTables, GMPTables
 from gpu_cases import DESCRIPTORS, ELEMENTS, assert_agree, descriptor, frames, requires_device
 
 pytestmark = requires_device
@@ -45,7 +48,7 @@ def _sorted_pairs(pairs):
 
 
 def _host(array):
-    return array if isinstance(array, np.ndarray) else array.get()
+    return array if isinstance(array, (np.ndarray, int, float)) else array.get()
 
 
 @pytest.mark.parametrize("self_pairs", [False, True])
@@ -93,7 +96,7 @@ def test_without_derivatives_and_in_float32(tmp_path):
         plain = desc.featurize(batch, derivatives=False, device="cuda")
         assert not plain.has_derivatives
         assert_agree(plain, desc.featurize(batch, derivatives=False), where=name)
-        single = desc.featurize(batch, device="cuda", dtype="float32")
+        single = desc.featurize(batch, device="cuda", result_dtype="float32")
         assert single.fingerprints.dtype == np.float32 and single.fprimes.dtype == np.float32
         assert single.fprime_j.dtype == np.int64
         assert_agree(single, cpu, rtol=1e-6, where=f"{name} float32")
@@ -135,11 +138,31 @@ def test_a_batch_too_large_for_the_gpu_names_the_size(tmp_path, monkeypatch):
         desc.featurize(batch, device="cuda")
 
 
+@pytest.mark.parametrize("derivatives", [True, False])
+def test_kernels_take_the_descriptor_tables(tmp_path, monkeypatch, derivatives):
+    """The GPU kernels get the descriptor's tables (the CPU kernels' object, on the device)
+    and ``derivatives`` as a bool, as the CPU kernels do (tests/test_tables.py)."""
+    seen = []
+    for module in (gpu_gmp, gpu_gaussian):
+        def recording(kernel, n, *args, launch=module.launch):
+            seen.append([a for a in args if isinstance(a, (GMPTables, GaussianTables, bool))])
+            launch(kernel, n, *args)
+
+        monkeypatch.setattr(module, "launch", recording)
+    for name in ("GMP square", "Gaussian polynomial G5"):
+        desc = descriptor(name, tmp_path)
+        seen.clear()
+        desc.featurize(list(frames().values()), derivatives=derivatives, device="cuda")
+        (tables, flag), = seen
+        assert type(tables) is type(desc.tables) and flag is derivatives
+        for field, mine in zip(desc.tables._fields, desc.tables):
+            np.testing.assert_array_equal(_host(getattr(tables, field)), mine, err_msg=field)
+
+
 def test_amptorch_neighbour_emulation_is_cpu_only(tmp_path):
     desc = descriptor("GMPOrderNorm", tmp_path)
-    desc.amptorch_binning = True
     with pytest.raises(ValueError, match="amptorch_binning .* CPU only; use device='cpu'"):
-        desc.featurize(list(frames().values()), device="cuda")
+        desc.featurize(list(frames().values()), device="cuda", amptorch_binning=True)
 
 
 def test_elements_cover_the_frames():

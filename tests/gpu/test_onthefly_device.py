@@ -67,8 +67,8 @@ def datasets(name, directory):
     """``(CPU, device)`` on-the-fly data sets of :func:`labelled_frames`."""
     desc, scaling = _descriptor(name, directory), CASES[name]
     images = labelled_frames()
-    return (OnTheFlyDataset(images, desc, True, scaling, progress=False),
-            OnTheFlyDataset(images, desc, True, scaling, progress=False, device="cuda"))
+    return (OnTheFlyDataset(images, desc, forcetraining=True, scaling=scaling, progress=False),
+            OnTheFlyDataset(images, desc, forcetraining=True, scaling=scaling, progress=False, device="cuda"))
 
 
 def assert_close(device_value, cpu_value, what):

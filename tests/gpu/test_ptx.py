@@ -39,8 +39,9 @@ def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
     batch = list(frames().values())
     for name in DESCRIPTORS:
         for derivatives in (True, False):
-            for dtype in ("float64", "float32"):
-                descriptor(name, tmp_path).featurize(batch, derivatives=derivatives, device="cuda", dtype=dtype)
+            for result_dtype in ("float64", "float32"):
+                descriptor(name, tmp_path).featurize(batch, derivatives=derivatives, device="cuda",
+                                                     result_dtype=result_dtype)
 
     compiled = set()
     for kernel, args in launched:

@@ -57,7 +57,7 @@ def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives
     out = []
     with tqdm(total=len(images), desc="converting frames to Data (fastfp)", disable=disable_tqdm) as bar, \
             single_threaded_libraries():
-        for _, chunk, fps in descriptor.featurized_chunks(images, derivatives):
+        for _, chunk, fps in descriptor.featurized_chunks(images, derivatives=derivatives):
             out.extend(fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives))
             bar.update(len(chunk))
     return out

@@ -39,9 +39,13 @@ CHUNKS_AHEAD = 2
 
 
 class AMPTorchInterface:
-    """AMPTorch's ``BaseDescriptor`` interface over a fastfp descriptor (a mixin)."""
+    """AMPTorch's ``BaseDescriptor`` interface over a fastfp descriptor (a mixin).
 
-    amptorch_binning = True
+    :meth:`prepare_fingerprints` and :meth:`featurized_chunks` find neighbours as AMPTorch
+    does (``amptorch_binning``: :func:`fastfp.neighbors.amptorch_binning_mask`);
+    ``featurize`` is fastfp's, with the complete neighbour list unless asked.
+    """
+
     #: derivative entries with smaller magnitude are dropped from the COO output
     prime_threshold = 0.0
 
@@ -80,13 +84,13 @@ class AMPTorchInterface:
         self._check_log(calc_derivatives)
         out = []
         bar = tqdm(total=len(images), desc="Computing fingerprints (fastfp)", disable=not verbose)
-        for _, chunk, fps in self.featurized_chunks(images, calc_derivatives):
+        for _, chunk, fps in self.featurized_chunks(images, derivatives=calc_derivatives):
             out.extend(self.image_dicts(fps, calc_derivatives))
             bar.update(len(chunk))
         bar.close()
         return out
 
-    def featurized_chunks(self, images, derivatives):
+    def featurized_chunks(self, images, *, derivatives):
         """``(first frame index, frames, Fingerprints)`` for chunks of about
         :data:`CHUNK_ATOMS` atoms of ``images``, in order. The neighbours of the next
         :data:`CHUNKS_AHEAD` chunks are searched on a background thread while the calling
@@ -98,7 +102,8 @@ class AMPTorchInterface:
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
         if num_threads() == 1:
             for start, chunk in parts:
-                yield start, chunk, self.featurize(chunk, derivatives, start)
+                yield start, chunk, self.featurize(chunk, derivatives=derivatives, first_index=start,
+                                                   amptorch_binning=True)
             return
         # the limit held here for the whole loop, the search thread's LAPACK calls included
         with single_threaded_libraries(), \
@@ -116,7 +121,7 @@ class AMPTorchInterface:
         """``(packed frames, their neighbour pairs)`` (:meth:`_neighbor_pairs`) of ``frames``,
         numbered from ``first_index`` in errors."""
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return packed, self._neighbor_pairs(packed)
+        return packed, self._neighbor_pairs(packed, amptorch_binning=True)
 
     def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples
@@ -141,7 +146,7 @@ class AMPTorchInterface:
         out = []
         for k in range(fps.n_frames):
             a0, a1 = fps.offsets[k], fps.offsets[k + 1]
-            descriptors = self._transform(fps.fingerprints[a0:a1, : widths[k]])
+            descriptors = self.transform(fps.fingerprints[a0:a1, : widths[k]])
             num_descriptors = {self.elements[s]: per_element[self.elements[s]] for s in np.flatnonzero(present[k])}
             out.append((fps.numbers[a0:a1], descriptors, num_descriptors, primes[k]))
         return out
@@ -171,8 +176,9 @@ class AMPTorchInterface:
             out.append(image)
         return out
 
-    def _transform(self, fingerprints):
-        """AMPTorch's ``"log"`` option: log10(max(|fp|, 1e-8)), fingerprints only."""
+    def transform(self, fingerprints):
+        """``fingerprints`` as AMPTorch hands them on: with its ``"log"`` option
+        log10(max(|fp|, 1e-8)), else unchanged (derivatives have no log form)."""
         if not self.params.get("log", False):
             return fingerprints
         return np.log10(np.maximum(np.abs(fingerprints), 1e-8))

@@ -86,7 +86,8 @@ DEFAULT_CHUNK_FRAMES = 16
 DEFAULT_SHARD_FRAMES = 500
 #: the ``format`` of a sharded directory's manifest
 FORMAT = "fastfp-lmdb"
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: the stored tensors' dtypes, by name
+TENSOR_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -151,14 +152,14 @@ class _Job(ShardJob):
     """What every task needs (small: sent to each worker); frames in memory may be ase.db rows."""
 
     derivatives: bool
-    dtype: str
+    tensor_dtype: str
     chunk_frames: int
 
     amptorch = True
 
     def chunks(self, start: int, stop: int):
         """``(index of the first frame, [Atoms, ...])`` over frames ``start:stop``."""
-        for first, chunk in chunks(self.read(start, stop), self.chunk_frames, _as_atoms):
+        for first, chunk in chunks(self.read(start, stop), self.chunk_frames, convert=_as_atoms):
             yield start + first, chunk
 
 
@@ -169,8 +170,8 @@ def fit_shard(job: _Job, start: int, stop: int, report=None) -> FitStatistics:
     descriptor = job.descriptor()
     stats = FitStatistics()
     for first, chunk in job.chunks(start, stop):
-        energies, _ = labels_of(chunk, first, forces=job.derivatives)
-        fps = descriptor.featurize(chunk, derivatives=False, first_index=first)
+        energies, _ = labels_of(chunk, first_index=first, forces=job.derivatives)
+        fps = descriptor.featurize(chunk, derivatives=False, first_index=first, amptorch_binning=True)
         rows = [descriptors for _, descriptors, _, _ in descriptor.frame_outputs(fps, False)]
         if len({r.shape[1] for r in rows}) > 1:
             raise ValueError(f"frames {first}..{first + len(chunk) - 1}: fingerprint widths differ between frames "
@@ -191,14 +192,14 @@ def write_shard(job: _Job, path, start: int, stop: int, scalers: tuple, report=N
 
     descriptor = job.descriptor()
     features, targets = scalers
-    with _torch_settings(DTYPES[job.dtype]), AtomicPath(path) as tmp:
+    with _torch_settings(TENSOR_DTYPES[job.tensor_dtype]), AtomicPath(path) as tmp:
         # no fsync per commit (sync=False): the OS writes back while the next chunk is
         # computed; env.sync(True) before the rename makes the whole file durable
         env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=False, lock=False, meminit=False,
                         readahead=False, sync=False, metasync=False)
         try:
             for first, chunk in job.chunks(start, stop):
-                fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=first)
+                fps = descriptor.featurize(chunk, derivatives=job.derivatives, first_index=first, amptorch_binning=True)
                 data = fingerprints_to_data(descriptor, chunk, fps, True, job.derivatives, job.derivatives)
                 del fps
                 norm_features(features, data)
@@ -216,13 +217,13 @@ def write_shard(job: _Job, path, start: int, stop: int, scalers: tuple, report=N
     return Path(path).stat().st_size
 
 
-def _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir, amptorch_scalers, cluster):
+def _prepare(frames, config, scaling, derivatives, tensor_dtype, chunk_frames, base_dir, amptorch_scalers, cluster):
     """Checked arguments: ``(job, source, scaling, scaler classes and origin)``."""
     if int(chunk_frames) < 1:
         raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
-    dtype = {torch.float64: "float64", torch.float32: "float32"}.get(dtype, dtype)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    tensor_dtype = {torch.float64: "float64", torch.float32: "float32"}.get(tensor_dtype, tensor_dtype)
+    if tensor_dtype not in TENSOR_DTYPES:
+        raise ValueError(f"tensor_dtype must be float64 or float32, got {tensor_dtype!r}")
     source = frames_source(frames, cluster)
     if len(frames) == 0:
         raise ValueError("no frames given")
@@ -231,13 +232,13 @@ def _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir
     resolved = resolve_config(raw, base_dir=base_dir if base_dir is not None else file_dir,
                               elements=None if "elements" in raw else elements_of(frames))
     build_descriptor(resolved)  # a bad config fails here, before any task
-    job = _Job(frames, resolved, bool(derivatives), dtype, int(chunk_frames))
+    job = _Job(frames, resolved, bool(derivatives), tensor_dtype, int(chunk_frames))
     return job, source, scaling, _scaler_classes(amptorch_scalers)
 
 
 def _scalers(job, stats, scaling, classes):
     FeatureScaler, TargetScaler, _ = classes
-    dtype = DTYPES[job.dtype]
+    dtype = TENSOR_DTYPES[job.tensor_dtype]
     return (feature_scaler(FeatureScaler, stats, job.derivatives, scaling, dtype),
             target_scaler(TargetScaler, stats, job.derivatives, dtype))
 
@@ -245,8 +246,8 @@ def _scalers(job, stats, scaling, classes):
 # -- writing ---------------------------------------------------------------------------
 
 
-def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=DEFAULT_CHUNK_FRAMES, *,
-               base_dir=None, derivatives=True, amptorch_scalers=None, dtype=torch.float64) -> dict:
+def write_lmdb(frames, config, path, *, scaling=None, progress=True, chunk_frames=DEFAULT_CHUNK_FRAMES,
+               base_dir=None, derivatives=True, amptorch_scalers=None, tensor_dtype=torch.float64) -> dict:
     """Featurize ``frames`` and write them as one AMPTorch LMDB file at ``path``, in this
     process (:func:`write_lmdb_shards` writes a directory of them, on a cluster if asked).
 
@@ -271,8 +272,9 @@ def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=D
         training (AMPTorch's ``forcetraining``, ``config["model"]["get_forces"]``).
     amptorch_scalers : ``None`` (AMPTorch's scaler classes where importable, else
         fastfp's), ``True`` (AMPTorch's, or ``ImportError``) or ``False`` (fastfp's).
-    dtype : torch dtype (or "float64", "float32") of the stored tensors (default float64,
-        AMPTorch's usual ``torch.DoubleTensor``); the default dtype is set to it while writing.
+    tensor_dtype : torch dtype (or "float64", "float32") of the stored tensors (default
+        float64, AMPTorch's usual ``torch.DoubleTensor``); torch's default dtype is set to it
+        while writing.
 
     Returns a summary dict (``n_frames``, ``n_atoms``, ``n_features``, ``bytes``,
     ``seconds``, ``scalers``: "amptorch" or "fastfp"). Raises ``ValueError`` for a bad
@@ -286,7 +288,7 @@ def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=D
         raise ValueError(f"{path}: directory {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise ValueError(f"{path} is a directory; an AMPTorch LMDB is a single file (subdir=False)")
-    job, _, scaling, classes = _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir,
+    job, _, scaling, classes = _prepare(frames, config, scaling, derivatives, tensor_dtype, chunk_frames, base_dir,
                                         amptorch_scalers, None)
     from tqdm.auto import tqdm
 
@@ -299,7 +301,7 @@ def write_lmdb(frames, config, path, scaling=None, progress=True, chunk_frames=D
                 bytes=size, seconds=time.perf_counter() - t0, scalers=classes[2])
 
 
-def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, dtype=torch.float64,
+def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, tensor_dtype=torch.float64,
                       shard_frames=DEFAULT_SHARD_FRAMES, chunk_frames=DEFAULT_CHUNK_FRAMES, cluster=None,
                       overwrite=False, progress=False, base_dir=None, amptorch_scalers=None) -> dict:
     """Featurize ``frames`` into a directory of AMPTorch LMDB files at ``path``, one per
@@ -327,12 +329,12 @@ def write_lmdb_shards(frames, config, path, *, scaling=None, derivatives=True, d
         raise ValueError(f"shard_frames must be at least 1, got {shard_frames}")
     out = ShardedDir(path, FORMAT, ".lmdb")
     out.check()
-    job, source, scaling, classes = _prepare(frames, config, scaling, derivatives, dtype, chunk_frames, base_dir,
-                                             amptorch_scalers, cluster)
+    job, source, scaling, classes = _prepare(frames, config, scaling, derivatives, tensor_dtype, chunk_frames,
+                                             base_dir, amptorch_scalers, cluster)
     n_frames = len(job.frames)
     manifest = {"config": job.config, "config_hash": config_hash(job.config), "source": source,
-                "settings": {"derivatives": job.derivatives, "dtype": job.dtype, "scaling": _plain(scaling),
-                             "scalers": classes[2]},
+                "settings": {"derivatives": job.derivatives, "tensor_dtype": job.tensor_dtype,
+                             "scaling": _plain(scaling), "scalers": classes[2]},
                 "n_frames": n_frames, "shard_frames": int(shard_frames)}
 
     def complete(p: Path, k: int) -> bool:

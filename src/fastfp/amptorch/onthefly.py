@@ -40,7 +40,6 @@ tensors.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +53,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from ..config import require_same_settings
+from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
 from .descriptors import AMPTorchInterface, construct_descriptor
@@ -198,7 +198,7 @@ class LabelledFrames:
     allowed: np.ndarray
 
     @classmethod
-    def from_images(cls, images, allowed: np.ndarray, forces: bool) -> "LabelledFrames":
+    def from_images(cls, images, allowed: np.ndarray, *, forces: bool) -> "LabelledFrames":
         """Pack ASE ``Atoms`` with energies (and ``forces``). Raises
         :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first bad frame."""
         frames = pack_frames(images, allowed)
@@ -260,9 +260,9 @@ class OnTheFlyDataset(Dataset):
     ``device``, :class:`~fastfp.gpu.device.DeviceError` if ``"cuda"`` cannot run.
     """
 
-    def __init__(self, images, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
+    def __init__(self, images, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True, device="cpu"):
-        self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forcetraining)
+        self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forces=forcetraining)
         self._setup(descriptor, forcetraining, self.frames.energies, np.unique(self.frames.frames.numbers), scaling,
                     scalers, progress, device)
 
@@ -271,14 +271,11 @@ class OnTheFlyDataset(Dataset):
         fingerprints of :meth:`_fingerprint_parts` (atomic numbers ``present``)."""
         if not isinstance(descriptor, AMPTorchInterface):
             raise TypeError(f"on-the-fly training needs a fastfp.amptorch descriptor, got {type(descriptor).__name__}")
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        #: AMPTorch's neighbour binning where there is one: on the CPU
+        self.amptorch_binning = device == "cpu"
+        check_device(device, amptorch_binning=self.amptorch_binning)
         self.descriptor = descriptor
         self.device = device
-        self._featurizer = descriptor
-        if device == "cuda":  # AMPTorch's neighbour-search emulation is CPU only
-            self._featurizer = copy.copy(descriptor)
-            self._featurizer.amptorch_binning = False
         self.forcetraining = forcetraining
         feature_class, target_class = scalers
         self.target_scaler = target_class([SimpleNamespace(energy=e) for e in energies.tolist()], forcetraining)
@@ -301,19 +298,22 @@ class OnTheFlyDataset(Dataset):
         start = 0
         while start < len(self):
             stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk))))
-            yield self._featurizer.featurize_packed(self.frames.select(range(start, stop))[0], False, self.device)
+            yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
+                                                   device=self.device, amptorch_binning=self.amptorch_binning)
             start = stop
 
     def _read(self, indices):
         """``(Fingerprints with derivatives when force training, energies, forces)`` of
         the frames ``indices``: featurized here, on :attr:`device`."""
         packed, energies, forces = self.frames.select(indices)
-        return self._featurizer.featurize_packed(packed, self.forcetraining, self.device), energies, forces
+        fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining, device=self.device,
+                                               amptorch_binning=self.amptorch_binning)
+        return fps, energies, forces
 
     def _rows(self, fps) -> torch.Tensor:
         """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype,
         on the arrays' device (DLPack: no copy)."""
-        rows = torch.from_dlpack(self.descriptor._transform(fps.fingerprints))[:, : self.input_dim]
+        rows = torch.from_dlpack(self.descriptor.transform(fps.fingerprints))[:, : self.input_dim]
         return rows.to(torch.get_default_dtype())
 
     def __len__(self) -> int:
@@ -386,7 +386,7 @@ class StoreDataset(OnTheFlyDataset):
     with force training, without derivatives.
     """
 
-    def __init__(self, store, descriptor, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
+    def __init__(self, store, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True):
         from ..store import StoreError
 
@@ -481,8 +481,9 @@ def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True,
         raise ValueError(f"config['dataset']['fp_params'] ({scheme}): {exc}") from None
     scalers = (AMPTorchFeatureScaler, AMPTorchTargetScaler)
     if store is not None:
-        return StoreDataset(store, descriptor, forcetraining, scaling, scalers)
-    return OnTheFlyDataset(images, descriptor, forcetraining, scaling, scalers, device=device)
+        return StoreDataset(store, descriptor, forcetraining=forcetraining, scaling=scaling, scalers=scalers)
+    return OnTheFlyDataset(images, descriptor, forcetraining=forcetraining, scaling=scaling, scalers=scalers,
+                           device=device)
 
 
 def open_training_store(dataset: dict):

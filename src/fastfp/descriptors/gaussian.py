@@ -13,6 +13,7 @@ import numpy as np
 from ..frames import PackedFrames, element_numbers
 from ..kernels.formulas import COSINE, POLYNOMIAL
 from ..kernels.gaussian import gaussian_kernel
+from ..kernels.tables import GaussianTables
 from ..neighbors import NeighborPairs, neighbor_pairs
 from .base import Descriptor
 from .params import CutoffParams, ElementGs, GaussianParams, check
@@ -82,6 +83,8 @@ class Gaussian(Descriptor):
     ----------
     descriptor_setup : dict
         ``{element: (n_features_element, 7) array}``, AMPTorch's table of the same name.
+    tables : :class:`~fastfp.kernels.tables.GaussianTables`
+        The same as the kernels read them (groups, columns, cutoffs).
     """
 
     descriptor_type = "Gaussian"
@@ -96,12 +99,12 @@ class Gaussian(Descriptor):
         self.params = Gs
         self.cutoff_params = cutoff_params
         self.descriptor_setup = setup
-        self._cutoff_kind, self._cutoff_gamma = (
-            (COSINE, 0.0) if cutoff.cutoff_func == "cosine" else (POLYNOMIAL, cutoff.gamma))
-        self._build_tables()
+        self.tables = self._tables(
+            *((COSINE, 0.0) if cutoff.cutoff_func == "cosine" else (POLYNOMIAL, cutoff.gamma)))
 
-    def _build_tables(self):
-        """Flat tables for :func:`~fastfp.kernels.gaussian.gaussian_kernel`."""
+    def _tables(self, cutoff_kind: int, cutoff_gamma: float) -> GaussianTables:
+        """The :class:`~fastfp.kernels.tables.GaussianTables` of
+        :func:`~fastfp.kernels.gaussian.gaussian_kernel`."""
         n_sp = len(self.elements)
         g2 = [[] for _ in range(n_sp * n_sp)]
         tri = [[] for _ in range(n_sp**3)]
@@ -128,24 +131,29 @@ class Gaussian(Descriptor):
         def column(lists, k, dtype):
             return np.array([t[k] for x in lists for t in x], dtype=dtype)
 
-        self._cutoffs = np.array([self.descriptor_setup[el][0, 3] for el in self.elements])
-        self._g2_ptr = ptr_of(g2)
-        self._g2_col = column(g2, 0, np.int64)
-        self._g2_eta = column(g2, 1, np.float64)
-        self._g2_rs = column(g2, 2, np.float64)
-        self._rad_ptr = np.array(rad_ptr, dtype=np.int64)
-        self._rad_eta = np.array([eta for _, eta in rad], dtype=np.float64)
-        self._rad_g4 = np.array([kind == 4 for kind, _ in rad], dtype=np.bool_)
-        self._ang_ptr = np.array(ang_ptr, dtype=np.int64)
-        self._ang_zeta = np.array([zeta for zeta, _ in ang], dtype=np.float64)
-        self._ang_lambda = np.array([lam for _, lam in ang], dtype=np.float64)
-        self._ang_norm = 2.0 ** (1.0 - self._ang_zeta)
-        small_int = (self._ang_zeta == np.round(self._ang_zeta)) & (self._ang_zeta <= 64)
-        self._ang_int_power = np.where(small_int, self._ang_zeta - 1, -1).astype(np.int64)
-        self._tri_ptr = ptr_of(tri)
-        self._tri_col = column(tri, 0, np.int64)
-        self._tri_rad = column(tri, 1, np.int64)
-        self._tri_ang = column(tri, 2, np.int64)
+        ang_zeta = np.array([zeta for zeta, _ in ang], dtype=np.float64)
+        small_int = (ang_zeta == np.round(ang_zeta)) & (ang_zeta <= 64)
+        return GaussianTables(
+            cutoffs=np.array([self.descriptor_setup[el][0, 3] for el in self.elements]),
+            cutoff_kind=cutoff_kind,
+            cutoff_gamma=cutoff_gamma,
+            g2_ptr=ptr_of(g2),
+            g2_col=column(g2, 0, np.int64),
+            g2_eta=column(g2, 1, np.float64),
+            g2_rs=column(g2, 2, np.float64),
+            rad_ptr=np.array(rad_ptr, dtype=np.int64),
+            rad_eta=np.array([eta for _, eta in rad], dtype=np.float64),
+            rad_g4=np.array([kind == 4 for kind, _ in rad], dtype=np.bool_),
+            ang_ptr=np.array(ang_ptr, dtype=np.int64),
+            ang_zeta=ang_zeta,
+            ang_lambda=np.array([lam for _, lam in ang], dtype=np.float64),
+            ang_norm=2.0 ** (1.0 - ang_zeta),
+            ang_int_power=np.where(small_int, ang_zeta - 1, -1).astype(np.int64),
+            tri_ptr=ptr_of(tri),
+            tri_col=column(tri, 0, np.int64),
+            tri_rad=column(tri, 1, np.int64),
+            tri_ang=column(tri, 2, np.int64),
+        )
 
     def features_per_element(self) -> dict[str, int]:
         return {el: len(rows) for el, rows in self.descriptor_setup.items()}
@@ -154,17 +162,10 @@ class Gaussian(Descriptor):
     def n_features(self) -> int:
         return max(self.features_per_element().values())
 
-    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """Pairs within the (largest) cutoff."""
-        return neighbor_pairs(packed, self.cutoff, amptorch_binning=self.amptorch_binning)
+        return neighbor_pairs(packed, self.cutoff, amptorch_binning=amptorch_binning)
 
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
-        return self._run_kernel(
-            gaussian_kernel, pairs, derivatives,
-            self.species_of[packed.numbers], self.species_of[packed.numbers[pairs.j]], pairs.vectors,
-            self._cutoffs, self._cutoff_kind, self._cutoff_gamma,
-            self._g2_ptr, self._g2_col, self._g2_eta, self._g2_rs,
-            self._rad_ptr, self._rad_eta, self._rad_g4,
-            self._ang_ptr, self._ang_zeta, self._ang_lambda, self._ang_norm, self._ang_int_power,
-            self._tri_ptr, self._tri_col, self._tri_rad, self._tri_ang,
-        )
+        return self._run_kernel(gaussian_kernel, pairs, derivatives, self.species_of[packed.numbers],
+                                self.species_of[packed.numbers[pairs.j]], pairs.vectors)

@@ -15,6 +15,7 @@ from .. import harmonics
 from ..frames import PackedFrames
 from ..kernels.formulas import LINEAR, SQRT_SUM_SQUARES, SUM_SQUARES
 from ..kernels.gmp import gmp_kernel
+from ..kernels.tables import GMPTables
 from ..neighbors import NeighborPairs, neighbor_pairs
 from ..pseudodensity import read_atom_gaussians
 from .base import Descriptor
@@ -32,10 +33,13 @@ class FeatureSpec:
 
 
 class _GMPFamily(Descriptor):
-    """Shared machinery: tables for :func:`~fastfp.kernels.gmp.gmp_kernel` and the call."""
+    """Shared machinery: the :class:`~fastfp.kernels.tables.GMPTables` of
+    :func:`~fastfp.kernels.gmp.gmp_kernel` and the call."""
+
+    tables: GMPTables
 
     def _build(self, features: list[FeatureSpec], solid: bool, probe_amplitude, inv_rs, atom_gaussians):
-        """Tables from ``features``. ``probe_amplitude(sigma)`` is A of the probe
+        """:attr:`tables` from ``features``. ``probe_amplitude(sigma)`` is A of the probe
         A exp(-r^2 / (2 sigma^2)); ``inv_rs(sigma)`` is 1/r_s (surface harmonics only)."""
         self.feature_specs = features
         sigmas = sorted({f.sigma for f in features})
@@ -54,57 +58,49 @@ class _GMPFamily(Descriptor):
             ).items()
         ]
         slots = sorted({slot for _, slot, _ in pieces})
-        self._piece_ptr = np.concatenate(([0], np.cumsum([len(t) for _, _, t in pieces]))).astype(np.int64)
-        self._term_coef = np.array([c for _, _, t in pieces for c, *_ in t], dtype=np.float64)
-        self._term_exp = np.array([e for _, _, t in pieces for _, *e in t], dtype=np.int64).reshape(-1, 3)
-        self._comp_piece_ptr = np.searchsorted([k for k, _, _ in pieces], np.arange(len(comps) + 1)).astype(np.int64)
-        self._piece_slot = np.array([slots.index(slot) for _, slot, _ in pieces], dtype=np.int64)
-        self._slot_j = np.array([j for j, _ in slots], dtype=np.int64)
-        self._slot_d = np.array([d for _, d in slots], dtype=np.int64)
-        # surface harmonics' terms of degree d + 2j carry (1/r_s)^(d + 2j)
-        self._slot_rs_power = np.array([0 if solid else d + 2 * j for j, d in slots], dtype=np.int64)
-
         chan_probe = np.array([s for s, _ in channels], dtype=np.int64)
-        self._chan_ptr = np.searchsorted(chan_probe, np.arange(len(sigmas) + 1)).astype(np.int64)
-        self._chan_comp = np.array([k for _, k in channels], dtype=np.int64)
         sig = np.array(sigmas, dtype=np.float64)
-        self._probe_a = np.array([probe_amplitude(s) for s in sigmas], dtype=np.float64)
-        self._probe_alpha = 1.0 / (2.0 * sig * sig)
-        self._probe_inv_rs = np.array([inv_rs(s) for s in sigmas], dtype=np.float64)
-
         gaussians = read_atom_gaussians(atom_gaussians, self.elements)
-        self._gauss_ptr = np.concatenate(([0], np.cumsum([len(g) for g in gaussians]))).astype(np.int64)
         table = np.concatenate(gaussians)
-        self._gauss_b = np.ascontiguousarray(table[:, 0])
-        self._gauss_beta = np.ascontiguousarray(table[:, 1])
-
         members = [
             (chan_index[(sigmas.index(f.sigma), comp_index[e])], w) for f in features for e, w in f.components
         ]
-        self._feat_ptr = np.concatenate(([0], np.cumsum([len(f.components) for f in features]))).astype(np.int64)
-        self._feat_chan = np.array([c for c, _ in members], dtype=np.int64)
-        self._feat_weight = np.array([w for _, w in members], dtype=np.float64)
-        self._feat_mode = np.array([f.mode for f in features], dtype=np.int64)
-        self._feat_zero = np.array([f.zero_below for f in features], dtype=np.float64)
+        self.tables = GMPTables.build(
+            piece_ptr=np.concatenate(([0], np.cumsum([len(t) for _, _, t in pieces]))).astype(np.int64),
+            term_coef=np.array([c for _, _, t in pieces for c, *_ in t], dtype=np.float64),
+            term_exp=np.array([e for _, _, t in pieces for _, *e in t], dtype=np.int64).reshape(-1, 3),
+            comp_piece_ptr=np.searchsorted([k for k, _, _ in pieces], np.arange(len(comps) + 1)).astype(np.int64),
+            piece_slot=np.array([slots.index(slot) for _, slot, _ in pieces], dtype=np.int64),
+            slot_j=np.array([j for j, _ in slots], dtype=np.int64),
+            slot_d=np.array([d for _, d in slots], dtype=np.int64),
+            # surface harmonics' terms of degree d + 2j carry (1/r_s)^(d + 2j)
+            slot_rs_power=np.array([0 if solid else d + 2 * j for j, d in slots], dtype=np.int64),
+            chan_ptr=np.searchsorted(chan_probe, np.arange(len(sigmas) + 1)).astype(np.int64),
+            chan_comp=np.array([k for _, k in channels], dtype=np.int64),
+            probe_a=np.array([probe_amplitude(s) for s in sigmas], dtype=np.float64),
+            probe_alpha=1.0 / (2.0 * sig * sig),
+            probe_inv_rs=np.array([inv_rs(s) for s in sigmas], dtype=np.float64),
+            gauss_ptr=np.concatenate(([0], np.cumsum([len(g) for g in gaussians]))).astype(np.int64),
+            gauss_b=np.ascontiguousarray(table[:, 0]),
+            gauss_beta=np.ascontiguousarray(table[:, 1]),
+            feat_ptr=np.concatenate(([0], np.cumsum([len(f.components) for f in features]))).astype(np.int64),
+            feat_chan=np.array([c for c, _ in members], dtype=np.int64),
+            feat_weight=np.array([w for _, w in members], dtype=np.float64),
+            feat_mode=np.array([f.mode for f in features], dtype=np.int64),
+            feat_zero=np.array([f.zero_below for f in features], dtype=np.float64),
+        )
 
     @property
     def n_features(self) -> int:
         return len(self.feature_specs)
 
-    def _neighbor_pairs(self, packed: PackedFrames) -> NeighborPairs:
+    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """Pairs within the cutoff, each atom's pair with itself first among its own."""
-        return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=self.amptorch_binning)
+        return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=amptorch_binning)
 
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
-        species = self.species_of[packed.numbers[pairs.j]]
-        return self._run_kernel(
-            gmp_kernel, pairs, derivatives, species, pairs.vectors,
-            self._piece_ptr, self._term_coef, self._term_exp, self._comp_piece_ptr, self._piece_slot,
-            self._slot_j, self._slot_d, self._slot_rs_power,
-            self._chan_ptr, self._chan_comp, self._probe_a, self._probe_alpha, self._probe_inv_rs,
-            self._gauss_ptr, self._gauss_b, self._gauss_beta,
-            self._feat_ptr, self._feat_chan, self._feat_weight, self._feat_mode, self._feat_zero,
-        )
+        return self._run_kernel(gmp_kernel, pairs, derivatives, self.species_of[packed.numbers[pairs.j]],
+                                pairs.vectors)
 
 
 def default_cutoff(sigmas, threshold: float = 1e-8) -> float:
@@ -142,6 +138,7 @@ class GMPOrderNorm(_GMPFamily):
     Raises :class:`~fastfp.errors.ConfigError` naming the key for unknown keys or bad
     values (the types: :class:`~fastfp.descriptors.params.GMPOrderNormParams`), and
     :class:`~fastfp.errors.PseudodensityError` for missing or malformed ``.g`` files.
+    ``tables`` (:class:`~fastfp.kernels.tables.GMPTables`) holds what the kernels read.
     """
 
     descriptor_type = "GMPOrderNorm"
@@ -235,6 +232,7 @@ class GMP(_GMPFamily):
     key for unknown keys, orders, groups or bad values (the types:
     :class:`~fastfp.descriptors.params.GMPParams`), and
     :class:`~fastfp.errors.PseudodensityError` for missing or malformed ``.g`` files.
+    ``tables`` (:class:`~fastfp.kernels.tables.GMPTables`) holds what the kernels read.
     """
 
     descriptor_type = "GMP"

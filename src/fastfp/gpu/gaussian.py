@@ -1,8 +1,8 @@
 """Gaussian (Behler-Parrinello) symmetry functions and derivatives on the GPU.
 
 The CPU kernel's loops (:mod:`fastfp.kernels.gaussian`) with one GPU thread per centre
-atom, the formulas shared through :mod:`fastfp.kernels.formulas`, the tables those of
-:class:`fastfp.descriptors.gaussian.Gaussian`. A thread first computes per pair the
+atom, the formulas shared through :mod:`fastfp.kernels.formulas`, the tables the same
+:class:`~fastfp.kernels.tables.GaussianTables`. A thread first computes per pair the
 distance, f_c, (df_c/dr) / r and exp(-eta r^2) of each radial group into device arrays
 (the CPU kernel's per-centre scratch), then the G2 terms, then the triplets j < k. It
 owns its centre's fingerprint row and derivative blocks, so no two threads write the
@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 from numba import cuda, float64
 
 from ..kernels.formulas import (
@@ -44,11 +43,9 @@ def kernel(max_rad: int, max_ang: int):
     """The Gaussian kernel for at most ``max_rad`` radial and ``max_ang`` angular groups
     per element (sizes of per-thread arrays, fixed at compile time)."""
 
-    def gaussian(ptr, pair_block, block_ptr, species, nbr_species, vectors,
-                 cutoffs, cutoff_kind, cutoff_gamma, g2_ptr, g2_col, g2_eta, g2_rs,
-                 rad_ptr, rad_eta, rad_g4, ang_ptr, ang_zeta, ang_lambda, ang_norm, ang_int_power,
-                 tri_ptr, tri_col, tri_rad, tri_ang,
-                 derivatives, dist, fc, dfc_r, expo, fp, fprimes):
+    def gaussian(ptr, pair_block, block_ptr, species, nbr_species, vectors, tables, derivatives,
+                 dist, fc, dfc_r, expo, fp, fprimes):
+        t = tables
         i = cuda.grid(1)
         if i >= len(ptr) - 1:
             return
@@ -59,15 +56,15 @@ def kernel(max_rad: int, max_ang: int):
         ang = cuda.local.array(max_ang, float64)
         dang = cuda.local.array(max_ang, float64)
         e = species[i]
-        rc = cutoffs[e]
-        n_sp = len(cutoffs)
-        r0 = rad_ptr[e]
-        n_rad = rad_ptr[e + 1] - r0
-        a0 = ang_ptr[e]
-        n_ang = ang_ptr[e + 1] - a0
+        rc = t.cutoffs[e]
+        n_sp = len(t.cutoffs)
+        r0 = t.rad_ptr[e]
+        n_rad = t.rad_ptr[e + 1] - r0
+        a0 = t.ang_ptr[e]
+        n_ang = t.ang_ptr[e + 1] - a0
         only_g4 = True
         for g in range(n_rad):
-            only_g4 = only_g4 and rad_g4[r0 + g]
+            only_g4 = only_g4 and t.rad_g4[r0 + g]
         own = -1
         if derivatives:
             own = block_ptr[i]
@@ -80,15 +77,15 @@ def kernel(max_rad: int, max_ang: int):
             dist[p] = r
             if r >= rc:
                 continue
-            f, df = cutoff_function(r, rc, cutoff_kind, cutoff_gamma)
+            f, df = cutoff_function(r, rc, t.cutoff_kind, t.cutoff_gamma)
             fc[p] = f
             dfc_r[p] = df / r
             for g in range(n_rad):
-                expo[p, g] = math.exp(-rad_eta[r0 + g] * r * r)
+                expo[p, g] = math.exp(-t.rad_eta[r0 + g] * r * r)
             key = e * n_sp + nbr_species[p]
-            for m in range(g2_ptr[key], g2_ptr[key + 1]):
-                value, slope = g2_term(g2_eta[m], g2_rs[m], r, f, df)
-                col = g2_col[m]
+            for m in range(t.g2_ptr[key], t.g2_ptr[key + 1]):
+                value, slope = g2_term(t.g2_eta[m], t.g2_rs[m], r, f, df)
+                col = t.g2_col[m]
                 fp[i, col] += value
                 if derivatives:
                     _add(fprimes, pair_block[p], own, col, slope * x, slope * y, slope * z)
@@ -104,26 +101,26 @@ def kernel(max_rad: int, max_ang: int):
                     continue
                 tk = nbr_species[pk]
                 key = (e * n_sp + min(tj, tk)) * n_sp + max(tj, tk)
-                if tri_ptr[key] == tri_ptr[key + 1]:
+                if t.tri_ptr[key] == t.tri_ptr[key + 1]:
                     continue
                 rjk, rjk2, cos, fcjk, dfcjk = triplet_geometry(
-                    vectors, pj, pk, rj, rk, rc, only_g4, cutoff_kind, cutoff_gamma
+                    vectors, pj, pk, rj, rk, rc, only_g4, t.cutoff_kind, t.cutoff_gamma
                 )
                 if rjk < 0.0:
                     continue
                 for g in range(n_rad):
                     rad[g], rad_j[g], rad_k[g], rad_jk[g] = triplet_radial(
-                        rad_g4[r0 + g], rad_eta[r0 + g], expo[pj, g] * expo[pk, g], fc[pj], fc[pk],
+                        t.rad_g4[r0 + g], t.rad_eta[r0 + g], expo[pj, g] * expo[pk, g], fc[pj], fc[pk],
                         dfc_r[pj], dfc_r[pk], rjk, rjk2, fcjk, dfcjk,
                     )
                 for h in range(n_ang):
                     ang[h], dang[h] = angular_term(
-                        ang_zeta[a0 + h], ang_lambda[a0 + h], ang_norm[a0 + h], ang_int_power[a0 + h], cos
+                        t.ang_zeta[a0 + h], t.ang_lambda[a0 + h], t.ang_norm[a0 + h], t.ang_int_power[a0 + h], cos
                     )
-                for m in range(tri_ptr[key], tri_ptr[key + 1]):
-                    col = tri_col[m]
-                    g = tri_rad[m] - r0
-                    h = tri_ang[m] - a0
+                for m in range(t.tri_ptr[key], t.tri_ptr[key + 1]):
+                    col = t.tri_col[m]
+                    g = t.tri_rad[m] - r0
+                    h = t.tri_ang[m] - a0
                     fp[i, col] += ang[h] * rad[g]
                     if not derivatives:
                         continue
@@ -140,22 +137,14 @@ def kernel(max_rad: int, max_ang: int):
     return cuda.jit(gaussian)
 
 
-def run(xp, desc, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes) -> None:
+def run(xp, tables, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes) -> None:
     """Fill ``fp`` (n_atoms, n_features) and, with ``derivatives``, ``fprimes``
-    (n_blocks, n_features, 3), both zeroed, for the Gaussian descriptor ``desc``;
-    ``species`` (n_atoms,) are the atoms' indices into ``desc.elements``."""
-    max_rad = max(1, int(np.diff(desc._rad_ptr).max()))
-    max_ang = max(1, int(np.diff(desc._ang_ptr).max()))
+    (n_blocks, n_features, 3), both zeroed, from the
+    :class:`~fastfp.kernels.tables.GaussianTables` ``tables`` of a Gaussian descriptor;
+    ``species`` (n_atoms,) are the atoms' indices into its ``elements``."""
+    max_rad, max_ang = tables.max_radial_groups, tables.max_angular_groups
     n_pairs = len(pairs.j)
     check_room(xp, n_pairs * (3 + max_rad) * 8, f"per-pair scratch ({n_pairs:,} pairs)")
     scratch = [xp.empty(n_pairs), xp.empty(n_pairs), xp.empty(n_pairs), xp.empty((n_pairs, max_rad))]
-    tables = [
-        desc._cutoffs, desc._g2_ptr, desc._g2_col, desc._g2_eta, desc._g2_rs,
-        desc._rad_ptr, desc._rad_eta, desc._rad_g4,
-        desc._ang_ptr, desc._ang_zeta, desc._ang_lambda, desc._ang_norm, desc._ang_int_power,
-        desc._tri_ptr, desc._tri_col, desc._tri_rad, desc._tri_ang,
-    ]
-    cutoffs, *rest = [xp.asarray(t) for t in tables]
     launch(kernel(max_rad, max_ang), fp.shape[0], pairs.ptr, pair_block, block_ptr, species, species[pairs.j],
-           pairs.vectors, cutoffs, int(desc._cutoff_kind), float(desc._cutoff_gamma), *rest,
-           bool(derivatives), *scratch, fp, fprimes)
+           pairs.vectors, tables.on(xp), derivatives, *scratch, fp, fprimes)

@@ -1,8 +1,8 @@
 """GMP and GMPOrderNorm fingerprints and derivatives on the GPU.
 
-The mathematics and the tables are those of the CPU kernel (:mod:`fastfp.kernels.gmp`,
-built by :class:`fastfp.descriptors.gmp._GMPFamily`); the overlap factors and the
-feature formulas are the shared ones of :mod:`fastfp.kernels.formulas`.
+The mathematics and the tables are those of the CPU kernel (:mod:`fastfp.kernels.gmp`;
+the descriptor's :class:`~fastfp.kernels.tables.GMPTables`); the overlap factors and
+the feature formulas are the shared ones of :mod:`fastfp.kernels.formulas`.
 
 Work split: one GPU thread per (centre atom, probe sigma). Every feature draws on the
 channels of one probe, so a thread owns a disjoint set of fingerprint columns and of
@@ -20,19 +20,19 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 from numba import cuda, float64
 
-from ..kernels.formulas import channel_slope, channel_term, feature_value, overlap_tables
+from ..kernels.formulas import channel_slope, channel_term, feature_value
 from .device import launch
 
 SELF_PAIRS = True  # an atom's own pseudodensity counts
 
 
 @cuda.jit(device=True)
-def _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, hx, hy, hz):
+def _pair(q, s, vectors, nbr_species, tables, radial, dradial, hx, hy, hz):
     """Pair q seen by probe s: R_sr (``radial[r]``) and dR_sr/d(r^2) (``dradial[r]``),
     the powers x^a, y^a, z^a (a < ``len(hx)``) of its vector D; returns D."""
+    gauss_ptr, c2tab, pref = tables.gauss_ptr, tables.overlap_c2, tables.overlap_pref
     x = vectors[q, 0]
     y = vectors[q, 1]
     z = vectors[q, 2]
@@ -59,8 +59,9 @@ def _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, h
 
 
 @cuda.jit(device=True)
-def _piece(p, piece_ptr, term_coef, term_exp, hx, hy, hz, gradient):
+def _piece(p, tables, hx, hy, hz, gradient):
     """Q_p(D) and, with ``gradient`` (else zeros), its gradient (x, y, z) from the powers of D."""
+    piece_ptr, term_coef, term_exp = tables.piece_ptr, tables.term_coef, tables.term_exp
     v = 0.0
     gx = 0.0
     gy = 0.0
@@ -88,12 +89,9 @@ def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
     probe, ``n_slots`` slots and term exponents below ``n_powers`` (sizes of per-thread
     arrays, fixed at compile time)."""
 
-    def gmp(ptr, pair_block, block_ptr, nbr_species, vectors,
-            piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot, chan_ptr, chan_comp,
-            gauss_ptr, c2tab, pref, probe_feat_ptr, probe_feat,
-            feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero,
-            derivatives, fp, fprimes):
-        n_probe = len(chan_ptr) - 1
+    def gmp(ptr, pair_block, block_ptr, nbr_species, vectors, tables, derivatives, fp, fprimes):
+        t = tables
+        n_probe = len(t.chan_ptr) - 1
         thread = cuda.grid(1)
         i = thread // n_probe
         if i >= len(ptr) - 1:
@@ -107,30 +105,30 @@ def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
         hx = cuda.local.array(n_powers, float64)
         hy = cuda.local.array(n_powers, float64)
         hz = cuda.local.array(n_powers, float64)
-        c0 = chan_ptr[s]
-        n_chan = chan_ptr[s + 1] - c0
-        f0 = probe_feat_ptr[s]
-        n_feat = probe_feat_ptr[s + 1] - f0
+        c0 = t.chan_ptr[s]
+        n_chan = t.chan_ptr[s + 1] - c0
+        f0 = t.probe_feat_ptr[s]
+        n_feat = t.probe_feat_ptr[s + 1] - f0
 
         # pass 1: the channels of probe s, then its features
         for c in range(n_chan):
             mu[c] = 0.0
         for q in range(ptr[i], ptr[i + 1]):
-            x, y, z = _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, hx, hy, hz)
+            x, y, z = _pair(q, s, vectors, nbr_species, t, radial, dradial, hx, hy, hz)
             for c in range(n_chan):
-                k = chan_comp[c0 + c]
+                k = t.chan_comp[c0 + c]
                 total = 0.0
-                for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                    v, gx, gy, gz = _piece(p, piece_ptr, term_coef, term_exp, hx, hy, hz, False)
-                    total += radial[piece_slot[p]] * v
+                for p in range(t.comp_piece_ptr[k], t.comp_piece_ptr[k + 1]):
+                    v, gx, gy, gz = _piece(p, t, hx, hy, hz, False)
+                    total += radial[t.piece_slot[p]] * v
                 mu[c] += total
         for a in range(n_feat):
-            fi = probe_feat[f0 + a]
-            mode = feat_mode[fi]
+            fi = t.probe_feat[f0 + a]
+            mode = t.feat_mode[fi]
             total = 0.0
-            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                total += channel_term(mode, feat_weight[m], mu[feat_chan[m] - c0])
-            value, slope = feature_value(mode, total, feat_zero[fi])
+            for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
+                total += channel_term(mode, t.feat_weight[m], mu[t.feat_chan[m] - c0])
+            value, slope = feature_value(mode, total, t.feat_zero[fi])
             fp[i, fi] = value
             scale[a] = slope
         if not derivatives:
@@ -145,22 +143,22 @@ def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
             blk = pair_block[q]
             if blk == own_block:
                 continue
-            x, y, z = _pair(q, s, vectors, nbr_species, gauss_ptr, c2tab, pref, radial, dradial, hx, hy, hz)
+            x, y, z = _pair(q, s, vectors, nbr_species, t, radial, dradial, hx, hy, hz)
             for a in range(n_feat):
                 if scale[a] == 0.0:
                     continue
-                fi = probe_feat[f0 + a]
-                mode = feat_mode[fi]
+                fi = t.probe_feat[f0 + a]
+                mode = t.feat_mode[fi]
                 dx = 0.0
                 dy = 0.0
                 dz = 0.0
-                for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                    c = feat_chan[m]
-                    w = channel_slope(mode, feat_weight[m], mu[c - c0]) * scale[a]
-                    k = chan_comp[c]
-                    for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                        v, gx, gy, gz = _piece(p, piece_ptr, term_coef, term_exp, hx, hy, hz, True)
-                        r = piece_slot[p]
+                for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
+                    c = t.feat_chan[m]
+                    w = channel_slope(mode, t.feat_weight[m], mu[c - c0]) * scale[a]
+                    k = t.chan_comp[c]
+                    for p in range(t.comp_piece_ptr[k], t.comp_piece_ptr[k + 1]):
+                        v, gx, gy, gz = _piece(p, t, hx, hy, hz, True)
+                        r = t.piece_slot[p]
                         two_dr_v = 2.0 * dradial[r] * v
                         dx += w * (radial[r] * gx + two_dr_v * x)
                         dy += w * (radial[r] * gy + two_dr_v * y)
@@ -172,35 +170,19 @@ def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
                 own[a, 1] -= dy
                 own[a, 2] -= dz
         for a in range(n_feat):
-            fi = probe_feat[f0 + a]
+            fi = t.probe_feat[f0 + a]
             for xyz in range(3):
                 fprimes[own_block, fi, xyz] = own[a, xyz]
 
     return cuda.jit(gmp)
 
 
-def run(xp, desc, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes) -> None:
+def run(xp, tables, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes) -> None:
     """Fill ``fp`` (n_atoms, n_features) and, with ``derivatives``, ``fprimes``
-    (n_blocks, n_features, 3), both zeroed, for the GMP-family descriptor ``desc``;
-    ``species`` (n_atoms,) are the atoms' indices into ``desc.elements``."""
-    c2tab, pref = overlap_tables(desc._probe_a, desc._probe_alpha, desc._probe_inv_rs, desc._gauss_b,
-                                 desc._gauss_beta, desc._slot_j, desc._slot_d, desc._slot_rs_power)
-    # features by probe (all channels of a feature belong to one probe)
-    chan_probe = np.repeat(np.arange(len(desc._chan_ptr) - 1), np.diff(desc._chan_ptr))
-    feat_probe = chan_probe[desc._feat_chan[desc._feat_ptr[:-1]]]
-    probe_feat = np.argsort(feat_probe, kind="stable")
-    probe_feat_ptr = np.searchsorted(feat_probe[probe_feat], np.arange(len(desc._chan_ptr)))
-    tables = [
-        desc._piece_ptr, desc._term_coef, desc._term_exp, desc._comp_piece_ptr, desc._piece_slot,
-        desc._chan_ptr, desc._chan_comp, desc._gauss_ptr, c2tab, pref, probe_feat_ptr, probe_feat,
-        desc._feat_ptr, desc._feat_chan, desc._feat_weight, desc._feat_mode, desc._feat_zero,
-    ]
-    gmp = kernel(
-        int(np.diff(desc._chan_ptr).max()),
-        int(np.diff(probe_feat_ptr).max()),
-        len(desc._slot_j),
-        int(desc._term_exp.max()) + 1,
-    )
-    n_probe = len(desc._chan_ptr) - 1
-    launch(gmp, fp.shape[0] * n_probe, pairs.ptr, pair_block, block_ptr, species[pairs.j], pairs.vectors,
-           *[xp.asarray(np.ascontiguousarray(t)) for t in tables], bool(derivatives), fp, fprimes)
+    (n_blocks, n_features, 3), both zeroed, from the
+    :class:`~fastfp.kernels.tables.GMPTables` ``tables`` of a GMP-family descriptor;
+    ``species`` (n_atoms,) are the atoms' indices into its ``elements``."""
+    gmp = kernel(tables.max_channels_per_probe, tables.max_features_per_probe, tables.n_slots,
+                 tables.max_degree + 1)
+    launch(gmp, fp.shape[0] * tables.n_probes, pairs.ptr, pair_block, block_ptr, species[pairs.j], pairs.vectors,
+           tables.on(xp), derivatives, fp, fprimes)

@@ -232,7 +232,7 @@ def _sizes_per_atom(frames, descriptor: str, elements) -> dict:
            tuple(float(a.positions[0, 0]) for a in sample))
     if key not in _SIZES:
         desc = build_descriptor(descriptor_config(descriptor, elements), amptorch=True)
-        fps = desc.featurize(sample, derivatives=True)
+        fps = desc.featurize(sample, derivatives=True, amptorch_binning=True)
         images = desc.image_dicts(fps, True)
         atoms = max(1, fps.fingerprints.shape[0])
         _SIZES[key] = {

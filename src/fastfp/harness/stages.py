@@ -171,14 +171,14 @@ def _featurize_gpu(req: Request):
     from fastfp.gpu.device import synchronize
 
     desc = build_descriptor(req.config)
-    _warm_up(lambda frames: desc.featurize(frames, req.derivatives, device="cuda"), req.frames)
+    _warm_up(lambda frames: desc.featurize(frames, derivatives=req.derivatives, device="cuda"), req.frames)
     synchronize()
 
     def run():
         out = [] if req.collect else None
         atoms = 0
         for _, chunk in chunks(req.frames, GPU_CHUNK_FRAMES):
-            fps = desc.featurize(chunk, req.derivatives, device="cuda")
+            fps = desc.featurize(chunk, derivatives=req.derivatives, device="cuda")
             synchronize()
             atoms += len(fps.numbers)
             if req.collect:
@@ -286,7 +286,7 @@ def _store_read(req: Request):
     from fastfp.store import featurize_to_store, open_store
 
     path = _store_path(req, "bench.store")
-    featurize_to_store(req.frames, req.config, path, derivatives=req.derivatives, chunk_size=CHUNK_FRAMES)
+    featurize_to_store(req.frames, req.config, path, derivatives=req.derivatives, chunk_frames=CHUNK_FRAMES)
 
     def run():
         with open_store(path) as store:

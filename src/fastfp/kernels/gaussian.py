@@ -25,42 +25,31 @@ from .formulas import angular_term, cutoff_function, g2_term, triplet_coefficien
 
 
 @numba.njit(cache=True, nogil=True)
-def gaussian_kernel(
-    ptr, pair_block, block_ptr, species, nbr_species, vectors,
-    cutoffs, cutoff_kind, cutoff_gamma,
-    g2_ptr, g2_col, g2_eta, g2_rs,
-    rad_ptr, rad_eta, rad_g4,
-    ang_ptr, ang_zeta, ang_lambda, ang_norm, ang_int_power,
-    tri_ptr, tri_col, tri_rad, tri_ang,
-    fp, fprimes, atom_start, atom_stop,
-):
+def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, tables, derivatives, fp, fprimes,
+                    atom_start, atom_stop):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_feat)
-    and their derivative blocks in ``fprimes`` (n_blocks, n_feat, 3), whatever they held;
-    ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
-    entries, so ranges can run on separate threads.
+    and, with ``derivatives``, their derivative blocks in ``fprimes`` (n_blocks, n_feat,
+    3), whatever they held. Disjoint atom ranges write disjoint entries, so ranges can
+    run on separate threads.
 
     Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
     :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives), neighbour
-    species ``nbr_species`` and ``vectors`` (n_pairs, 3) Å; ``species`` (n_atoms,) of the centres; ``cutoffs`` (n_species,) Å.
-    G2 features of centre species e and neighbour species t:
-    ``g2_ptr[e * n_sp + t]:g2_ptr[e * n_sp + t + 1]`` (column, eta in 1/Å^2, R_s in Å).
-    Radial groups of e: ``rad_ptr[e]:rad_ptr[e + 1]`` (eta, G4 or G5); angular groups
-    ``ang_ptr[e]:ang_ptr[e + 1]`` (zeta, lambda, 2^(1 - zeta), zeta - 1 if a small
-    integer else -1).
-    Angular features of e with neighbour species a <= b:
-    ``tri_ptr[(e * n_sp + a) * n_sp + b]`` onwards (column, radial group, angular group).
+    species ``nbr_species`` and ``vectors`` (n_pairs, 3) Å; ``species`` (n_atoms,) of the
+    centres. Cutoffs, G2 features, radial and angular groups and the angular features of
+    each (centre, neighbour, neighbour) species: ``tables``
+    (:class:`~fastfp.kernels.tables.GaussianTables`).
     """
-    derivatives = len(fprimes) > 0
+    t = tables
     n_feat = fp.shape[1]
-    n_sp = len(cutoffs)
+    n_sp = len(t.cutoffs)
     max_pairs = 0
     for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
     max_rad = 0
     max_ang = 0
     for e in range(n_sp):
-        max_rad = max(max_rad, rad_ptr[e + 1] - rad_ptr[e])
-        max_ang = max(max_ang, ang_ptr[e + 1] - ang_ptr[e])
+        max_rad = max(max_rad, t.rad_ptr[e + 1] - t.rad_ptr[e])
+        max_ang = max(max_ang, t.ang_ptr[e + 1] - t.ang_ptr[e])
 
     dfp = np.zeros((max_pairs if derivatives else 0, n_feat, 3))
     active = np.empty(max_pairs, dtype=np.int64)
@@ -78,16 +67,16 @@ def gaussian_kernel(
     for i in range(atom_start, atom_stop):
         fp[i] = 0.0
         e = species[i]
-        rc = cutoffs[e]
+        rc = t.cutoffs[e]
         start = ptr[i]
         npairs = ptr[i + 1] - start
-        r0 = rad_ptr[e]
-        n_rad = rad_ptr[e + 1] - r0
-        a0 = ang_ptr[e]
-        n_ang = ang_ptr[e + 1] - a0
+        r0 = t.rad_ptr[e]
+        n_rad = t.rad_ptr[e + 1] - r0
+        a0 = t.ang_ptr[e]
+        n_ang = t.ang_ptr[e + 1] - a0
         only_g4 = True
         for g in range(n_rad):
-            only_g4 = only_g4 and rad_g4[r0 + g]
+            only_g4 = only_g4 and t.rad_g4[r0 + g]
 
         n_active = 0
         for q in range(npairs):
@@ -98,18 +87,18 @@ def gaussian_kernel(
             r = np.sqrt(x * x + y * y + z * z)
             if r >= rc:
                 continue
-            f, df = cutoff_function(r, rc, cutoff_kind, cutoff_gamma)
+            f, df = cutoff_function(r, rc, t.cutoff_kind, t.cutoff_gamma)
             active[n_active] = q
             n_active += 1
             dist[q] = r
             fc[q] = f
             dfc_r[q] = df / r
             for g in range(n_rad):
-                expo[q, g] = np.exp(-rad_eta[r0 + g] * r * r)
+                expo[q, g] = np.exp(-t.rad_eta[r0 + g] * r * r)
             key = e * n_sp + nbr_species[p]
-            for m in range(g2_ptr[key], g2_ptr[key + 1]):
-                value, s = g2_term(g2_eta[m], g2_rs[m], r, f, df)
-                col = g2_col[m]
+            for m in range(t.g2_ptr[key], t.g2_ptr[key + 1]):
+                value, s = g2_term(t.g2_eta[m], t.g2_rs[m], r, f, df)
+                col = t.g2_col[m]
                 fp[i, col] += value
                 if derivatives:
                     dfp[q, col, 0] += s * x
@@ -126,27 +115,27 @@ def gaussian_kernel(
                 pk = start + qk
                 tk = nbr_species[pk]
                 key = (e * n_sp + min(tj, tk)) * n_sp + max(tj, tk)
-                if tri_ptr[key] == tri_ptr[key + 1]:
+                if t.tri_ptr[key] == t.tri_ptr[key + 1]:
                     continue
                 rk = dist[qk]
                 rjk, rjk2, cos, fcjk, dfcjk = triplet_geometry(
-                    vectors, pj, pk, rj, rk, rc, only_g4, cutoff_kind, cutoff_gamma
+                    vectors, pj, pk, rj, rk, rc, only_g4, t.cutoff_kind, t.cutoff_gamma
                 )
                 if rjk < 0.0:
                     continue
                 for g in range(n_rad):
                     rad[g], rad_j[g], rad_k[g], rad_jk[g] = triplet_radial(
-                        rad_g4[r0 + g], rad_eta[r0 + g], expo[qj, g] * expo[qk, g], fc[qj], fc[qk],
+                        t.rad_g4[r0 + g], t.rad_eta[r0 + g], expo[qj, g] * expo[qk, g], fc[qj], fc[qk],
                         dfc_r[qj], dfc_r[qk], rjk, rjk2, fcjk, dfcjk,
                     )
                 for g in range(n_ang):
                     ang[g], dang[g] = angular_term(
-                        ang_zeta[a0 + g], ang_lambda[a0 + g], ang_norm[a0 + g], ang_int_power[a0 + g], cos
+                        t.ang_zeta[a0 + g], t.ang_lambda[a0 + g], t.ang_norm[a0 + g], t.ang_int_power[a0 + g], cos
                     )
-                for m in range(tri_ptr[key], tri_ptr[key + 1]):
-                    col = tri_col[m]
-                    g = tri_rad[m] - r0
-                    h = tri_ang[m] - a0
+                for m in range(t.tri_ptr[key], t.tri_ptr[key + 1]):
+                    col = t.tri_col[m]
+                    g = t.tri_rad[m] - r0
+                    h = t.tri_ang[m] - a0
                     fp[i, col] += ang[h] * rad[g]
                     if not derivatives:
                         continue

@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 from .fastexp import exp_nonpositive
-from .formulas import channel_slope, channel_term, feature_value, overlap_tables
+from .formulas import channel_slope, channel_term, feature_value
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -151,41 +151,13 @@ def _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr
 
 
 @numba.njit(cache=True, nogil=True)
-def _feature_terms(feat_ptr, feat_chan, chan_comp, comp_piece_ptr, piece_slot, n_slots):
-    """The pieces each feature's derivative contracts, listed once per kernel call:
-    feature f's are ``term_ptr[f]:term_ptr[f+1]`` of ``slot``, ``piece`` and ``member``
-    (its entry in ``feat_chan``), in slot order."""
-    n = 0
-    for m in range(len(feat_chan)):
-        k = chan_comp[feat_chan[m]]
-        n += comp_piece_ptr[k + 1] - comp_piece_ptr[k]
-    term_ptr = np.empty(len(feat_ptr), dtype=np.int64)
-    slot = np.empty(n, dtype=np.int64)
-    piece = np.empty(n, dtype=np.int64)
-    member = np.empty(n, dtype=np.int64)
-    n = 0
-    for fi in range(len(feat_ptr) - 1):
-        term_ptr[fi] = n
-        for r in range(n_slots):
-            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                k = chan_comp[feat_chan[m]]
-                for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                    if piece_slot[p] == r:
-                        slot[n] = r
-                        piece[n] = p
-                        member[n] = m
-                        n += 1
-    term_ptr[-1] = n
-    return term_ptr, slot, piece, member
-
-
-@numba.njit(cache=True, nogil=True)
 def _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
                      dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
     """One centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included), from
     d mu_c/dD = sum_p R_sr grad Q_p + 2 dR_sr Q_p D contracted over the feature's channels
-    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor
-    (:func:`_feature_terms`). ``acc`` (4, pairs) is scratch."""
+    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor (the
+    ``fprime_term_*`` arrays of :class:`~fastfp.kernels.tables.GMPTables`). ``acc``
+    (4, pairs) is scratch."""
     for fi in range(len(term_ptr) - 1):
         dfeat[fi, :, :npairs] = 0.0
         if scale[fi] == 0.0:
@@ -222,60 +194,37 @@ def _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member,
 
 
 @numba.njit(cache=True, nogil=True)
-def gmp_kernel(
-    ptr, pair_block, block_ptr, nbr_species, vectors,
-    piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot, slot_j, slot_d, slot_rs_power,
-    chan_ptr, chan_comp, probe_a, probe_alpha, probe_inv_rs,
-    gauss_ptr, gauss_b, gauss_beta,
-    feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero,
-    fp, fprimes, atom_start, atom_stop,
-):
+def gmp_kernel(ptr, pair_block, block_ptr, nbr_species, vectors, tables, derivatives, fp, fprimes,
+               atom_start, atom_stop):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_features)
-    and their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), whatever they
-    held; ``fprimes`` of length 0 skips derivatives. Disjoint atom ranges write disjoint
-    entries, so ranges can run on separate threads.
+    and, with ``derivatives``, their derivative blocks in ``fprimes`` (n_blocks,
+    n_features, 3), whatever they held. Disjoint atom ranges write disjoint entries, so
+    ranges can run on separate threads.
 
     Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
     :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives),
     ``nbr_species`` (n_pairs,) index into the Gaussian table, ``vectors`` (n_pairs, 3) Å.
-    Pieces: terms ``piece_ptr[p]:piece_ptr[p+1]`` of ``term_coef`` x^a y^b z^c with
-    ``term_exp`` (n_terms, 3); the pieces of component k are
-    ``comp_piece_ptr[k]:comp_piece_ptr[k+1]``, piece p in slot ``piece_slot[p]``; slot r
-    is (``slot_j[r]``, ``slot_d[r]``) with radial factor (1/r_s)^``slot_rs_power[r]``.
-    Channels of probe s are ``chan_ptr[s]:chan_ptr[s+1]``, component ``chan_comp``.
-    Probes: A, alpha (1/Å^2), 1/r_s. Gaussians of species t: ``gauss_ptr[t]:gauss_ptr[t+1]``.
-    Features: channels ``feat_ptr[f]:feat_ptr[f+1]`` of ``feat_chan`` with ``feat_weight``;
-    all channels of a feature belong to one probe.
+    Pieces, slots, channels, probes, Gaussians, features: ``tables``
+    (:class:`~fastfp.kernels.tables.GMPTables`).
     """
-    derivatives = len(fprimes) > 0
-    n_chan = len(chan_comp)
-    n_probe = len(probe_a)
-    n_feat = len(feat_ptr) - 1
-    n_slots = len(slot_j)
+    t = tables
+    n_chan = len(t.chan_comp)
+    n_probe = len(t.probe_a)
+    n_feat = len(t.feat_ptr) - 1
+    n_slots = len(t.slot_j)
     max_deg = 0
     for r in range(n_slots):
-        max_deg = max(max_deg, slot_d[r])
+        max_deg = max(max_deg, t.slot_d[r])
     max_pairs = 0
     for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
-    chan_probe = np.empty(n_chan, dtype=np.int64)
-    for s in range(n_probe):
-        chan_probe[chan_ptr[s] : chan_ptr[s + 1]] = s
-    feat_probe = np.empty(n_feat, dtype=np.int64)
-    for fi in range(n_feat):
-        feat_probe[fi] = chan_probe[feat_chan[feat_ptr[fi]]]
 
-    # per (probe, Gaussian): C2, and per slot C1 lambda^d (h/2)^j / j! (1/r_s)^power
-    c2tab, pref = overlap_tables(probe_a, probe_alpha, probe_inv_rs, gauss_b, gauss_beta, slot_j, slot_d, slot_rs_power)
-
-    term_ptr, term_slot, term_piece, term_member = _feature_terms(feat_ptr, feat_chan, chan_comp, comp_piece_ptr,
-                                                                  piece_slot, n_slots)
     mu = np.empty(n_chan)
-    dtotal = np.empty(len(feat_chan))
+    dtotal = np.empty(len(t.feat_chan))
     scale = np.empty(n_feat)
     # over the pairs q of one centre (pair index last, so loops over q vectorise): D,
     # powers of its components, Q_p(D), grad Q_p(D), R_sr and dR_sr/d(r^2), d feature / dD
-    n_pieces = len(piece_ptr) - 1
+    n_pieces = len(t.piece_ptr) - 1
     hxyz = np.empty((3, max_pairs))
     hpow = np.empty((3, max_deg + 1, max_pairs))
     tval = np.empty((n_pieces, max_pairs))
@@ -286,7 +235,7 @@ def gmp_kernel(
     dfeat = np.empty((n_feat, 3, max_pairs if derivatives else 0))
     own_sum = np.empty((n_feat, 3))
     sorted_pairs = np.empty(max_pairs, dtype=np.int64)
-    species_ptr = np.empty(len(gauss_ptr), dtype=np.int64)
+    species_ptr = np.empty(len(t.gauss_ptr), dtype=np.int64)
     sub_r2 = np.empty(max_pairs)
     sub_radial = np.empty((n_slots, max_pairs))
     sub_dradial = np.empty((n_slots, max_pairs))
@@ -300,29 +249,29 @@ def gmp_kernel(
         for q in range(npairs):
             for d in range(3):
                 hxyz[d, q] = vectors[start + q, d]
-        _radial(hxyz, nbr_species[start : start + npairs], npairs, gauss_ptr, c2tab, pref,
+        _radial(hxyz, nbr_species[start : start + npairs], npairs, t.gauss_ptr, t.overlap_c2, t.overlap_pref,
                 radial, dradial, sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial,
                 decay_arg, decay, decay_bits)
-        _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot,
-                  chan_ptr, chan_comp, radial, tval, tgrad, mu, derivatives)
+        _channels(hxyz, hpow, npairs, t.piece_ptr, t.term_coef, t.term_exp, t.comp_piece_ptr, t.piece_slot,
+                  t.chan_ptr, t.chan_comp, radial, tval, tgrad, mu, derivatives)
 
         for fi in range(n_feat):
-            mode = feat_mode[fi]
+            mode = t.feat_mode[fi]
             total = 0.0
-            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                total += channel_term(mode, feat_weight[m], mu[feat_chan[m]])
-            value, slope = feature_value(mode, total, feat_zero[fi])
+            for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
+                total += channel_term(mode, t.feat_weight[m], mu[t.feat_chan[m]])
+            value, slope = feature_value(mode, total, t.feat_zero[fi])
             scale[fi] = slope
             fp[i, fi] = value  # fp is not zeroed by the caller
             if slope == 0.0:
                 continue
             # d total / d mu_c for the member channels
-            for m in range(feat_ptr[fi], feat_ptr[fi + 1]):
-                dtotal[m] = channel_slope(mode, feat_weight[m], mu[feat_chan[m]])
+            for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
+                dtotal[m] = channel_slope(mode, t.feat_weight[m], mu[t.feat_chan[m]])
         if not derivatives:
             continue
-        _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
-                         dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
+        _feature_fprimes(hxyz, npairs, t.fprime_term_ptr, t.fprime_term_slot, t.fprime_term_piece,
+                         t.fprime_term_member, t.feat_probe, dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
         # d/dr_j += d/dD_q for the block of each pair's neighbour j, d/dr_i -= their sum
         fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
         own_sum[:] = 0.0
