@@ -441,10 +441,9 @@ def test_backend_without_numbers_has_no_column():
 
 def test_results_from_an_asv_folder(tmp_path):
     benchmarks, found = _fake(amptorch=True)
-    (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "res"}))
     (tmp_path / "res" / "m").mkdir(parents=True)
     (tmp_path / "res" / "benchmarks.json").write_text(json.dumps(benchmarks))
     (tmp_path / "res" / "m" / "abcdef12-existing.json").write_text(json.dumps(found))
-    assert results.load(tmp_path, "m", "abcdef1234") == (benchmarks, found)
+    assert results.load(tmp_path / "res", "m", "abcdef1234") == (benchmarks, found)
     with pytest.raises(FileNotFoundError, match="no asv results for 99999999"):
-        results.load(tmp_path, "m", "9999999999")
+        results.load(tmp_path / "res", "m", "9999999999")
