@@ -1,5 +1,6 @@
 """Running asv for ``fastfp bench``: a copy of ``asv.conf.json`` with its own results
-folder, this machine's asv name, and ``asv run`` in this environment with its whole output in a log file and one
+folder (and, for the fast subset, a suite of that subset alone), this machine's asv
+name, and ``asv run`` in this environment with its whole output in a log file and one
 short progress line per benchmark on the console.
 
 asv runs the benchmarks in the Python running ``fastfp bench`` (``--python=same``: an
@@ -53,6 +54,19 @@ def write_config(root: Path, path: Path, results_dir: Path, benchmark_dir: Path 
             conf[key] = str(root / conf[key])  # an absolute path stays as it is
     path.write_text(json.dumps(conf, indent=4))
     return path
+
+
+def subset_suite(root: Path, folder: Path, modules: tuple[str, ...]) -> Path:
+    """A benchmark package in ``folder`` holding the suite's ``__init__.py`` and only
+    ``modules`` (links to the checkout's files, so asv names and versions their
+    benchmarks as in the whole suite): asv imports every module of a suite, and the rest
+    of it needs the checkout's own fastfp."""
+    source = root / asv_config(root).get("benchmark_dir", "benchmarks")
+    suite = folder / source.name
+    suite.mkdir(parents=True)
+    for name in ("__init__", *modules):
+        (suite / f"{name}.py").symlink_to(source / f"{name}.py")
+    return suite
 
 
 def ensure_machine(env: dict, say) -> str:

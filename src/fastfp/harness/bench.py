@@ -7,7 +7,8 @@ environment without it; :mod:`fastfp.harness.asvrun`: one progress line per benc
 asv's output in ``asv.log``), more samples for the noisy rows (:func:`measure`),
 ``asv publish``, then :mod:`fastfp.harness.results` turns asv's results into
 ``summary.md`` and ``time_vs_frames.png`` in ``--out``. asv's results and HTML go to
-``.asv/bench/``.
+``.asv/bench/`` (``asv.conf.json``'s results folder holds the history, see
+:mod:`fastfp.harness.history`).
 
 What runs is chosen by the benchmark settings (:mod:`fastfp.harness.settings`), passed
 to asv's processes as ``FASTFP_BENCH_*`` variables: the backends and descriptors are
@@ -58,6 +59,12 @@ def find_checkout(start: Path | None = None) -> Path:
         raise BenchError("fastfp bench runs in a git checkout of fastfp (asv.conf.json and benchmarks/ at its "
                          f"root: asv records results per commit); {start} is not in one")
     return root
+
+
+def require_asv() -> None:
+    """:class:`BenchError` if asv is not installed."""
+    if importlib.util.find_spec("asv") is None:
+        raise BenchError("asv is not installed: pip install -e '.[bench]'")
 
 
 def head_commit(root: Path) -> str:
@@ -144,7 +151,11 @@ def bench_env(source: str, frames, quick: bool, backends: list[str], descriptors
     return env
 
 
-#: where fastfp bench keeps asv's results and HTML
+#: what fastfp bench runs: the whole suite but the fast subset of the history
+#: (benchmarks/history.py, fastfp bench --history), whose stages the suite has too
+SUITE = r"^(?!history\.)"
+#: where fastfp bench keeps asv's results and HTML (asv.conf.json's results_dir is the
+#: history's, in the repository)
 RESULTS = Path(".asv") / "bench" / "results"
 HTML = Path(".asv") / "bench" / "html"
 #: rounds of extra samples for the rows still noisy (each round is one asv run)
@@ -159,7 +170,7 @@ def selector(m: results.Measurement) -> str:
 
 def measure(root: Path, config: Path, sha: str, env: dict, log: Path, machine: str, skips: Path,
             budget: float) -> tuple[int, list[results.Measurement]]:
-    """asv run of the suite at ``sha``, then up to
+    """asv run of the suite (:data:`SUITE`) at ``sha``, then up to
     :data:`RESAMPLE_ROUNDS` more asv runs adding samples (``--append-samples``) to the
     rows that need them (:func:`results.needs_samples`: spread above ±10% or one sample,
     less than ``budget`` seconds of samples so far). Returns asv's exit code and the
@@ -174,7 +185,7 @@ def measure(root: Path, config: Path, sha: str, env: dict, log: Path, machine: s
             raise BenchError(f"{exc}; asv's output: {log}") from None
         return results.measurements(benchmarks, found, results.read_skips(skips), since=started)
 
-    code = asvrun.run(root, config, sha, env, log, say)
+    code = asvrun.run(root, config, sha, env, log, say, (SUITE,))
     ms = read()
     for k in range(1, RESAMPLE_ROUNDS + 1):
         noisy = [m for m in ms if results.needs_samples(m, budget)]
@@ -239,8 +250,7 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str | None
                   else parse_names(descriptors, settings.BENCH_DESCRIPTORS, "--descriptors"))
     source = data or settings.DATA.default
     check_data_path(source)  # bad --data first: cheap, and the likeliest mistake
-    if importlib.util.find_spec("asv") is None:
-        raise BenchError("asv is not installed: pip install -e '.[bench]'")
+    require_asv()
     root = find_checkout()
     sha = head_commit(root)
     budget = float(settings.ROW_BUDGET.get())
