@@ -299,9 +299,9 @@ def plot_history(root: Path, path: Path | None = None, machine: str | None = Non
 
     path = Path(path or root / PLOT)
     machine, points = history_points(root, machine)
-    labels = {}
+    labels = {resolve(root, "HEAD"): "HEAD"}
     with contextlib.suppress(FileNotFoundError, BenchError):
-        labels = dict(milestones(root))
+        labels.update(milestones(root))
     x = range(len(points))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
     for method, label in STAGES:
