@@ -262,6 +262,16 @@ def featurize(args) -> int:
                  "--quick: gmpordernorm; the other stages use GMPOrderNorm)"),
         arg("--settings", action="store_true",
             help="list the FASTFP_BENCH_* variables that set what the benchmarks take (default, meaning) and exit"),
+        arg("--history", nargs="*", default=None, metavar="COMMIT",
+            help="instead: the fast subset (benchmarks/history.py) at each COMMIT (default: those of "
+                 "benchmarks/milestones.txt and HEAD) without results on this machine yet, into asv.conf.json's "
+                 "results folder (reports/asv); then redraw reports/history.png"),
+        arg("--history-plot", action="store_true", help="instead: redraw reports/history.png from reports/asv"),
+        arg("--compare", default=None, metavar="BASE",
+            help="instead: the regression gate: the fast subset's times at commit BASE and at HEAD, asv's table; "
+                 "exit 1 when HEAD is slower by more than --factor beyond the noise"),
+        arg("--factor", type=float, default=None, metavar="F",
+            help="--compare: the slow-down that fails the gate (default 1.2)"),
     ],
 )
 def bench(args) -> int:
@@ -270,8 +280,22 @@ def bench(args) -> int:
 
         print(describe())
         return 0
+    from .harness import history
     from .harness.bench import run_bench
 
+    modes = [args.history is not None, args.history_plot, args.compare is not None]
+    if sum(modes) > 1:
+        raise CLIError("choose one of --history, --history-plot and --compare")
+    if args.factor is not None and (args.compare is None or args.factor <= 1):
+        raise CLIError("--factor goes with --compare and must be above 1")
+    if args.history is not None:
+        return history.run_history(args.history, out=args.out)
+    if args.history_plot:
+        path = history.plot_history(history.find_checkout())
+        print(f"fastfp bench: wrote {path}", file=sys.stderr)
+        return 0
+    if args.compare is not None:
+        return history.run_compare(args.compare, out=args.out, factor=args.factor or history.FACTOR)
     return run_bench(quick=args.quick, data=args.data, backends=args.backend, out=args.out, frames=args.frames,
                      descriptors=args.descriptors)
 

@@ -3,8 +3,12 @@
 Steps: check the inputs (``--out`` writable, a git checkout with a commit, ``--data``
 frames, pseudodensities), ``asv machine --yes`` if this machine is unknown to asv,
 ``asv run --python=same --set-commit-hash HEAD`` (asv saves no results from an existing
-environment without it), ``asv publish``, then :mod:`fastfp.harness.results` turns asv's
-results into ``summary.md`` and ``time_vs_frames.png`` in ``--out``.
+environment without it; :mod:`fastfp.harness.asvrun`: one progress line per benchmark,
+asv's output in ``asv.log``), more samples for the noisy rows (:func:`measure`),
+``asv publish``, then :mod:`fastfp.harness.results` turns asv's results into
+``summary.md`` and ``time_vs_frames.png`` in ``--out``. asv's results and HTML go to
+``.asv/bench/`` (``asv.conf.json``'s results folder holds the history, see
+:mod:`fastfp.harness.history`).
 
 What runs is chosen by the benchmark settings (:mod:`fastfp.harness.settings`), passed
 to asv's processes as ``FASTFP_BENCH_*`` variables: the backends and descriptors are
@@ -20,7 +24,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,15 +33,16 @@ from pathlib import Path
 
 from fastfp.atomic import check_writable_dir
 
-from . import results, settings
-from .backends import BACKENDS, why_unavailable
+from . import asvrun, results, settings
+from .backends import why_unavailable
 
 
 class BenchError(ValueError):
     """Bad input to ``fastfp bench`` (the command line prints it and exits with 2)."""
 
 
-def _say(*parts) -> None:
+def say(*parts) -> None:
+    """One line of ``fastfp bench``'s progress, on stderr."""
     print("fastfp bench:", *parts, file=sys.stderr, flush=True)
 
 
@@ -54,6 +59,12 @@ def find_checkout(start: Path | None = None) -> Path:
         raise BenchError("fastfp bench runs in a git checkout of fastfp (asv.conf.json and benchmarks/ at its "
                          f"root: asv records results per commit); {start} is not in one")
     return root
+
+
+def require_asv() -> None:
+    """:class:`BenchError` if asv is not installed."""
+    if importlib.util.find_spec("asv") is None:
+        raise BenchError("asv is not installed: pip install -e '.[bench]'")
 
 
 def head_commit(root: Path) -> str:
@@ -120,26 +131,6 @@ def parse_names(text: str | None, variable: settings.Variable, option: str) -> l
 # -- running asv -----------------------------------------------------------------------
 
 
-def _asv(*args) -> list[str]:
-    return [sys.executable, "-m", "asv", *args]
-
-
-def ensure_machine(root: Path, env: dict) -> str:
-    """This machine's asv name; ``asv machine --yes`` first if asv does not know it."""
-    from asv.machine import MachineCollection
-
-    name = socket.gethostname()
-    try:
-        MachineCollection.load(name)
-    except Exception:
-        _say("asv does not know this machine yet: asv machine --yes")
-        subprocess.run(_asv("machine", "--yes"), cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
-        MachineCollection.load(name)
-    data = json.loads(Path(MachineCollection.get_machine_file_path()).read_text())
-    entry = data.get(name) or next((v for k, v in data.items() if isinstance(v, dict)), {})
-    return entry.get("machine", name)
-
-
 def bench_env(source: str, frames, quick: bool, backends: list[str], descriptors: list[str], skips: Path) -> dict:
     """Environment of the asv run: the benchmark settings, and ``ASV_PYTHONPATH`` so that
     benchmark processes import this fastfp even when it is not installed."""
@@ -160,21 +151,51 @@ def bench_env(source: str, frames, quick: bool, backends: list[str], descriptors
     return env
 
 
-def run_asv(root: Path, sha: str, env: dict) -> int:
-    # forkserver: the suite (fastfp, numba, h5py) is imported once, each benchmark runs
-    # in a fork of that process instead of a fresh interpreter (~2 s saved per benchmark
-    # and parameter set); nothing imported at module level starts threads or a GPU context
-    cmd = _asv("run", "--python=same", "--set-commit-hash", sha, "--show-stderr", "--launch-method", "forkserver")
-    _say("+", " ".join(cmd))
-    return subprocess.run(cmd, cwd=root, env=env).returncode
+#: what fastfp bench runs: the whole suite but the fast subset of the history
+#: (benchmarks/history.py, fastfp bench --history), whose stages the suite has too
+SUITE = r"^(?!history\.)"
+#: where fastfp bench keeps asv's results and HTML (asv.conf.json's results_dir is the
+#: history's, in the repository)
+RESULTS = Path(".asv") / "bench" / "results"
+HTML = Path(".asv") / "bench" / "html"
+#: rounds of extra samples for the rows still noisy (each round is one asv run)
+RESAMPLE_ROUNDS = 3
 
 
-def publish(root: Path, env: dict) -> None:
-    proc = subprocess.run(_asv("publish"), cwd=root, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        _say("asv publish failed (summary written anyway):", (proc.stderr or proc.stdout).strip()[-500:])
-    else:
-        _say(f"asv publish: html in {root / '.asv' / 'html'}")
+def selector(m: results.Measurement) -> str:
+    """The ``asv run --bench`` regex of one row: its benchmark at its parameters."""
+    name = f"{m.name}({', '.join(m.params)})" if m.params else m.name
+    return "^" + re.escape(name) + "$"
+
+
+def measure(root: Path, config: Path, sha: str, env: dict, log: Path, machine: str, skips: Path,
+            budget: float) -> tuple[int, list[results.Measurement]]:
+    """asv run of the suite (:data:`SUITE`) at ``sha``, then up to
+    :data:`RESAMPLE_ROUNDS` more asv runs adding samples (``--append-samples``) to the
+    rows that need them (:func:`results.needs_samples`: spread above ±10% or one sample,
+    less than ``budget`` seconds of samples so far). Returns asv's exit code and the
+    measurements."""
+    started = time.time()
+    folder = Path(json.loads(config.read_text())["results_dir"])
+
+    def read():
+        try:
+            benchmarks, found = results.load(folder, machine, sha)
+        except FileNotFoundError as exc:
+            raise BenchError(f"{exc}; asv's output: {log}") from None
+        return results.measurements(benchmarks, found, results.read_skips(skips), since=started)
+
+    code = asvrun.run(root, config, sha, env, log, say, (SUITE,))
+    ms = read()
+    for k in range(1, RESAMPLE_ROUNDS + 1):
+        noisy = [m for m in ms if results.needs_samples(m, budget)]
+        if not noisy:
+            break
+        say(f"more samples for {len(noisy)} rows with a spread above ±{results.MAX_SPREAD:.0f}% or one sample "
+            f"(round {k} of {RESAMPLE_ROUNDS})")
+        asvrun.run(root, config, sha, env, log, None, [selector(m) for m in noisy], ("--append-samples",))
+        ms = read()
+    return code, ms
 
 
 # -- the summary's header ----------------------------------------------------------------
@@ -220,43 +241,47 @@ def descriptor_settings(descriptors: list[str], elements: list[str]) -> str:
 def run_bench(quick: bool = False, data: str | None = None, backends: str | None = None,
               out: str = "bench-results", frames=None, descriptors: str | None = None) -> int:
     """``fastfp bench``; returns the exit code (1 if some benchmark failed). Raises
-    :class:`BenchError` (or ``OSError``) for bad input, before any benchmark runs."""
+    :class:`BenchError` (or ``OSError``) for bad input, before any benchmark runs. A run
+    that stops before asv has run, or is interrupted, removes the folders it created
+    (``--out``, ``.asv``: :func:`asvrun.removed_on_early_stop`)."""
     t0 = time.perf_counter()
     chosen = parse_names(backends, settings.BENCH_BACKENDS, "--backend")
     featurized = (list(settings.QUICK_DESCRIPTORS) if quick and descriptors is None
                   else parse_names(descriptors, settings.BENCH_DESCRIPTORS, "--descriptors"))
     source = data or settings.DATA.default
     check_data_path(source)  # bad --data first: cheap, and the likeliest mistake
-    out_dir = check_writable_dir(Path(out), "--out")
-    if importlib.util.find_spec("asv") is None:
-        raise BenchError("asv is not installed: pip install -e '.[bench]'")
+    require_asv()
     root = find_checkout()
     sha = head_commit(root)
-    counts = frames or (list(settings.QUICK_FRAMES) if quick else settings.FRAMES.ints())
-    info = check_data(source, max(counts))
-    source = str(Path(source).resolve()) if Path(source).exists() else source
-    _say(f"frames: {info['source']} ({info['n_frames']} frames, {info['atoms_per_frame']:.0f} atoms per "
-         f"frame, elements {' '.join(info['elements'])})")
-    if not info["labels"]:
-        _say("note: the frames have no energies and forces: featurization and store stages only")
-    for b in chosen:
-        _say(f"backend {b}: {why_unavailable(b) or 'ready'}")
-    if info["n_frames"] < max(counts):
-        counts = [n for n in counts if n < info["n_frames"]] + [info["n_frames"]]
-    with tempfile.TemporaryDirectory(prefix="fastfp-bench-") as tmp:
-        skips = Path(tmp) / "skips.jsonl"
-        env = bench_env(source, counts, quick, chosen, featurized, skips)
-        machine = ensure_machine(root, env)
-        started = time.time()
-        code = run_asv(root, sha, env)
-        if code != 0:
-            _say(f"asv run exited with {code} (some benchmarks failed; see above)")
-        publish(root, env)
-        try:
-            benchmarks, found = results.load(root, machine, sha)
-        except FileNotFoundError as exc:
-            raise BenchError(str(exc)) from None
-        table = results.table(results.measurements(benchmarks, found, results.read_skips(skips), since=started))
+    budget = float(settings.ROW_BUDGET.get())
+    out_dir = Path(out)
+    log = out_dir / "asv.log"
+    with asvrun.removed_on_early_stop((out_dir, root / ".asv"), log):
+        check_writable_dir(out_dir, "--out")
+        counts = frames or (list(settings.QUICK_FRAMES) if quick else settings.FRAMES.ints())
+        info = check_data(source, max(counts))
+        source = str(Path(source).resolve()) if Path(source).exists() else source
+        say(f"frames: {info['source']} ({info['n_frames']} frames, {info['atoms_per_frame']:.0f} atoms per "
+            f"frame, elements {' '.join(info['elements'])})")
+        if not info["labels"]:
+            say("note: the frames have no energies and forces: featurization and store stages only")
+        for b in chosen:
+            say(f"backend {b}: {why_unavailable(b) or 'ready'}")
+        if info["n_frames"] < max(counts):
+            counts = [n for n in counts if n < info["n_frames"]] + [info["n_frames"]]
+        log.write_text("")
+        with tempfile.TemporaryDirectory(prefix="fastfp-bench-") as tmp:
+            skips = Path(tmp) / "skips.jsonl"
+            env = bench_env(source, counts, quick, chosen, featurized, skips)
+            machine = asvrun.ensure_machine(env, say)
+            config = asvrun.write_config(root, Path(tmp) / "asv.conf.json", root / RESULTS, html_dir=root / HTML)
+            say(f"asv run (its output: {log})")
+            code, ms = measure(root, config, sha, env, log, machine, skips, budget)
+            if code != 0:
+                say(f"asv run exited with {code} (some benchmarks failed; see {log})")
+            problem = asvrun.publish(root, config, env, log)
+            say(problem or f"asv publish: html in {root / HTML}")
+    table = results.table(ms)
     header = {
         "command": "fastfp bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "fastfp bench",
         "commit": sha[:12],
@@ -268,7 +293,11 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str | None
                   f"{' '.join(info['elements'])})",
         "descriptor settings": descriptor_settings(featurized, info["elements"]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "asv results": str(root / ".asv" / "results" / machine),
+        "samples": f"more samples for rows with a spread above ±{results.MAX_SPREAD:.0f}% until it is below or "
+                   f"{budget:.0f} s of samples are spent ({settings.ROW_BUDGET.name}); rows still above are "
+                   "flagged noisy",
+        "asv results": str(root / RESULTS / machine),
+        "asv log": str(log),
     }
     notes = [f"**No {b} column: {why_unavailable(b)}.**" for b in chosen if why_unavailable(b)]
     if "amptorch" in chosen and why_unavailable("amptorch"):
@@ -278,5 +307,5 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str | None
     (out_dir / "summary.md").write_text(text)
     results.plot_time_vs_frames(table, out_dir / "time_vs_frames.png", title=f"fastfp bench, {sha[:8]}")
     print(text)
-    _say(f"wrote {out_dir / 'summary.md'} and {out_dir / 'time_vs_frames.png'} in {time.perf_counter() - t0:.0f} s")
+    say(f"wrote {out_dir / 'summary.md'} and {out_dir / 'time_vs_frames.png'} in {time.perf_counter() - t0:.0f} s")
     return 0 if code == 0 else 1

@@ -23,6 +23,9 @@ from .backends import BACKENDS
 
 SIZE_PARAMS = ("frames", "atoms")
 REFERENCE = "peakmem_reference"
+#: a time row whose spread (± half the interquartile range of its samples, relative to
+#: the median, in %) is above this is noisy
+MAX_SPREAD = 10.0
 
 
 @dataclass
@@ -47,6 +50,27 @@ class Measurement:
         """``module.Class``: the benchmarks of one class share setup and skip reasons."""
         return self.name.rsplit(".", 1)[0]
 
+    @property
+    def spread(self) -> float | None:
+        """± half the interquartile range of the samples relative to the median, in %;
+        None without a value or with fewer than two samples."""
+        if not self.value or not self.samples or self.samples < 2 or self.q25 is None or self.q75 is None:
+            return None
+        return 50 * (self.q75 - self.q25) / self.value
+
+    @property
+    def noisy(self) -> bool:
+        """A time whose spread is above :data:`MAX_SPREAD`."""
+        return self.spread is not None and self.spread > MAX_SPREAD
+
+
+def needs_samples(m: Measurement, budget: float) -> bool:
+    """Whether time row ``m`` should take more samples: it is noisy or has one sample,
+    and its samples so far took less than ``budget`` seconds."""
+    if m.kind != "time" or m.value is None:
+        return False
+    return (m.noisy or m.spread is None) and (m.samples or 1) * m.value < budget
+
 
 def _value(text: str):
     try:
@@ -62,11 +86,10 @@ def label(pretty_name: str, params: dict) -> str:
     return pretty_name.format(**shown)
 
 
-def load(root: Path, machine: str, sha: str) -> tuple[dict, dict]:
-    """``(benchmarks.json, results of sha)`` from the asv results folder of ``root``
-    (the newest results file of ``sha`` on ``machine``). Raises ``FileNotFoundError``."""
-    conf = json.loads((root / "asv.conf.json").read_text())
-    results_dir = root / conf.get("results_dir", ".asv/results")
+def load(results_dir: Path, machine: str, sha: str) -> tuple[dict, dict]:
+    """``(benchmarks.json, results of sha)`` from an asv results folder (the newest
+    results file of ``sha`` on ``machine``). Raises ``FileNotFoundError``."""
+    results_dir = Path(results_dir)
     files = sorted((results_dir / machine).glob(f"{sha[:8]}-*.json"), key=lambda p: p.stat().st_mtime)
     if not files:
         raise FileNotFoundError(f"no asv results for {sha[:8]} in {results_dir / machine} "
@@ -176,12 +199,13 @@ def fmt_bytes(b) -> str:
 
 def time_cell(m: Measurement) -> str:
     """Median time, then ± half the interquartile range relative to the median and the
-    number of samples, or the reason there is no time."""
+    number of samples (**noisy** when that is above :data:`MAX_SPREAD`), or the reason
+    there is no time."""
     if m.value is None:
         return m.skipped or "failed (see asv's output)"
     text = fmt_time(m.value)
-    if m.samples and m.samples > 1 and m.q25 is not None and m.q75 is not None:
-        return f"{text} ±{50 * (m.q75 - m.q25) / m.value:.0f}% (n={m.samples})"
+    if m.spread is not None:
+        return f"{text} ±{m.spread:.0f}% (n={m.samples})" + (" **noisy**" if m.noisy else "")
     return f"{text} (1 sample)"
 
 
@@ -192,7 +216,8 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
     for note in notes:
         lines += [note, ""]
     lines += ["Time: asv's median over the samples, ± half their interquartile range relative to the median, "
-              "n the number of samples. Peak memory: the benchmark process's peak resident set, with in "
+              f"n the number of samples; **noisy**: a spread still above ±{MAX_SPREAD:.0f}% when the row's "
+              "sampling budget was spent. Peak memory: the benchmark process's peak resident set, with in "
               "brackets its increase over the same process idle after the same setup (`peakmem_reference`). "
               "Speed-up: AMPTorch time / time.", ""]
     def measured(b, kinds=("time", "memory")):
@@ -261,9 +286,32 @@ PLOTTED = ("featurize gmpordernorm without derivatives", "featurize gmpordernorm
            "end-to-end preprocessing", "training epoch")
 
 
+def why_not_measured(t: Table, stage: str) -> str:
+    """Why no time of ``stage`` against frames was measured: the reasons its rows
+    recorded for the backends that measured something else (for all, if none did), or
+    that no benchmark of it ran."""
+    measured = {b for cells in t.rows.values() for b, cell in cells.items()
+                if cell.get("time") is not None and cell["time"].value is not None}
+    reasons: dict = {}
+    for (label_, size), cells in t.rows.items():
+        if label_ == stage and size.endswith("frames"):
+            for b, cell in cells.items():
+                m = cell.get("time")
+                if m is not None and m.value is None and (b in measured or not measured):
+                    reasons.setdefault(m.skipped or "failed (see asv's output)", {})[b] = None
+    if not reasons:
+        return "no benchmark of this stage ran"
+    if len(reasons) == 1:
+        return next(iter(reasons))
+    return "\n".join(f"{', '.join(bs)}: {r}" for r, bs in reasons.items())
+
+
 def plot_time_vs_frames(t: Table, path: Path, title: str = "") -> Path:
     """Log-log time against frames, one panel per stage of :data:`PLOTTED`, one line
-    per backend; PNG at ``path``."""
+    per backend, bars from the first to the third quartile of the samples; a panel with
+    no time says why. PNG at ``path``."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,14 +322,18 @@ def plot_time_vs_frames(t: Table, path: Path, title: str = "") -> Path:
     for ax, stage in zip(axes.ravel(), PLOTTED):
         drawn = False
         for b in t.backends:
-            points = sorted((int(size.split()[0]), cells[b]["time"].value)
+            points = sorted((int(size.split()[0]), cells[b]["time"])
                             for (label_, size), cells in t.rows.items()
                             if label_ == stage and size.endswith("frames")
                             and cells.get(b, {}).get("time") is not None and cells[b]["time"].value is not None)
             if points:
                 drawn = True
                 color, marker = styles.get(b, (None, "o"))
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, color=color, label=b)
+                values = [m.value for _, m in points]
+                low = [m.value - m.q25 if m.q25 is not None else 0 for _, m in points]
+                high = [m.q75 - m.value if m.q75 is not None else 0 for _, m in points]
+                ax.errorbar([n for n, _ in points], values, yerr=[low, high], marker=marker, color=color,
+                            capsize=3, label=b)
         ax.set_title(stage, fontsize=10)
         ax.set_xlabel("frames")
         ax.set_ylabel("time (s)")
@@ -291,7 +343,11 @@ def plot_time_vs_frames(t: Table, path: Path, title: str = "") -> Path:
             ax.legend()
             ax.grid(True, which="both", alpha=0.3)
         else:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            reason = "\n".join(textwrap.fill(line, 45) for line in why_not_measured(t, stage).splitlines())
+            ax.text(0.5, 0.5, f"not measured:\n{reason}", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -89,6 +89,12 @@ PREIMPORT = Variable("FASTFP_BENCH_PREIMPORT", "0",
                      "asv's forkserver instead of in every benchmark process")
 SKIPS = Variable("FASTFP_BENCH_SKIPS", "",
                  "file to which each skipped benchmark appends its reason (JSON lines); fastfp bench reads it")
+ROW_BUDGET = Variable("FASTFP_BENCH_ROW_BUDGET", "60",
+                      "seconds of samples fastfp bench may spend on one row: rows whose spread is above "
+                      "±10% take more samples until it is below or this is spent (then they are flagged noisy)")
+HISTORY = Variable("FASTFP_BENCH_HISTORY", "",
+                   "folder of the fast subset's inputs (benchmarks/history.py: frames.traj, descriptor.json); "
+                   "fastfp bench --history / --compare write it")
 SHARED = Variable("FASTFP_SHARED", "",
                   "the shared folder (real frames in data/, pseudodensities in gmp/; default: the first "
                   "shared/ with a data/ folder found walking up from the working directory)")
@@ -97,7 +103,7 @@ GMP_DIR = Variable("FASTFP_GMP_DIR", "",
                    "gmp/ folder of the shared folder)")
 
 VARIABLES = (DATA, FRAMES, MAX_FRAMES, MAX_ATOMS, AMPTORCH_MAX_FRAMES, AMPTORCH_MAX_ATOMS, BENCH_BACKENDS,
-             BENCH_DESCRIPTORS, QUICK, MEMORY_GB, PREIMPORT, SKIPS, SHARED, GMP_DIR)
+             BENCH_DESCRIPTORS, QUICK, MEMORY_GB, PREIMPORT, SKIPS, ROW_BUDGET, HISTORY, SHARED, GMP_DIR)
 
 #: ``fastfp bench --quick``: frame counts and descriptors (unless ``--frames`` or
 #: ``--descriptors`` say otherwise), and the other variables it sets; benchmark classes
