@@ -21,6 +21,16 @@ requires_shared = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _same_working_directory():
+    """Each test ends in the directory it started in: AMPTorch's ``AtomsTrainer`` changes
+    into its ``run_dir`` (``os.chdir``), often a test's temporary folder, removed later;
+    tests after it would look for the checkout, or run asv, from there."""
+    cwd = os.getcwd()
+    yield
+    os.chdir(cwd)
+
+
 @pytest.fixture
 def float64():
     """torch's default dtype float64 (as AtomsTrainer sets it) for the test, restored after."""

@@ -151,9 +151,15 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+#: AMPTorch's old stack (skorch 0.10, imported by the LMDB writer for AMPTorch's scaler
+#: classes) warns about pkg_resources at import, in every process: not the command's output
+IMPORT_WARNINGS = "ignore:pkg_resources is deprecated:UserWarning"
+
+
 def cli(*args, **kw):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+                                                       os.environ.get("PYTHONPATH", "")]),
+               PYTHONWARNINGS=IMPORT_WARNINGS)
     return subprocess.Popen([sys.executable, "-m", "fastfp", *map(str, args)], env=env, preexec_fn=_default_sigint,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
