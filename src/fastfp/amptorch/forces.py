@@ -270,10 +270,11 @@ def contract_forces(fprimes, gradients: torch.Tensor) -> torch.Tensor:
     Units: those of E per unit of position (eV/Å for AMPTorch). The result equals
     ``-torch.sparse.mm(fprimes.t(), gradients.reshape(-1, 1)).view(-1, 3)`` (duplicate
     entries of an uncoalesced ``fprimes`` are summed, as there), up to rounding.
-    ``fprimes`` may also be a :class:`DerivativeMatrix` or :class:`DerivativeBlocks`
-    (:func:`contract_blocks`).
+    ``fprimes`` may also be an object that contracts itself (``fprimes.contract``):
+    a :class:`DerivativeMatrix`, :class:`DerivativeBlocks` (:func:`contract_blocks`) or
+    :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal`.
     """
-    if isinstance(fprimes, (DerivativeMatrix, DerivativeBlocks)):
+    if hasattr(fprimes, "contract"):
         return fprimes.contract(gradients)
     x = gradients.reshape(-1)
     if x.shape[0] != fprimes.shape[0]:
