@@ -274,19 +274,24 @@ def test_pipeline_stages_same_across_backends(frames):
 @pytest.mark.skipif(not has_torch, reason="needs the 'torch' extra (pip install -e '.[torch]')")
 def test_force_contraction_stage(frames):
     """Forces and the gradient of the loss (sum of squared forces) by dE/dG, on real
-    batches: fastfp's against the dense product, and against AMPTorch's expression."""
+    batches: fastfp's (on COO matrices, and on the pair blocks its data set holds)
+    against the dense product, and against AMPTorch's expression."""
     torch = stages._torch_setup()  # float64, as the stages and AtomsTrainer set it
     data = _data(frames)
     fast = stages.build("force_contraction", "fastfp", frames, data=data, collect=True, batch_size=2)()
+    blocks = stages.build("force_contraction", "fastfp", frames, collect=True, batch_size=2)()
     batches = stages.build("collate", "fastfp", frames, data=data, collect=True, batch_size=2)()
-    assert len(fast) == len(batches) == 2
-    for (dEdG, forces, grad), (batch, _) in zip(fast, batches):
+    assert len(fast) == len(blocks) == len(batches) == 2
+    for (dEdG, forces, grad), (batch, _), (b_dEdG, b_forces, b_grad) in zip(fast, batches, blocks):
         assert dEdG.dtype == torch.float64 and dEdG.shape == (1, batch.fprimes.shape[0])
         dense = batch.fprimes.matrix.to_dense()
         expect = -(dense.T @ dEdG.reshape(-1)).view(-1, 3)
         torch.testing.assert_close(forces, expect, rtol=1e-12, atol=1e-12)
         assert forces.shape == (batch.fprimes.shape[1] // 3, 3) == batch.forces.shape
         torch.testing.assert_close(grad, (-dense @ (2 * forces.reshape(-1))).view(1, -1), rtol=1e-12, atol=1e-12)
+        assert torch.equal(b_dEdG, dEdG)
+        torch.testing.assert_close(b_forces, forces, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b_grad, grad, rtol=1e-12, atol=1e-12)
     if amptorch_reason:
         with pytest.raises(StageUnavailable, match="AMPTorch"):
             stages.build("force_contraction", "amptorch", frames, data=data)
