@@ -19,7 +19,6 @@ from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from ..threads import single_threaded_libraries
-from .forces import _NUMPY
 from .frame_blocks import FrameBlocks
 
 #: whether :func:`images_to_data` gives ``Data.fprimes`` as pair blocks (:func:`blocks_in_data`)
@@ -96,12 +95,13 @@ def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives
 def fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives, blocks=False) -> list:
     """``Data`` objects for the frames ``chunk`` (ASE ``Atoms``) from their fingerprints
     ``fps``; derivatives as COO tensors or, with ``blocks``, as
-    :class:`~fastfp.amptorch.frame_blocks.FrameBlocks` (the blocks of ``fps``, thresholded
-    in place as the descriptor's COO conversion thresholds)."""
+    :class:`~fastfp.amptorch.frame_blocks.FrameBlocks` (the blocks of ``fps`` as the
+    descriptor's COO conversion thresholds them, in torch's default dtype)."""
     outputs = descriptor.frame_outputs(fps, derivatives and not blocks)
     primes = [p for _, _, _, p in outputs]
     if derivatives and blocks:
+        default = torch.empty(0).numpy().dtype  # torch's default dtype, as NumPy's
         primes = FrameBlocks.of_frames(fps, [d.shape[1] for _, d, _, _ in outputs], descriptor.prime_threshold,
-                                       _NUMPY[torch.get_default_dtype()])
+                                       default)
     return [image_to_data(atoms, descriptors, p, r_energy, r_forces)
             for atoms, (_, descriptors, _, _), p in zip(chunk, outputs, primes)]

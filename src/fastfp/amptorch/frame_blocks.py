@@ -37,7 +37,7 @@ import torch
 from ..fingerprints import Fingerprints
 from ..kernels.blocks import kept_transposed
 from ..threads import run_balanced
-from .forces import _NUMPY, DerivativeBlocks, _MinusBlockProduct
+from .forces import DerivativeBlocks, MinusBlockProduct
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,12 +206,12 @@ class BlockDiagonal:
         """Forces (n_atoms, 3) ``-A^T g`` from ``gradients`` g = dE/dG with n_atoms *
         width elements (any shape), float64 or float32 on the CPU; differentiable to any
         order in ``gradients``."""
-        if gradients.device.type != "cpu" or gradients.dtype not in _NUMPY:
+        if gradients.device.type != "cpu" or gradients.dtype not in (torch.float64, torch.float32):
             raise ValueError(f"the stored derivative blocks contract on the CPU in float64 or float32, got gradients "
                              f"{gradients.dtype} on {gradients.device}")
         if gradients.numel() != self.n_atoms * self.width:
             raise ValueError(f"gradients has {gradients.numel()} elements, the blocks' rows {self.n_atoms * self.width}")
-        return _MinusBlockProduct.apply(self, gradients.reshape(self.n_atoms, self.width), False)
+        return MinusBlockProduct.apply(self, gradients.reshape(self.n_atoms, self.width), False)
 
     def minus_product(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         """``-A^T x`` (x (n_atoms, width) -> (n_atoms, 3)) or, with ``transpose``, ``-A x``
