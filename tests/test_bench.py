@@ -430,6 +430,48 @@ def test_summary_from_results(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_roofline_shares_in_the_summary():
+    """The roofline's tracks get their own table: a row per kernel, a column per threads."""
+    name = "roofline.Roofline.track_roof_share"
+    benchmarks = {name: {"type": "track", "pretty_name": "{kernel}, {threads} thread(s): share of its binding roof",
+                         "param_names": ["kernel", "threads", "frames"], "unit": "share of the binding roof"}}
+    found = {"version": 2, "result_columns": ["result", "params"],
+             "results": {name: [[0.42, 0.3, None, 0.9], [["'gmp'", "'coo'"], ["'one'", "'default'"], ["100"]]]}}
+    text = results.summary_markdown(results.table(results.measurements(benchmarks, found)), {})
+    assert "| kernel | size | one thread | default threads |" in text
+    assert "| gmp | 100 frames | 42% | 30% |" in text and "| coo | 100 frames | – | 90% |" in text
+    assert "thread(s): share of its binding roof" not in text  # not among the other ratios
+
+
+@requires_gmp
+@pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
+def test_roofline_tracks_run_on_tiny_inputs(monkeypatch, frames):
+    """Every kernel of the roofline benchmark, on two frames and small memory streams:
+    its work counted, roofs measured, the share of its binding roof."""
+    from fastfp.harness import roofline, roofs
+
+    monkeypatch.setattr(roofs, "STREAM_BYTES", 2**23)
+    roofline._roofs.cache_clear()
+    found = _discovered(monkeypatch, FRAMES="2")
+    assert found["roofline.Roofline.track_roof_share"].unit == "share of the binding roof"
+    benchmark = sys.modules["benchmarks.roofline"].Roofline()
+    info = {"source": str(WATER), "n_frames": 3, "elements": ["H", "O"], "labels": True, "atoms_per_frame": 3.0}
+    for kernel in roofline.KERNELS:
+        for threads in roofline.THREADS:
+            if kernel.startswith("contract") and not has_torch:
+                with pytest.raises(NotImplementedError, match="torch"):
+                    benchmark.setup(info, kernel, threads, 2)
+                continue
+            benchmark.setup(info, kernel, threads, 2)
+            share = benchmark.track_roof_share(info, kernel, threads, 2)
+            assert 0 < share < 10, (kernel, threads, share)
+            counted = benchmark.run.work
+            assert counted.pairs > 0 and counted.bytes_read > 0 and counted.bytes_written > 0
+            assert (counted.flops > 0) == (kernel != "coo")
+            assert (counted.exps > 0) == kernel.startswith("gmp") and (counted.libm_calls > 0) == (kernel == "gaussian")
+    roofline._roofs.cache_clear()
+
+
 def test_whole_rows_skipped_are_listed_once():
     benchmarks, found = _fake(amptorch=True)
     skips = {("pipeline.StoreWrite", (b, f)): "AMPTorch has none" if b == "'amptorch'" else "disk"
