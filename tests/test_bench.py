@@ -6,6 +6,7 @@ No real benchmark run here (``fastfp bench --quick`` takes minutes)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -449,9 +450,10 @@ def test_roofline_tracks_run_on_tiny_inputs(monkeypatch, frames):
     """Every kernel of the roofline benchmark, on two frames and small memory streams:
     its work counted, roofs measured, the share of its binding roof."""
     from fastfp.harness import roofline, roofs
+    from fastfp.threads import num_threads
 
-    monkeypatch.setattr(roofs, "STREAM_BYTES", 2**23)
-    roofline._roofs.cache_clear()
+    monkeypatch.setattr(roofs, "measure", functools.partial(roofs.measure, stream_bytes=2**23, repeat=1, rounds=200))
+    monkeypatch.setattr(roofline, "_ROOFS", {})
     found = _discovered(monkeypatch, FRAMES="2")
     assert found["roofline.Roofline.track_roof_share"].unit == "share of the binding roof"
     benchmark = sys.modules["benchmarks.roofline"].Roofline()
@@ -469,7 +471,7 @@ def test_roofline_tracks_run_on_tiny_inputs(monkeypatch, frames):
             assert counted.pairs > 0 and counted.bytes_read > 0 and counted.bytes_written > 0
             assert (counted.flops > 0) == (kernel != "coo")
             assert (counted.exps > 0) == kernel.startswith("gmp") and (counted.libm_calls > 0) == (kernel == "gaussian")
-    roofline._roofs.cache_clear()
+    assert sorted(roofline._ROOFS) == sorted({1, num_threads()})
 
 
 def test_whole_rows_skipped_are_listed_once():

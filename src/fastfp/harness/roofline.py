@@ -31,7 +31,7 @@ the shares.
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -153,23 +153,35 @@ class Share:
         return self.times[self.binding] / self.seconds
 
 
-@functools.lru_cache(maxsize=None)
-def _roofs(threads: int) -> roofs.Roofs:
-    return roofs.measure()
+#: the roofs measured in this process, by thread count: each rate the best measured
+_ROOFS: dict[int, roofs.Roofs] = {}
+
+
+def _measured_roofs() -> roofs.Roofs:
+    """The roofs on :func:`~fastfp.threads.num_threads` threads, measured now, each
+    rate the best of this measurement and the earlier ones of this process (a roof is
+    what the machine can give; other processes' load lowers a single measurement)."""
+    now = roofs.measure()
+    before = _ROOFS.get(now.threads, now)
+    _ROOFS[now.threads] = roofs.Roofs(*(max(a, b) for a, b in zip(dataclasses.astuple(before),
+                                                                   dataclasses.astuple(now))))
+    return _ROOFS[now.threads]
 
 
 def measure(run: KernelRun, threads: str, repeat: int = 3) -> Share:
     """Time ``run`` (the best of ``repeat`` calls) on ``threads`` (:data:`THREADS`) and
-    compare it with the roofs of those threads (measured once per process)."""
+    compare it with the roofs of those threads, measured just before and just after (and
+    earlier in this process: :func:`_measured_roofs`)."""
     if threads not in THREADS:
         raise ValueError(f"threads must be one of {THREADS}, got {threads!r}")
     with calling_thread_only() if threads == "one" else contextlib.nullcontext():
-        machine = _roofs(num_threads())
+        _measured_roofs()
         best = float("inf")
         for _ in range(repeat):
             t0 = time.perf_counter()
             run.run()
             best = min(best, time.perf_counter() - t0)
+        machine = _measured_roofs()
     return Share(run.kernel, threads, best, machine.times(run.work), run.work, machine)
 
 
