@@ -105,3 +105,18 @@ def test_roofs_measured_and_applied():
     assert times == pytest.approx({"flops": 2e9 / one.flops, "memory": 4e9 / one.read + 1e9 / one.write,
                                    "exp": 3e6 / one.exp + 1e6 / one.libm})
     assert roofs.STREAM_BYTES >= 4 * roofs.last_level_cache() or roofs.STREAM_BYTES == 2**31
+
+
+def test_table_reports_against_the_best_roofs():
+    from fastfp.harness import roofline
+
+    low = roofs.Roofs(flops=1e9, read=1e9, write=1e9, exp=1e8, libm=1e7, threads=1)
+    high = roofs.Roofs(flops=4e9, read=0.5e9, write=2e9, exp=1e8, libm=1e7, threads=1)
+    assert roofline.best_roofs([low, high]) == roofs.Roofs(4e9, 1e9, 2e9, 1e8, 1e7, 1)
+    counted = work.Work(flops=4e9, bytes_read=1e9, pairs=1000)  # 1 s at either roof of the best
+    shares = [roofline.Share("gmp", "one", 2.0, counted, low), roofline.Share("coo", "one", 4.0, counted, high)]
+    assert shares[0].binding == "flops" and shares[0].share == 2.0  # against its own roofs: 4 s at 1 GFLOP/s
+    text = roofline.table(shares)
+    assert "| gmp | one | 4000000 | 0.0 | 1000000 (1000000 + 0) | 2000.0 ms | 1000.0 ms | 1000.0 ms | 0.0 ms" in text
+    assert "| 50% |" in text and "| 25% |" in text
+    assert text.count("GFLOP/s") == 1 and "| 1 | 4.0 GFLOP/s | 1.0 GB/s | 2.0 GB/s | 0.10 G/s | 0.01 G/s |" in text

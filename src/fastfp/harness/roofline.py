@@ -132,20 +132,25 @@ def kernel_run(kernel: str, frames, elements) -> KernelRun:
 
 @dataclass(frozen=True)
 class Share:
-    """A kernel's measured ``seconds`` against the ``times`` its work takes at each roof
-    (:meth:`~fastfp.harness.roofs.Roofs.times`) of ``roofs``."""
+    """A kernel's measured ``seconds`` on ``threads`` against the time its ``work``
+    takes at each roof of ``roofs``."""
 
     kernel: str
     threads: str
     seconds: float
-    times: dict
     work: work.Work
     roofs: roofs.Roofs
 
     @property
+    def times(self) -> dict:
+        """Seconds at the flops, memory and exp roofs (:meth:`~fastfp.harness.roofs.Roofs.times`)."""
+        return self.roofs.times(self.work)
+
+    @property
     def binding(self) -> str:
         """The roof whose time is the longest."""
-        return max(self.times, key=self.times.get)
+        times = self.times
+        return max(times, key=times.get)
 
     @property
     def share(self) -> float:
@@ -153,18 +158,22 @@ class Share:
         return self.times[self.binding] / self.seconds
 
 
-#: the roofs measured in this process, by thread count: each rate the best measured
+def best_roofs(measured) -> roofs.Roofs:
+    """Each rate the best of the :class:`~fastfp.harness.roofs.Roofs` ``measured`` (of one
+    thread count): a roof is what the machine can give, and other processes' load lowers
+    a single measurement."""
+    return roofs.Roofs(*(max(rates) for rates in zip(*(dataclasses.astuple(r) for r in measured))))
+
+
+#: the roofs measured in this process, by thread count (:func:`best_roofs` of them)
 _ROOFS: dict[int, roofs.Roofs] = {}
 
 
 def _measured_roofs() -> roofs.Roofs:
     """The roofs on :func:`~fastfp.threads.num_threads` threads, measured now, each
-    rate the best of this measurement and the earlier ones of this process (a roof is
-    what the machine can give; other processes' load lowers a single measurement)."""
+    rate the best of this measurement and the earlier ones of this process."""
     now = roofs.measure()
-    before = _ROOFS.get(now.threads, now)
-    _ROOFS[now.threads] = roofs.Roofs(*(max(a, b) for a, b in zip(dataclasses.astuple(before),
-                                                                   dataclasses.astuple(now))))
+    _ROOFS[now.threads] = best_roofs([now, _ROOFS.get(now.threads, now)])
     return _ROOFS[now.threads]
 
 
@@ -182,24 +191,28 @@ def measure(run: KernelRun, threads: str, repeat: int = 3) -> Share:
             run.run()
             best = min(best, time.perf_counter() - t0)
         machine = _measured_roofs()
-    return Share(run.kernel, threads, best, machine.times(run.work), run.work, machine)
+    return Share(run.kernel, threads, best, run.work, machine)
 
 
 def table(shares: list[Share]) -> str:
     """Markdown: per kernel and threads, the work per pair, the measured time, the time
-    at each roof, the binding roof and the share; then the roofs."""
+    at each roof, the binding roof and the share, all against the best roofs of the
+    shares' thread count (:func:`best_roofs`); then those roofs."""
+    machine = {n: best_roofs([s.roofs for s in shares if s.roofs.threads == n])
+               for n in {s.roofs.threads for s in shares}}
     lines = ["| kernel | threads | flops / pair | exp / pair | bytes / pair (read + written) | time | "
              "at flops | at memory | at exp | binding | share |", "|" + "---|" * 11]
     ms = "{:.1f} ms".format
-    for s in shares:
+    for s in (dataclasses.replace(s, roofs=machine[s.roofs.threads]) for s in shares):
         p = s.work.per_pair()
         exps = p["exps"] + p["libm_calls"]
+        times = s.times
         lines.append(f"| {s.kernel} | {s.threads} | {p['flops']:.0f} | {exps:.1f} | "
                      f"{p['bytes_read'] + p['bytes_written']:.0f} ({p['bytes_read']:.0f} + {p['bytes_written']:.0f}) | "
-                     f"{ms(1e3 * s.seconds)} | {ms(1e3 * s.times['flops'])} | {ms(1e3 * s.times['memory'])} | "
-                     f"{ms(1e3 * s.times['exp'])} | {s.binding} | {100 * s.share:.0f}% |")
+                     f"{ms(1e3 * s.seconds)} | {ms(1e3 * times['flops'])} | {ms(1e3 * times['memory'])} | "
+                     f"{ms(1e3 * times['exp'])} | {s.binding} | {100 * s.share:.0f}% |")
     lines += ["", "| threads | flops | read | write | fastexp | libm exp |", "|---|---|---|---|---|---|"]
-    for r in sorted({s.roofs for s in shares}, key=lambda r: r.threads):
-        lines.append(f"| {r.threads} | {r.flops / 1e9:.1f} GFLOP/s | {r.read / 1e9:.1f} GB/s | {r.write / 1e9:.1f} GB/s "
+    for n, r in sorted(machine.items()):
+        lines.append(f"| {n} | {r.flops / 1e9:.1f} GFLOP/s | {r.read / 1e9:.1f} GB/s | {r.write / 1e9:.1f} GB/s "
                      f"| {r.exp / 1e9:.2f} G/s | {r.libm / 1e9:.2f} G/s |")
     return "\n".join(lines) + "\n"
