@@ -2,8 +2,9 @@
 
 One module per concern: ``featurize`` (descriptors, frames and atoms), ``pipeline``
 (scaling, store, collation, training epoch, end-to-end preprocessing), ``memory``
-(``peakmem_``), ``ratios`` (AMPTorch/fastfp time ratios measured in one process). The
-stages themselves live in :mod:`fastfp.harness.stages`.
+(``peakmem_``), ``ratios`` (AMPTorch/fastfp time ratios measured in one process),
+``roofline`` (each kernel's share of the machine's roof that binds it). The stages
+themselves live in :mod:`fastfp.harness.stages`.
 """
 
 import os

@@ -5,11 +5,11 @@ how fastfp scales with threads and with the atoms of a frame."""
 import time
 from unittest import mock
 
-import numba
 import numpy as np
 
 import fastfp.threads
 from fastfp.harness import stages
+from fastfp.harness.roofs import multiply_add
 from fastfp.threads import calling_thread_only, num_threads, run_ranges
 
 from .common import FRAMES, Benchmark, atoms_run, best_time, stage_run
@@ -193,15 +193,6 @@ class ThreadsRatio(Benchmark):
     track_serial_share.unit = "share of the default-threads time"
 
 
-@numba.njit(nogil=True, fastmath=True)
-def _multiply_add(a, b, rounds):
-    """``b = 0.999 b + 1.0001 a``, ``rounds`` times over: vectorised multiply-adds on data
-    held in the L1 cache, bound by the core's arithmetic rather than by memory."""
-    for _ in range(rounds):
-        for k in range(len(a)):
-            b[k] = 0.999 * b[k] + 1.0001 * a[k]
-
-
 class ThreadsCeiling(Benchmark):
     """:class:`ThreadsRatio` for a loop of vectorised multiply-adds on 32 KiB of data per
     thread (L1 cache), one copy per default thread, on :func:`fastfp.threads.run_ranges`
@@ -216,7 +207,7 @@ class ThreadsCeiling(Benchmark):
 
     def prepare(self, info):
         self.data = [(np.random.default_rng(k).random(2048), np.zeros(2048)) for k in range(num_threads())]
-        self.run = lambda: run_ranges(lambda k, _: _multiply_add(*self.data[k], 250_000),
+        self.run = lambda: run_ranges(lambda k, _: multiply_add(*self.data[k], 250_000),
                                       [(k, k + 1) for k in range(len(self.data))])
         self.run()  # compiles
 

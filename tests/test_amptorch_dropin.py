@@ -1,5 +1,7 @@
 """fastfp.amptorch.install() inside AMPTorch itself (runs where AMPTorch is installed)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,50 @@ def test_training_losses_same_with_and_without_install(frames, tmp_path):
     finally:
         fastfp.amptorch.uninstall()
     np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+
+
+def test_stored_blocks_train_and_predict_as_coo(frames, tmp_path, installed, monkeypatch):
+    """The data set holds pair blocks (fastfp.amptorch.frame_blocks) where it held COO
+    matrices: the same losses, validation losses and predictions (AMPTorch's 1e-5
+    derivative threshold applied to both), and checkpoints as before."""
+    from fastfp.amptorch import backend
+    from fastfp.amptorch.frame_blocks import FrameBlocks
+
+    elements, params = fp_params(frames)
+    torch.set_default_dtype(torch.float64)
+    monkeypatch.chdir(tmp_path)  # AtomsTrainer changes into its run_dir
+
+    def train(identifier):
+        config = {
+            "model": {"name": "singlenn", "get_forces": True, "num_layers": 3, "num_nodes": 20},
+            "optim": {"device": "cpu", "force_coefficient": 0.05, "lr": 1e-2, "batch_size": 8, "epochs": 3},
+            "dataset": {"raw_data": list(frames[:20]), "val_split": 0.25, "fp_scheme": "gmpordernorm",
+                        "fp_params": params, "elements": elements, "save_fps": False},
+            "cmd": {"debug": False, "run_dir": str(tmp_path), "seed": 1, "identifier": identifier, "verbose": False,
+                    "logger": False},
+        }
+        trainer = AtomsTrainer(config)
+        trainer.train()
+        return trainer
+
+    blocks = train("blocks")
+    with monkeypatch.context() as m:
+        m.setattr(backend, "blocks_in_data", contextlib.nullcontext)  # the COO matrices AMPTorch's path holds
+        coo = train("coo")
+    assert isinstance(blocks.train_dataset.data_list[0].fprimes, FrameBlocks)
+    assert coo.train_dataset.data_list[0].fprimes.is_sparse
+    for key in ("train_loss", "valid_loss", "train_forces_mae", "val_forces_mae"):
+        np.testing.assert_allclose([h[key] for h in blocks.net.history], [h[key] for h in coo.net.history],
+                                   rtol=1e-10, err_msg=key)
+    new = frames[20:]
+    ours, theirs = blocks.predict(new), coo.predict(new)
+    np.testing.assert_allclose(ours["energy"], theirs["energy"], rtol=1e-10)
+    for a, b in zip(ours["forces"], theirs["forces"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # AMPTorch's load_pretrained predates torch 2.6
+    loaded = AtomsTrainer()
+    loaded.load_pretrained(blocks.cp_dir)
+    np.testing.assert_allclose(loaded.predict(new)["energy"], ours["energy"], rtol=1e-12)
 
 
 def test_unsupported_config_names_key_and_leaves_amptorch_intact(frames, installed):

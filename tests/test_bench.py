@@ -6,6 +6,7 @@ No real benchmark run here (``fastfp bench --quick`` takes minutes)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -274,19 +275,24 @@ def test_pipeline_stages_same_across_backends(frames):
 @pytest.mark.skipif(not has_torch, reason="needs the 'torch' extra (pip install -e '.[torch]')")
 def test_force_contraction_stage(frames):
     """Forces and the gradient of the loss (sum of squared forces) by dE/dG, on real
-    batches: fastfp's against the dense product, and against AMPTorch's expression."""
+    batches: fastfp's (on COO matrices, and on the pair blocks its data set holds)
+    against the dense product, and against AMPTorch's expression."""
     torch = stages._torch_setup()  # float64, as the stages and AtomsTrainer set it
     data = _data(frames)
     fast = stages.build("force_contraction", "fastfp", frames, data=data, collect=True, batch_size=2)()
+    blocks = stages.build("force_contraction", "fastfp", frames, collect=True, batch_size=2)()
     batches = stages.build("collate", "fastfp", frames, data=data, collect=True, batch_size=2)()
-    assert len(fast) == len(batches) == 2
-    for (dEdG, forces, grad), (batch, _) in zip(fast, batches):
+    assert len(fast) == len(blocks) == len(batches) == 2
+    for (dEdG, forces, grad), (batch, _), (b_dEdG, b_forces, b_grad) in zip(fast, batches, blocks):
         assert dEdG.dtype == torch.float64 and dEdG.shape == (1, batch.fprimes.shape[0])
         dense = batch.fprimes.matrix.to_dense()
         expect = -(dense.T @ dEdG.reshape(-1)).view(-1, 3)
         torch.testing.assert_close(forces, expect, rtol=1e-12, atol=1e-12)
         assert forces.shape == (batch.fprimes.shape[1] // 3, 3) == batch.forces.shape
         torch.testing.assert_close(grad, (-dense @ (2 * forces.reshape(-1))).view(1, -1), rtol=1e-12, atol=1e-12)
+        assert torch.equal(b_dEdG, dEdG)
+        torch.testing.assert_close(b_forces, forces, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b_grad, grad, rtol=1e-12, atol=1e-12)
     if amptorch_reason:
         with pytest.raises(StageUnavailable, match="AMPTorch"):
             stages.build("force_contraction", "amptorch", frames, data=data)
@@ -423,6 +429,49 @@ def test_summary_from_results(tmp_path):
     assert "In-process ratios not measured: AMPTorch too slow above 100 frames." in text
     png = results.plot_time_vs_frames(table, tmp_path / "t.png")
     assert png.stat().st_size > 1000
+
+
+def test_roofline_shares_in_the_summary():
+    """The roofline's tracks get their own table: a row per kernel, a column per threads."""
+    name = "roofline.Roofline.track_roof_share"
+    benchmarks = {name: {"type": "track", "pretty_name": "{kernel}, {threads} thread(s): share of its binding roof",
+                         "param_names": ["kernel", "threads", "frames"], "unit": "share of the binding roof"}}
+    found = {"version": 2, "result_columns": ["result", "params"],
+             "results": {name: [[0.42, 0.3, None, 0.9], [["'gmp'", "'coo'"], ["'one'", "'default'"], ["100"]]]}}
+    text = results.summary_markdown(results.table(results.measurements(benchmarks, found)), {})
+    assert "| kernel | size | one thread | default threads |" in text
+    assert "| gmp | 100 frames | 42% | 30% |" in text and "| coo | 100 frames | – | 90% |" in text
+    assert "thread(s): share of its binding roof" not in text  # not among the other ratios
+
+
+@requires_gmp
+@pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
+def test_roofline_tracks_run_on_tiny_inputs(monkeypatch, frames):
+    """Every kernel of the roofline benchmark, on two frames and small memory streams:
+    its work counted, roofs measured, the share of its binding roof."""
+    from fastfp.harness import roofline, roofs
+    from fastfp.threads import num_threads
+
+    monkeypatch.setattr(roofs, "measure", functools.partial(roofs.measure, stream_bytes=2**23, repeat=1, rounds=200))
+    monkeypatch.setattr(roofline, "_ROOFS", {})
+    found = _discovered(monkeypatch, FRAMES="2")
+    assert found["roofline.Roofline.track_roof_share"].unit == "share of the binding roof"
+    benchmark = sys.modules["benchmarks.roofline"].Roofline()
+    info = {"source": str(WATER), "n_frames": 3, "elements": ["H", "O"], "labels": True, "atoms_per_frame": 3.0}
+    for kernel in roofline.KERNELS:
+        for threads in roofline.THREADS:
+            if kernel.startswith("contract") and not has_torch:
+                with pytest.raises(NotImplementedError, match="torch"):
+                    benchmark.setup(info, kernel, threads, 2)
+                continue
+            benchmark.setup(info, kernel, threads, 2)
+            share = benchmark.track_roof_share(info, kernel, threads, 2)
+            assert 0 < share < 10, (kernel, threads, share)
+            counted = benchmark.run.work
+            assert counted.pairs > 0 and counted.bytes_read > 0 and counted.bytes_written > 0
+            assert (counted.flops > 0) == (kernel != "coo")
+            assert (counted.exps > 0) == kernel.startswith("gmp") and (counted.libm_calls > 0) == (kernel == "gaussian")
+    assert sorted(roofline._ROOFS) == sorted({1, num_threads()})
 
 
 def test_whole_rows_skipped_are_listed_once():

@@ -15,6 +15,8 @@ from fastfp.descriptors.base import Descriptor
 CALLS = [
     (Descriptor.featurize, 2),  # self, frames
     (Descriptor.featurize_packed, 2),  # self, packed
+    (Descriptor.neighbor_pairs, 2),  # self, packed
+    (Descriptor.featurize_pairs, 3),  # self, packed, pairs
     (AMPTorchInterface.featurized_chunks, 2),  # self, images
     (frames.pack_frames, 2),  # frames, allowed
     (frames.chunks, 2),  # frames, size

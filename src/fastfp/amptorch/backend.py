@@ -8,10 +8,13 @@ when a config says ``config["dataset"]["fp_backend"] = "fastfp"``, and calls:
   (:mod:`fastfp.amptorch.descriptors`), whose ``images_to_data`` AMPTorch's
   ``AtomsToData`` calls to convert frames a chunk at a time
   (:func:`fastfp.amptorch.data.images_to_data`);
-* :func:`preprocessing`: the context ``AtomsDataset.process`` runs in;
+* :func:`preprocessing`: the context ``AtomsDataset.process`` runs in, where the data
+  set's derivatives become fastfp's pair blocks
+  (:mod:`fastfp.amptorch.frame_blocks`);
 * :func:`norm_features`: the vectorised ``FeatureScaler.norm``;
 * :func:`sparse_block_diag`: the collated derivative matrix, which contracts itself into
-  forces in the model (:class:`~fastfp.amptorch.forces.DerivativeMatrix`);
+  forces in the model (:class:`~fastfp.amptorch.frame_blocks.BlockDiagonal` of the
+  data set's blocks, :class:`~fastfp.amptorch.forces.DerivativeMatrix` of COO tensors);
 * :func:`check_config` and :func:`dataset_class`: on-the-fly training
   (``config["dataset"]["on_the_fly"]``, on the CPU or with ``config["optim"]["gpus"] = 1``
   on the GPU) and training from a store (``config["dataset"]["fastfp_store"]``), whose
@@ -24,11 +27,14 @@ which rebinds AMPTorch's attributes to callers of these hooks
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from ..threads import single_threaded_libraries
 from . import collate, descriptors, onthefly, scaling
+from .data import blocks_in_data
 from .forces import DerivativeMatrix
+from .frame_blocks import BlockDiagonal, FrameBlocks
 
 #: the backend's name (``config["dataset"]["fp_backend"]``)
 NAME = "fastfp"
@@ -40,11 +46,16 @@ def descriptor_classes() -> dict:
     return dict(descriptors.CLASSES)
 
 
+@contextlib.contextmanager
 def preprocessing():
     """Context manager for AMPTorch's ``AtomsDataset.process`` (conversion, scaler fit,
-    scaling): BLAS and torch's OpenMP held to one thread
-    (:func:`~fastfp.threads.single_threaded_libraries`) while fastfp's threads work."""
-    return single_threaded_libraries()
+    scaling): the frames' derivatives converted to fastfp's pair blocks
+    (:func:`~fastfp.amptorch.data.blocks_in_data`: about a third of the memory of
+    AMPTorch's COO, and read by fastfp's force contraction), BLAS and torch's OpenMP held
+    to one thread (:func:`~fastfp.threads.single_threaded_libraries`) while fastfp's
+    threads work."""
+    with blocks_in_data(), single_threaded_libraries():
+        yield
 
 
 def norm_features(feature_scaler, data_list, disable_tqdm=False):
@@ -53,11 +64,16 @@ def norm_features(feature_scaler, data_list, disable_tqdm=False):
     return scaling.norm_features(feature_scaler, data_list, disable_tqdm)
 
 
-def sparse_block_diag(matrices) -> DerivativeMatrix:
-    """The block-diagonal derivative matrix of a batch (AMPTorch's ``sparse_block_diag``,
-    vectorised: :func:`fastfp.amptorch.collate.sparse_block_diag`), as a
-    :class:`~fastfp.amptorch.forces.DerivativeMatrix`, which contracts into forces
-    without ``torch.sparse.mm``."""
+def sparse_block_diag(matrices) -> BlockDiagonal | DerivativeMatrix:
+    """The block-diagonal derivative matrix of a batch (AMPTorch's ``sparse_block_diag``),
+    which contracts into forces without ``torch.sparse.mm``: of the data set's pair blocks
+    (:class:`~fastfp.amptorch.frame_blocks.FrameBlocks`), a
+    :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal` (nothing copied); of COO
+    tensors (predictions, LMDB data sets), a
+    :class:`~fastfp.amptorch.forces.DerivativeMatrix` (vectorised:
+    :func:`fastfp.amptorch.collate.sparse_block_diag`)."""
+    if isinstance(matrices[0], FrameBlocks):
+        return BlockDiagonal(tuple(matrices))
     return DerivativeMatrix(collate.sparse_block_diag(matrices))
 
 

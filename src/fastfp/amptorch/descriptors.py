@@ -113,15 +113,15 @@ class AMPTorchInterface:
                 pending.append((start, chunk, search.submit(self._packed_pairs, chunk, start)))
                 if len(pending) > CHUNKS_AHEAD:
                     start, chunk, future = pending.popleft()
-                    yield start, chunk, self._featurize_pairs(*future.result(), derivatives)
+                    yield start, chunk, self.featurize_pairs(*future.result(), derivatives=derivatives)
             for start, chunk, future in pending:
-                yield start, chunk, self._featurize_pairs(*future.result(), derivatives)
+                yield start, chunk, self.featurize_pairs(*future.result(), derivatives=derivatives)
 
     def _packed_pairs(self, frames, first_index):
-        """``(packed frames, their neighbour pairs)`` (:meth:`_neighbor_pairs`) of ``frames``,
+        """``(packed frames, their neighbour pairs)`` (:meth:`neighbor_pairs`) of ``frames``,
         numbered from ``first_index`` in errors."""
         packed = pack_frames(frames, self.numbers, first_index=first_index)
-        return packed, self._neighbor_pairs(packed, amptorch_binning=True)
+        return packed, self.neighbor_pairs(packed, amptorch_binning=True)
 
     def frame_outputs(self, fps, derivatives) -> list[tuple]:
         """AMPTorch's per-image outputs for every frame of the batch ``fps``, as tuples

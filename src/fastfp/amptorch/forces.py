@@ -206,9 +206,11 @@ class DerivativeBlocks:
         return out.index_add_(0, into, rows).neg_().to(x.dtype)
 
 
-class _MinusBlockProduct(torch.autograd.Function):
-    """``y = -A^T x`` for the blocks A of a :class:`DerivativeBlocks` (``transpose``:
-    ``-A x``); its backward is the other one, the same Function."""
+class MinusBlockProduct(torch.autograd.Function):
+    """``y = -A^T x`` for the blocks A of a :class:`DerivativeBlocks` or
+    :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal` (``transpose``: ``-A x``), by
+    their ``minus_product(x, transpose)``; its backward is the other one, the same
+    Function."""
 
     @staticmethod
     def forward(ctx, blocks, x, transpose):
@@ -220,7 +222,7 @@ class _MinusBlockProduct(torch.autograd.Function):
     def backward(ctx, grad):
         grad_x = None
         if ctx.needs_input_grad[1]:
-            grad_x = _MinusBlockProduct.apply(ctx.blocks, grad, not ctx.transpose)
+            grad_x = MinusBlockProduct.apply(ctx.blocks, grad, not ctx.transpose)
         return None, grad_x, None
 
 
@@ -237,7 +239,7 @@ def contract_blocks(blocks: DerivativeBlocks, gradients: torch.Tensor) -> torch.
     if gradients.numel() != n_atoms * n_features:
         raise ValueError(f"gradients has {gradients.numel()} elements, the blocks' rows {n_atoms * n_features}")
     x = gradients.reshape(n_atoms, n_features) * blocks.factor.to(gradients.dtype)
-    return _MinusBlockProduct.apply(blocks, x, False)
+    return MinusBlockProduct.apply(blocks, x, False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,10 +272,11 @@ def contract_forces(fprimes, gradients: torch.Tensor) -> torch.Tensor:
     Units: those of E per unit of position (eV/Å for AMPTorch). The result equals
     ``-torch.sparse.mm(fprimes.t(), gradients.reshape(-1, 1)).view(-1, 3)`` (duplicate
     entries of an uncoalesced ``fprimes`` are summed, as there), up to rounding.
-    ``fprimes`` may also be a :class:`DerivativeMatrix` or :class:`DerivativeBlocks`
-    (:func:`contract_blocks`).
+    ``fprimes`` may also be an object that contracts itself (``fprimes.contract``):
+    a :class:`DerivativeMatrix`, :class:`DerivativeBlocks` (:func:`contract_blocks`) or
+    :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal`.
     """
-    if isinstance(fprimes, (DerivativeMatrix, DerivativeBlocks)):
+    if hasattr(fprimes, "contract"):
         return fprimes.contract(gradients)
     x = gradients.reshape(-1)
     if x.shape[0] != fprimes.shape[0]:

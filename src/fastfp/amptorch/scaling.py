@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..kernels.blocks import scale_coo_rows
+from ..kernels.blocks import scale_block_rows, scale_coo_rows
 from ..threads import run_balanced
+from .frame_blocks import FrameBlocks
 
 #: AMPTorch's default feature scaling (``AtomsTrainer``'s ``config["dataset"]["scaling"]``)
 DEFAULT_SCALING = {"type": "normalize", "range": (0, 1), "elementwise": True}
@@ -90,10 +91,11 @@ def norm_features(scaler, data_list, disable_tqdm=False):
     ``FeatureScaler.norm``: normalize ``fp * scale + offset`` (derivatives ``* scale``),
     standardize ``(fp - offset) / scale`` (derivatives ``/ scale``). Returns ``data_list``.
     The fingerprints of frames of one width are scaled together (each frame then gets
-    its own copy); the derivative values are scaled where they are, frames split over
-    :func:`~fastfp.threads.num_threads` threads.
+    its own copy); the derivative values, COO tensors or pair blocks
+    (:class:`~fastfp.amptorch.frame_blocks.FrameBlocks`), are scaled where they are,
+    frames split over :func:`~fastfp.threads.num_threads` threads.
     """
-    row_factors = [None] * len(data_list)
+    frame_scales = [None] * len(data_list)
     by_width = {}
     for k, data in enumerate(data_list):
         by_width.setdefault(data.fingerprint.shape[1], []).append(k)
@@ -105,20 +107,27 @@ def norm_features(scaler, data_list, disable_tqdm=False):
         for data, fingerprint in zip(group, scaled.split(sizes)):
             data.fingerprint = fingerprint.clone()  # not a view that would keep (and pickle) all frames
         if scaler.forcetraining:
-            # rows are atom * n_features + feature: the row's factor is the flat table's entry
             for k, frame_scale in zip(members, scale.split(sizes)):
-                row_factors[k] = frame_scale.reshape(-1).numpy()
+                frame_scales[k] = frame_scale.numpy()  # (n_atoms, width): row atom * width + feature
     if scaler.forcetraining:
-        values = [data.fprimes._values().numpy() for data in data_list]
-        rows = [data.fprimes._indices()[0].numpy() for data in data_list]
         divide = scaler.transform == "standardize"
+        fprimes = [data.fprimes for data in data_list]
 
         def scale_frames(start, stop):
             for k in range(start, stop):
-                scale_coo_rows(values[k], rows[k], row_factors[k], divide)
+                if isinstance(fprimes[k], FrameBlocks):
+                    scale_block_rows(fprimes[k].fprime_ptr, fprimes[k].fprimes_t, frame_scales[k], divide)
+                else:
+                    scale_coo_rows(fprimes[k]._values().numpy(), fprimes[k]._indices()[0].numpy(),
+                                   frame_scales[k].reshape(-1), divide)
 
-        run_balanced(scale_frames, np.cumsum([0] + [len(v) for v in values]))
+        run_balanced(scale_frames, np.cumsum([0] + [_entries(m) for m in fprimes]))
     return data_list
+
+
+def _entries(fprimes) -> int:
+    """The stored values of a frame's derivatives (COO tensor or FrameBlocks)."""
+    return fprimes.fprimes_t.size if isinstance(fprimes, FrameBlocks) else fprimes._nnz()
 
 
 class FitStatistics:

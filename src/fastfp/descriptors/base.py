@@ -41,7 +41,7 @@ class Descriptor(ABC):
     """A descriptor of atomic environments within ``cutoff`` (Å) for ``elements``.
 
     Subclasses build :attr:`tables` from their settings and implement
-    :meth:`_neighbor_pairs` and :meth:`_compute` on packed frames.
+    :meth:`neighbor_pairs` and :meth:`_compute` on packed frames.
     """
 
     #: the arrays the kernels read, built once from the settings: a
@@ -105,12 +105,13 @@ class Descriptor(ABC):
 
             return featurize_packed(self, packed, derivatives=derivatives, result_dtype=result_dtype)
         with single_threaded_libraries():
-            return self._featurize_pairs(packed, self._neighbor_pairs(packed, amptorch_binning=amptorch_binning),
-                                         derivatives)
+            return self.featurize_pairs(packed, self.neighbor_pairs(packed, amptorch_binning=amptorch_binning),
+                                        derivatives=derivatives)
 
-    def _featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool = True) -> Fingerprints:
-        """As :meth:`featurize_packed` on the CPU, for frames whose :meth:`_neighbor_pairs`
-        were found already (in another thread, say, while this one featurizes)."""
+    def featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, *, derivatives: bool = True) -> Fingerprints:
+        """As :meth:`featurize_packed` on the CPU, in its second step: for frames whose
+        :meth:`neighbor_pairs` were found already (in another thread, say, while this one
+        featurizes; or to time the kernels alone)."""
         fp, deriv = self._compute(packed, pairs, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
 
@@ -139,13 +140,13 @@ class Descriptor(ABC):
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
 
     @abstractmethod
-    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
-        """The pairs of atoms of ``packed`` that :meth:`_compute` reads, grouped by centre
+    def neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
+        """The pairs of atoms of ``packed`` that the kernels read, grouped by centre
         (:func:`fastfp.neighbors.neighbor_pairs` with this descriptor's settings and
-        ``amptorch_binning``)."""
+        ``amptorch_binning``): the first step of :meth:`featurize_packed` on the CPU."""
 
     @abstractmethod
     def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool) -> tuple[np.ndarray, dict]:
         """Return fingerprints (n_atoms, n_features) and, with derivatives, the dict
         ``fprime_ptr``, ``fprime_j``, ``fprimes`` (else an empty dict), of ``packed``
-        from its :meth:`_neighbor_pairs` ``pairs``."""
+        from its :meth:`neighbor_pairs` ``pairs``."""

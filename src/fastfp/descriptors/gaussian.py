@@ -162,7 +162,7 @@ class Gaussian(Descriptor):
     def n_features(self) -> int:
         return max(self.features_per_element().values())
 
-    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
+    def neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """Pairs within the (largest) cutoff."""
         return neighbor_pairs(packed, self.cutoff, amptorch_binning=amptorch_binning)
 

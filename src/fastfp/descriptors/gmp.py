@@ -94,7 +94,7 @@ class _GMPFamily(Descriptor):
     def n_features(self) -> int:
         return len(self.feature_specs)
 
-    def _neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
+    def neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """Pairs within the cutoff, each atom's pair with itself first among its own."""
         return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=amptorch_binning)
 

@@ -265,15 +265,39 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
         lines += ["", "Not run:", ""]
         lines += [f"- {label_} ({', '.join(s for s in sizes if s)}): {reason}"
                   for (label_, reason), sizes in skipped.items()]
-    ran = [m for m in t.ratios if m.value is not None]
+    ran = [m for m in t.ratios if m.value is not None and not m.name.startswith(ROOFLINE)]
     if ran:
         lines += ["", "Ratios of two times measured in one process (asv `track_`):", "",
                   "| ratio | size | value | of |", "|---|---|---|---|"]
         lines += [f"| {m.label} | {m.size} | {_ratio_text(m)} | {m.unit} |" for m in ran]
+    lines += roofline_lines([m for m in t.ratios if m.name.startswith(ROOFLINE)])
     reasons = sorted({m.skipped for m in t.ratios if m.value is None and m.skipped})
     if reasons:
         lines += ["", "In-process ratios not measured: " + "; ".join(reasons) + "."]
     return "\n".join(lines) + "\n"
+
+
+#: the asv benchmark of the kernels' roofline (``benchmarks/roofline.py``)
+ROOFLINE = "roofline.Roofline."
+
+
+def roofline_lines(ms: list[Measurement]) -> list[str]:
+    """The roofline's shares (``benchmarks/roofline.py``, parameters kernel, threads,
+    frames) as a markdown table, a row per kernel and size, a column per threads; no
+    lines without a measured share."""
+    cells: dict = {}
+    for m in ms:
+        if m.value is not None:
+            kernel, threads = (_value(p) for p in m.params[:2])
+            cells.setdefault((kernel, m.size), {})[threads] = f"{100 * m.value:.0f}%"
+    if not cells:
+        return []
+    lines = ["", "Roofline (asv `track_`, `benchmarks/roofline.py`): each kernel's time at the roof that binds it "
+             "(flops, memory or exp) / its measured time; 100% is a kernel at its roof (README, 'Roofline').", "",
+             "| kernel | size | one thread | default threads |", "|---|---|---|---|"]
+    lines += [f"| {kernel} | {size} | {row.get('one', '–')} | {row.get('default', '–')} |"
+              for (kernel, size), row in cells.items()]
+    return lines
 
 
 def _ratio_text(m: Measurement) -> str:

@@ -31,8 +31,10 @@ Stages (:data:`STAGES`; backends: :mod:`fastfp.harness.backends`)
                 ``sparse_block_diag`` vs fastfp's);
 ``force_contraction``  on every collated batch of 16: forces from dE/dG (a leaf
                 tensor) and the derivative matrix, a loss of the forces, ``backward()``
-                (AMPTorch's ``torch.sparse.mm`` expression from ``amptorch/model.py`` vs
-                :func:`fastfp.amptorch.forces.contract_forces`); the "amptorch" side
+                (AMPTorch's ``torch.sparse.mm`` expression from ``amptorch/model.py`` on
+                its COO matrices vs :func:`fastfp.amptorch.forces.contract_forces` on
+                the pair blocks AMPTorch's data set holds with fastfp as its backend,
+                :mod:`fastfp.amptorch.frame_blocks`); the "amptorch" side
                 is plain torch but, like every "amptorch" stage, runs only where
                 AMPTorch is installed, so its column never shows an imitation;
 ``train_epoch`` one epoch of ``AtomsTrainer`` (SingleNN 3×20, batch 16, forces,
@@ -220,15 +222,18 @@ def _torch_setup():
     return torch
 
 
-def _data_list(req: Request):
+def _data_list(req: Request, blocks: bool = False):
     """AMPTorch ``Data`` objects (fingerprints, derivatives, energy, forces) of the
     frames, made by fastfp (identical to AMPTorch's, see tests/test_amptorch_dropin.py),
-    or ``req.data`` when given."""
+    or ``req.data`` when given; with ``blocks``, the derivatives as the data set holds
+    them with fastfp as AMPTorch's backend (pair blocks, :mod:`fastfp.amptorch.frame_blocks`),
+    else as AMPTorch's COO matrices."""
     if req.data is not None:
         return req.data
-    from fastfp.amptorch.data import images_to_data
+    from fastfp.amptorch.data import blocks_in_data, images_to_data
 
-    return images_to_data(req.descriptor_object("fastfp"), req.frames, True, True, True, disable_tqdm=True)
+    with blocks_in_data() if blocks else contextlib.nullcontext():
+        return images_to_data(req.descriptor_object("fastfp"), req.frames, True, True, True, disable_tqdm=True)
 
 
 def _fit_and_scale(data, feature_scaler, target_scaler):
@@ -352,24 +357,28 @@ def _force_contraction(req: Request):
     """Forces from dE/dG and the derivative matrix of every collated batch, then a loss
     of the forces (sum of squares) and ``loss.backward()``: what each training step does
     with this product. dE/dG is a leaf (1, n_rows) tensor, as AMPTorch's ``gradients``
-    (random values, seeded: the cost does not depend on them). Collation and the
-    tensors are made in setup, once, the same way for both backends. ``collect``: per
-    batch ``(dE/dG, forces, gradient of the loss by dE/dG)``."""
+    (random values, seeded: the cost does not depend on them). The matrices are the
+    training batches' (``req.data``'s, or the data set's of the backend: AMPTorch's COO,
+    fastfp's pair blocks), collated in setup by fastfp's ``sparse_block_diag`` hook (for
+    COO, AMPTorch's matrices, faster: tests/test_bench.py). ``collect``: per batch
+    ``(dE/dG, forces, gradient of the loss by dE/dG)``."""
     torch = _torch_setup()
-    # the batches as training sees them; fastfp's collation gives AMPTorch's matrices
-    # (tests/test_bench.py), faster
-    collate = Request("collate", "fastfp", req.frames, req.descriptor, req.elements, data=_data_list(req),
-                      collect=True, batch_size=req.batch_size)
-    matrices = [batch.fprimes.matrix for batch, _ in _collate(collate)()]  # the COO tensors
+    from fastfp.amptorch.backend import sparse_block_diag
+
+    data = _data_list(req, blocks=req.backend != "amptorch")
+    matrices = [sparse_block_diag([d.fprimes for d in batch]) for _, batch in chunks(data, req.batch_size)]
     generator = torch.Generator().manual_seed(0)
-    gradients = [torch.randn(1, m.shape[0], generator=generator, dtype=m.dtype).requires_grad_()
+    gradients = [torch.randn(1, m.shape[0], generator=generator, dtype=torch.get_default_dtype()).requires_grad_()
                  for m in matrices]
     if req.backend == "amptorch":
         contract = _amptorch_forces
+        matrices = [m.matrix for m in matrices]  # the COO tensors
     else:
-        from fastfp.amptorch.forces import contract_forces as contract, warm_up
+        from fastfp.amptorch import forces, frame_blocks
 
-        warm_up()  # load the compiled kernel outside the timing
+        contract = forces.contract_forces
+        forces.warm_up()  # load the compiled kernels outside the timing
+        frame_blocks.warm_up()
 
     def run():
         out = []
@@ -413,13 +422,15 @@ def frames_dataset(req: Request) -> dict:
 
 def _train_epoch(req: Request):
     """One epoch of ``AtomsTrainer``: from the stored ``Data`` (stage ``train_epoch``,
-    preprocessing in setup, done the fast way for both backends: the ``Data`` are the
-    same, tests/test_amptorch_dropin.py), or on the fly (``train_epoch_on_the_fly``:
-    ``config["dataset"]["on_the_fly"]``, scalers fitted in setup, every batch featurized
-    inside the epoch)."""
+    preprocessing in setup, done the fast way for both backends: the same ``Data``,
+    tests/test_amptorch_dropin.py, their derivatives AMPTorch's COO matrices for
+    "amptorch", pair blocks for fastfp, :mod:`fastfp.amptorch.frame_blocks`), or on the
+    fly (``train_epoch_on_the_fly``: ``config["dataset"]["on_the_fly"]``, scalers fitted
+    in setup, every batch featurized inside the epoch)."""
     _torch_setup()
     from amptorch.trainer import AtomsTrainer
 
+    from fastfp.amptorch import frame_blocks
     from fastfp.amptorch.forces import warm_up
 
     config = train_config(frames_dataset(req), req.tempdir())
@@ -436,8 +447,12 @@ def _train_epoch(req: Request):
             trainer.net.initialize()
     finally:
         os.chdir(cwd)  # AtomsTrainer.load_config chdirs into run_dir
-    if req.backend != "amptorch":
-        warm_up()  # the force contraction's compiled kernels
+    if req.backend == "amptorch":
+        for data in trainer.train_dataset.data_list:
+            data.fprimes = data.fprimes.to_coo()
+    else:  # the force contraction's compiled kernels
+        warm_up()
+        frame_blocks.warm_up()
 
     def run():
         with fastfp_installed(req.backend == "fastfp"):
@@ -464,14 +479,16 @@ def _preprocess(req: Request):
             return dataset.data_list
 
     else:  # fastfp without AMPTorch: what AtomsDataset.process does under install()
+        from fastfp.amptorch.backend import preprocessing
         from fastfp.amptorch.data import images_to_data
         from fastfp.amptorch.scaling import FeatureScaler, TargetScaler
 
         desc = req.descriptor_object("fastfp")
 
         def work(frames):
-            data = images_to_data(desc, list(frames), True, True, True, disable_tqdm=True)
-            return _fit_and_scale(data, FeatureScaler, TargetScaler)
+            with preprocessing():
+                data = images_to_data(desc, list(frames), True, True, True, disable_tqdm=True)
+                return _fit_and_scale(data, FeatureScaler, TargetScaler)
 
     if req.backend != "amptorch":  # featurization, conversion and scaling kernels
         _warm_up(work, req.frames)

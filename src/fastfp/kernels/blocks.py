@@ -127,3 +127,32 @@ def scale_coo_rows(values, rows, factor, divide):
             values[k] /= factor[rows[k]]
         else:
             values[k] *= factor[rows[k]]
+
+
+@numba.njit(cache=True, nogil=True)
+def kept_transposed(fprimes, threshold, out):
+    """``out[b, c, f] = fprimes[b, f, c]`` for ``f < out.shape[2]`` where the entry goes
+    into the COO output (:func:`coo_counts`: nonzero, at least ``threshold`` in
+    magnitude, not NaN), else 0: the blocks ``fprimes`` (n_blocks, n_features, 3) as the
+    COO entries of the same threshold make them, transposed to (n_blocks, 3, width)."""
+    for b in range(out.shape[0]):
+        for c in range(3):
+            for f in range(out.shape[2]):
+                v = fprimes[b, f, c]
+                out[b, c, f] = v if _kept(v, threshold) else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def scale_block_rows(fprime_ptr, fprimes_t, factor, divide):
+    """In place: ``fprimes_t[b, :, f] /= factor[i, f]`` if ``divide`` else ``*=``, for every
+    block b of centre i (``fprime_ptr[i] <= b < fprime_ptr[i + 1]``) of transposed blocks
+    (n_blocks, 3, width): the rows (i, f) of the derivative matrix scaled, as
+    :func:`scale_coo_rows` scales its COO entries."""
+    for i in range(len(fprime_ptr) - 1):
+        for b in range(fprime_ptr[i], fprime_ptr[i + 1]):
+            for c in range(3):
+                for f in range(fprimes_t.shape[2]):
+                    if divide:
+                        fprimes_t[b, c, f] /= factor[i, f]
+                    else:
+                        fprimes_t[b, c, f] *= factor[i, f]
