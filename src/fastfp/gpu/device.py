@@ -88,10 +88,40 @@ def check_room(xp, nbytes: int, what: str) -> None:
         )
 
 
-def launch(kernel, n_threads: int, *args) -> None:
-    """Run ``kernel`` on ``n_threads`` threads (at least one block) with ``args``."""
-    blocks = max(1, -(-n_threads // THREADS_PER_BLOCK))
-    kernel[blocks, THREADS_PER_BLOCK](*args)
+def launch(kernel, n_threads: int, *args, threads_per_block: int = THREADS_PER_BLOCK) -> None:
+    """Run ``kernel`` on ``n_threads`` threads (at least one block of
+    ``threads_per_block``) with ``args``, on CuPy's current stream."""
+    blocks = max(1, -(-n_threads // threads_per_block))
+    kernel[blocks, threads_per_block, _stream()](*args)
+
+
+def _stream():
+    """numba's handle of CuPy's current stream (0, the default stream, under the simulator)."""
+    if simulated():
+        return 0
+    import cupy
+    from numba import cuda
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    if ptr not in _STREAMS:
+        _STREAMS[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    return _STREAMS[ptr]
+
+
+_STREAMS: dict = {}
+#: tables on the device, by (id of the host tables, floating type): (host tables, device tables)
+_TABLES: dict = {}
+
+
+def on_device(xp, tables, real):
+    """The kernel ``tables`` (:mod:`fastfp.kernels.tables`) on the device, floating values
+    in ``real``, copied once per tables and type (the last few kept)."""
+    key = (id(tables), np.dtype(real).name, id(xp))
+    if key not in _TABLES or _TABLES[key][0] is not tables:
+        if len(_TABLES) >= 8:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[key] = (tables, tables.on(xp, real))
+    return _TABLES[key][1]
 
 
 def synchronize() -> None:
