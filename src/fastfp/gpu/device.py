@@ -9,6 +9,8 @@ raises :class:`DeviceError`.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -122,6 +124,37 @@ def on_device(xp, tables, real):
             _TABLES.pop(next(iter(_TABLES)))
         _TABLES[key] = (tables, tables.on(xp, real))
     return _TABLES[key][1]
+
+
+@contextmanager
+def side_stream():
+    """Queue the GPU work of the ``with`` block (CuPy's and the kernels') on a
+    non-blocking CUDA stream of this thread's own, after the work already queued on the
+    default stream, and wait for it at the end of the block.
+
+    For work that overlaps what another thread queues meanwhile on the default stream
+    (the next training batch featurized during the current training step): the wait at
+    the start keeps the stream off device memory that work queued earlier on the default
+    stream may still read (CuPy hands memory freed on this stream back to this stream
+    only), the wait at the end makes the results ready for any stream. Under the
+    simulator there are no streams: the block just runs.
+    """
+    if simulated():
+        yield
+        return
+    cupy = array_module()
+    if not hasattr(_LOCAL, "stream"):
+        _LOCAL.stream = cupy.cuda.Stream(non_blocking=True)
+    stream = _LOCAL.stream
+    queued = cupy.cuda.Event(disable_timing=True)
+    queued.record(cupy.cuda.Stream.null)
+    stream.wait_event(queued)
+    with stream:
+        yield
+    stream.synchronize()
+
+
+_LOCAL = threading.local()
 
 
 def synchronize() -> None:

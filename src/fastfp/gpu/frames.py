@@ -53,8 +53,10 @@ class DeviceFrames:
     def n_atoms(self) -> int:
         return int(self.host_offsets[-1])
 
-    def select(self, xp, indices) -> "DeviceFrames":
-        """Frames ``indices`` (host integers, in that order) gathered on the device."""
+    def select(self, xp, indices) -> tuple["DeviceFrames", object]:
+        """Frames ``indices`` (host integers, in that order) gathered on the device, and
+        the indices of their atoms among these frames' (int64, on the device: per-atom
+        data gathers alike)."""
         indices = np.asarray(indices, dtype=np.int64)
         counts = self.host_offsets[indices + 1] - self.host_offsets[indices]
         offsets = np.concatenate(([0], np.cumsum(counts)))
@@ -67,7 +69,7 @@ class DeviceFrames:
             atom_frame=xp.asarray(np.repeat(np.arange(len(indices)), counts)),
             cells=self.cells[device_indices], inverse=self.inverse[device_indices], pbc=self.pbc[device_indices],
             host_offsets=offsets,
-        )
+        ), atoms
 
 
 def to_device(xp, packed: PackedFrames) -> DeviceFrames:
