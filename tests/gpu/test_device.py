@@ -17,7 +17,7 @@ from fastfp.gpu import gmp as gpu_gmp
 from fastfp.gpu import neighbors as gpu_neighbors
 from fastfp.gpu.frames import to_device
 from fastfp.kernels.tables import GaussianTables, GMPTables
-from gpu_cases import DESCRIPTORS, ELEMENTS, assert_agree, descriptor, frames, requires_device
+from gpu_cases import DESCRIPTORS, ELEMENTS, FLOAT32_RTOL, assert_agree, descriptor, frames, requires_device
 
 pytestmark = requires_device
 
@@ -127,11 +127,6 @@ def test_without_derivatives(tmp_path):
         plain = desc.featurize(batch, derivatives=False, device="cuda")
         assert not plain.has_derivatives
         assert_agree(plain, desc.featurize(batch, derivatives=False), where=name)
-
-
-#: float32 results against the CPU's float64: within this fraction of each value or of
-#: the frame's largest one (what every descriptor of gpu_cases.py keeps, at most 5e-6)
-FLOAT32_RTOL = 2e-5
 
 
 @pytest.mark.parametrize("name", list(DESCRIPTORS))
