@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from numba import cuda
 
-from ..kernels.formulas import like
 from .device import simulated
 
 #: threads per warp
@@ -82,29 +81,27 @@ def subtract_columns(stage, row0, width, n_cols, lane, own):
 def flush_chunk(stage, row0, width, p0, n_cols, lane, pair_block, block_pair, own_block, fprimes, carry,
                 carry_in, carry_out):
     """Write the blocks of pairs ``p0:p0 + n_cols`` (stage columns ``0:n_cols``) to the
-    flat ``fprimes`` (n_blocks * width): the sum of each block's columns, plus
-    ``carry[carry_in + e]`` for a block begun in the previous chunk; a block that goes on
-    into the next chunk is left in ``carry[carry_out + e]`` instead. The own block is
-    skipped (:func:`write_own`)."""
-    first = pair_block[p0]
-    n_entries = (pair_block[p0 + n_cols - 1] - first + 1) * width
-    for g in range(lane, n_entries, WARP):
-        k = g // width
-        e = g - k * width
-        b = first + k
+    flat ``fprimes`` (n_blocks * width), block by block, the lanes on consecutive entries:
+    the sum of each block's columns, plus ``carry[carry_in + e]`` for a block begun in the
+    previous chunk; a block that goes on into the next chunk is left in
+    ``carry[carry_out + e]`` instead. The own block is skipped (:func:`write_own`)."""
+    for b in range(pair_block[p0], pair_block[p0 + n_cols - 1] + 1):
         if b == own_block:
             continue
         lo = block_pair[b]
         hi = block_pair[b + 1]
-        total = like(stage[row0, 0], 0.0)
-        if lo < p0:
-            total = carry[carry_in + e]
-        for col in range(max(lo, p0) - p0, min(hi, p0 + n_cols) - p0):
-            total += stage[row0 + e, col]
-        if hi > p0 + n_cols:
-            carry[carry_out + e] = total
-        else:
-            fprimes[b * width + e] = total
+        first = max(lo, p0) - p0
+        stop = min(hi, p0 + n_cols) - p0
+        for e in range(lane, width, WARP):
+            total = stage[row0 + e, first]
+            if lo < p0:
+                total += carry[carry_in + e]
+            for col in range(first + 1, stop):
+                total += stage[row0 + e, col]
+            if hi > p0 + n_cols:
+                carry[carry_out + e] = total
+            else:
+                fprimes[b * width + e] = total
 
 
 @cuda.jit(device=True)
