@@ -71,16 +71,18 @@ class Sizes(NamedTuple):
         """The sizes for the host ``tables`` computing in ``real``
         (:func:`~fastfp.gpu.blocks.fit_shared` chooses warps and chunk)."""
         n_probes, n_gaussians, n_slots = tables.overlap_pref.shape
-        sizes = cls(n_probes, n_gaussians, n_slots, len(tables.piece_slot), len(tables.term_coef),
-                    tables.max_degree + 1, len(tables.gauss_ptr) - 1, len(tables.chan_comp), tables.n_features,
-                    len(tables.feat_chan), len(tables.fprime_term_slot), np.dtype(real).name, 1, WARP)
+        n_terms, n_pieces, n_elements = len(tables.term_coef), len(tables.piece_slot), len(tables.gauss_ptr) - 1
+        n_channels, n_features, n_members = len(tables.chan_comp), tables.n_features, len(tables.feat_chan)
+        n_fprime_terms = len(tables.fprime_term_slot)
         item = np.dtype(real).itemsize
-        table_bytes = (item * (n_probes * n_gaussians * (1 + n_slots) + sizes.n_terms)
-                       + 4 * (3 * sizes.n_terms + 2 * sizes.n_pieces + sizes.n_elements + sizes.n_features
-                              + sizes.n_channels + 3 * sizes.n_fprime_terms + 3))
-        warps, chunk = fit_shared(table_bytes, item * (sizes.n_channels + sizes.n_members + 6 * sizes.n_features),
-                                  item * sizes.stage_rows, f"GMP descriptor ({sizes.n_features} features, {sizes.real})")
-        return sizes._replace(warps=warps, chunk=chunk)
+        table_bytes = (item * (n_probes * n_gaussians * (1 + n_slots) + n_terms)
+                       + 4 * (3 * n_terms + 2 * n_pieces + n_elements + n_features + n_channels + 3 * n_fprime_terms
+                              + 3))
+        stage_rows = max(n_probes * n_slots + n_pieces, 3 * n_features)
+        warps, chunk = fit_shared(table_bytes, item * (n_channels + n_members + 6 * n_features), item * stage_rows,
+                                  f"GMP descriptor ({n_features} features, {np.dtype(real).name})")
+        return cls(n_probes, n_gaussians, n_slots, n_pieces, n_terms, tables.max_degree + 1, n_elements, n_channels,
+                   n_features, n_members, n_fprime_terms, np.dtype(real).name, warps, chunk)
 
 
 @cuda.jit(device=True)
