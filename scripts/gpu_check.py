@@ -652,7 +652,7 @@ class EpochRun:
     def lines(self, runs, n: int, sim: bool) -> list[str]:
         lines = ["### The on-the-fly epoch", "",
                  f"Set-up (frames and labels copied to the device, feature scaler fitted there): {self.setup_s:.3g} s, "
-                 f"once. Each batch featurized on the loader thread's own CUDA stream while the step before trains "
+                 f"once. Each batch featurized on fastfp's side stream while the step before trains "
                  f"on the default one, on `{self.device}`.", ""]
         for k, r in enumerate(runs, 1):
             if "epoch" in r:

@@ -211,7 +211,7 @@ def test_atoms_trainer_with_a_gpu_builds_the_device_dataset(tmp_path):
 
 @pytest.mark.skipif(simulated(), reason="numba's CUDA simulator has no streams")
 def test_batches_featurized_on_a_side_stream_while_the_default_stream_is_busy(tmp_path):
-    """The loader thread's batches are featurized on a stream of their own
+    """The loader thread's batches are featurized on fastfp's side stream
     (fastfp.gpu.device.side_stream), overlapping the training step on the default
     stream; with the default stream busy, they still equal the CPU's."""
     cpu, device = datasets("gmpordernorm", tmp_path)

@@ -29,8 +29,8 @@ the trainer, took twice as long per epoch on 2 cores (one or two workers, 320 fr
 
 With the model on a GPU (``config["optim"]["gpus"] = 1``, :func:`training_device`) the
 data set featurizes on the GPU (``device="cuda"``): the frames and labels are copied to
-the device once, each batch is gathered and featurized there, on a CUDA stream of the
-loader thread's own, so that it overlaps the training step of the batch before on the
+the device once, each batch is gathered and featurized there, on a CUDA stream other
+than the default one, so that it overlaps the training step of the batch before on the
 default stream (:func:`~fastfp.gpu.device.side_stream`); fingerprints, derivative
 blocks and atomic numbers reach torch by DLPack where they lie (``torch.from_dlpack``,
 no copy), and scaling, the model and the force contraction
@@ -333,8 +333,8 @@ class OnTheFlyDataset(Dataset):
 
     def _read_on_device(self, indices, derivatives: bool):
         """:meth:`_read` on the GPU: the frames ``indices`` gathered and featurized
-        there, on a stream of the calling thread's own (:func:`~fastfp.gpu.device.side_stream`:
-        the loader's thread featurizes the next batch while the training step of the
+        there, on fastfp's side stream (:func:`~fastfp.gpu.device.side_stream`: the
+        loader's thread featurizes the next batch while the training step of the
         current one runs on the default stream); energies and forces gathered there."""
         from ..gpu.device import side_stream
         from ..gpu.featurize import featurize_frames

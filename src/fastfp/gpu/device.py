@@ -128,24 +128,26 @@ def on_device(xp, tables, real):
 
 @contextmanager
 def side_stream():
-    """Queue the GPU work of the ``with`` block (CuPy's and the kernels') on a
-    non-blocking CUDA stream of this thread's own, after the work already queued on the
-    default stream, and wait for it at the end of the block.
+    """Queue the GPU work of the ``with`` block (CuPy's and the kernels') on fastfp's
+    non-blocking CUDA stream, after the work already queued on the default stream, and
+    wait for it at the end of the block.
 
     For work that overlaps what another thread queues meanwhile on the default stream
     (the next training batch featurized during the current training step): the wait at
     the start keeps the stream off device memory that work queued earlier on the default
-    stream may still read (CuPy hands memory freed on this stream back to this stream
-    only), the wait at the end makes the results ready for any stream. Under the
-    simulator there are no streams: the block just runs.
+    stream may still read (CuPy hands memory freed on a stream back to that stream only),
+    the wait at the end makes the results ready for any stream. One stream for the
+    process, so that the memory CuPy keeps for it is reused from one epoch's loader
+    thread to the next. Under the simulator there are no streams: the block just runs.
     """
     if simulated():
         yield
         return
     cupy = array_module()
-    if not hasattr(_LOCAL, "stream"):
-        _LOCAL.stream = cupy.cuda.Stream(non_blocking=True)
-    stream = _LOCAL.stream
+    with _SIDE_LOCK:
+        if "stream" not in _SIDE:
+            _SIDE["stream"] = cupy.cuda.Stream(non_blocking=True)
+    stream = _SIDE["stream"]
     queued = cupy.cuda.Event(disable_timing=True)
     queued.record(cupy.cuda.Stream.null)
     stream.wait_event(queued)
@@ -154,7 +156,8 @@ def side_stream():
     stream.synchronize()
 
 
-_LOCAL = threading.local()
+_SIDE: dict = {}
+_SIDE_LOCK = threading.Lock()
 
 
 def synchronize() -> None:
