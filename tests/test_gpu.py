@@ -166,11 +166,11 @@ def test_gpu_tests_pass_in_the_cuda_simulator():
     output = done.stdout + done.stderr
     assert done.returncode == 0 and " passed" in output, output
     # everything ran but the PTX build (no compiler in the simulator; it runs in this
-    # process), without torch (or torch_geometric) the DLPack check and on-the-fly
-    # training, and without AMPTorch its trainer's device data set
+    # process) and the check of CUDA streams, without torch (or torch_geometric) the
+    # DLPack check and on-the-fly training, and without AMPTorch its trainer's device data set
     skipped = [line for line in output.splitlines() if line.startswith("SKIPPED")]
     assert any("compiles no PTX" in line for line in skipped), output
-    allowed = ("compiles no PTX", "could not import 'torch'", "could not import 'torch_geometric'",
+    allowed = ("compiles no PTX", "has no streams", "could not import 'torch'", "could not import 'torch_geometric'",
                "AMPTorch is not installed")
     assert all(any(reason in line for reason in allowed) for line in skipped), output
 
@@ -178,16 +178,35 @@ def test_gpu_tests_pass_in_the_cuda_simulator():
 @pytest.mark.slow
 def test_gpu_check_script_runs_in_the_cuda_simulator(tmp_path):
     out = tmp_path / "gpu.md"
-    done = _run(["scripts/gpu_check.py", "--simulate", "--frames", "1", "--check-frames", "1",
+    done = _run(["scripts/gpu_check.py", "--simulate", "--frames", "1", "--check-frames", "1", "--runs", "1",
                  "--tests", "neighbour", "--wheels", str(tmp_path / "no-wheels"), "--out", str(out)],
                 FASTFP_NUM_THREADS="2")
     assert done.returncode == 0, done.stdout + done.stderr
     report = out.read_text()
     for expected in ("numba's CUDA simulator on the CPU", "## GPU tests (`tests/gpu`)", "passed in",
-                     "`water-metal`, first 1 frames, 35 atoms", "| GPU, all frames | 1 |",
-                     "CPU / GPU =", "not assessed (simulator)", "largest difference", "## On-the-fly training epoch",
-                     "batch 256, shuffled, on `cpu`", "| one epoch | 1 | 1 |",
-                     "epoch <= 20 s: not assessed (simulator)"):
+                     "`water-metal`, first 1 frames, 35 atoms", "Micro-benchmarks ran in the simulator",
+                     "largest difference", "| GPU, 1 frames with derivatives, float64 (s) |",
+                     "| GPU, the same in float32 (s) |", "| GMP kernel, share of its binding roof (%) |",
+                     "| CPU / GPU (float64) |", "not assessed (simulator)", "### The host's part of a batch",
+                     "| neighbour list |", "| descriptor kernel |", "**the host's part**",
+                     "### The GMP kernel's share of its roof", "Gflop", "### The CPU", "fastest: 1",
+                     "1 thread: ", "2 threads: ", "### The on-the-fly epoch", "on `cpu`", "Run 1: 1 batches in"):
         assert expected in report, expected
-    assert "Incomplete" not in report and "## Error" not in report and "**Failed**" not in report
+    assert "Incomplete" not in report and "## Error" not in report and "**failed**" not in report
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_fp32_error_script_reports_the_errors(tmp_path):
+    pytest.importorskip("torch_geometric", reason="could not import 'torch_geometric' (the 'torch' extra)")
+    out = tmp_path / "fp32.md"
+    done = _run(["scripts/fp32_error.py", "--frames", "3", "--chunk", "2", "--out", str(out)], FASTFP_NUM_THREADS="2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = out.read_text()
+    for expected in ("the first 3 frames of `water-metal`", "| fingerprints | ", "| derivatives (per Å) | ",
+                     "| forces of one model, eV/Å (scaled) | ", "Training loss", "last epoch differs by",
+                     "below AMPTorch's threshold (1e-05): **"):
+        assert expected in report, expected
+    errors = re.search(r"\| fingerprints \| (\S+) \| (\S+) \|", report)
+    assert 0 < float(errors[2]) < 2e-5  # float32, not float64: errors of float32's size
     assert not list(tmp_path.glob(".*tmp"))

@@ -92,7 +92,8 @@ def pack_frames(frames: Sequence, allowed: np.ndarray, *, first_index: int = 0) 
 
     ``allowed`` holds the atomic numbers the descriptor knows; ``first_index`` is
     added to frame numbers in error messages (for frames streamed in chunks).
-    Raises :class:`FrameError` for the first bad frame.
+    Raises :class:`FrameError` for the first bad frame (:func:`check_frame`'s checks, made
+    on the whole batch at once).
     """
     if len(frames) == 0:
         raise ValueError("no frames given")
@@ -108,8 +109,32 @@ def pack_frames(frames: Sequence, allowed: np.ndarray, *, first_index: int = 0) 
         numbers[sl] = atoms.numbers
         cells[k] = atoms.cell.array
         pbc[k] = atoms.pbc
+    packed = PackedFrames(positions, numbers, offsets, cells, pbc)
+    for k in np.flatnonzero(_failing(packed, allowed)):  # check_frame raises for the first
+        sl = slice(offsets[k], offsets[k + 1])
         check_frame(first_index + k, numbers[sl], positions[sl], cells[k], pbc[k], allowed)
-    return PackedFrames(positions, numbers, offsets, cells, pbc)
+    return packed
+
+
+def _failing(packed: PackedFrames, allowed: np.ndarray) -> np.ndarray:
+    """(n_frames,) bool: the frames :func:`check_frame` refuses, found for all frames at
+    once (no frame it refuses is missed)."""
+    counts = np.diff(packed.offsets)
+    bad_atoms = ~np.isfinite(packed.positions).all(axis=1) | ~np.isin(packed.numbers, allowed)
+    failing = (counts == 0) | (np.bincount(np.repeat(np.arange(len(counts)), counts)[bad_atoms],
+                                           minlength=len(counts)) > 0)
+    for pattern in np.unique(packed.pbc, axis=0):  # periodic cell vectors, by pbc pattern
+        n_periodic = int(pattern.sum())
+        if n_periodic == 0:
+            continue
+        frames = np.flatnonzero((packed.pbc == pattern).all(axis=1))
+        periodic = packed.cells[frames][:, pattern]
+        with np.errstate(invalid="ignore", over="ignore"):
+            gram = periodic @ periodic.transpose(0, 2, 1)
+            scale = np.maximum(np.diagonal(gram, axis1=1, axis2=2).max(axis=1), 1e-300)
+            flat = ~(np.abs(np.linalg.det(gram)) > 1e-12 * scale**n_periodic)  # NaN counts as flat
+        failing[frames] |= ~np.isfinite(periodic).all(axis=(1, 2)) | flat
+    return failing
 
 
 def chunks(frames: Iterable, size: int, *, convert: Callable = lambda a: a, max_atoms: int | None = None):

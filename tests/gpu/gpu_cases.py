@@ -92,6 +92,11 @@ DESCRIPTORS = {
 }
 
 
+#: float32 results against the CPU's float64: within this fraction of each value or of
+#: the frame's largest one (every descriptor of :data:`DESCRIPTORS` keeps to 5e-6)
+FLOAT32_RTOL = 2e-5
+
+
 def descriptor(name: str, directory):
     """Descriptor ``name`` of :data:`DESCRIPTORS`, its pseudodensities (two Gaussians per
     element) written to ``directory``."""

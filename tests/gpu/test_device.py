@@ -6,7 +6,7 @@ import pytest
 from ase import Atoms
 from ase.build import molecule
 
-from conftest import load_reference, requires_shared
+from conftest import load_reference, requires_shared, write_pseudodensities
 from fastfp import neighbors
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMP, GMPOrderNorm
@@ -15,8 +15,9 @@ from fastfp.gpu import device
 from fastfp.gpu import gaussian as gpu_gaussian
 from fastfp.gpu import gmp as gpu_gmp
 from fastfp.gpu import neighbors as gpu_neighbors
+from fastfp.gpu.frames import to_device
 from fastfp.kernels.tables import GaussianTables, GMPTables
-from gpu_cases import DESCRIPTORS, ELEMENTS, assert_agree, descriptor, frames, requires_device
+from gpu_cases import DESCRIPTORS, ELEMENTS, FLOAT32_RTOL, assert_agree, descriptor, frames, requires_device
 
 pytestmark = requires_device
 
@@ -58,7 +59,8 @@ def test_neighbour_pairs_match_cpu(self_pairs):
     batch = list(frames().values()) + [_random_periodic(rng, n, cutoff) for n in (2, 7, 12)]
     packed = pack_frames(batch, np.array([1, 6, 8, 29]))
     cpu = neighbors.neighbor_pairs(packed, cutoff, self_pairs=self_pairs)
-    gpu = gpu_neighbors.neighbor_pairs(device.array_module(), packed, cutoff, self_pairs=self_pairs)
+    xp = device.array_module()
+    gpu = gpu_neighbors.neighbor_pairs(xp, to_device(xp, packed), cutoff, self_pairs=self_pairs)
     ptr_c, j_c, v_c = _sorted_pairs(cpu)
     ptr_g, j_g, v_g = _sorted_pairs(gpu)
     np.testing.assert_array_equal(ptr_g, ptr_c)
@@ -77,6 +79,36 @@ def test_featurize_matches_cpu(tmp_path, name):
     assert_agree(desc.featurize(batch, device="cuda"), desc.featurize(batch), where=name)
 
 
+@pytest.mark.parametrize("scheme", ["gmpordernorm", "gaussian"])
+def test_blocks_spanning_chunks_and_chunks_narrower_than_a_warp(tmp_path, scheme):
+    """A block's pairs over several chunks (hundreds of images of one atom in a cell much
+    smaller than the cutoff), and a descriptor too wide for a 32-pair stage in shared
+    memory (chunks of fewer pairs)."""
+    tiny = Atoms("CuO", cell=[[1.9, 0.0, 0.0], [0.3, 2.0, 0.0], [0.2, 0.1, 2.1]], pbc=True,
+                 scaled_positions=[[0.0, 0.0, 0.0], [0.45, 0.5, 0.55]])
+    batch = [tiny, molecule("CH3OH")]
+    gaussians = write_pseudodensities(tmp_path, {el: [(1.5 + k, 0.8 + 0.3 * k)] for k, el in enumerate(ELEMENTS)})
+    if scheme == "gmpordernorm":
+        narrow = GMPOrderNorm({"MCSHs": {"orders": [0, 1, 2, 3], "sigmas": list(np.linspace(0.3, 2.0, 20))},
+                               "cutoff": 5.0, "atom_gaussians": gaussians}, ELEMENTS)
+        wide = GMPOrderNorm({"MCSHs": {"orders": [0, 1, 2], "sigmas": [0.5, 1.0]}, "cutoff": 5.0,
+                             "atom_gaussians": gaussians}, ELEMENTS)
+        sizes = [gpu_gmp.Sizes.of(d.tables, np.float64) for d in (narrow, wide)]
+    else:
+        g2 = {"etas": list(np.linspace(0.05, 4.0, 12)), "rs_s": [0.0, 1.0]}
+        narrow = Gaussian({"default": {"G2": g2, "G4": {"etas": [0.3, 0.9], "zetas": [1.0, 4.0], "gammas": [1.0, -1.0]},
+                                       "cutoff": 4.5}}, ELEMENTS)
+        wide = Gaussian({"default": {"G2": {"etas": [0.5], "rs_s": [0.0]}, "G4": {"etas": [0.3], "zetas": [2.0],
+                                                                               "gammas": [1.0]}, "cutoff": 4.5}},
+                        ELEMENTS)
+        sizes = [gpu_gaussian.Sizes.of(d.tables, d.n_features, np.float64) for d in (narrow, wide)]
+    assert sizes[0].chunk < 32 and sizes[1].chunk == 32
+    n_pairs = np.diff(neighbors.neighbor_pairs(pack_frames([tiny], wide.numbers), wide.cutoff).ptr)
+    assert n_pairs.min() > 2 * 32  # three chunks or more, the images of the other atom over two
+    for desc in (narrow, wide):
+        assert_agree(desc.featurize(batch, device="cuda"), desc.featurize(batch), where=scheme)
+
+
 @requires_shared
 @pytest.mark.parametrize("name", list(REFERENCE_FRAMES))
 def test_reference_frame_matches_cpu(name):
@@ -88,18 +120,27 @@ def test_reference_frame_matches_cpu(name):
     assert_agree(desc.featurize(one, device="cuda"), desc.featurize(one), where=name)
 
 
-def test_without_derivatives_and_in_float32(tmp_path):
+def test_without_derivatives(tmp_path):
     batch = list(frames().values())
     for name in ("GMPOrderNorm", "Gaussian cosine G2 G4"):
         desc = descriptor(name, tmp_path)
-        cpu = desc.featurize(batch)
         plain = desc.featurize(batch, derivatives=False, device="cuda")
         assert not plain.has_derivatives
         assert_agree(plain, desc.featurize(batch, derivatives=False), where=name)
-        single = desc.featurize(batch, device="cuda", result_dtype="float32")
-        assert single.fingerprints.dtype == np.float32 and single.fprimes.dtype == np.float32
-        assert single.fprime_j.dtype == np.int64
-        assert_agree(single, cpu, rtol=1e-6, where=f"{name} float32")
+
+
+@pytest.mark.parametrize("name", list(DESCRIPTORS))
+def test_float32_computes_in_float32(tmp_path, name):
+    desc = descriptor(name, tmp_path)
+    batch = list(frames().values())
+    double = desc.featurize(batch, device="cuda").to_numpy()
+    single = desc.featurize(batch, device="cuda", result_dtype="float32")
+    assert single.fingerprints.dtype == np.float32 and single.fprimes.dtype == np.float32
+    assert single.fprime_j.dtype == np.int64
+    assert_agree(single, desc.featurize(batch), rtol=FLOAT32_RTOL, where=f"{name} float32")
+    # computed in float32, not float64 rounded
+    single = single.to_numpy()
+    assert not np.array_equal(single.fprimes, double.fprimes.astype(np.float32))
 
 
 def test_coo_of_device_results_is_the_cpu_coo(tmp_path):
@@ -133,7 +174,7 @@ def test_a_batch_too_large_for_the_gpu_names_the_size(tmp_path, monkeypatch):
         desc.featurize(batch, device="cuda")
     # room for the pairs but not for the derivative blocks
     n_pairs = len(neighbors.neighbor_pairs(pack_frames(batch, desc.numbers), desc.cutoff, self_pairs=True).j)
-    monkeypatch.setattr(device, "free_bytes", lambda xp: n_pairs * gpu_neighbors.PAIR_BYTES)
+    monkeypatch.setattr(device, "free_bytes", lambda xp: n_pairs * gpu_neighbors.pair_bytes(np.float64))
     with pytest.raises(device.DeviceMemoryError, match=r"the derivatives \([\d,]+ blocks of 192 bytes\)"):
         desc.featurize(batch, device="cuda")
 
@@ -144,9 +185,9 @@ def test_kernels_take_the_descriptor_tables(tmp_path, monkeypatch, derivatives):
     and ``derivatives`` as a bool, as the CPU kernels do (tests/test_tables.py)."""
     seen = []
     for module in (gpu_gmp, gpu_gaussian):
-        def recording(kernel, n, *args, launch=module.launch):
+        def recording(kernel, n, *args, launch=module.launch, **options):
             seen.append([a for a in args if isinstance(a, (GMPTables, GaussianTables, bool))])
-            launch(kernel, n, *args)
+            launch(kernel, n, *args, **options)
 
         monkeypatch.setattr(module, "launch", recording)
     for name in ("GMP square", "Gaussian polynomial G5"):

@@ -207,3 +207,22 @@ def test_atoms_trainer_with_a_gpu_builds_the_device_dataset(tmp_path):
     assert isinstance(dataset, OnTheFlyDataset) and dataset.device == "cuda"
     batch = dataset.batch([0, 1])
     assert batch.fingerprint.device == DEVICE and batch.fprimes.on_torch
+
+
+@pytest.mark.skipif(simulated(), reason="numba's CUDA simulator has no streams")
+def test_batches_featurized_on_a_side_stream_while_the_default_stream_is_busy(tmp_path):
+    """The loader thread's batches are featurized on fastfp's side stream
+    (fastfp.gpu.device.side_stream), overlapping the training step on the default
+    stream; with the default stream busy, they still equal the CPU's."""
+    cpu, device = datasets("gmpordernorm", tmp_path)
+    busy = torch.rand((4096, 4096), device=DEVICE)
+    for _ in range(50):  # tens of milliseconds queued on the default stream
+        busy = torch.tanh(busy @ busy)
+    for indices in ([0, 3, 5, 1], [4, 2]):
+        b_cpu, b_dev = cpu.batch(indices), device.batch(indices)
+        for key in ("fingerprint", "energy", "forces"):
+            assert_close(b_dev[key], b_cpu[key], key)
+        gradients = torch.randn(b_cpu.fingerprint.shape, generator=torch.Generator().manual_seed(1))
+        assert_close(contract_forces(b_dev.fprimes, gradients.to(DEVICE)), contract_forces(b_cpu.fprimes, gradients),
+                     "forces from given gradients")
+    assert torch.isfinite(busy).all()

@@ -28,11 +28,14 @@ the default workload). DataLoader worker processes, which pickle each batch over
 the trainer, took twice as long per epoch on 2 cores (one or two workers, 320 frames).
 
 With the model on a GPU (``config["optim"]["gpus"] = 1``, :func:`training_device`) the
-data set featurizes on the GPU (``device="cuda"``): fingerprints, derivative blocks
-and atomic numbers reach torch by DLPack where they lie (``torch.from_dlpack``, no
-copy), and scaling, the model and the force contraction
-(:class:`~fastfp.amptorch.forces.DerivativeBlocks` of torch tensors) run there: frames
-and labels go to the device, derivatives never leave it. The feature scaler is fitted
+data set featurizes on the GPU (``device="cuda"``): the frames and labels are copied to
+the device once, each batch is gathered and featurized there, on a CUDA stream other
+than the default one, so that it overlaps the training step of the batch before on the
+default stream (:func:`~fastfp.gpu.device.side_stream`); fingerprints, derivative
+blocks and atomic numbers reach torch by DLPack where they lie (``torch.from_dlpack``,
+no copy), and scaling, the model and the force contraction
+(:class:`~fastfp.amptorch.forces.DerivativeBlocks` of torch tensors) run there:
+derivatives never leave the device. The feature scaler is fitted
 on the GPU too (fingerprints only; each chunk's fingerprints come to the host for the
 statistics). Under numba's CUDA simulator the same code runs on NumPy arrays and CPU
 tensors.
@@ -298,17 +301,50 @@ class OnTheFlyDataset(Dataset):
         start = 0
         while start < len(self):
             stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk))))
-            yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
-                                                   device=self.device, amptorch_binning=self.amptorch_binning)
+            if self.device == "cuda":
+                yield self._read_on_device(range(start, stop), derivatives=False)[0]
+            else:
+                yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
+                                                       amptorch_binning=self.amptorch_binning)
             start = stop
 
     def _read(self, indices):
         """``(Fingerprints with derivatives when force training, energies, forces)`` of
         the frames ``indices``: featurized here, on :attr:`device`."""
+        if self.device == "cuda":
+            return self._read_on_device(indices, derivatives=self.forcetraining)
         packed, energies, forces = self.frames.select(indices)
-        fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining, device=self.device,
+        fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining,
                                                amptorch_binning=self.amptorch_binning)
         return fps, energies, forces
+
+    @functools.cached_property
+    def _on_device(self):
+        """``(array module, DeviceFrames, energies, forces)``: the frames and labels copied
+        to the device once (labels as torch tensors there, forces None without force
+        training); later changes to the images do not reach them."""
+        from ..gpu.device import array_module
+        from ..gpu.frames import to_device
+
+        xp = array_module()
+        labels = (self.frames.energies, self.frames.forces)
+        energies, forces = (None if a is None else torch.from_dlpack(xp.asarray(a)) for a in labels)
+        return xp, to_device(xp, self.frames.frames), energies, forces
+
+    def _read_on_device(self, indices, derivatives: bool):
+        """:meth:`_read` on the GPU: the frames ``indices`` gathered and featurized
+        there, on fastfp's side stream (:func:`~fastfp.gpu.device.side_stream`: the
+        loader's thread featurizes the next batch while the training step of the
+        current one runs on the default stream); energies and forces gathered there."""
+        from ..gpu.device import side_stream
+        from ..gpu.featurize import featurize_frames
+
+        xp, frames, energies, forces = self._on_device
+        with side_stream():
+            batch, atoms = frames.select(xp, indices)
+            fps = featurize_frames(self.descriptor, batch, derivatives=derivatives, result_dtype=np.dtype(np.float64))
+        frame_index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=energies.device)
+        return fps, energies[frame_index], None if forces is None else forces[torch.from_dlpack(atoms)]
 
     def _rows(self, fps) -> torch.Tensor:
         """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype,
@@ -341,8 +377,8 @@ class OnTheFlyDataset(Dataset):
         fingerprints, scale = scale_fingerprints(self.feature_scaler, fingerprints, numbers)
         offsets = torch.from_dlpack(fps.offsets)
         counts = torch.diff(offsets)
-        targets = SimpleNamespace(energy=torch.tensor(energies, dtype=dtype, device=device),
-                                  forces=None if forces is None else torch.tensor(forces, dtype=dtype, device=device))
+        targets = SimpleNamespace(energy=_tensor(energies, dtype, device),
+                                  forces=None if forces is None else _tensor(forces, dtype, device))
         self.target_scaler.norm([targets], disable_tqdm=True)  # AMPTorch's arithmetic, on the whole batch at once
         batch = Batch(fingerprint=fingerprints, atomic_numbers=numbers, energy=targets.energy,
                       batch=torch.repeat_interleave(torch.arange(len(counts), device=device), counts,
@@ -365,6 +401,14 @@ class OnTheFlyDataset(Dataset):
         collate = functools.partial(collate_for_trainer, self)
         return {"iterator_train": AheadLoader, "iterator_valid": AheadLoader,
                 "iterator_train__collate_fn": collate, "iterator_valid__collate_fn": collate}
+
+
+def _tensor(values, dtype, device) -> torch.Tensor:
+    """``values`` (a NumPy array, or a tensor on ``device`` gathered for this batch) as a
+    new tensor of ``dtype`` on ``device``."""
+    if isinstance(values, torch.Tensor):
+        return values.to(dtype)
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 class StoreDataset(OnTheFlyDataset):

@@ -80,7 +80,8 @@ class Descriptor(ABC):
         :class:`~fastfp.fingerprints.Fingerprints`). ``first_index`` offsets frame numbers in
         error messages. ``device="cuda"`` computes on the current CUDA GPU and returns CuPy
         arrays there (:func:`fastfp.gpu.featurize.featurize_packed`); ``result_dtype``
-        float32 (GPU only; the kernels compute in float64) halves their memory. ``amptorch_binning`` (CPU only)
+        float32 (GPU only) computes in float32: half the memory, and the speed of GPUs
+        whose float64 is slow. ``amptorch_binning`` (CPU only)
         drops the pairs of atoms AMPTorch's own neighbour search misses
         (:func:`~fastfp.neighbors.amptorch_binning_mask`), for AMPTorch's numbers one to
         one. Raises :class:`~fastfp.frames.FrameError` naming a bad frame, ``ValueError``

@@ -5,7 +5,8 @@ a GPU, NumPy under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, which run
 GPU thread in Python, for tests). Nothing here is imported by ``import fastfp`` or by the
 CPU path; CuPy and numba-cuda are needed only once ``device="cuda"`` is asked for.
 
-Modules: :mod:`.device` (which array module, errors, memory), :mod:`.neighbors` (batched
-neighbour list), :mod:`.blocks` (derivative block layout), :mod:`.gmp` and
+Modules: :mod:`.device` (which array module, errors, memory, launches), :mod:`.frames`
+(frames packed on the device), :mod:`.neighbors` (batched neighbour list and derivative
+block layout), :mod:`.blocks` (writing blocks from a warp), :mod:`.gmp` and
 :mod:`.gaussian` (descriptor kernels), :mod:`.featurize` (the driver).
 """

@@ -9,6 +9,8 @@ raises :class:`DeviceError`.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -88,10 +90,74 @@ def check_room(xp, nbytes: int, what: str) -> None:
         )
 
 
-def launch(kernel, n_threads: int, *args) -> None:
-    """Run ``kernel`` on ``n_threads`` threads (at least one block) with ``args``."""
-    blocks = max(1, -(-n_threads // THREADS_PER_BLOCK))
-    kernel[blocks, THREADS_PER_BLOCK](*args)
+def launch(kernel, n_threads: int, *args, threads_per_block: int = THREADS_PER_BLOCK) -> None:
+    """Run ``kernel`` on ``n_threads`` threads (at least one block of
+    ``threads_per_block``) with ``args``, on CuPy's current stream."""
+    blocks = max(1, -(-n_threads // threads_per_block))
+    kernel[blocks, threads_per_block, _stream()](*args)
+
+
+def _stream():
+    """numba's handle of CuPy's current stream (0, the default stream, under the simulator)."""
+    if simulated():
+        return 0
+    import cupy
+    from numba import cuda
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    if ptr not in _STREAMS:
+        _STREAMS[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    return _STREAMS[ptr]
+
+
+_STREAMS: dict = {}
+#: tables on the device, by (id of the host tables, floating type): (host tables, device tables)
+_TABLES: dict = {}
+
+
+def on_device(xp, tables, real):
+    """The kernel ``tables`` (:mod:`fastfp.kernels.tables`) on the device, floating values
+    in ``real``, copied once per tables and type (the last few kept)."""
+    key = (id(tables), np.dtype(real).name, id(xp))
+    if key not in _TABLES or _TABLES[key][0] is not tables:
+        if len(_TABLES) >= 8:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[key] = (tables, tables.on(xp, real))
+    return _TABLES[key][1]
+
+
+@contextmanager
+def side_stream():
+    """Queue the GPU work of the ``with`` block (CuPy's and the kernels') on fastfp's
+    non-blocking CUDA stream, after the work already queued on the default stream, and
+    wait for it at the end of the block.
+
+    For work that overlaps what another thread queues meanwhile on the default stream
+    (the next training batch featurized during the current training step): the wait at
+    the start keeps the stream off device memory that work queued earlier on the default
+    stream may still read (CuPy hands memory freed on a stream back to that stream only),
+    the wait at the end makes the results ready for any stream. One stream for the
+    process, so that the memory CuPy keeps for it is reused from one epoch's loader
+    thread to the next. Under the simulator there are no streams: the block just runs.
+    """
+    if simulated():
+        yield
+        return
+    cupy = array_module()
+    with _SIDE_LOCK:
+        if "stream" not in _SIDE:
+            _SIDE["stream"] = cupy.cuda.Stream(non_blocking=True)
+    stream = _SIDE["stream"]
+    queued = cupy.cuda.Event(disable_timing=True)
+    queued.record(cupy.cuda.Stream.null)
+    stream.wait_event(queued)
+    with stream:
+        yield
+    stream.synchronize()
+
+
+_SIDE: dict = {}
+_SIDE_LOCK = threading.Lock()
 
 
 def synchronize() -> None:

@@ -1,62 +1,99 @@
 """Gaussian (Behler-Parrinello) symmetry functions and derivatives on the GPU.
 
-The CPU kernel's loops (:mod:`fastfp.kernels.gaussian`) with one GPU thread per centre
-atom, the formulas shared through :mod:`fastfp.kernels.formulas`, the tables the same
-:class:`~fastfp.kernels.tables.GaussianTables`. A thread first computes per pair the
-distance, f_c, (df_c/dr) / r and exp(-eta r^2) of each radial group into device arrays
-(the CPU kernel's per-centre scratch), then the G2 terms, then the triplets j < k. It
-owns its centre's fingerprint row and derivative blocks, so no two threads write the
-same place. Pairs with j = i (images of i) add to and subtract from the own block alike
-and are skipped.
+The mathematics is :mod:`fastfp.kernels.gaussian`'s, the per-pair and per-triplet
+formulas the shared ones of :mod:`fastfp.kernels.formulas`, the tables the descriptor's
+:class:`~fastfp.kernels.tables.GaussianTables`.
+
+Work split: one warp per centre atom, several per thread block. The lanes first compute
+each pair's terms once (distance, f_c, (df_c/dr) / r, exp(-eta r^2) of each radial
+group) into device arrays; then they take the pairs in chunks of consecutive pairs, one
+per lane. A lane adds its pair's G2 terms and the triplets it makes with every other pair
+of the centre: the fingerprint terms of the triplets with the later pair (each triplet
+once), the derivative by its own pair vector of all of them, into its column of the
+warp's stage in shared memory; :mod:`.blocks` writes the chunk's blocks, coalesced. A
+triplet's terms are computed by the lanes of both its pairs, so that each lane writes
+only its own column (no atomics; results do not depend on scheduling). The lanes' sums
+of the fingerprint row are added at the end.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
-from numba import cuda, float64
+import numpy as np
+from numba import cuda
 
-from ..kernels.formulas import (
-    angular_term, cutoff_function, g2_term, triplet_coefficients, triplet_geometry, triplet_radial,
-)
-from .device import check_room, launch
+from ..kernels.formulas import (angular_term, cutoff_function, g2_term, like, triplet_coefficients,
+                                triplet_geometry, triplet_radial)
+from .blocks import WARP, fit_shared, flush_chunk, subtract_columns, sync_warp, write_own
+from .device import check_room, launch, on_device
 
 SELF_PAIRS = False
 
 
-@cuda.jit(device=True)
-def _add(fprimes, blk, own, col, dx, dy, dz):
-    """d/dD of one feature into block ``blk`` and, negated, into the centre's own block."""
-    if blk == own:
-        return
-    fprimes[blk, col, 0] += dx
-    fprimes[blk, col, 1] += dy
-    fprimes[blk, col, 2] += dz
-    fprimes[own, col, 0] -= dx
-    fprimes[own, col, 1] -= dy
-    fprimes[own, col, 2] -= dz
+class Sizes(NamedTuple):
+    """The sizes a Gaussian kernel is compiled for (its shared and local arrays)."""
+
+    n_features: int
+    max_radial: int  # radial groups of any element (at least 1)
+    max_angular: int  # angular groups of any element (at least 1)
+    real: str  # "float64" or "float32": the type the kernel computes in
+    warps: int  # centres per thread block
+    chunk: int  # pairs per chunk (stage columns)
+
+    @classmethod
+    def of(cls, tables, n_features: int, real) -> "Sizes":
+        """The sizes for the host ``tables`` of a descriptor with ``n_features`` columns,
+        computing in ``real`` (:func:`~fastfp.gpu.blocks.fit_shared` chooses warps and chunk)."""
+        item = np.dtype(real).itemsize
+        warps, chunk = fit_shared(0, item * 6 * n_features, item * 3 * n_features,
+                                  f"Gaussian descriptor ({n_features} features, {np.dtype(real).name})")
+        return cls(n_features, tables.max_radial_groups, tables.max_angular_groups, np.dtype(real).name, warps, chunk)
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(max_rad: int, max_ang: int):
-    """The Gaussian kernel for at most ``max_rad`` radial and ``max_ang`` angular groups
-    per element (sizes of per-thread arrays, fixed at compile time)."""
+def kernel(sizes: Sizes):
+    """The Gaussian kernel for ``sizes`` (their arrays are fixed at compile time)."""
+    real = getattr(np, sizes.real)
+    W = sizes.warps
+    CH = sizes.chunk
+    N_FEAT = sizes.n_features
+    WIDTH = 3 * N_FEAT
+    N_OWN = -(-WIDTH // WARP)
+    # array shapes as single names: numba takes a shared or local array's shape only as a constant
+    STAGE = (W * WIDTH, CH + 1)
+    N_CARRY = W * 2 * WIDTH
+    N_RAD = sizes.max_radial
+    N_ANG = sizes.max_angular
 
-    def gaussian(ptr, pair_block, block_ptr, species, nbr_species, vectors, tables, derivatives,
+    def gaussian(ptr, pair_j, vectors, species, pair_block, block_pair, block_ptr, tables, derivatives,
                  dist, fc, dfc_r, expo, fp, fprimes):
         t = tables
-        i = cuda.grid(1)
+        thread = cuda.threadIdx.x
+        lane = thread % WARP
+        w = thread // WARP
+        stage = cuda.shared.array(STAGE, real)
+        carry = cuda.shared.array(N_CARRY, real)
+        rad = cuda.local.array(N_RAD, real)
+        rad_j = cuda.local.array(N_RAD, real)
+        rad_k = cuda.local.array(N_RAD, real)
+        rad_jk = cuda.local.array(N_RAD, real)
+        ang = cuda.local.array(N_ANG, real)
+        dang = cuda.local.array(N_ANG, real)
+        row = cuda.local.array(N_FEAT, real)  # the lane's share of the fingerprint row
+        own = cuda.local.array(N_OWN, real)
+
+        i = cuda.blockIdx.x * W + w
         if i >= len(ptr) - 1:
             return
-        rad = cuda.local.array(max_rad, float64)
-        rad_j = cuda.local.array(max_rad, float64)
-        rad_k = cuda.local.array(max_rad, float64)
-        rad_jk = cuda.local.array(max_rad, float64)
-        ang = cuda.local.array(max_ang, float64)
-        dang = cuda.local.array(max_ang, float64)
+        start = ptr[i]
+        end = ptr[i + 1]
+        row0 = w * WIDTH
         e = species[i]
         rc = t.cutoffs[e]
+        zero = like(rc, 0.0)
         n_sp = len(t.cutoffs)
         r0 = t.rad_ptr[e]
         n_rad = t.rad_ptr[e + 1] - r0
@@ -65,86 +102,125 @@ def kernel(max_rad: int, max_ang: int):
         only_g4 = True
         for g in range(n_rad):
             only_g4 = only_g4 and t.rad_g4[r0 + g]
-        own = -1
-        if derivatives:
-            own = block_ptr[i]
 
-        for p in range(ptr[i], ptr[i + 1]):
-            x = vectors[p, 0]
-            y = vectors[p, 1]
-            z = vectors[p, 2]
+        # each pair's terms, once
+        for q in range(start + lane, end, WARP):
+            x = vectors[q, 0]
+            y = vectors[q, 1]
+            z = vectors[q, 2]
             r = math.sqrt(x * x + y * y + z * z)
-            dist[p] = r
-            if r >= rc:
-                continue
-            f, df = cutoff_function(r, rc, t.cutoff_kind, t.cutoff_gamma)
-            fc[p] = f
-            dfc_r[p] = df / r
-            for g in range(n_rad):
-                expo[p, g] = math.exp(-t.rad_eta[r0 + g] * r * r)
-            key = e * n_sp + nbr_species[p]
-            for m in range(t.g2_ptr[key], t.g2_ptr[key + 1]):
-                value, slope = g2_term(t.g2_eta[m], t.g2_rs[m], r, f, df)
-                col = t.g2_col[m]
-                fp[i, col] += value
-                if derivatives:
-                    _add(fprimes, pair_block[p], own, col, slope * x, slope * y, slope * z)
-
-        for pj in range(ptr[i], ptr[i + 1]):
-            rj = dist[pj]
-            if rj >= rc:
-                continue
-            tj = nbr_species[pj]
-            for pk in range(pj + 1, ptr[i + 1]):
-                rk = dist[pk]
-                if rk >= rc:
-                    continue
-                tk = nbr_species[pk]
-                key = (e * n_sp + min(tj, tk)) * n_sp + max(tj, tk)
-                if t.tri_ptr[key] == t.tri_ptr[key + 1]:
-                    continue
-                rjk, rjk2, cos, fcjk, dfcjk = triplet_geometry(
-                    vectors, pj, pk, rj, rk, rc, only_g4, t.cutoff_kind, t.cutoff_gamma
-                )
-                if rjk < 0.0:
-                    continue
+            dist[q] = r
+            if r < rc:
+                f, df = cutoff_function(r, rc, t.cutoff_kind, t.cutoff_gamma)
+                fc[q] = f
+                dfc_r[q] = df / r
                 for g in range(n_rad):
-                    rad[g], rad_j[g], rad_k[g], rad_jk[g] = triplet_radial(
-                        t.rad_g4[r0 + g], t.rad_eta[r0 + g], expo[pj, g] * expo[pk, g], fc[pj], fc[pk],
-                        dfc_r[pj], dfc_r[pk], rjk, rjk2, fcjk, dfcjk,
-                    )
-                for h in range(n_ang):
-                    ang[h], dang[h] = angular_term(
-                        t.ang_zeta[a0 + h], t.ang_lambda[a0 + h], t.ang_norm[a0 + h], t.ang_int_power[a0 + h], cos
-                    )
-                for m in range(t.tri_ptr[key], t.tri_ptr[key + 1]):
-                    col = t.tri_col[m]
-                    g = t.tri_rad[m] - r0
-                    h = t.tri_ang[m] - a0
-                    fp[i, col] += ang[h] * rad[g]
-                    if not derivatives:
-                        continue
-                    cj, ck, cx = triplet_coefficients(ang[h], dang[h], rad[g], rad_j[g], rad_k[g], rad_jk[g], cos, rj, rk)
-                    _add(fprimes, pair_block[pj], own, col,
-                         cj * vectors[pj, 0] + cx * vectors[pk, 0],
-                         cj * vectors[pj, 1] + cx * vectors[pk, 1],
-                         cj * vectors[pj, 2] + cx * vectors[pk, 2])
-                    _add(fprimes, pair_block[pk], own, col,
-                         cx * vectors[pj, 0] + ck * vectors[pk, 0],
-                         cx * vectors[pj, 1] + ck * vectors[pk, 1],
-                         cx * vectors[pj, 2] + ck * vectors[pk, 2])
+                    expo[q, g] = math.exp(-t.rad_eta[r0 + g] * r * r)
+        sync_warp()
+
+        for k in range(N_FEAT):
+            row[k] = zero
+        for k in range(N_OWN):
+            own[k] = zero
+        own_block = -1
+        if derivatives:
+            own_block = block_ptr[i]
+        chunk = 0
+        for p0 in range(start, end, CH):
+            n_cols = min(CH, end - p0)
+            if lane < n_cols:
+                q = p0 + lane
+                if derivatives:
+                    for k in range(WIDTH):
+                        stage[row0 + k, lane] = zero
+                moves = derivatives and pair_block[q] != own_block  # pairs of i with itself do not
+                rj = dist[q]
+                tj = species[pair_j[q]]
+                if rj < rc:
+                    key = e * n_sp + tj
+                    for m in range(t.g2_ptr[key], t.g2_ptr[key + 1]):
+                        value, slope = g2_term(t.g2_eta[m], t.g2_rs[m], rj, fc[q], dfc_r[q] * rj)
+                        col = t.g2_col[m]
+                        row[col] += value
+                        if moves:
+                            for xyz in range(3):
+                                stage[row0 + 3 * col + xyz, lane] += slope * vectors[q, xyz]
+                    for pk in range(start, end):
+                        rk = dist[pk]
+                        if pk == q or rk >= rc:
+                            continue
+                        tk = species[pair_j[pk]]
+                        key = (e * n_sp + min(tj, tk)) * n_sp + max(tj, tk)
+                        if t.tri_ptr[key] == t.tri_ptr[key + 1]:
+                            continue
+                        pa = min(q, pk)  # the triplet as the CPU kernel takes it: pair a before pair b
+                        pb = max(q, pk)
+                        ra = dist[pa]
+                        rb = dist[pb]
+                        rab, rab2, cos, fcab, dfcab = triplet_geometry(vectors, pa, pb, ra, rb, rc, only_g4,
+                                                                       t.cutoff_kind, t.cutoff_gamma)
+                        if rab < zero:
+                            continue
+                        for g in range(n_rad):
+                            rad[g], rad_j[g], rad_k[g], rad_jk[g] = triplet_radial(
+                                t.rad_g4[r0 + g], t.rad_eta[r0 + g], expo[pa, g] * expo[pb, g], fc[pa], fc[pb],
+                                dfc_r[pa], dfc_r[pb], rab, rab2, fcab, dfcab,
+                            )
+                        for h in range(n_ang):
+                            ang[h], dang[h] = angular_term(t.ang_zeta[a0 + h], t.ang_lambda[a0 + h],
+                                                           t.ang_norm[a0 + h], t.ang_int_power[a0 + h], cos)
+                        for m in range(t.tri_ptr[key], t.tri_ptr[key + 1]):
+                            col = t.tri_col[m]
+                            g = t.tri_rad[m] - r0
+                            h = t.tri_ang[m] - a0
+                            if pk > q:
+                                row[col] += ang[h] * rad[g]
+                            if not moves:
+                                continue
+                            ca, cb, cx = triplet_coefficients(ang[h], dang[h], rad[g], rad_j[g], rad_k[g], rad_jk[g],
+                                                              cos, ra, rb)
+                            if q == pa:  # d/dD_a = c_a D_a + c_x D_b, d/dD_b = c_x D_a + c_b D_b
+                                cb = cx
+                            else:
+                                ca = cx
+                            for xyz in range(3):
+                                stage[row0 + 3 * col + xyz, lane] += ca * vectors[pa, xyz] + cb * vectors[pb, xyz]
+            sync_warp()
+            if derivatives:
+                subtract_columns(stage, row0, WIDTH, n_cols, lane, own)
+                flush_chunk(stage, row0, WIDTH, p0, n_cols, lane, pair_block, block_pair, own_block, fprimes, carry,
+                            (2 * w + chunk % 2) * WIDTH, (2 * w + 1 - chunk % 2) * WIDTH)
+                sync_warp()
+            chunk += 1
+
+        # the fingerprint row: the lanes' shares added through the stage
+        if lane < CH:
+            for k in range(N_FEAT):
+                stage[row0 + k, lane] = row[k]
+        sync_warp()
+        for f in range(lane, N_FEAT, WARP):
+            total = stage[row0 + f, 0]
+            for col in range(1, CH):
+                total += stage[row0 + f, col]
+            fp[i, f] = total
+        if derivatives:
+            write_own(fprimes, own_block, WIDTH, lane, own)
 
     return cuda.jit(gaussian)
 
 
-def run(xp, tables, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes) -> None:
+def run(xp, tables, species, pairs, derivatives, fp, fprimes) -> None:
     """Fill ``fp`` (n_atoms, n_features) and, with ``derivatives``, ``fprimes``
-    (n_blocks, n_features, 3), both zeroed, from the
+    (n_blocks, n_features, 3), computing in their type (float64 or float32), from the
     :class:`~fastfp.kernels.tables.GaussianTables` ``tables`` of a Gaussian descriptor;
-    ``species`` (n_atoms,) are the atoms' indices into its ``elements``."""
-    max_rad, max_ang = tables.max_radial_groups, tables.max_angular_groups
+    ``species`` (n_atoms,) are the atoms' indices into its ``elements``, ``pairs`` a
+    :class:`~fastfp.gpu.neighbors.DevicePairs` (with blocks if ``derivatives``). Raises
+    ``ValueError`` for a descriptor whose kernel would not fit in shared memory."""
+    sizes = Sizes.of(tables, fp.shape[1], fp.dtype)
     n_pairs = len(pairs.j)
-    check_room(xp, n_pairs * (3 + max_rad) * 8, f"per-pair scratch ({n_pairs:,} pairs)")
-    scratch = [xp.empty(n_pairs), xp.empty(n_pairs), xp.empty(n_pairs), xp.empty((n_pairs, max_rad))]
-    launch(kernel(max_rad, max_ang), fp.shape[0], pairs.ptr, pair_block, block_ptr, species, species[pairs.j],
-           pairs.vectors, tables.on(xp), derivatives, *scratch, fp, fprimes)
+    check_room(xp, n_pairs * (3 + sizes.max_radial) * fp.itemsize, f"per-pair scratch ({n_pairs:,} pairs)")
+    scratch = [xp.empty(n_pairs, dtype=fp.dtype) for _ in range(3)] + [xp.empty((n_pairs, sizes.max_radial),
+                                                                             dtype=fp.dtype)]
+    launch(kernel(sizes), len(fp) * WARP, pairs.ptr, pairs.j, pairs.vectors, species, pairs.pair_block,
+           pairs.block_pair, pairs.block_ptr, on_device(xp, tables, fp.dtype), bool(derivatives), *scratch, fp,
+           fprimes.reshape(-1), threads_per_block=sizes.warps * WARP)

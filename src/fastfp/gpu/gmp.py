@@ -1,188 +1,275 @@
-"""GMP and GMPOrderNorm fingerprints and derivatives on the GPU.
+"""GMP-family fingerprints (GMPOrderNorm, GMP) and derivatives on the GPU.
 
-The mathematics and the tables are those of the CPU kernel (:mod:`fastfp.kernels.gmp`;
-the descriptor's :class:`~fastfp.kernels.tables.GMPTables`); the overlap factors and
-the feature formulas are the shared ones of :mod:`fastfp.kernels.formulas`.
+The mathematics is :mod:`fastfp.kernels.gmp`'s, the per-pair formulas the shared ones of
+:mod:`fastfp.kernels.formulas` (:func:`~fastfp.kernels.formulas.gmp_radial`,
+:func:`~fastfp.kernels.formulas.gmp_pieces`, ...), the tables the descriptor's
+:class:`~fastfp.kernels.tables.GMPTables`.
 
-Work split: one GPU thread per (centre atom, probe sigma). Every feature draws on the
-channels of one probe, so a thread owns a disjoint set of fingerprint columns and of
-derivative entries, and no two threads write the same place (no atomics, results do
-not depend on scheduling). A thread makes two passes over its centre's pairs: the first
-sums the channels mu_c of its probe, then its features follow; the second (with
-derivatives) recomputes each pair's radial and angular parts and adds
-d feature / dD_q to the pair's block, and minus the sum to the centre's own block.
-Pairs with j = i (the self pair and images of i) add to and subtract from the own
-block alike and are skipped.
+Work split: one warp per centre atom, its lanes on neighbouring pairs (a chunk of up to 32
+consecutive pairs at a time), several warps per thread block sharing the per-pair tables
+(overlap factors, polynomial terms, derivative terms) copied into shared memory. Two
+passes over the centre's pairs:
+
+1. Each lane computes its pair's radial factors R_sr for every probe (one exp per probe
+   and Gaussian) and its pieces Q_p, into a column of the warp's *stage* in shared
+   memory; then the lanes switch to channels and add the chunk's columns into mu_c (each
+   lane owns its channels: no atomics). The lanes then compute the features, one each,
+   write the fingerprint row, and leave d feature / d mu_c (times the feature's slope) in
+   shared memory.
+2. With derivatives, each lane computes its pair's R_sr, dR_sr/dr^2, Q_p and grad Q_p and
+   contracts them into d feature / dD in its stage column; :mod:`.blocks` writes the
+   chunk's blocks, coalesced, and the centre's own block at the end.
+
+Pass 2 computes the pair's terms again rather than keeping pass 1's: kept, they would be
+2 (n_probes n_slots + 4 n_pieces) values per pair (960 bytes for the benchmark
+descriptor in float64) in device memory or in a shared memory that would hold a few
+warps per multiprocessor, against the per-pair block of 3 n_features values this kernel
+exists to write. Results do not depend on scheduling (every sum has a fixed order).
 """
 
 from __future__ import annotations
 
 import functools
-import math
+from typing import NamedTuple
 
-from numba import cuda, float64
+import numpy as np
+from numba import cuda, int32
 
-from ..kernels.formulas import channel_slope, channel_term, feature_value
-from .device import launch
+from ..kernels.formulas import (channel_slope, channel_term, feature_value, gmp_channel_overlap, gmp_pair_fprime,
+                                gmp_pieces, gmp_radial, like)
+from .blocks import WARP, fit_shared, flush_chunk, subtract_columns, sync_warp, write_own
+from .device import launch, on_device
 
 SELF_PAIRS = True  # an atom's own pseudodensity counts
 
 
-@cuda.jit(device=True)
-def _pair(q, s, vectors, nbr_species, tables, radial, dradial, hx, hy, hz):
-    """Pair q seen by probe s: R_sr (``radial[r]``) and dR_sr/d(r^2) (``dradial[r]``),
-    the powers x^a, y^a, z^a (a < ``len(hx)``) of its vector D; returns D."""
-    gauss_ptr, c2tab, pref = tables.gauss_ptr, tables.overlap_c2, tables.overlap_pref
-    x = vectors[q, 0]
-    y = vectors[q, 1]
-    z = vectors[q, 2]
-    r2 = x * x + y * y + z * z
-    t = nbr_species[q]
-    for r in range(pref.shape[2]):
-        radial[r] = 0.0
-        dradial[r] = 0.0
-    for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
-        c2 = c2tab[s, g]
-        decay = math.exp(c2 * r2)
-        for r in range(pref.shape[2]):
-            f = pref[s, g, r] * decay
-            radial[r] += f
-            dradial[r] += f * c2
-    hx[0] = 1.0
-    hy[0] = 1.0
-    hz[0] = 1.0
-    for a in range(1, len(hx)):
-        hx[a] = hx[a - 1] * x
-        hy[a] = hy[a - 1] * y
-        hz[a] = hz[a - 1] * z
-    return x, y, z
+class Sizes(NamedTuple):
+    """The sizes a GMP kernel is compiled for (its shared and local arrays)."""
+
+    n_probes: int
+    n_gaussians: int
+    n_slots: int
+    n_pieces: int
+    n_terms: int
+    n_powers: int  # largest exponent + 1
+    n_elements: int
+    n_channels: int
+    n_features: int
+    n_members: int
+    n_fprime_terms: int
+    real: str  # "float64" or "float32": the type the kernel computes in
+    warps: int  # centres per thread block
+    chunk: int  # pairs per chunk (stage columns): the lanes computing a pair each
+
+    @property
+    def stage_rows(self) -> int:
+        """Rows of a warp's stage: pass 1's R_sr and Q_p, pass 2's d feature / dD."""
+        return max(self.n_probes * self.n_slots + self.n_pieces, 3 * self.n_features)
+
+    @classmethod
+    def of(cls, tables, real) -> "Sizes":
+        """The sizes for the host ``tables`` computing in ``real``
+        (:func:`~fastfp.gpu.blocks.fit_shared` chooses warps and chunk)."""
+        n_probes, n_gaussians, n_slots = tables.overlap_pref.shape
+        n_terms, n_pieces, n_elements = len(tables.term_coef), len(tables.piece_slot), len(tables.gauss_ptr) - 1
+        n_channels, n_features, n_members = len(tables.chan_comp), tables.n_features, len(tables.feat_chan)
+        n_fprime_terms = len(tables.fprime_term_slot)
+        item = np.dtype(real).itemsize
+        table_bytes = (item * (n_probes * n_gaussians * (1 + n_slots) + n_terms)
+                       + 4 * (3 * n_terms + 2 * n_pieces + n_elements + n_features + n_channels + 3 * n_fprime_terms
+                              + 3))
+        stage_rows = max(n_probes * n_slots + n_pieces, 3 * n_features)
+        warps, chunk = fit_shared(table_bytes, item * (n_channels + n_members + 6 * n_features), item * stage_rows,
+                                  f"GMP descriptor ({n_features} features, {np.dtype(real).name})")
+        return cls(n_probes, n_gaussians, n_slots, n_pieces, n_terms, tables.max_degree + 1, n_elements, n_channels,
+                   n_features, n_members, n_fprime_terms, np.dtype(real).name, warps, chunk)
 
 
 @cuda.jit(device=True)
-def _piece(p, tables, hx, hy, hz, gradient):
-    """Q_p(D) and, with ``gradient`` (else zeros), its gradient (x, y, z) from the powers of D."""
-    piece_ptr, term_coef, term_exp = tables.piece_ptr, tables.term_coef, tables.term_exp
-    v = 0.0
-    gx = 0.0
-    gy = 0.0
-    gz = 0.0
-    for m in range(piece_ptr[p], piece_ptr[p + 1]):
-        c = term_coef[m]
-        a = term_exp[m, 0]
-        b = term_exp[m, 1]
-        e = term_exp[m, 2]
-        v += c * hx[a] * hy[b] * hz[e]
-        if not gradient:
-            continue
-        if a > 0:
-            gx += c * a * hx[a - 1] * hy[b] * hz[e]
-        if b > 0:
-            gy += c * b * hx[a] * hy[b - 1] * hz[e]
-        if e > 0:
-            gz += c * e * hx[a] * hy[b] * hz[e - 1]
-    return v, gx, gy, gz
+def _copy(dst, src, thread, n_threads):
+    for k in range(thread, len(dst), n_threads):
+        dst[k] = src[k]
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(max_chan: int, max_feat: int, n_slots: int, n_powers: int):
-    """The GMP kernel for at most ``max_chan`` channels and ``max_feat`` features per
-    probe, ``n_slots`` slots and term exponents below ``n_powers`` (sizes of per-thread
-    arrays, fixed at compile time)."""
+def kernel(sizes: Sizes):
+    """The GMP kernel for ``sizes`` (their arrays are fixed at compile time)."""
+    real = getattr(np, sizes.real)
+    W = sizes.warps
+    CH = sizes.chunk
+    ROWS = sizes.stage_rows
+    N_GAUSS = sizes.n_gaussians
+    N_SLOTS = sizes.n_slots
+    N_PS = sizes.n_probes * N_SLOTS
+    N_GAUSS_ALL = sizes.n_probes * N_GAUSS
+    N_PREF = N_GAUSS_ALL * N_SLOTS
+    N_TERMS = sizes.n_terms
+    N_PIECES = sizes.n_pieces
+    N_POW = sizes.n_powers
+    N_EL = sizes.n_elements
+    N_CHAN = sizes.n_channels
+    N_FEAT = sizes.n_features
+    N_MEM = sizes.n_members
+    N_FT = sizes.n_fprime_terms
+    WIDTH = 3 * N_FEAT
+    N_OWN = -(-WIDTH // WARP)
+    # array shapes as single names: numba takes a shared or local array's shape only as a constant
+    N_POWERS = 3 * N_TERMS
+    N_PIECE_PTR = N_PIECES + 1
+    N_GRAD = 3 * N_PIECES
+    N_GAUSS_PTR = N_EL + 1
+    N_FT_PTR = N_FEAT + 1
+    STAGE = (W * ROWS, CH + 1)
+    N_MU = W * N_CHAN
+    N_WEIGHT = W * N_MEM
+    N_CARRY = W * 2 * WIDTH
 
-    def gmp(ptr, pair_block, block_ptr, nbr_species, vectors, tables, derivatives, fp, fprimes):
+    def gmp(ptr, pair_j, vectors, species, pair_block, block_pair, block_ptr, tables, derivatives, fp, fprimes):
         t = tables
-        n_probe = len(t.chan_ptr) - 1
-        thread = cuda.grid(1)
-        i = thread // n_probe
+        thread = cuda.threadIdx.x
+        lane = thread % WARP
+        w = thread // WARP
+        # the per-pair tables, shared by the block's warps
+        c2 = cuda.shared.array(N_GAUSS_ALL, real)
+        pref = cuda.shared.array(N_PREF, real)
+        coef = cuda.shared.array(N_TERMS, real)
+        powers = cuda.shared.array(N_POWERS, int32)
+        piece_ptr = cuda.shared.array(N_PIECE_PTR, int32)
+        piece_slot = cuda.shared.array(N_PIECES, int32)
+        gauss_ptr = cuda.shared.array(N_GAUSS_PTR, int32)
+        chan_probe = cuda.shared.array(N_CHAN, int32)
+        feat_probe = cuda.shared.array(N_FEAT, int32)
+        ft_ptr = cuda.shared.array(N_FT_PTR, int32)
+        ft_slot = cuda.shared.array(N_FT, int32)
+        ft_piece = cuda.shared.array(N_FT, int32)
+        ft_member = cuda.shared.array(N_FT, int32)
+        # per warp: the stage, mu_c, d feature / d mu_c of each member, two carry rows
+        stage = cuda.shared.array(STAGE, real)
+        mu = cuda.shared.array(N_MU, real)
+        weight = cuda.shared.array(N_WEIGHT, real)
+        carry = cuda.shared.array(N_CARRY, real)
+        # per lane: one pair's terms
+        hx = cuda.local.array(N_POW, real)
+        hy = cuda.local.array(N_POW, real)
+        hz = cuda.local.array(N_POW, real)
+        radial = cuda.local.array(N_PS, real)
+        dradial = cuda.local.array(N_PS, real)
+        value = cuda.local.array(N_PIECES, real)
+        grad = cuda.local.array(N_GRAD, real)
+        own = cuda.local.array(N_OWN, real)
+
+        n_threads = cuda.blockDim.x
+        for k in range(thread, N_GAUSS_ALL, n_threads):
+            c2[k] = t.overlap_c2[k // N_GAUSS, k % N_GAUSS]
+        for k in range(thread, N_PREF, n_threads):
+            g = k // N_SLOTS
+            pref[k] = t.overlap_pref[g // N_GAUSS, g % N_GAUSS, k % N_SLOTS]
+        for k in range(thread, 3 * N_TERMS, n_threads):
+            powers[k] = t.term_exp[k // 3, k % 3]
+        _copy(coef, t.term_coef, thread, n_threads)
+        _copy(piece_ptr, t.piece_ptr, thread, n_threads)
+        _copy(piece_slot, t.piece_slot, thread, n_threads)
+        _copy(gauss_ptr, t.gauss_ptr, thread, n_threads)
+        _copy(feat_probe, t.feat_probe, thread, n_threads)
+        _copy(ft_ptr, t.fprime_term_ptr, thread, n_threads)
+        _copy(ft_slot, t.fprime_term_slot, thread, n_threads)
+        _copy(ft_piece, t.fprime_term_piece, thread, n_threads)
+        _copy(ft_member, t.fprime_term_member, thread, n_threads)
+        for s in range(thread, len(t.chan_ptr) - 1, n_threads):
+            for c in range(t.chan_ptr[s], t.chan_ptr[s + 1]):
+                chan_probe[c] = s
+        cuda.syncthreads()
+
+        i = cuda.blockIdx.x * W + w
         if i >= len(ptr) - 1:
             return
-        s = thread - i * n_probe
-        mu = cuda.local.array(max_chan, float64)
-        scale = cuda.local.array(max_feat, float64)
-        own = cuda.local.array((max_feat, 3), float64)
-        radial = cuda.local.array(n_slots, float64)
-        dradial = cuda.local.array(n_slots, float64)
-        hx = cuda.local.array(n_powers, float64)
-        hy = cuda.local.array(n_powers, float64)
-        hz = cuda.local.array(n_powers, float64)
-        c0 = t.chan_ptr[s]
-        n_chan = t.chan_ptr[s + 1] - c0
-        f0 = t.probe_feat_ptr[s]
-        n_feat = t.probe_feat_ptr[s + 1] - f0
+        start = ptr[i]
+        end = ptr[i + 1]
+        row0 = w * ROWS
+        zero = like(coef[0], 0.0)
 
-        # pass 1: the channels of probe s, then its features
-        for c in range(n_chan):
-            mu[c] = 0.0
-        for q in range(ptr[i], ptr[i + 1]):
-            x, y, z = _pair(q, s, vectors, nbr_species, t, radial, dradial, hx, hy, hz)
-            for c in range(n_chan):
-                k = t.chan_comp[c0 + c]
-                total = 0.0
-                for p in range(t.comp_piece_ptr[k], t.comp_piece_ptr[k + 1]):
-                    v, gx, gy, gz = _piece(p, t, hx, hy, hz, False)
-                    total += radial[t.piece_slot[p]] * v
-                mu[c] += total
-        for a in range(n_feat):
-            fi = t.probe_feat[f0 + a]
-            mode = t.feat_mode[fi]
-            total = 0.0
-            for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
-                total += channel_term(mode, t.feat_weight[m], mu[t.feat_chan[m] - c0])
-            value, slope = feature_value(mode, total, t.feat_zero[fi])
-            fp[i, fi] = value
-            scale[a] = slope
+        # pass 1: mu_c, a chunk of pairs at a time
+        for c in range(lane, N_CHAN, WARP):
+            mu[w * N_CHAN + c] = zero
+        for p0 in range(start, end, CH):
+            n_cols = min(CH, end - p0)
+            if lane < n_cols:
+                q = p0 + lane
+                x = vectors[q, 0]
+                y = vectors[q, 1]
+                z = vectors[q, 2]
+                e = species[pair_j[q]]
+                gmp_radial(c2, pref, N_GAUSS, N_SLOTS, gauss_ptr[e], gauss_ptr[e + 1],
+                           x * x + y * y + z * z, radial, dradial, False)
+                gmp_pieces(x, y, z, piece_ptr, coef, powers, hx, hy, hz, value, grad, False)
+                for k in range(N_PS):
+                    stage[row0 + k, lane] = radial[k]
+                for p in range(N_PIECES):
+                    stage[row0 + N_PS + p, lane] = value[p]
+            sync_warp()
+            for c in range(lane, N_CHAN, WARP):
+                total = zero
+                for col in range(n_cols):
+                    total += gmp_channel_overlap(chan_probe[c], t.chan_comp[c], t.comp_piece_ptr, piece_slot,
+                                                 N_SLOTS, stage, row0, row0 + N_PS, col)
+                mu[w * N_CHAN + c] += total
+            sync_warp()
+
+        # the features, a lane each: the fingerprint row, d feature / d mu_c
+        for f in range(lane, N_FEAT, WARP):
+            mode = t.feat_mode[f]
+            total = zero
+            for m in range(t.feat_ptr[f], t.feat_ptr[f + 1]):
+                total += channel_term(mode, t.feat_weight[m], mu[w * N_CHAN + t.feat_chan[m]])
+            feature, slope = feature_value(mode, total, t.feat_zero[f])
+            fp[i, f] = feature
+            for m in range(t.feat_ptr[f], t.feat_ptr[f + 1]):
+                weight[w * N_MEM + m] = channel_slope(mode, t.feat_weight[m], mu[w * N_CHAN + t.feat_chan[m]]) * slope
         if not derivatives:
             return
+        sync_warp()
 
-        # pass 2: d feature / dD_q into the pair's block, minus the sum into the own block
+        # pass 2: d feature / dD of each pair into the stage, then the chunk's blocks
         own_block = block_ptr[i]
-        for a in range(n_feat):
-            for xyz in range(3):
-                own[a, xyz] = 0.0
-        for q in range(ptr[i], ptr[i + 1]):
-            blk = pair_block[q]
-            if blk == own_block:
-                continue
-            x, y, z = _pair(q, s, vectors, nbr_species, t, radial, dradial, hx, hy, hz)
-            for a in range(n_feat):
-                if scale[a] == 0.0:
-                    continue
-                fi = t.probe_feat[f0 + a]
-                mode = t.feat_mode[fi]
-                dx = 0.0
-                dy = 0.0
-                dz = 0.0
-                for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
-                    c = t.feat_chan[m]
-                    w = channel_slope(mode, t.feat_weight[m], mu[c - c0]) * scale[a]
-                    k = t.chan_comp[c]
-                    for p in range(t.comp_piece_ptr[k], t.comp_piece_ptr[k + 1]):
-                        v, gx, gy, gz = _piece(p, t, hx, hy, hz, True)
-                        r = t.piece_slot[p]
-                        two_dr_v = 2.0 * dradial[r] * v
-                        dx += w * (radial[r] * gx + two_dr_v * x)
-                        dy += w * (radial[r] * gy + two_dr_v * y)
-                        dz += w * (radial[r] * gz + two_dr_v * z)
-                fprimes[blk, fi, 0] += dx
-                fprimes[blk, fi, 1] += dy
-                fprimes[blk, fi, 2] += dz
-                own[a, 0] -= dx
-                own[a, 1] -= dy
-                own[a, 2] -= dz
-        for a in range(n_feat):
-            fi = t.probe_feat[f0 + a]
-            for xyz in range(3):
-                fprimes[own_block, fi, xyz] = own[a, xyz]
+        for k in range(N_OWN):
+            own[k] = zero
+        chunk = 0
+        for p0 in range(start, end, CH):
+            n_cols = min(CH, end - p0)
+            if lane < n_cols:
+                q = p0 + lane
+                if pair_block[q] == own_block:
+                    for k in range(WIDTH):
+                        stage[row0 + k, lane] = zero
+                else:
+                    x = vectors[q, 0]
+                    y = vectors[q, 1]
+                    z = vectors[q, 2]
+                    e = species[pair_j[q]]
+                    gmp_radial(c2, pref, N_GAUSS, N_SLOTS, gauss_ptr[e], gauss_ptr[e + 1],
+                               x * x + y * y + z * z, radial, dradial, True)
+                    gmp_pieces(x, y, z, piece_ptr, coef, powers, hx, hy, hz, value, grad, True)
+                    gmp_pair_fprime(x, y, z, weight, w * N_MEM, ft_ptr, ft_slot, ft_piece, ft_member, feat_probe,
+                                    N_SLOTS, radial, dradial, value, grad, stage, row0, lane)
+            sync_warp()
+            subtract_columns(stage, row0, WIDTH, n_cols, lane, own)
+            flush_chunk(stage, row0, WIDTH, p0, n_cols, lane, pair_block, block_pair, own_block, fprimes, carry,
+                        (2 * w + chunk % 2) * WIDTH, (2 * w + 1 - chunk % 2) * WIDTH)
+            sync_warp()
+            chunk += 1
+        write_own(fprimes, own_block, WIDTH, lane, own)
 
     return cuda.jit(gmp)
 
 
-def run(xp, tables, species, pairs, pair_block, block_ptr, derivatives, fp, fprimes) -> None:
+def run(xp, tables, species, pairs, derivatives, fp, fprimes) -> None:
     """Fill ``fp`` (n_atoms, n_features) and, with ``derivatives``, ``fprimes``
-    (n_blocks, n_features, 3), both zeroed, from the
+    (n_blocks, n_features, 3), computing in their type (float64 or float32), from the
     :class:`~fastfp.kernels.tables.GMPTables` ``tables`` of a GMP-family descriptor;
-    ``species`` (n_atoms,) are the atoms' indices into its ``elements``."""
-    gmp = kernel(tables.max_channels_per_probe, tables.max_features_per_probe, tables.n_slots,
-                 tables.max_degree + 1)
-    launch(gmp, fp.shape[0] * tables.n_probes, pairs.ptr, pair_block, block_ptr, species[pairs.j], pairs.vectors,
-           tables.on(xp), derivatives, fp, fprimes)
+    ``species`` (n_atoms,) are the atoms' indices into its ``elements``, ``pairs`` a
+    :class:`~fastfp.gpu.neighbors.DevicePairs` (with blocks if ``derivatives``). Raises
+    ``ValueError`` for a descriptor whose kernel would not fit in shared memory."""
+    sizes = Sizes.of(tables, fp.dtype)
+    launch(kernel(sizes), len(fp) * WARP, pairs.ptr, pairs.j, pairs.vectors, species, pairs.pair_block,
+           pairs.block_pair, pairs.block_ptr, on_device(xp, tables, fp.dtype), bool(derivatives), fp,
+           fprimes.reshape(-1), threads_per_block=sizes.warps * WARP)

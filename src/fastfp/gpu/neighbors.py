@@ -1,4 +1,4 @@
-"""Neighbour lists for a batch of frames on the GPU, one launch for all frames.
+"""Neighbour lists and derivative block layouts for a batch of frames on the GPU.
 
 The same pairs as :func:`fastfp.neighbors.neighbor_pairs` (vesin on the CPU): every
 image of every atom closer than the cutoff, images of the centre included, for
@@ -10,8 +10,14 @@ the shifts S_k to try are those with |(r_j - r_i) . b_k + S_k| <= cutoff |b_k|, 
 number of them for a cell smaller than the cutoff, none but 0 along a non-periodic axis.
 Positions need no wrapping. Work is O(atoms^2) per frame, which suits AMPTorch's frames
 (tens to hundreds of atoms); frames of many thousands of atoms would want a cell list.
-Pairs come grouped by centre and, within a centre, by ascending j (images of one j
-together), which :mod:`.blocks` relies on.
+
+The same kernel lays out the derivative blocks (:mod:`fastfp.kernels.blocks`): one per
+distinct atom j among the pairs of centre i, the first being i itself. Pairs come grouped
+by centre; within a centre those with j = i first (the self pair, then the images of
+i), then the others by ascending j, images of one j together; so the pairs of each
+block are consecutive (``block_pair``), which the descriptor kernels' chunked block
+writes (:mod:`.blocks`) rely on. Two launches for all frames, counting then filling,
+with one copy of two sizes to the host between them (to allocate the arrays).
 
 Libraries considered (PyPI wheels for CPython 3.12, x86-64, as of 2026-11; neither fits,
 hence this module):
@@ -36,67 +42,102 @@ hence this module):
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
-from ase.geometry import complete_cell
 from numba import cuda
 
-from ..frames import PackedFrames
-from ..neighbors import NeighborPairs
 from .device import check_room, launch
+from .frames import DeviceFrames
 
-# bytes per pair: j (int64) and vector (3 float64)
-PAIR_BYTES = 8 + 24
+def pair_bytes(real) -> int:
+    """Bytes per pair of the neighbour list: j (int64) and its vector (3 ``real``)."""
+    return 8 + 3 * np.dtype(real).itemsize
+
+
 # shift ranges are widened by this much (fractional units); the distance test decides
 _MARGIN = 1e-8
 
 
+class DevicePairs(NamedTuple):
+    """The pairs of a batch and their derivative blocks, device arrays.
+
+    ``ptr``, ``j``, ``vectors``: as :class:`~fastfp.neighbors.NeighborPairs` (vectors in
+    the kernels' floating type); ``block_ptr`` (n_atoms + 1), ``block_j`` (n_blocks),
+    ``block_pair`` (n_blocks + 1: the pairs of block b are ``block_pair[b]:block_pair[b+1]``)
+    and ``pair_block`` (n_pairs): the block layout, empty arrays without derivatives.
+    """
+
+    ptr: object
+    j: object
+    vectors: object
+    block_ptr: object
+    block_j: object
+    block_pair: object
+    pair_block: object
+
+
+@cuda.jit(device=True)
+def _shifts(t, periodic, reach):
+    """The range of shifts S along an axis with fractional coordinate ``t`` of r_j - r_i:
+    |t + S| <= ``reach``; only 0 along a non-periodic axis."""
+    if not periodic:
+        return 0, 0
+    return int(math.ceil(-t - reach)), int(math.floor(-t + reach))
+
+
 @cuda.jit
-def _pairs(positions, atom_frame, offsets, cells, inverse, reach, pbc, cutoff2, self_pairs, fill,
-           counts, ptr, pair_j, vectors):
-    """Thread i: count the pairs of centre i into ``counts[i]`` and, with ``fill``, write
-    them from ``ptr[i]`` on (never past ``ptr[i + 1]``): j ascending, then shifts S
-    ascending."""
+def _pairs(positions, atom_frame, offsets, cells, inverse, pbc, cutoff, self_pairs, fill, blocks,
+           pair_count, block_count, ptr, block_ptr, pair_j, vectors, pair_block, block_j, block_pair):
+    """Thread i: count the pairs and blocks of centre i (into ``pair_count[i]`` and
+    ``block_count[i]``) or, with ``fill``, write them from ``ptr[i]`` and
+    ``block_ptr[i]`` on, never past ``ptr[i + 1]`` and ``block_ptr[i + 1]``; blocks only
+    with ``blocks``. Order: j = i, then the other atoms of the frame ascending, each with
+    its shifts ascending."""
     i = cuda.grid(1)
     if i >= positions.shape[0]:
         return
     f = atom_frame[i]
-    n = 0
+    a0 = offsets[f]
+    cutoff2 = cutoff * cutoff
+    reach0 = cutoff * math.sqrt(inverse[f, 0, 0] ** 2 + inverse[f, 1, 0] ** 2 + inverse[f, 2, 0] ** 2) + _MARGIN
+    reach1 = cutoff * math.sqrt(inverse[f, 0, 1] ** 2 + inverse[f, 1, 1] ** 2 + inverse[f, 2, 1] ** 2) + _MARGIN
+    reach2 = cutoff * math.sqrt(inverse[f, 0, 2] ** 2 + inverse[f, 1, 2] ** 2 + inverse[f, 2, 2] ** 2) + _MARGIN
     p = 0
-    end = 0
+    p_end = 0
+    own = 0
+    b_end = 0
     if fill:
         p = ptr[i]
-        end = ptr[i + 1]
+        p_end = ptr[i + 1]
+        if blocks:
+            own = block_ptr[i]
+            b_end = block_ptr[i + 1]
+            block_j[own] = i
+            block_pair[own] = p
+    n = 0
+    nb = 1  # the own block
     if self_pairs:
-        if fill:
+        if fill and p < p_end:
             pair_j[p] = i
             vectors[p, 0] = 0.0
             vectors[p, 1] = 0.0
             vectors[p, 2] = 0.0
+            if blocks:
+                pair_block[p] = own
             p += 1
         n += 1
-    for j in range(offsets[f], offsets[f + 1]):
+    for step in range(offsets[f + 1] - a0):
+        j = i  # step 0: the images of i, then the other atoms ascending
+        if step > 0:
+            j = a0 + step - 1 if a0 + step - 1 < i else a0 + step
         dx = positions[j, 0] - positions[i, 0]
         dy = positions[j, 1] - positions[i, 1]
         dz = positions[j, 2] - positions[i, 2]
-        lo0 = 0
-        hi0 = 0
-        lo1 = 0
-        hi1 = 0
-        lo2 = 0
-        hi2 = 0
-        if pbc[f, 0]:
-            t = dx * inverse[f, 0, 0] + dy * inverse[f, 1, 0] + dz * inverse[f, 2, 0]
-            lo0 = int(math.ceil(-t - reach[f, 0]))
-            hi0 = int(math.floor(-t + reach[f, 0]))
-        if pbc[f, 1]:
-            t = dx * inverse[f, 0, 1] + dy * inverse[f, 1, 1] + dz * inverse[f, 2, 1]
-            lo1 = int(math.ceil(-t - reach[f, 1]))
-            hi1 = int(math.floor(-t + reach[f, 1]))
-        if pbc[f, 2]:
-            t = dx * inverse[f, 0, 2] + dy * inverse[f, 1, 2] + dz * inverse[f, 2, 2]
-            lo2 = int(math.ceil(-t - reach[f, 2]))
-            hi2 = int(math.floor(-t + reach[f, 2]))
+        lo0, hi0 = _shifts(dx * inverse[f, 0, 0] + dy * inverse[f, 1, 0] + dz * inverse[f, 2, 0], pbc[f, 0], reach0)
+        lo1, hi1 = _shifts(dx * inverse[f, 0, 1] + dy * inverse[f, 1, 1] + dz * inverse[f, 2, 1], pbc[f, 1], reach1)
+        lo2, hi2 = _shifts(dx * inverse[f, 0, 2] + dy * inverse[f, 1, 2] + dz * inverse[f, 2, 2], pbc[f, 2], reach2)
+        block = own
         for s0 in range(lo0, hi0 + 1):
             for s1 in range(lo1, hi1 + 1):
                 for s2 in range(lo2, hi2 + 1):
@@ -107,52 +148,66 @@ def _pairs(positions, atom_frame, offsets, cells, inverse, reach, pbc, cutoff2, 
                     vz = dz + s0 * cells[f, 0, 2] + s1 * cells[f, 1, 2] + s2 * cells[f, 2, 2]
                     if vx * vx + vy * vy + vz * vz >= cutoff2:
                         continue
-                    if fill and p < end:
+                    if j != i and block == own:  # the first pair of j: a new block
+                        block = own + nb
+                        nb += 1
+                        if fill and blocks and block < b_end:
+                            block_j[block] = j
+                            block_pair[block] = p
+                    if fill and p < p_end:
                         pair_j[p] = j
                         vectors[p, 0] = vx
                         vectors[p, 1] = vy
                         vectors[p, 2] = vz
+                        if blocks:
+                            pair_block[p] = block
                         p += 1
                     n += 1
-    counts[i] = n
+    pair_count[i] = n
+    block_count[i] = nb
 
 
 def cumulative(xp, counts):
-    """``[0, counts[0], counts[0] + counts[1], ...]`` (int64) and the total as an int."""
+    """``[0, counts[0], counts[0] + counts[1], ...]`` (int64), on the device."""
     ptr = xp.zeros(len(counts) + 1, dtype=np.int64)
     ptr[1:] = xp.cumsum(counts)
-    return ptr, int(ptr[-1])
+    return ptr
 
 
-def neighbor_pairs(xp, packed: PackedFrames, cutoff: float, self_pairs: bool = False) -> NeighborPairs:
+def neighbor_pairs(xp, frames: DeviceFrames, cutoff: float, *, self_pairs: bool = False, blocks: bool = False,
+                   real=np.float64, block_bytes: int = 0) -> DevicePairs:
     """:func:`fastfp.neighbors.neighbor_pairs` on the GPU: all pairs closer than ``cutoff``
-    (Å) in every frame of ``packed``, as a :class:`~fastfp.neighbors.NeighborPairs` of
-    device arrays (``xp``: CuPy, or NumPy under the simulator). With ``self_pairs`` each
-    atom's pair with itself (zero vector) comes first among its pairs.
+    (Å) in every frame of ``frames``, as :class:`DevicePairs` (``xp``: CuPy, or NumPy
+    under the simulator), pair vectors in ``real``; with ``blocks`` their derivative
+    block layout too. With ``self_pairs`` each atom's pair with itself (zero vector)
+    comes first among its pairs.
 
-    Raises :class:`~fastfp.gpu.device.DeviceMemoryError` if the pairs do not fit.
+    Raises :class:`~fastfp.gpu.device.DeviceMemoryError` if the pairs, or with
+    ``blocks`` the derivatives (``block_bytes`` per block, of arrays the caller
+    allocates), do not fit.
     """
-    # periodic axes: reciprocal vectors (columns of the inverse cell) and the reach
-    # cutoff |b_k| in fractional units; non-periodic vectors are completed (any basis
-    # works, only the periodic axes' fractional coordinates are used)
-    cells = packed.cells.copy()
-    for k in np.flatnonzero((np.abs(cells).sum(axis=2) == 0).any(axis=1)):
-        cells[k] = complete_cell(cells[k])
-    inverse = np.linalg.inv(cells)
-    reach = cutoff * np.linalg.norm(inverse, axis=1) + _MARGIN
-    atom_frame = np.repeat(np.arange(packed.n_frames), np.diff(packed.offsets))
-    args = [xp.asarray(a) for a in (packed.positions, atom_frame, packed.offsets, cells, inverse, reach, packed.pbc)]
-    args += [float(cutoff) ** 2, bool(self_pairs)]
-    n_atoms = packed.n_atoms
-    counts = xp.zeros(n_atoms, dtype=np.int64)
-    no_ptr = xp.empty(0, dtype=np.int64)
-    launch(_pairs, n_atoms, *args, False, counts, no_ptr, no_ptr, xp.empty((0, 3)))
-    ptr, n_pairs = cumulative(xp, counts)
-    check_room(xp, n_pairs * PAIR_BYTES, f"the neighbour list ({n_pairs:,} pairs)")
+    n_atoms = frames.n_atoms
+    args = (frames.positions, frames.atom_frame, frames.offsets, frames.cells, frames.inverse, frames.pbc,
+            float(cutoff), bool(self_pairs))
+    pair_count = xp.zeros(n_atoms, dtype=np.int64)
+    block_count = xp.zeros(n_atoms, dtype=np.int64)
+    none = xp.empty(0, dtype=np.int64)
+    launch(_pairs, n_atoms, *args, False, bool(blocks), pair_count, block_count, none, none, none,
+           xp.empty((0, 3), dtype=real), none, none, none)
+    ptr, block_ptr = cumulative(xp, pair_count), cumulative(xp, block_count)
+    n_pairs, n_blocks = (int(n) for n in xp.stack([ptr[-1], block_ptr[-1]]).tolist())  # the one copy to the host
+    check_room(xp, n_pairs * pair_bytes(real), f"the neighbour list ({n_pairs:,} pairs)")
     pair_j = xp.empty(n_pairs, dtype=np.int64)
-    vectors = xp.empty((n_pairs, 3))
-    found = xp.zeros(n_atoms, dtype=np.int64)
-    launch(_pairs, n_atoms, *args, True, found, ptr, pair_j, vectors)
-    if not bool((found == counts).all()):  # both passes make the same float decisions
-        raise RuntimeError("GPU neighbour list: the counting and filling passes disagree (a bug in fastfp.gpu)")
-    return NeighborPairs(ptr=ptr, j=pair_j, vectors=vectors)
+    vectors = xp.empty((n_pairs, 3), dtype=real)
+    if blocks:
+        check_room(xp, n_blocks * (16 + block_bytes) + n_pairs * 8,
+                   f"the derivatives ({n_blocks:,} blocks of {block_bytes} bytes)")
+        block_j = xp.empty(n_blocks, dtype=np.int64)
+        block_pair = xp.empty(n_blocks + 1, dtype=np.int64)
+        block_pair[n_blocks:] = n_pairs
+        pair_block = xp.empty(n_pairs, dtype=np.int64)
+    else:
+        block_ptr = block_j = block_pair = pair_block = none
+    launch(_pairs, n_atoms, *args, True, bool(blocks), pair_count, block_count, ptr, block_ptr, pair_j, vectors,
+           pair_block, block_j, block_pair)
+    return DevicePairs(ptr, pair_j, vectors, block_ptr, block_j, block_pair, pair_block)

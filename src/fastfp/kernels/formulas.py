@@ -7,6 +7,12 @@ kernels (:mod:`fastfp.gpu`, ``numba.cuda.jit``) compile it into themselves, and 
 CUDA simulator calls it as Python. So the functions use ``math`` rather than NumPy on
 scalars, and return tuples rather than filling arrays.
 
+They are generic in the floating type: given float32 arguments they compute in float32
+(the GPU's ``result_dtype="float32"``), given float64 in float64. numba types a float
+literal as float64 and an integer times a float32 as float64, so a literal is written
+``like(x, 0.5)`` (0.5 in the type of ``x``), which compiles to the same code as ``0.5``
+in float64.
+
 The GMP formulas follow :mod:`~fastfp.kernels.gmp` (AMPTorch ``GMPOrderNorm/helper.cpp``),
 the Gaussian ones :mod:`~fastfp.kernels.gaussian` (AMPTorch
 ``Gaussian/symmetry_functions.cpp``); the derivations are in those modules' docstrings.
@@ -15,12 +21,30 @@ the Gaussian ones :mod:`~fastfp.kernels.gaussian` (AMPTorch
 import math
 
 import numpy as np
-from numba.extending import register_jitable
+from numba.extending import overload, register_jitable
 
 # how a GMP feature combines the overlaps mu_c of its channels
 SUM_SQUARES, SQRT_SUM_SQUARES, LINEAR = 0, 1, 2
 # Gaussian cutoff functions
 COSINE, POLYNOMIAL = 0, 1
+
+
+
+
+def like(x, value):
+    """``value`` in the floating type of ``x``: float32 for a float32 ``x``, else float64
+    (as Python calls it: numba's CUDA simulator)."""
+    return type(x)(value)
+
+
+@overload(like, strict=False)
+def _like(x, value):
+    kind = x
+
+    def impl(x, value):
+        return kind(value)
+
+    return impl
 
 
 # --------------------------------------------------------------------------- GMP
@@ -76,7 +100,7 @@ def channel_slope(mode, weight, mu):
     """d :func:`channel_term` / d mu."""
     if mode == LINEAR:
         return weight
-    return 2.0 * weight * mu
+    return like(weight, 2.0) * weight * mu
 
 
 @register_jitable
@@ -87,9 +111,132 @@ def feature_value(mode, total, zero_below):
     if mode == SQRT_SUM_SQUARES:
         root = math.sqrt(total)
         if root <= zero_below:
-            return 0.0, 0.0
-        return root, 0.5 / root
-    return total, 1.0
+            return like(total, 0.0), like(total, 0.0)
+        return root, like(root, 0.5) / root
+    return total, like(total, 1.0)
+
+
+@register_jitable
+def gmp_radial(c2, pref, n_gauss, n_slots, g0, g1, r2, radial, dradial, derivatives):
+    """The radial factors of one pair for every probe s and slot r, from the Gaussians
+    ``g0:g1`` of its neighbour's element: ``radial[s * n_slots + r]`` = R_sr(r^2) = sum_g
+    pref[s, g, r] exp(c2[s, g] r^2) and, with ``derivatives``, ``dradial[...]`` =
+    dR_sr/d(r^2) = the same sum times C2. ``c2`` and ``pref`` are
+    :func:`overlap_tables` flattened, (n_probes * n_gauss) and (n_probes * n_gauss *
+    n_slots); ``r2`` is |D|^2 in Å^2. One exp per probe and Gaussian: C2 = -alpha beta /
+    (alpha + beta) ties the two together, so no exp is shared across probes."""
+    n_probe = len(c2) // n_gauss
+    zero = like(r2, 0.0)
+    for k in range(n_probe * n_slots):
+        radial[k] = zero
+        dradial[k] = zero
+    for s in range(n_probe):
+        for g in range(g0, g1):
+            c = c2[s * n_gauss + g]
+            decay = math.exp(c * r2)
+            row = (s * n_gauss + g) * n_slots
+            for r in range(n_slots):
+                f = pref[row + r] * decay
+                radial[s * n_slots + r] += f
+                if derivatives:
+                    dradial[s * n_slots + r] += f * c
+
+
+@register_jitable
+def gmp_pieces(x, y, z, piece_ptr, term_coef, term_exp, hx, hy, hz, value, grad, gradient):
+    """The pieces Q_p(D) of one pair vector D = (x, y, z) (Å) into ``value[p]`` and, with
+    ``gradient``, grad Q_p into ``grad[3p:3p + 3]``, term by term: c x^a y^b z^e with
+    ``term_exp`` flattened (n_terms * 3); ``hx``, ``hy``, ``hz`` (longer than the largest
+    exponent) are scratch for the powers."""
+    one = like(x, 1.0)
+    zero = like(x, 0.0)
+    hx[0] = one
+    hy[0] = one
+    hz[0] = one
+    for a in range(1, len(hx)):
+        hx[a] = hx[a - 1] * x
+        hy[a] = hy[a - 1] * y
+        hz[a] = hz[a - 1] * z
+    for p in range(len(piece_ptr) - 1):
+        v = zero
+        gx = zero
+        gy = zero
+        gz = zero
+        for m in range(piece_ptr[p], piece_ptr[p + 1]):
+            c = term_coef[m]
+            a = term_exp[3 * m]
+            b = term_exp[3 * m + 1]
+            e = term_exp[3 * m + 2]
+            v += c * hx[a] * hy[b] * hz[e]
+            if not gradient:
+                continue
+            if a > 0:
+                gx += c * like(x, a) * hx[a - 1] * hy[b] * hz[e]
+            if b > 0:
+                gy += c * like(x, b) * hx[a] * hy[b - 1] * hz[e]
+            if e > 0:
+                gz += c * like(x, e) * hx[a] * hy[b] * hz[e - 1]
+        value[p] = v
+        if gradient:
+            grad[3 * p] = gx
+            grad[3 * p + 1] = gy
+            grad[3 * p + 2] = gz
+
+
+@register_jitable
+def gmp_channel_overlap(s, k, comp_piece_ptr, piece_slot, n_slots, terms, radial_row, value_row, col):
+    """One pair's share of the overlap mu_c of channel (probe ``s``, MCSH component
+    ``k``): the sum over the component's pieces p of R_sr Q_p, with R_sr read from
+    ``terms[radial_row + s * n_slots + r, col]`` and Q_p from ``terms[value_row + p,
+    col]`` (a pair per column: :func:`gmp_radial` and :func:`gmp_pieces` laid out side by
+    side)."""
+    total = like(terms[radial_row, col], 0.0)
+    for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
+        total += terms[radial_row + s * n_slots + piece_slot[p], col] * terms[value_row + p, col]
+    return total
+
+
+@register_jitable
+def gmp_pair_fprime(x, y, z, weight, weight_at, term_ptr, term_slot, term_piece, term_member, feat_probe, n_slots,
+                    radial, dradial, value, grad, out, out_row, col):
+    """d feature / dD of one pair D = (x, y, z) for every feature f, into ``out[out_row +
+    3 f + xyz, col]``: d mu_c/dD = sum_p R_sr grad Q_p + 2 (dR_sr/dr^2) Q_p D contracted
+    with the weights d feature / d mu_c (``weight[weight_at + m]`` of member m, the
+    feature's slope included), slot by slot before the radial factor, over the
+    derivative terms (slot, piece, member) of each feature (``term_ptr`` and the rest:
+    :class:`~fastfp.kernels.tables.GMPTables`' ``fprime_term_*``, terms of a slot
+    together). ``radial``, ``dradial``: :func:`gmp_radial`; ``value``, ``grad``:
+    :func:`gmp_pieces` with the gradient."""
+    zero = like(x, 0.0)
+    two = like(x, 2.0)
+    for f in range(len(term_ptr) - 1):
+        s = feat_probe[f]
+        dx = zero
+        dy = zero
+        dz = zero
+        t = term_ptr[f]
+        while t < term_ptr[f + 1]:
+            r = term_slot[t]
+            ax = zero
+            ay = zero
+            az = zero
+            aq = zero
+            while t < term_ptr[f + 1] and term_slot[t] == r:
+                p = term_piece[t]
+                w = weight[weight_at + term_member[t]]
+                ax += w * grad[3 * p]
+                ay += w * grad[3 * p + 1]
+                az += w * grad[3 * p + 2]
+                aq += w * value[p]
+                t += 1
+            k = s * n_slots + r
+            two_dr_q = two * dradial[k] * aq
+            dx += radial[k] * ax + two_dr_q * x
+            dy += radial[k] * ay + two_dr_q * y
+            dz += radial[k] * az + two_dr_q * z
+        out[out_row + 3 * f, col] = dx
+        out[out_row + 3 * f + 1, col] = dy
+        out[out_row + 3 * f + 2, col] = dz
 
 
 # --------------------------------------------------------------------------- Gaussian
@@ -100,14 +247,17 @@ def cutoff_function(r, cutoff, kind, gamma):
     """f_c(r) and df_c/dr (zero from ``cutoff`` on): cosine 0.5 (1 + cos(pi r / R_c)), or
     polynomial 1 + gamma x^(gamma + 1) - (gamma + 1) x^gamma with x = r / R_c."""
     x = r / cutoff
-    if x >= 1.0:
-        return 0.0, 0.0
+    one = like(x, 1.0)
+    if x >= one:
+        return like(x, 0.0), like(x, 0.0)
     if kind == COSINE:
-        return 0.5 * (1.0 + math.cos(math.pi * x)), -0.5 * math.pi * math.sin(math.pi * x) / cutoff
+        pi = like(x, math.pi)
+        return (like(x, 0.5) * (one + math.cos(pi * x)),
+                like(x, -0.5 * math.pi) * math.sin(pi * x) / cutoff)
     xg = x**gamma
     return (
-        1.0 + gamma * xg * x - (gamma + 1.0) * xg,
-        gamma * (gamma + 1.0) / cutoff * (xg - xg / x),
+        one + gamma * xg * x - (gamma + one) * xg,
+        gamma * (gamma + one) / cutoff * (xg - xg / x),
     )
 
 
@@ -117,7 +267,7 @@ def g2_term(eta, rs, r, fc, dfc):
     factor of the pair vector in d/dD), from f_c and df_c/dr at r."""
     d = r - rs
     ex = math.exp(-eta * d * d)
-    return ex * fc, ex * (-2.0 * eta * d * fc + dfc) / r
+    return ex * fc, ex * (like(eta, -2.0) * eta * d * fc + dfc) / r
 
 
 @register_jitable
@@ -131,8 +281,8 @@ def triplet_geometry(vectors, pj, pk, rj, rk, cutoff, only_g4, kind, gamma):
     zjk = vectors[pk, 2] - vectors[pj, 2]
     rjk2 = xjk * xjk + yjk * yjk + zjk * zjk
     rjk = math.sqrt(rjk2)
-    if rjk < 1e-4 or (only_g4 and rjk >= cutoff):
-        return -1.0, rjk2, 0.0, 0.0, 0.0
+    if rjk < like(rjk, 1e-4) or (only_g4 and rjk >= cutoff):
+        return like(rjk, -1.0), rjk2, like(rjk, 0.0), like(rjk, 0.0), like(rjk, 0.0)
     fcjk, dfcjk = cutoff_function(rjk, cutoff, kind, gamma)
     cos = (vectors[pj, 0] * vectors[pk, 0] + vectors[pj, 1] * vectors[pk, 1] + vectors[pj, 2] * vectors[pk, 2]) / (
         rj * rk
@@ -149,17 +299,18 @@ def triplet_radial(g4, eta, ex, fcj, fck, dfc_r_j, dfc_r_k, rjk, rjk2, fcjk, dfc
     ``fcjk``, ``dfcjk`` = f_c and df_c/dr at r_jk. G4 (``g4``) has exp(-eta r_jk^2)
     f_c(r_jk) as a third factor, G5 not. Returns ``(rad, rad_j, rad_k, rad_jk)``.
     """
-    hj = -2.0 * eta * fcj + dfc_r_j
-    hk = -2.0 * eta * fck + dfc_r_k
+    m2 = like(eta, -2.0)
+    hj = m2 * eta * fcj + dfc_r_j
+    hk = m2 * eta * fck + dfc_r_k
     if g4:
         ex *= math.exp(-eta * rjk2)
         return (
             ex * fcj * fck * fcjk,
             ex * hj * fck * fcjk,
             ex * hk * fcj * fcjk,
-            ex * (-2.0 * eta * fcjk + dfcjk / rjk) * fcj * fck,
+            ex * (m2 * eta * fcjk + dfcjk / rjk) * fcj * fck,
         )
-    return ex * fcj * fck, ex * hj * fck, ex * hk * fcj, 0.0
+    return ex * fcj * fck, ex * hj * fck, ex * hk * fcj, like(ex, 0.0)
 
 
 @register_jitable
@@ -167,7 +318,7 @@ def abs_power(base, exponent, int_exponent):
     """|base|^exponent, by multiplication when the exponent is a small integer (>= 0)."""
     if int_exponent < 0:
         return abs(base) ** exponent
-    out = 1.0
+    out = like(base, 1.0)
     b = abs(base)
     for _ in range(int_exponent):
         out *= b
@@ -179,8 +330,8 @@ def angular_term(zeta, lam, norm, int_power, cos):
     """A = 2^(1 - zeta) |1 + lambda cos|^(zeta - 1) (1 + lambda cos) of one angular group
     and dA/dcos; ``norm`` = 2^(1 - zeta), ``int_power`` = zeta - 1 if that is a small
     integer, else -1. Returns ``(A, dA/dcos)``."""
-    base = 1.0 + lam * cos
-    pw = norm * abs_power(base, zeta - 1.0, int_power)
+    base = like(lam, 1.0) + lam * cos
+    pw = norm * abs_power(base, zeta - like(zeta, 1.0), int_power)
     return pw * base, pw * zeta * lam
 
 

@@ -28,9 +28,17 @@ from .formulas import overlap_tables
 _overlap_tables = numba.njit(cache=True)(overlap_tables)
 
 
-def _on(tables: NamedTuple, xp):
-    """``tables`` with every array copied to the array module ``xp`` (contiguous)."""
-    return type(tables)(*(xp.asarray(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for v in tables))
+def _on(tables: NamedTuple, xp, real=np.float64):
+    """``tables`` with every array copied to the array module ``xp`` (contiguous), floating
+    arrays and numbers in ``real`` (the kernels compute in the type of their tables)."""
+    real = np.dtype(real).type
+
+    def convert(v):
+        if isinstance(v, np.ndarray):
+            return xp.asarray(np.ascontiguousarray(v, dtype=real if v.dtype.kind == "f" else v.dtype))
+        return real(v) if isinstance(v, float) else v
+
+    return type(tables)(*map(convert, tables))
 
 
 class GMPTables(NamedTuple):
@@ -185,9 +193,10 @@ class GMPTables(NamedTuple):
         """The largest exponent of x, y or z in any term."""
         return int(self.term_exp.max())
 
-    def on(self, xp) -> "GMPTables":
-        """These tables with their arrays in the array module ``xp`` (e.g. CuPy)."""
-        return _on(self, xp)
+    def on(self, xp, real=np.float64) -> "GMPTables":
+        """These tables with their arrays in the array module ``xp`` (e.g. CuPy), floating
+        values in ``real`` (float64 or float32)."""
+        return _on(self, xp, real)
 
 
 class GaussianTables(NamedTuple):
@@ -267,6 +276,7 @@ class GaussianTables(NamedTuple):
         """The most angular groups of any centre element (at least 1)."""
         return max(1, int(np.diff(self.ang_ptr).max()))
 
-    def on(self, xp) -> "GaussianTables":
-        """These tables with their arrays in the array module ``xp`` (e.g. CuPy)."""
-        return _on(self, xp)
+    def on(self, xp, real=np.float64) -> "GaussianTables":
+        """These tables with their arrays in the array module ``xp`` (e.g. CuPy), floating
+        values in ``real`` (float64 or float32)."""
+        return _on(self, xp, real)
