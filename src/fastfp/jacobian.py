@@ -26,8 +26,9 @@ from .threads import single_threaded_libraries
 
 #: atoms per part (whole frames; a larger frame is a part of its own)
 PART_ATOMS = 4096
-#: neighbour pairs kept between products (32 bytes each: 256 MiB)
-KEEP_PAIRS = 2**23
+#: neighbour pairs kept between products (32 bytes each: 128 MiB; a batch of 16
+#: frames of the default workload has about 200,000)
+KEEP_PAIRS = 2**22
 
 
 class Jacobian:

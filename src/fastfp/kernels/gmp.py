@@ -205,7 +205,7 @@ def _pair_derivatives(mode, i, start, stop, order, j, pair_block, own, touched, 
                       fprimes, out):
     """The derivatives of one centre pair by pair, :data:`CHUNK` positions at a time:
     ``dout[row, :, w]`` = sum of R_sr G + 2 dR_sr P D over the ``n_poly`` polynomials of
-    the row (gradient coefficients ``grad``, ``coef`` for degree 0; probe, slot) at
+    the row (gradient coefficients ``grad``, 0 past the last; ``coef`` for degree 0; probe, slot) at
     position u0 + w, with G = grad P(D) and, for degree d > 0, P(D) = D . G / d (the
     polynomials are homogeneous: Euler's identity). Then (``BLOCKS``) set or add them to
     their blocks (``touched`` marks the centre's blocks set so far), their sum going to
@@ -232,23 +232,35 @@ def _pair_derivatives(mode, i, start, stop, order, j, pair_block, own, touched, 
                     for xyz in range(3):
                         dout[row, xyz, w] += b * hxyz[xyz, u]
                 continue
+            # G = sum over the monomials of degree d - 1, three at a time (fewer passes over
+            # acc; past the last, coefficients are 0 and the last monomial stands in)
             g0 = mono_ptr[d - 1]
-            for m in range(mono_ptr[d] - g0):
-                c0 = grad[k, 0, m]
-                c1 = grad[k, 1, m]
-                c2 = grad[k, 2, m]
+            n_grad = mono_ptr[d] - g0
+            for m in range(0, n_grad, 3):
+                ma = g0 + m
+                mb = g0 + min(m + 1, n_grad - 1)
+                mc = g0 + min(m + 2, n_grad - 1)
+                a0, a1, a2 = grad[k, 0, m], grad[k, 1, m], grad[k, 2, m]
+                b0, b1, b2 = grad[k, 0, m + 1], grad[k, 1, m + 1], grad[k, 2, m + 1]
+                c0, c1, c2 = grad[k, 0, m + 2], grad[k, 1, m + 2], grad[k, 2, m + 2]
                 if m == 0:
                     for w in range(CHUNK):
-                        x = mono[g0, u0 + np.uint64(w)]
-                        acc[0, w] = c0 * x
-                        acc[1, w] = c1 * x
-                        acc[2, w] = c2 * x
+                        u = u0 + np.uint64(w)
+                        xa = mono[ma, u]
+                        xb = mono[mb, u]
+                        xc = mono[mc, u]
+                        acc[0, w] = a0 * xa + b0 * xb + c0 * xc
+                        acc[1, w] = a1 * xa + b1 * xb + c1 * xc
+                        acc[2, w] = a2 * xa + b2 * xb + c2 * xc
                 else:
                     for w in range(CHUNK):
-                        x = mono[g0 + m, u0 + np.uint64(w)]
-                        acc[0, w] += c0 * x
-                        acc[1, w] += c1 * x
-                        acc[2, w] += c2 * x
+                        u = u0 + np.uint64(w)
+                        xa = mono[ma, u]
+                        xb = mono[mb, u]
+                        xc = mono[mc, u]
+                        acc[0, w] += a0 * xa + b0 * xb + c0 * xc
+                        acc[1, w] += a1 * xa + b1 * xb + c1 * xc
+                        acc[2, w] += a2 * xa + b2 * xb + c2 * xc
             two_over_d = 2.0 / d
             for w in range(CHUNK):
                 u = u0 + np.uint64(w)
@@ -406,7 +418,7 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
     poly_probe = np.empty(n_poly, dtype=np.int64)
     poly_slot = np.empty(n_poly, dtype=np.int64)
     coef = np.empty((n_poly, max_mono))
-    grad = np.empty((n_poly, 3, max_mono))
+    grad = np.empty((n_poly, 3, max_mono + 2))  # room for _pair_derivatives' threes
     acc = np.empty((3, CHUNK))
     dout = np.empty((n_rows, 3, CHUNK))
     own_sum = np.empty((n_rows, 3))
