@@ -92,9 +92,11 @@ class Jacobian:
     def fingerprints(self) -> Fingerprints:
         """The frames' fingerprints (no derivatives), as :meth:`Descriptor.featurize
         <fastfp.descriptors.base.Descriptor.featurize>` computes them."""
+        out = np.empty((self.n_atoms, self.n_features))
         with single_threaded_libraries():
-            return Fingerprints.concatenate([self.descriptor._featurize_pairs(part, pairs, derivatives=False)
-                                             for part, _, pairs in self._part_pairs()])
+            for part, atoms, pairs in self._part_pairs():
+                out[atoms] = self.descriptor._compute(part, pairs, False)[0]
+        return Fingerprints(fingerprints=out, offsets=self.packed.offsets, numbers=self.packed.numbers)
 
     def product(self, x) -> np.ndarray:
         """J x: ``x`` (n_atoms, 3), a displacement per atom -> (n_atoms, n_features),

@@ -253,12 +253,14 @@ class RecomputedDerivatives:
         values = x.detach().to(torch.float64).numpy()
         width = self.factor.shape[1]
         if transpose:
-            out = -self.jacobian.product(values)[:, :width]
+            out = self.jacobian.product(values)
+            out = out if width == out.shape[1] else np.ascontiguousarray(out[:, :width])
         else:
-            padded = np.zeros((self.n_atoms, self.jacobian.n_features))
-            padded[:, :width] = values
-            out = -self.jacobian.transposed_product(padded)
-        return torch.from_numpy(np.ascontiguousarray(out)).to(x.dtype)
+            if width < self.jacobian.n_features:  # the columns beyond are zero
+                values = np.concatenate((values, np.zeros((self.n_atoms, self.jacobian.n_features - width))), axis=1)
+            out = self.jacobian.transposed_product(values)
+        np.negative(out, out=out)
+        return torch.from_numpy(out).to(x.dtype)
 
 
 class _MinusProduct(torch.autograd.Function):
