@@ -1,4 +1,4 @@
-"""Products with the derivative matrix recomputed by the kernels (fastfp.jacobian): equal to
+"""Products with the derivative matrix recomputed by the kernels (Descriptor.jacobian): equal to
 the products with the stored derivative blocks, the same on any number of threads and
 in any number of parts; and the torch Function built on them (gradcheck,
 gradgradcheck, forces and weight gradients of a force loss against stored blocks)."""
@@ -13,7 +13,6 @@ from fastfp import jacobian as jacobian_module
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMP, GMPOrderNorm
 from fastfp.frames import pack_frames
-from fastfp.jacobian import Jacobian
 
 ELEMENTS = ["H", "O", "Cu"]
 
@@ -72,7 +71,7 @@ def dense_jacobian(desc, packed):
 def test_products_equal_the_stored_blocks(gaussians, name):
     desc = descriptors(gaussians)[name]
     packed = pack_frames(frames(), desc.numbers)
-    jac = Jacobian(desc, packed)
+    jac = desc.jacobian(packed)
     dense = dense_jacobian(desc, packed)
     rng = np.random.default_rng(1)
     v = rng.standard_normal((packed.n_atoms, 3))
@@ -96,7 +95,7 @@ def test_the_same_bits_on_any_threads_and_parts(gaussians, name, monkeypatch):
     g = rng.standard_normal((packed.n_atoms, desc.n_features))
 
     def products():
-        jac = Jacobian(desc, packed)
+        jac = desc.jacobian(packed)
         return jac.product(v), jac.transposed_product(g), jac.transposed_product(g)  # pairs kept, or found again
 
     monkeypatch.setenv("FASTFP_NUM_THREADS", "1")
@@ -114,7 +113,7 @@ def test_the_same_bits_on_any_threads_and_parts(gaussians, name, monkeypatch):
 
 def test_bad_shapes_are_refused(gaussians):
     desc = descriptors(gaussians)["gmp"]
-    jac = Jacobian(desc, pack_frames(frames(), desc.numbers))
+    jac = desc.jacobian(pack_frames(frames(), desc.numbers))
     with pytest.raises(ValueError, match=r"x has shape \(3, 3\), expected \(8, 3\)"):
         jac.product(np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"expected \(8, 6\)"):
@@ -134,7 +133,7 @@ def both(desc, packed, width, seed=0):
     fps = desc.featurize_packed(packed)
     factor = torch.as_tensor(np.random.default_rng(seed).random((packed.n_atoms, width)) + 0.5)
     blocks = DerivativeBlocks(fps.fprime_ptr, fps.fprime_j, fps.fprimes[:, :width], factor)
-    return blocks, RecomputedDerivatives(Jacobian(desc, packed), factor), torch.as_tensor(fps.fingerprints[:, :width])
+    return blocks, RecomputedDerivatives(desc.jacobian(packed), factor), torch.as_tensor(fps.fingerprints[:, :width])
 
 
 @pytest.mark.parametrize("name", ["gmpordernorm", "gmp", "gaussian"])

@@ -32,30 +32,29 @@ KEEP_PAIRS = 2**22
 
 
 class Jacobian:
-    """J = d fingerprints / d positions of ``packed`` frames for ``descriptor`` (a
-    :class:`~fastfp.descriptors.base.Descriptor`), as products recomputed by its kernels.
-
-    Parameters
-    ----------
-    descriptor : the descriptor
-    packed : :class:`~fastfp.frames.PackedFrames`, checked (:func:`~fastfp.frames.pack_frames`)
-    amptorch_binning : drop the pairs AMPTorch's neighbour search misses
-        (:func:`~fastfp.neighbors.amptorch_binning_mask`), as ``featurize`` does
+    """J = d fingerprints / d positions of ``packed`` frames for a descriptor, as products
+    recomputed by its kernels: made by :meth:`Descriptor.jacobian
+    <fastfp.descriptors.base.Descriptor.jacobian>`, which hands over the descriptor's
+    ``n_features``, its neighbour search of packed frames (``neighbor_pairs(packed)``),
+    its featurization from found pairs (``featurize_pairs(packed, pairs, derivatives)``)
+    and its kernels' products (``product(packed, pairs, x, transpose)``).
 
     Results are float64 and the same whatever the number of threads (each centre's
     pairs in a fixed order, sums over pairs of different centres in pair order).
 
     Examples
     --------
-    >>> jac = Jacobian(desc, pack_frames(frames, desc.numbers))  # doctest: +SKIP
-    >>> fps = jac.fingerprints()                                  # doctest: +SKIP
-    >>> forces = -jac.transposed_product(dE_dG)                   # doctest: +SKIP
+    >>> jac = desc.jacobian(pack_frames(frames, desc.numbers))  # doctest: +SKIP
+    >>> fps = jac.fingerprints()                                # doctest: +SKIP
+    >>> forces = -jac.transposed_product(dE_dG)                 # doctest: +SKIP
     """
 
-    def __init__(self, descriptor, packed: PackedFrames, *, amptorch_binning: bool = False):
-        self.descriptor = descriptor
+    def __init__(self, packed: PackedFrames, n_features: int, neighbor_pairs, featurize_pairs, product):
         self.packed = packed
-        self.amptorch_binning = amptorch_binning
+        self.n_features = n_features
+        self._neighbor_pairs = neighbor_pairs
+        self._featurize_pairs = featurize_pairs
+        self._kernel_product = product
         # parts: frames start:stop, whole frames of about PART_ATOMS atoms
         bounds = [0]
         offsets = packed.offsets
@@ -70,10 +69,6 @@ class Jacobian:
     def n_atoms(self) -> int:
         return self.packed.n_atoms
 
-    @property
-    def n_features(self) -> int:
-        return self.descriptor.n_features
-
     def _part_pairs(self):
         """``(part, its packed frames, its atoms' slice, its neighbour pairs)`` for every
         part, keeping the pairs while the kept ones fit in :data:`KEEP_PAIRS`."""
@@ -83,7 +78,7 @@ class Jacobian:
             pairs = self._pairs[n]
             if pairs is None:
                 with single_threaded_libraries():
-                    pairs = self.descriptor._neighbor_pairs(part, amptorch_binning=self.amptorch_binning)
+                    pairs = self._neighbor_pairs(part)
                 if self._kept + len(pairs.j) <= KEEP_PAIRS:
                     self._pairs[n] = pairs
                     self._kept += len(pairs.j)
@@ -95,7 +90,7 @@ class Jacobian:
         out = np.empty((self.n_atoms, self.n_features))
         with single_threaded_libraries():
             for part, atoms, pairs in self._part_pairs():
-                out[atoms] = self.descriptor._compute(part, pairs, False)[0]
+                out[atoms] = self._featurize_pairs(part, pairs, False).fingerprints
         return Fingerprints(fingerprints=out, offsets=self.packed.offsets, numbers=self.packed.numbers)
 
     def product(self, x) -> np.ndarray:
@@ -113,5 +108,5 @@ class Jacobian:
             raise ValueError(f"x has shape {x.shape}, expected {shape}")
         out = np.empty((self.n_atoms, width))
         for part, atoms, pairs in self._part_pairs():
-            out[atoms] = self.descriptor._jacobian_product(part, pairs, x[atoms], transpose)
+            out[atoms] = self._kernel_product(part, pairs, x[atoms], transpose)
         return out

@@ -28,7 +28,8 @@ contracted by one compiled pass; blocks featurized with ``device="cuda"`` and ha
 torch by DLPack (torch tensors, on the GPU) by torch ops where they lie: a gather, a
 batched (1 x n_features) @ (n_features x 3) product and an ``index_add``. Or, on the
 CPU, no blocks at all (:class:`RecomputedDerivatives`): each product recomputed from the
-frames by the descriptor's kernels (:class:`fastfp.jacobian.Jacobian`), so a batch's
+frames by the descriptor's kernels (:meth:`Descriptor.jacobian
+<fastfp.descriptors.base.Descriptor.jacobian>`), so a batch's
 memory grows with its atoms, not its pairs. Both go through one ``autograd.Function``
 (``-A^T x``, its backward ``-A g``, itself the same Function), so they are
 interchangeable wherever AMPTorch's model contracts ``batch.fprimes``.

@@ -61,7 +61,6 @@ from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
 from .descriptors import AMPTorchInterface, construct_descriptor
-from ..jacobian import Jacobian
 from .forces import DerivativeBlocks, RecomputedDerivatives
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
                       scale_fingerprints)
@@ -337,10 +336,11 @@ class OnTheFlyDataset(Dataset):
         """``(Fingerprints, energies, forces, jacobian)`` of the frames ``indices``,
         featurized here, on :attr:`device`: with force training either the derivative
         blocks in the fingerprints or (:attr:`fprimes` "recomputed") a
-        :class:`~fastfp.jacobian.Jacobian` of the frames, else None."""
+        :class:`~fastfp.jacobian.Jacobian` of the frames (:meth:`Descriptor.jacobian
+        <fastfp.descriptors.base.Descriptor.jacobian>`), else None."""
         packed, energies, forces = self.frames.select(indices)
         if self.forcetraining and self.fprimes == "recomputed":
-            jacobian = Jacobian(self.descriptor, packed, amptorch_binning=self.amptorch_binning)
+            jacobian = self.descriptor.jacobian(packed, amptorch_binning=self.amptorch_binning)
             return jacobian.fingerprints(), energies, forces, jacobian
         fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining, device=self.device,
                                                amptorch_binning=self.amptorch_binning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
+from ..jacobian import Jacobian
 from ..kernels.blocks import BLOCKS, FINGERPRINTS, J_PRODUCT, JT_PAIRS, pair_blocks, sum_pair_vectors
 from ..neighbors import NeighborPairs
 from ..threads import run_balanced, single_threaded_libraries
@@ -107,6 +109,16 @@ class Descriptor(ABC):
         with single_threaded_libraries():
             return self._featurize_pairs(packed, self._neighbor_pairs(packed, amptorch_binning=amptorch_binning),
                                          derivatives)
+
+    def jacobian(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> Jacobian:
+        """The derivative matrix J = d fingerprints / d positions of ``packed`` frames
+        (:func:`~fastfp.frames.pack_frames`; the matrix of :meth:`featurize`'s derivative
+        blocks) as a :class:`~fastfp.jacobian.Jacobian`: its fingerprints and the
+        products J x and J^T x, recomputed by this descriptor's kernels on the CPU without
+        storing J. ``amptorch_binning`` as in :meth:`featurize`."""
+        return Jacobian(packed, self.n_features,
+                        functools.partial(self._neighbor_pairs, amptorch_binning=amptorch_binning),
+                        self._featurize_pairs, self._jacobian_product)
 
     def _featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool = True) -> Fingerprints:
         """As :meth:`featurize_packed` on the CPU, for frames whose :meth:`_neighbor_pairs`
