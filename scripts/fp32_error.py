@@ -73,7 +73,7 @@ def float32_dataset(frames, desc):
 
         def _read(self, indices):
             packed, energies, forces = self.frames.select(indices)
-            return self._featurize(packed, self.forcetraining), energies, forces
+            return self._featurize(packed, self.forcetraining), energies, forces, None  # blocks, no Jacobian
 
     return Float32Dataset(frames, desc, progress=False)
 

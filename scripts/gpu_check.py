@@ -278,8 +278,8 @@ def kernel_counts(desc, n_pairs: int, pair_species, n_blocks: int, n_atoms: int,
     layout read, fingerprints and derivative blocks written).
 
     ``pair_species`` (n_elements,): the pairs whose neighbour is of each element.
-    (The CPU roofline counts each kernel's work; where it lands, its counts replace these:
-    one source for both.)
+    (The CPU kernel works on monomial moments, not these per-pair formulas, so
+    :func:`fastfp.harness.work.gmp` counts a different algorithm.)
     """
     import numpy as np
 
@@ -289,12 +289,10 @@ def kernel_counts(desc, n_pairs: int, pair_species, n_blocks: int, n_atoms: int,
     exps = n_probe * float(np.dot(pair_species, gaussians))
     terms = t.term_exp
     gradient = float((terms > 0).sum())  # a gradient term per non-zero exponent
-    feature_of_term = np.repeat(np.arange(t.n_features), np.diff(t.fprime_term_ptr))
-    slot_groups = len(set(zip(feature_of_term.tolist(), t.fprime_term_slot.tolist())))
     per_pair = (5 + 3 * t.max_degree  # |D|^2 and the powers of D
                 + 4 * len(terms) + 5 * gradient  # Q_p and grad Q_p
                 + 2 * int(np.diff(t.comp_piece_ptr)[t.chan_comp].sum())  # mu_c
-                + 8 * len(t.fprime_term_slot) + 14 * slot_groups)  # d feature / dD
+                + 8 * len(t.poly_term_piece) + 14 * len(t.poly_slot))  # d feature / dD
     flops = n_pairs * per_pair + n_probe * float(np.dot(pair_species, gaussians)) * (1 + 4 * n_slots)
     width = 3 * t.n_features
     moved = (n_pairs * (8 + 8 + 3 * itemsize)  # j, its block, the vector

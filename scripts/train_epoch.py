@@ -6,6 +6,11 @@ repository root in AMPTorch's environment::
     python scripts/train_epoch.py --on-the-fly water-metal            # frames featurized per batch
     python scripts/train_epoch.py --store wm16000.store               # batches read from a store
 
+On the fly, ``--fprimes blocks`` hands each batch's derivatives over as stored pair
+blocks instead of recomputing them in the force contraction (the default on the CPU;
+``config["dataset"]["fastfp_fprimes"]``), and ``--batch-size N`` changes the batch
+(16): ``--batch-size 16000`` runs all 16,000 frames as one batch, one step.
+
 With ``--patched`` the epoch runs through AMPTorch with fastfp's patch series (its own
 trainer, ``config["dataset"]["fp_backend"] = "fastfp"``, no ``fastfp.amptorch.install()``),
 built by the harness from the AMPTorch checkout ``$FASTFP_AMPTORCH_SRC``
@@ -38,6 +43,9 @@ def main(argv=None) -> int:
     source.add_argument("--on-the-fly", metavar="FRAMES",
                         help="frames: a workload name (water-metal, water-metal:N) or an ASE-readable file")
     source.add_argument("--store", metavar="STORE", help="a fastfp store with energies, forces and derivatives")
+    parser.add_argument("--fprimes", choices=("recomputed", "blocks"),
+                        help="on the fly: derivatives recomputed in the force contraction (default) or stored blocks")
+    parser.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: the harness's 16)")
     parser.add_argument("--patched", action="store_true",
                         help="train through AMPTorch with fastfp's patch series (fp_backend 'fastfp', no install()), "
                              "built from $FASTFP_AMPTORCH_SRC")
@@ -72,10 +80,17 @@ def main(argv=None) -> int:
 
         dataset = {"fastfp_store": os.path.abspath(args.store), "val_split": 0, "scaling": dict(DEFAULT_SCALING)}
         what = f"the store {args.store}"
+    if args.fprimes:
+        if not args.on_the_fly:
+            parser.error("--fprimes is for --on-the-fly")
+        dataset["fastfp_fprimes"] = args.fprimes
+        what += f", fprimes {args.fprimes}"
     if args.patched:
         dataset["fp_backend"] = "fastfp"
         what += ", patched AMPTorch"
     config = stages.train_config(dataset, run_dir)
+    if args.batch_size:
+        config["optim"]["batch_size"] = args.batch_size
     torch.set_default_dtype(torch.float64)
     if not args.patched:
         fastfp.amptorch.install()

@@ -72,19 +72,20 @@ def descriptor(frames, scheme="gmpordernorm"):
 
 
 @requires_shared
+@pytest.mark.parametrize("fprimes", ["recomputed", "blocks"])
 @pytest.mark.parametrize("scheme, transform", [("gmpordernorm", "normalize"), ("gmpordernorm", "standardize"),
                                                ("gaussian", "normalize")])
-def test_batches_equal_the_stored_path(frames, scheme, transform):
+def test_batches_equal_the_stored_path(frames, scheme, transform, fprimes):
     """What AtomsDataset + DataCollater give (fastfp's Data, scalers and collation, as
     installed in AMPTorch): same scalers, fingerprints, targets, and forces from the
-    same gradients."""
+    same gradients, whether the batch's derivatives are recomputed or stored."""
     desc = descriptor(frames, scheme)
     scaling = {"type": transform, "range": (0, 1), "elementwise": True}
     data = images_to_data(desc, frames, disable_tqdm=True)
     features, targets = FeatureScaler(data, True, scaling), TargetScaler(data, True)
     features.norm(data)
     targets.norm(data)
-    dataset = OnTheFlyDataset(frames, desc, forcetraining=True, scaling=scaling, progress=False)
+    dataset = OnTheFlyDataset(frames, desc, forcetraining=True, scaling=scaling, progress=False, fprimes=fprimes)
     assert dataset.input_dim == data[0].fingerprint.shape[1] and len(dataset) == len(frames)
     assert float(dataset.target_scaler.target_mean) == float(targets.target_mean)
     assert float(dataset.target_scaler.target_std) == float(targets.target_std)
@@ -109,6 +110,39 @@ def test_batches_equal_the_stored_path(frames, scheme, transform):
     coo = sparse_block_diag([d.fprimes for d in chosen])
     torch.testing.assert_close(contract_forces(batch.fprimes, gradients), contract_forces(coo, gradients),
                                rtol=1e-10, atol=1e-10)
+
+
+@requires_shared
+@pytest.mark.parametrize("scheme", ["gmpordernorm", "gaussian"])
+def test_three_epochs_lose_the_same_with_recomputed_and_stored_derivatives(frames, scheme):
+    """A small network trained on energies and forces for 3 epochs (Adam; batches as a
+    trainer draws them): the same losses, to 1e-8 relative, from either way of handing
+    over the derivatives."""
+    desc = descriptor(frames, scheme)
+    losses = {}
+    for fprimes in ("blocks", "recomputed"):
+        dataset = OnTheFlyDataset(frames, desc, progress=False, fprimes=fprimes)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(dataset.input_dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses[fprimes] = []
+        for _ in range(3):
+            total = 0.0
+            for indices in ([7, 2, 9, 0, 4], [1, 3, 5, 6, 8]):
+                batch = dataset.batch(indices)
+                x = batch.fingerprint.requires_grad_()
+                atomic = model(x).squeeze(1)
+                energy = torch.zeros(batch.num_graphs).index_add(0, batch.batch, atomic)
+                dE_dG, = torch.autograd.grad(atomic.sum(), x, create_graph=True)
+                forces = contract_forces(batch.fprimes, dE_dG)
+                loss = ((energy - batch.energy) ** 2).mean() + 0.05 * ((forces - batch.forces) ** 2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            losses[fprimes].append(total)
+    np.testing.assert_allclose(losses["recomputed"], losses["blocks"], rtol=1e-8)
+    assert losses["blocks"][2] < losses["blocks"][0]
 
 
 @requires_shared
@@ -190,7 +224,7 @@ def test_store_batches_equal_the_on_the_fly_ones(frames, tmp_path, transform):
     scaling = {"type": transform, "range": (0, 1), "elementwise": True}
     store = _store(tmp_path, frames, desc)
     assert store.has_labels and len(store.shard_bounds) == 3 and len(frames) >= 9
-    fly = OnTheFlyDataset(frames, desc, forcetraining=True, scaling=scaling, progress=False)
+    fly = OnTheFlyDataset(frames, desc, forcetraining=True, scaling=scaling, progress=False, fprimes="blocks")
     stored = StoreDataset(store, desc, forcetraining=True, scaling=scaling, progress=False)
     assert len(stored) == len(fly) and stored.input_dim == fly.input_dim
     assert stored.target_scaler == fly.target_scaler

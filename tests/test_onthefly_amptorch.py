@@ -106,6 +106,23 @@ def test_same_losses_scalers_and_predictions_as_stored(frames, tmp_path, val_spl
     np.testing.assert_allclose(again["energy"], got["energy"], rtol=1e-12)
 
 
+def test_recomputed_derivatives_train_as_stored_blocks(frames, tmp_path):
+    """``config["dataset"]["fastfp_fprimes"]``: the default (derivatives recomputed in the
+    force contraction) and "blocks" (stored) give the same 3 epochs, to 1e-8."""
+    from fastfp.amptorch.forces import DerivativeBlocks, RecomputedDerivatives
+
+    train = frames[:16]
+    options = config(train, tmp_path, "blocks", True)
+    options["dataset"]["fastfp_fprimes"] = "blocks"
+    blocks = _train(options)
+    recomputed = trained(train, tmp_path, "recomputed", True)
+    assert blocks.train_dataset.fprimes == "blocks" and recomputed.train_dataset.fprimes == "recomputed"
+    assert isinstance(recomputed.train_dataset.batch([0, 1]).fprimes, RecomputedDerivatives)
+    assert isinstance(blocks.train_dataset.batch([0, 1]).fprimes, DerivativeBlocks)
+    for key in ("train_loss", "train_energy_mae", "train_forces_mae"):
+        np.testing.assert_allclose(history(recomputed, key), history(blocks, key), rtol=1e-8, err_msg=key)
+
+
 def test_amptorch_lmdb_still_trains_under_install(frames, tmp_path):
     from fastfp.amptorch.lmdb import write_lmdb
 
@@ -190,6 +207,8 @@ def test_a_store_with_other_settings_or_frames_is_refused(frames, tmp_path):
     (lambda c: c["dataset"].update(lmdb_path=["x.lmdb"]), "lmdb_path"),
     (lambda c: c["dataset"].update(scaling={"type": "minmax"}), "scaling"),
     (lambda c: c["optim"].update(gpus=2), "gpus"),
+    (lambda c: c["dataset"].update(fastfp_fprimes="coo"), "fastfp_fprimes"),
+    (lambda c: c["dataset"].update(fastfp_fprimes="blocks", on_the_fly=False), "fastfp_fprimes"),
 ])
 def test_unsupported_settings_name_the_key(frames, tmp_path, change, key):
     options = config(frames[:4], tmp_path, "bad", True, debug=True)

@@ -29,13 +29,14 @@ def test_gmp_work_by_hand(tmp_path):
     desc = GMPOrderNorm({"MCSHs": {"orders": [0], "sigmas": [1.0]}, "cutoff": 6.0, "atom_gaussians": paths}, ["H"])
     t = desc.tables
     assert (t.n_probes, t.n_slots, len(t.term_coef), t.max_degree, len(t.chan_comp), t.n_features,
-            len(t.fprime_term_slot)) == (1, 1, 1, 0, 1, 1, 1)
+            len(t.poly_slot), len(t.poly_term_piece)) == (1, 1, 1, 0, 1, 1, 1, 1)
     _, pairs, species, n_blocks = pairs_of(desc, [Atoms("H2", [(0, 0, 0), (0, 0, 0.74)])])
     assert (int(pairs.ptr[-1]), n_blocks) == (4, 4)
     got = work.gmp(t, pairs.ptr, species, n_blocks)
-    # per pair: r^2 5, the term 4, the channel 2, the derivative group 8 - 4 + 14, the
-    # blocks 6; per Gaussian 1 + 4 x 1 slot (two Gaussians); per centre 5 + 2 + 3
-    assert got.flops == 4 * (5 + 4 + 2 + 8 - 4 + 14 + 6 + 2 * 5) + 2 * 10
+    # per pair: r^2 5, no monomial beyond the first, the moment 2, the degree-0 polynomial
+    # 8, the own block's sum 3; per Gaussian 1 + 4 x 1 slot (two Gaussians); per centre:
+    # the channel's term 2, the member 5, the value 2, the polynomial's weight 1 and term 2
+    assert got.flops == 4 * (5 + 0 + 2 + 8 + 3 + 2 * 5) + 2 * (2 + 5 + 2 + 1 + 2)
     assert got.exps == 4 * 2 and got.libm_calls == 0 and got.pairs == 4
     # pairs 56 B read, 16 written; atoms 16 read, 8 written (one feature); blocks 8 + 24 written
     assert got.bytes_read == 4 * 56 + 2 * 16

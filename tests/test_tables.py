@@ -9,6 +9,7 @@ from fastfp.descriptors import gaussian as gaussian_descriptor
 from fastfp.descriptors import gmp as gmp_descriptor
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMP, GMPOrderNorm
+from fastfp.kernels.blocks import BLOCKS, FINGERPRINTS
 from fastfp.kernels.tables import GaussianTables, GMPTables
 
 ELEMENTS = ["H", "O"]
@@ -66,15 +67,30 @@ def test_gmp_tables_hold_the_features(gaussians):
         # C2 = -alpha beta / (alpha + beta)
         alpha, beta = t.probe_alpha[:, None], t.gauss_beta[None, :]
         np.testing.assert_allclose(t.overlap_c2, -alpha * beta / (alpha + beta))
-        # each feature's derivative contracts every piece of every member, slot by slot
+        # each feature's derivative: one polynomial per slot, of every piece of every member in that slot
         for f in range(t.n_features):
-            terms = slice(t.fprime_term_ptr[f], t.fprime_term_ptr[f + 1])
-            assert (np.diff(t.fprime_term_slot[terms]) >= 0).all()
+            polys = range(t.poly_ptr[f], t.poly_ptr[f + 1])
+            assert len(set(t.poly_slot[polys])) == len(polys)
+            found = []
+            for k in polys:
+                terms = slice(t.poly_term_ptr[k], t.poly_term_ptr[k + 1])
+                assert (t.piece_slot[t.poly_term_piece[terms]] == t.poly_slot[k]).all()
+                found += zip(t.poly_term_member[terms], t.poly_term_piece[terms])
             members = range(t.feat_ptr[f], t.feat_ptr[f + 1])
             expected = sorted((m, p) for m in members for p in range(t.comp_piece_ptr[t.chan_comp[t.feat_chan[m]]],
                                                                       t.comp_piece_ptr[t.chan_comp[t.feat_chan[m]] + 1]))
-            assert sorted(zip(t.fprime_term_member[terms], t.fprime_term_piece[terms])) == expected
-            np.testing.assert_array_equal(t.fprime_term_slot[terms], t.piece_slot[t.fprime_term_piece[terms]])
+            assert sorted(found) == expected
+        # the monomials: every one up to the highest degree, by degree; the terms' and the gradients'
+        degree = t.mono_exp.sum(axis=1)
+        assert t.mono_ptr[-1] == len(t.mono_exp) == len({tuple(e) for e in t.mono_exp})
+        for d in range(len(t.mono_ptr) - 1):
+            assert (degree[t.mono_ptr[d] : t.mono_ptr[d + 1]] == d).all()
+        np.testing.assert_array_equal(t.mono_exp[t.term_mono], t.term_exp)
+        for axis in range(3):
+            lower = t.mono_grad[:, axis]
+            assert ((lower < 0) == (t.mono_exp[:, axis] == 0)).all()
+            step = np.eye(3, dtype=np.int64)[axis]
+            np.testing.assert_array_equal(t.mono_exp[lower[lower >= 0]], t.mono_exp[lower >= 0] - step)
 
 
 def test_gaussian_tables_fill_every_column_once(gaussians):
@@ -100,11 +116,13 @@ def test_cpu_kernels_take_the_descriptor_tables(gaussians, monkeypatch, derivati
         kernel = getattr(module, name)
 
         def recording(*args, kernel=kernel):
-            seen.append(args[-6:-4])  # (tables, derivatives) before fp, fprimes, atom_start, atom_stop
+            # (tables, mode) before fp, pair_block, block_ptr, fprimes, x, out, atom_start, atom_stop
+            seen.append(args[-10:-8])
             return kernel(*args)
 
         monkeypatch.setattr(module, name, recording)
+    mode = BLOCKS if derivatives else FINGERPRINTS
     for desc in _descriptors(gaussians):
         seen.clear()
         desc.featurize([molecule("H2O")], derivatives=derivatives)
-        assert seen and all(tables is desc.tables and flag is derivatives for tables, flag in seen)
+        assert seen and all(tables is desc.tables and flag == mode for tables, flag in seen)

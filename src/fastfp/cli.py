@@ -143,18 +143,23 @@ def _interruptible():
     cluster). Raised inside a numba kernel, the ``KeyboardInterrupt`` surfaces as another
     exception (SystemError), hence the flag; raised inside a finalizer, it is lost (and
     Python would print it as "Exception ignored in ..."; it is not printed here), hence
-    :data:`fastfp.cluster.STOP`, which the task loop checks. The command then prints one
-    line, ``interrupted`` (:func:`main`)."""
+    :data:`fastfp.cluster.STOP`, which the task loop checks. Dask's own messages about
+    the connections it loses while the cluster is torn down are silenced from then on.
+    The command then prints one line, ``interrupted`` (:func:`main`)."""
+    import logging
     import signal
 
     from .cluster import STOP
 
     interrupted = []
+    dask_log = logging.getLogger("distributed")
+    dask_level = dask_log.level
 
     def interrupt(signum, frame):
         if not interrupted:
             interrupted.append(signum)
             STOP.set()
+            dask_log.setLevel(logging.CRITICAL + 1)
             raise KeyboardInterrupt
 
     def unraisable(info):
@@ -174,6 +179,7 @@ def _interruptible():
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         sys.unraisablehook = default_unraisable
+        dask_log.setLevel(dask_level)
         STOP.clear()
 
 

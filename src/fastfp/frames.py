@@ -44,6 +44,12 @@ class PackedFrames:
     def n_atoms(self) -> int:
         return len(self.numbers)
 
+    def slice(self, start: int, stop: int) -> "PackedFrames":
+        """Frames ``start:stop`` (views of these arrays, offsets from 0)."""
+        a0, a1 = self.offsets[start], self.offsets[stop]
+        return PackedFrames(self.positions[a0:a1], self.numbers[a0:a1], self.offsets[start : stop + 1] - a0,
+                            self.cells[start:stop], self.pbc[start:stop])
+
 
 def element_numbers(elements: Sequence[str]) -> np.ndarray:
     """Atomic numbers of chemical symbols; raises ``ValueError`` for an unknown symbol."""

@@ -15,6 +15,8 @@ processes that train with torch have paid that already.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numba
@@ -107,35 +109,48 @@ def neighbor_pairs(
     """
     from vesin import NeighborList  # imports torch where installed: not with fastfp
 
-    # unsorted: vesin's sort costs more than grouping the pairs by centre here
-    search = NeighborList(cutoff=float(cutoff), full_list=True, sorted=False, n_threads=1)
-    i_parts, j_parts, d_parts = [], [], []
+    # unsorted: vesin's sort costs more than grouping the pairs by centre here. Each pair
+    # once (a half list takes vesin about two thirds of the time of a full one); its
+    # mirror image (j, i, -shift, -vector) is added while grouping
+    search = NeighborList(cutoff=float(cutoff), full_list=False, sorted=False, n_threads=1)
+    i_parts, j_parts, d_parts, keep_parts = [], [], [], []
     for k in range(frames.n_frames):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
         positions = frames.positions[start:stop]
         # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
-        i, j, shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k], "ijSD")
-        if amptorch_binning:
-            keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff, i, j, shifts)
-            if not keep.all():
-                i, j, vectors = i[keep], j[keep], vectors[keep]
+        i, j, *shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k],
+                                                "ijSD" if amptorch_binning else "ijD", copy=False)
+        if amptorch_binning:  # which of each pair and its mirror image AMPTorch finds
+            mask = functools.partial(amptorch_binning_mask, positions, frames.cells[k], frames.pbc[k], cutoff)
+            keep_parts.append(np.stack((mask(i, j, shifts[0]), mask(j, i, -shifts[0]))))
         i_parts.append(i.astype(np.int64) + start)
         j_parts.append(j.astype(np.int64) + start)
-        d_parts.append(vectors)
+        d_parts.append(np.array(vectors))  # copy=False: vesin reuses its arrays
+    keep = np.concatenate(keep_parts, axis=1) if amptorch_binning else np.ones((2, 0), dtype=bool)
+    pair_offsets = np.concatenate(([0], np.cumsum([len(part) for part in i_parts])))
     ptr, j, vectors = _by_centre(np.concatenate(i_parts), np.concatenate(j_parts),
-                                 np.concatenate(d_parts).reshape(-1, 3), frames.n_atoms, self_pairs)
+                                 np.concatenate(d_parts).reshape(-1, 3), keep, pair_offsets, frames.n_atoms,
+                                 self_pairs)
     return NeighborPairs(ptr=ptr, j=j, vectors=vectors)
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_centre(i, j, vectors, n_atoms, self_pairs):
-    """``(ptr, j, vectors)`` of the pairs ``i``, ``j``, ``vectors`` (any order) grouped by
-    centre (a stable counting sort: centre a's pairs are ``ptr[a]:ptr[a+1]``), with
-    ``self_pairs`` each atom's pair with itself (zero vector) first among its pairs."""
+def _by_centre(i, j, vectors, keep, pair_offsets, n_atoms, self_pairs):
+    """``(ptr, j, vectors)`` of the half-list pairs ``i``, ``j``, ``vectors`` (any order
+    within a frame; frame k's are ``pair_offsets[k]:pair_offsets[k+1]``) and their mirror
+    images (j, i, -vector), grouped by centre (a stable counting sort, frame by frame:
+    centre a's pairs are ``ptr[a]:ptr[a+1]``, first those where it is ``i``), with
+    ``self_pairs`` each atom's pair with itself (zero vector) first among its pairs.
+    ``keep`` (2, n_pairs) says which pairs (row 0) and mirror images (row 1) to keep;
+    with no columns, all."""
     own = 1 if self_pairs else 0
+    every = keep.shape[1] == 0
     ptr = np.zeros(n_atoms + 1, dtype=np.int64)
     for p in range(len(i)):
-        ptr[i[p] + 1] += 1
+        if every or keep[0, p]:
+            ptr[i[p] + 1] += 1
+        if every or keep[1, p]:
+            ptr[j[p] + 1] += 1
     for a in range(n_atoms):
         ptr[a + 1] += ptr[a] + own
     free = ptr[:-1].copy()  # the next place of each centre's pairs
@@ -146,10 +161,16 @@ def _by_centre(i, j, vectors, n_atoms, self_pairs):
             all_j[free[a]] = a
             all_vectors[free[a]] = 0.0
             free[a] += 1
-    for p in range(len(i)):
-        q = free[i[p]]
-        all_j[q] = j[p]
-        for d in range(3):
-            all_vectors[q, d] = vectors[p, d]
-        free[i[p]] += 1
+    for k in range(len(pair_offsets) - 1):  # a frame's pairs land in its atoms' places: in cache
+        for mirror in range(2):
+            sign = -1.0 if mirror else 1.0
+            for p in range(pair_offsets[k], pair_offsets[k + 1]):
+                if not (every or keep[mirror, p]):
+                    continue
+                centre, other = (j[p], i[p]) if mirror else (i[p], j[p])
+                q = free[centre]
+                all_j[q] = other
+                for d in range(3):
+                    all_vectors[q, d] = sign * vectors[p, d]
+                free[centre] += 1
     return ptr, all_j, all_vectors

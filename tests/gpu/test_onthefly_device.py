@@ -20,7 +20,7 @@ from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 
 from conftest import write_pseudodensities  # noqa: E402
 from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
-from fastfp.amptorch.forces import contract_forces  # noqa: E402
+from fastfp.amptorch.forces import RecomputedDerivatives, contract_forces  # noqa: E402
 from fastfp.amptorch.model import singlenn_forward  # noqa: E402
 from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset, collate_for_trainer  # noqa: E402
 from fastfp.gpu.device import simulated  # noqa: E402
@@ -123,9 +123,10 @@ def test_device_batches_equal_the_cpu_ones(tmp_path, name):
             assert_close(b_dev[key], b_cpu[key], key)
         for key in ("atomic_numbers", "batch", "ptr"):
             assert b_dev[key].device == DEVICE and torch.equal(b_dev[key].cpu(), b_cpu[key]), key
-        # the device blocks are torch tensors on the device (contracted by torch ops)
+        # the device blocks are torch tensors on the device (contracted by torch ops); the
+        # CPU's derivatives are recomputed in the contraction (its default)
         assert b_dev.fprimes.on_torch and b_dev.fprimes.fprimes.device == DEVICE
-        assert not b_cpu.fprimes.on_torch
+        assert isinstance(b_cpu.fprimes, RecomputedDerivatives)
         # forces from given gradients, and the transposed pass (their backward)
         gradients = torch.randn(b_cpu.fingerprint.shape, generator=torch.Generator().manual_seed(len(indices)))
         on_device = gradients.to(DEVICE, copy=True).requires_grad_()

@@ -96,4 +96,5 @@ def dataset_class(config: dict):
     if mode is None:
         return None
     store = onthefly.open_training_store(config["dataset"]) if mode == onthefly.STORE_KEY else None
-    return functools.partial(onthefly.trainer_dataset, store=store, device=onthefly.training_device(config))
+    return functools.partial(onthefly.trainer_dataset, store=store, device=onthefly.training_device(config),
+                             fprimes=config["dataset"].get(onthefly.FPRIMES_KEY))

@@ -26,7 +26,13 @@ matrix of the stored path (:class:`DerivativeMatrix`) or, on the fly
 gradients rather than to the blocks. Blocks featurized on the CPU (NumPy arrays) are
 contracted by one compiled pass; blocks featurized with ``device="cuda"`` and handed to
 torch by DLPack (torch tensors, on the GPU) by torch ops where they lie: a gather, a
-batched (1 x n_features) @ (n_features x 3) product and an ``index_add``.
+batched (1 x n_features) @ (n_features x 3) product and an ``index_add``. Or, on the
+CPU, no blocks at all (:class:`RecomputedDerivatives`): each product recomputed from the
+frames by the descriptor's kernels (:meth:`Descriptor.jacobian
+<fastfp.descriptors.base.Descriptor.jacobian>`), so a batch's
+memory grows with its atoms, not its pairs. Both go through one ``autograd.Function``
+(``-A^T x``, its backward ``-A g``, itself the same Function), so they are
+interchangeable wherever AMPTorch's model contracts ``batch.fprimes``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
+
+from ..jacobian import Jacobian
 
 
 @numba.njit(cache=True, nogil=True)
@@ -206,40 +214,91 @@ class DerivativeBlocks:
         return out.index_add_(0, into, rows).neg_().to(x.dtype)
 
 
-class MinusBlockProduct(torch.autograd.Function):
-    """``y = -A^T x`` for the blocks A of a :class:`DerivativeBlocks` or
-    :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal` (``transpose``: ``-A x``), by
-    their ``minus_product(x, transpose)``; its backward is the other one, the same
-    Function."""
+@dataclass(frozen=True, eq=False)
+class RecomputedDerivatives:
+    """The derivative matrix of a batch's (scaled) fingerprints, never stored: the same
+    matrix as :class:`DerivativeBlocks` (entry ((i, f), (j, c)) = ``factor[i, f]`` d G_if /
+    d r_jc), its products recomputed from the frames by the descriptor's kernels
+    (``jacobian``, a :class:`fastfp.jacobian.Jacobian`) each time, on the CPU.
+
+    ``factor`` (n_atoms, width) is the feature scaler's factor of the batch's rows,
+    ``width`` <= the descriptor's ``n_features`` (AMPTorch's ``input_dim``: the columns
+    beyond are dropped). Raises ``ValueError`` if it does not fit the frames or is not on
+    the CPU.
+    """
+
+    jacobian: Jacobian
+    factor: torch.Tensor
+
+    def __post_init__(self):
+        n_atoms, width = self.factor.shape
+        if self.factor.device.type != "cpu":
+            raise ValueError(f"recomputed derivatives are computed on the CPU, got factor on {self.factor.device}")
+        if n_atoms != self.jacobian.n_atoms or width > self.jacobian.n_features:
+            raise ValueError(f"factor has shape {(n_atoms, width)}, expected ({self.jacobian.n_atoms}, at most "
+                             f"{self.jacobian.n_features})")
+
+    @property
+    def n_atoms(self) -> int:
+        return self.factor.shape[0]
+
+    def contract(self, gradients: torch.Tensor) -> torch.Tensor:
+        """Forces (n_atoms, 3) from dE/dG: :func:`contract_blocks`."""
+        return contract_blocks(self, gradients)
+
+    def minus_product(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """As :meth:`DerivativeBlocks.minus_product`: ``-A^T x`` ((n_atoms, width) ->
+        (n_atoms, 3)) or, with ``transpose``, ``-A x`` ((n_atoms, 3) -> (n_atoms,
+        width)), A unscaled, computed in float64 and returned in the dtype of ``x``; no
+        autograd."""
+        values = x.detach().to(torch.float64).numpy()
+        width = self.factor.shape[1]
+        if transpose:
+            out = self.jacobian.product(values)
+            out = out if width == out.shape[1] else np.ascontiguousarray(out[:, :width])
+        else:
+            if width < self.jacobian.n_features:  # the columns beyond are zero
+                values = np.concatenate((values, np.zeros((self.n_atoms, self.jacobian.n_features - width))), axis=1)
+            out = self.jacobian.transposed_product(values)
+        np.negative(out, out=out)
+        return torch.from_numpy(out).to(x.dtype)
+
+
+class MinusProduct(torch.autograd.Function):
+    """``y = -A^T x`` for the derivative matrix A of a :class:`DerivativeBlocks`,
+    :class:`RecomputedDerivatives` or :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal`
+    (``transpose``: ``-A x``), by their ``minus_product(x, transpose)``; its backward is the
+    other one, the same Function."""
 
     @staticmethod
-    def forward(ctx, blocks, x, transpose):
-        ctx.blocks = blocks
+    def forward(ctx, derivatives, x, transpose):
+        ctx.derivatives = derivatives
         ctx.transpose = transpose
-        return blocks.minus_product(x, transpose)
+        return derivatives.minus_product(x, transpose)
 
     @staticmethod
     def backward(ctx, grad):
         grad_x = None
         if ctx.needs_input_grad[1]:
-            grad_x = MinusBlockProduct.apply(ctx.blocks, grad, not ctx.transpose)
+            grad_x = MinusProduct.apply(ctx.derivatives, grad, not ctx.transpose)
         return None, grad_x, None
 
 
-def contract_blocks(blocks: DerivativeBlocks, gradients: torch.Tensor) -> torch.Tensor:
-    """Forces (n_atoms, 3) ``-A^T x`` from derivative ``blocks`` and ``gradients`` dE/dG
-    with n_atoms * n_features elements (any shape), in float64 or float32 (the dtype of
-    ``gradients``), on the blocks' device (that of ``blocks.factor``: the CPU for NumPy
-    blocks). Differentiable to any order in ``gradients``."""
-    where = blocks.factor.device
+def contract_blocks(derivatives: DerivativeBlocks | RecomputedDerivatives, gradients: torch.Tensor) -> torch.Tensor:
+    """Forces (n_atoms, 3) ``-A^T x`` from the derivative matrix of ``derivatives`` (stored
+    blocks or recomputed) and ``gradients`` dE/dG with n_atoms * width elements (any
+    shape), in float64 or float32 (the dtype of ``gradients``), on the blocks' device
+    (that of ``derivatives.factor``: the CPU for NumPy blocks and recomputed ones).
+    Differentiable to any order in ``gradients``."""
+    where = derivatives.factor.device
     if gradients.device != where or gradients.dtype not in _NUMPY:
-        raise ValueError(f"derivative blocks contract on {where} in float64 or float32, got gradients "
+        raise ValueError(f"derivatives contract on {where} in float64 or float32, got gradients "
                          f"{gradients.dtype} on {gradients.device}")
-    n_atoms, n_features = blocks.factor.shape
+    n_atoms, n_features = derivatives.factor.shape
     if gradients.numel() != n_atoms * n_features:
-        raise ValueError(f"gradients has {gradients.numel()} elements, the blocks' rows {n_atoms * n_features}")
-    x = gradients.reshape(n_atoms, n_features) * blocks.factor.to(gradients.dtype)
-    return MinusBlockProduct.apply(blocks, x, False)
+        raise ValueError(f"gradients has {gradients.numel()} elements, the derivatives' rows {n_atoms * n_features}")
+    x = gradients.reshape(n_atoms, n_features) * derivatives.factor.to(gradients.dtype)
+    return MinusProduct.apply(derivatives, x, False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,8 +332,8 @@ def contract_forces(fprimes, gradients: torch.Tensor) -> torch.Tensor:
     ``-torch.sparse.mm(fprimes.t(), gradients.reshape(-1, 1)).view(-1, 3)`` (duplicate
     entries of an uncoalesced ``fprimes`` are summed, as there), up to rounding.
     ``fprimes`` may also be an object that contracts itself (``fprimes.contract``):
-    a :class:`DerivativeMatrix`, :class:`DerivativeBlocks` (:func:`contract_blocks`) or
-    :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal`.
+    a :class:`DerivativeMatrix`, :class:`DerivativeBlocks`, :class:`RecomputedDerivatives` (:func:`contract_blocks`)
+    or :class:`~fastfp.amptorch.frame_blocks.BlockDiagonal`.
     """
     if hasattr(fprimes, "contract"):
         return fprimes.contract(gradients)

@@ -37,7 +37,7 @@ import torch
 from ..fingerprints import Fingerprints
 from ..kernels.blocks import kept_transposed
 from ..threads import run_balanced
-from .forces import DerivativeBlocks, MinusBlockProduct
+from .forces import DerivativeBlocks, MinusProduct
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,7 +211,7 @@ class BlockDiagonal:
                              f"{gradients.dtype} on {gradients.device}")
         if gradients.numel() != self.n_atoms * self.width:
             raise ValueError(f"gradients has {gradients.numel()} elements, the blocks' rows {self.n_atoms * self.width}")
-        return MinusBlockProduct.apply(self, gradients.reshape(self.n_atoms, self.width), False)
+        return MinusProduct.apply(self, gradients.reshape(self.n_atoms, self.width), False)
 
     def minus_product(self, x: torch.Tensor, transpose: bool) -> torch.Tensor:
         """``-A^T x`` (x (n_atoms, width) -> (n_atoms, 3)) or, with ``transpose``, ``-A x``

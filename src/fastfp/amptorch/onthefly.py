@@ -8,9 +8,13 @@ AMPTorch gets it through :func:`fastfp.amptorch.install`. The data set keeps onl
 frames as flat arrays (positions, atomic numbers, cells, pbc, energies, forces:
 :class:`LabelledFrames`) and the fitted scalers. Each batch is featurized with exact
 derivatives when the DataLoader asks for it, scaled, handed to the model with its
-derivatives as fastfp's pair blocks (:class:`~fastfp.amptorch.forces.DerivativeBlocks`,
-no COO, no thresholding) and dropped after the step, so memory is bounded by the batch
-whatever the number of frames.
+derivatives (no COO, no thresholding) and dropped after the step, so memory is bounded
+by the batch whatever the number of frames. On the CPU the derivatives are by default
+never stored at all (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`: the kernels
+recompute them inside the force contraction and its backward, so a batch's memory grows
+with its atoms, not its pairs); ``config["dataset"]["fastfp_fprimes"] = "blocks"`` (or
+``OnTheFlyDataset(..., fprimes="blocks")``) featurizes them into fastfp's pair blocks
+(:class:`~fastfp.amptorch.forces.DerivativeBlocks`) instead, as the GPU and stores do.
 
 With ``config["dataset"]["fastfp_store"] = PATH`` instead (no ``raw_data``), the
 batches are read from a fastfp store with labels (:class:`StoreDataset`): fingerprints,
@@ -60,7 +64,7 @@ from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
 from .descriptors import AMPTorchInterface, construct_descriptor
-from .forces import DerivativeBlocks
+from .forces import DerivativeBlocks, RecomputedDerivatives
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
                       scale_fingerprints)
 
@@ -68,10 +72,15 @@ from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScale
 KEY = "on_the_fly"
 #: the key in ``config["dataset"]`` that names a fastfp store to train from
 STORE_KEY = "fastfp_store"
+#: the key in ``config["dataset"]`` that chooses how on-the-fly batches hand over their
+#: derivatives (:data:`FPRIMES`)
+FPRIMES_KEY = "fastfp_fprimes"
+#: the ways: recomputed in the force contraction (the CPU's default) or stored blocks
+FPRIMES = ("recomputed", "blocks")
 #: ``config["dataset"]`` keys AtomsTrainer reads (``descriptor`` and ``fp_length`` it
 #: writes itself), and fastfp's
 DATASET_KEYS = {"raw_data", "elements", "fp_scheme", "fp_params", "cutoff_params", "scaling", "save_fps",
-                "val_split", "val_split_mode", "descriptor", "fp_length", "fp_backend", KEY, STORE_KEY}
+                "val_split", "val_split_mode", "descriptor", "fp_length", "fp_backend", KEY, STORE_KEY, FPRIMES_KEY}
 #: keys of AMPTorch's LMDB data sets, which hold precomputed fingerprints
 LMDB_KEYS = ("lmdb_path", "cache")
 #: atoms per featurization call while fitting the feature scaler (fingerprints only, so
@@ -98,7 +107,9 @@ def check_config(config: dict) -> str | None:
     (``raw_data`` with a store), a ``fp_scheme`` other than gmpordernorm, gmp and gaussian,
     ``fp_params`` ``"log"`` (no derivatives) with forces or a nonzero
     ``"prime_threshold"`` (derivatives here are exact), a bad ``scaling``, or a
-    ``config["optim"]["gpus"]`` other than 0 or 1 (with a store: other than 0); with
+    ``config["optim"]["gpus"]`` other than 0 or 1 (with a store: other than 0), a
+    ``fastfp_fprimes`` other than "recomputed" and "blocks", or given without
+    ``on_the_fly`` ("recomputed" on the CPU only); with
     ``gpus`` 1 and no GPU to run on, :class:`~fastfp.gpu.device.DeviceError`
     (:func:`training_device`). Unknown ``fp_params`` keys are reported when the
     descriptor is built (:func:`trainer_dataset`), settings that differ from the store's
@@ -108,9 +119,18 @@ def check_config(config: dict) -> str | None:
     if not isinstance(flag, bool):
         raise ValueError(f"config['dataset'][{KEY!r}] must be True or False, got {flag!r}")
     mode = STORE_KEY if STORE_KEY in dataset else KEY if flag else None
+    if FPRIMES_KEY in dataset and mode != KEY:
+        raise ValueError(f"config['dataset'][{FPRIMES_KEY!r}] chooses how on-the-fly batches hand over their "
+                         f"derivatives: it needs {KEY!r}")
     if mode is None:
         return None
     where = f"config['dataset'] with {mode!r}"
+    fprimes = dataset.get(FPRIMES_KEY, None)
+    if fprimes not in (None, *FPRIMES):
+        raise ValueError(f"config['dataset'][{FPRIMES_KEY!r}] must be one of {FPRIMES}, got {fprimes!r}")
+    if fprimes == "recomputed" and config.get("optim", {}).get("gpus", 0):
+        raise ValueError(f"config['dataset'][{FPRIMES_KEY!r}] = 'recomputed' runs on the CPU; with "
+                         "config['optim']['gpus'] = 1 the derivatives are blocks on the GPU: drop the key or set 'blocks'")
     if flag and mode == STORE_KEY:
         raise ValueError(f"{where}: give either {KEY!r} (frames featurized per batch) or {STORE_KEY!r} "
                          "(batches read from a store), not both")
@@ -257,14 +277,24 @@ class OnTheFlyDataset(Dataset):
         module's docstring). The GPU's neighbour list is complete: the pairs AMPTorch's
         neighbour search drops (atoms within 1e-7 of a periodic face,
         :func:`~fastfp.neighbors.amptorch_binning_mask`), dropped on the CPU, are kept.
+    fprimes : how a batch hands over its derivatives (force training): ``"recomputed"``
+        (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`, never stored; the
+        default on the CPU) or ``"blocks"`` (:class:`~fastfp.amptorch.forces.DerivativeBlocks`;
+        the only way on the GPU)
 
     Raises :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first frame
     that cannot be featurized or lacks an energy (forces), ``ValueError`` for another
-    ``device``, :class:`~fastfp.gpu.device.DeviceError` if ``"cuda"`` cannot run.
+    ``device`` or ``fprimes``, :class:`~fastfp.gpu.device.DeviceError` if ``"cuda"``
+    cannot run.
     """
 
     def __init__(self, images, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
-                 progress=True, device="cpu"):
+                 progress=True, device="cpu", fprimes=None):
+        fprimes = fprimes or ("recomputed" if device == "cpu" else "blocks")
+        if fprimes not in FPRIMES or (fprimes == "recomputed" and device != "cpu"):
+            raise ValueError(f"fprimes must be 'blocks' or, on the CPU, 'recomputed'; got {fprimes!r} on {device!r}")
+        #: how batches hand over their derivatives (:data:`FPRIMES`)
+        self.fprimes = fprimes
         self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forces=forcetraining)
         self._setup(descriptor, forcetraining, self.frames.energies, np.unique(self.frames.frames.numbers), scaling,
                     scalers, progress, device)
@@ -309,14 +339,20 @@ class OnTheFlyDataset(Dataset):
             start = stop
 
     def _read(self, indices):
-        """``(Fingerprints with derivatives when force training, energies, forces)`` of
-        the frames ``indices``: featurized here, on :attr:`device`."""
+        """``(Fingerprints, energies, forces, jacobian)`` of the frames ``indices``,
+        featurized here, on :attr:`device`: with force training either the derivative
+        blocks in the fingerprints or (:attr:`fprimes` "recomputed", on the CPU) a
+        :class:`~fastfp.jacobian.Jacobian` of the frames (:meth:`Descriptor.jacobian
+        <fastfp.descriptors.base.Descriptor.jacobian>`), else None."""
         if self.device == "cuda":
-            return self._read_on_device(indices, derivatives=self.forcetraining)
+            return (*self._read_on_device(indices, derivatives=self.forcetraining), None)
         packed, energies, forces = self.frames.select(indices)
+        if self.forcetraining and self.fprimes == "recomputed":
+            jacobian = self.descriptor.jacobian(packed, amptorch_binning=self.amptorch_binning)
+            return jacobian.fingerprints(), energies, forces, jacobian
         fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining,
                                                amptorch_binning=self.amptorch_binning)
-        return fps, energies, forces
+        return fps, energies, forces, None
 
     @functools.cached_property
     def _on_device(self):
@@ -366,11 +402,12 @@ class OnTheFlyDataset(Dataset):
         ``DataCollater`` collates its ``Data``: a torch_geometric ``Batch`` with
         ``fingerprint`` (n_atoms, input_dim), ``atomic_numbers``, ``batch``, ``energy``
         (n_frames,) and, with force training, ``forces`` (n_atoms, 3) and ``fprimes``
-        (:class:`~fastfp.amptorch.forces.DerivativeBlocks`), all scaled.
+        (:class:`~fastfp.amptorch.forces.RecomputedDerivatives` or
+        :class:`~fastfp.amptorch.forces.DerivativeBlocks`, by :attr:`fprimes`), all scaled.
 
         Raises :class:`~fastfp.frames.FrameError` naming the index of a frame that
         cannot be featurized."""
-        fps, energies, forces = self._read(indices)
+        fps, energies, forces, jacobian = self._read(indices)
         fingerprints = self._rows(fps)
         device, dtype = fingerprints.device, torch.get_default_dtype()
         numbers = torch.from_dlpack(fps.numbers)
@@ -387,6 +424,9 @@ class OnTheFlyDataset(Dataset):
         if self.forcetraining:
             batch.forces = targets.forces
             factor = 1 / scale if self.feature_scaler.transform == "standardize" else scale
+            if jacobian is not None:
+                batch.fprimes = RecomputedDerivatives(jacobian, factor.contiguous())
+                return batch
             blocks = (fps.fprime_ptr, fps.fprime_j, fps.fprimes)
             if self.device == "cuda":  # contracted by torch ops where they lie
                 blocks = tuple(map(torch.from_dlpack, blocks))
@@ -441,6 +481,7 @@ class StoreDataset(OnTheFlyDataset):
             raise StoreError(f"{store.path}: no derivatives in the store: force training needs them "
                              "(fastfp featurize --derivatives), or set config['model']['get_forces'] = False")
         self.store = store
+        self.fprimes = "blocks"
         present = np.unique(np.concatenate([fps.numbers for fps in store.chunks(FIT_FRAMES, derivatives=False)]))
         self._setup(descriptor, forcetraining, store.labels(0, len(store))[0], present, scaling, scalers, progress,
                     "cpu")
@@ -449,12 +490,12 @@ class StoreDataset(OnTheFlyDataset):
         return self.store.chunks(FIT_FRAMES, derivatives=False)
 
     def _read(self, indices):
-        """``(Fingerprints, energies, forces)`` of the frames ``indices``, read from the store."""
+        """``(Fingerprints, energies, forces, None)`` of the frames ``indices``, read from the store."""
         indices = [int(k) for k in indices]
         parts = [self.store.frames(k, k + 1, self.forcetraining) for k in indices]
         labels = [self.store.labels(k, k + 1) for k in indices]
         return (Fingerprints.concatenate(parts), np.concatenate([e for e, _ in labels]),
-                np.concatenate([f for _, f in labels]) if self.forcetraining else None)
+                np.concatenate([f for _, f in labels]) if self.forcetraining else None, None)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -509,11 +550,12 @@ def collate_for_trainer(dataset: OnTheFlyDataset, items) -> list:
 
 
 def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True, scaling=None, store=None,
-                    device="cpu", **_):
+                    device="cpu", fprimes=None, **_):
     """What AtomsTrainer's ``AtomsDataset(...)`` call builds: an :class:`OnTheFlyDataset`
     of ``images`` on ``device`` (:func:`training_device`), or with ``store`` a
     :class:`StoreDataset`, with AMPTorch's descriptor setup and scaler classes
-    (``save_fps`` has nothing to save here). Unknown or bad ``fp_params`` raise
+    (``save_fps`` has nothing to save here) and ``fprimes`` (``config["dataset"]``'s
+    :data:`FPRIMES_KEY`, default by device). Unknown or bad ``fp_params`` raise
     ``ValueError`` naming the key."""
     from amptorch.preprocessing import FeatureScaler as AMPTorchFeatureScaler
     from amptorch.preprocessing import TargetScaler as AMPTorchTargetScaler
@@ -527,7 +569,7 @@ def trainer_dataset(images, descriptor_setup, forcetraining=True, save_fps=True,
     if store is not None:
         return StoreDataset(store, descriptor, forcetraining=forcetraining, scaling=scaling, scalers=scalers)
     return OnTheFlyDataset(images, descriptor, forcetraining=forcetraining, scaling=scaling, scalers=scalers,
-                           device=device)
+                           device=device, fprimes=fprimes)
 
 
 def open_training_store(dataset: dict):
@@ -552,4 +594,4 @@ def open_training_store(dataset: dict):
 
 
 __all__ = ["OnTheFlyDataset", "StoreDataset", "LabelledFrames", "AheadLoader", "check_config", "training_device", "KEY",
-           "STORE_KEY"]
+           "STORE_KEY", "FPRIMES_KEY"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
-from ..kernels.blocks import pair_blocks
+from ..jacobian import Jacobian
+from ..kernels.blocks import BLOCKS, FINGERPRINTS, J_PRODUCT, JT_PAIRS, pair_blocks, sum_pair_vectors
 from ..neighbors import NeighborPairs
 from ..threads import run_balanced, single_threaded_libraries
 
@@ -41,7 +43,7 @@ class Descriptor(ABC):
     """A descriptor of atomic environments within ``cutoff`` (Å) for ``elements``.
 
     Subclasses build :attr:`tables` from their settings and implement
-    :meth:`neighbor_pairs` and :meth:`_compute` on packed frames.
+    :meth:`neighbor_pairs` and :meth:`_kernel_inputs` on packed frames.
     """
 
     #: the arrays the kernels read, built once from the settings: a
@@ -109,6 +111,16 @@ class Descriptor(ABC):
             return self.featurize_pairs(packed, self.neighbor_pairs(packed, amptorch_binning=amptorch_binning),
                                         derivatives=derivatives)
 
+    def jacobian(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> Jacobian:
+        """The derivative matrix J = d fingerprints / d positions of ``packed`` frames
+        (:func:`~fastfp.frames.pack_frames`; the matrix of :meth:`featurize`'s derivative
+        blocks) as a :class:`~fastfp.jacobian.Jacobian`: its fingerprints and the
+        products J x and J^T x, recomputed by this descriptor's kernels on the CPU without
+        storing J. ``amptorch_binning`` as in :meth:`featurize`."""
+        return Jacobian(packed, self.n_features,
+                        functools.partial(self.neighbor_pairs, amptorch_binning=amptorch_binning),
+                        self.featurize_pairs, self._jacobian_product)
+
     def featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, *, derivatives: bool = True) -> Fingerprints:
         """As :meth:`featurize_packed` on the CPU, in its second step: for frames whose
         :meth:`neighbor_pairs` were found already (in another thread, say, while this one
@@ -116,38 +128,67 @@ class Descriptor(ABC):
         fp, deriv = self._compute(packed, pairs, derivatives)
         return Fingerprints(fingerprints=fp, offsets=packed.offsets, numbers=packed.numbers, **deriv)
 
-    def _run_kernel(self, kernel, pairs: NeighborPairs, derivatives: bool, *inputs) -> tuple[np.ndarray, dict]:
-        """Run a featurization ``kernel`` over all centres of ``pairs``, in ranges of
-        about equal pair counts on :func:`~fastfp.threads.num_threads` threads
-        (:func:`~fastfp.threads.run_balanced`). The kernel is called as ``kernel(ptr,
-        pair_block, block_ptr, *inputs, tables, derivatives, fp, fprimes, atom_start,
-        atom_stop)`` with this descriptor's :attr:`tables` and fills ``fp`` and ``fprimes``
-        (allocated here). Returns what :meth:`_compute` returns."""
-        n_atoms = len(pairs.ptr) - 1
-        derivatives = bool(derivatives)
-        if derivatives:
-            block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
-        else:
-            block_ptr = block_j = pair_block = np.empty(0, dtype=np.int64)
+    def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool) -> tuple[np.ndarray, dict]:
+        """Return fingerprints (n_atoms, n_features) and, with derivatives, the dict
+        ``fprime_ptr``, ``fprime_j``, ``fprimes`` (else an empty dict), of ``packed``
+        from its :meth:`neighbor_pairs` ``pairs``."""
+        if not derivatives:
+            return self._run_kernel(FINGERPRINTS, packed, pairs)[0], {}
+        block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
         # np.empty, filled by the kernels: numpy asks for huge pages on large arrays (a
         # fraction of the page faults), and each centre's blocks are zeroed just before
         # they are filled
-        fp = np.empty((n_atoms, self.n_features))
         fprimes = np.empty((len(block_j), self.n_features, 3))
-        run_balanced(lambda start, stop: kernel(pairs.ptr, pair_block, block_ptr, *inputs, self.tables, derivatives,
-                                                fp, fprimes, start, stop), pairs.ptr)
-        if not derivatives:
-            return fp, {}
+        fp = self._run_kernel(BLOCKS, packed, pairs, blocks=(pair_block, block_ptr, fprimes))[0]
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
+
+    def _jacobian_product(self, packed: PackedFrames, pairs: NeighborPairs, x: np.ndarray,
+                          transpose: bool = False) -> np.ndarray:
+        """J x ((n_atoms, 3) -> (n_atoms, n_features)) or, with ``transpose``, J^T x
+        ((n_atoms, n_features) -> (n_atoms, 3)), J = d fingerprints / d positions of
+        ``packed`` (the matrix of :meth:`featurize`'s derivative blocks), float64,
+        recomputed pair by pair from the frames' :meth:`neighbor_pairs` ``pairs``: no
+        array of J's size is made (the kernel modes of :mod:`fastfp.kernels.blocks`).
+        The same numbers whatever the number of threads."""
+        n_atoms = len(pairs.ptr) - 1
+        width = self.n_features if transpose else 3
+        if x.shape != (n_atoms, width):
+            raise ValueError(f"x has shape {x.shape}, expected {(n_atoms, width)}")
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if not transpose:
+            return self._run_kernel(J_PRODUCT, packed, pairs, x=x, out=np.empty((n_atoms, self.n_features)))[1]
+        pair_vectors = self._run_kernel(JT_PAIRS, packed, pairs, x=x, out=np.empty((len(pairs.j), 3)))[1]
+        out = np.zeros((n_atoms, 3))
+        sum_pair_vectors(pairs.ptr, pairs.j, pair_vectors, out)
+        return out
+
+    def _run_kernel(self, mode: int, packed: PackedFrames, pairs: NeighborPairs, blocks=None, x=None,
+                    out=None) -> tuple[np.ndarray, np.ndarray]:
+        """Run this descriptor's kernel in ``mode`` (:mod:`fastfp.kernels.blocks`) over
+        all centres of ``pairs``, in ranges of about equal pair counts on
+        :func:`~fastfp.threads.num_threads` threads (:func:`~fastfp.threads.run_balanced`),
+        with its :attr:`tables` and the inputs of :meth:`_kernel_inputs`: ``blocks``
+        ``(pair_block, block_ptr, fprimes)`` for ``BLOCKS``, ``x`` and ``out`` for the
+        products. Returns the fingerprints (allocated here) and ``out``."""
+        n_atoms = len(pairs.ptr) - 1
+        kernel, inputs = self._kernel_inputs(packed, pairs)
+        empty_index = np.empty(0, dtype=np.int64)
+        pair_block, block_ptr, fprimes = blocks or (empty_index, empty_index, np.empty((0, 0, 0)))
+        x = np.empty((0, 0)) if x is None else x
+        out = np.empty((0, 0)) if out is None else out
+        fp = np.empty((n_atoms, self.n_features))
+        run_balanced(lambda start, stop: kernel(pairs.ptr, pairs.j, *inputs, self.tables, mode, fp, pair_block,
+                                                block_ptr, fprimes, x, out, start, stop), pairs.ptr)
+        return fp, out
+
+    @abstractmethod
+    def _kernel_inputs(self, packed: PackedFrames, pairs: NeighborPairs) -> tuple:
+        """``(kernel, inputs)``: this descriptor's kernel and the arrays of ``packed``
+        and its ``pairs`` it takes between the neighbours and the tables (see
+        :meth:`_run_kernel`)."""
 
     @abstractmethod
     def neighbor_pairs(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> NeighborPairs:
         """The pairs of atoms of ``packed`` that the kernels read, grouped by centre
         (:func:`fastfp.neighbors.neighbor_pairs` with this descriptor's settings and
         ``amptorch_binning``): the first step of :meth:`featurize_packed` on the CPU."""
-
-    @abstractmethod
-    def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool) -> tuple[np.ndarray, dict]:
-        """Return fingerprints (n_atoms, n_features) and, with derivatives, the dict
-        ``fprime_ptr``, ``fprime_j``, ``fprimes`` (else an empty dict), of ``packed``
-        from its :meth:`neighbor_pairs` ``pairs``."""

@@ -166,6 +166,6 @@ class Gaussian(Descriptor):
         """Pairs within the (largest) cutoff."""
         return neighbor_pairs(packed, self.cutoff, amptorch_binning=amptorch_binning)
 
-    def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
-        return self._run_kernel(gaussian_kernel, pairs, derivatives, self.species_of[packed.numbers],
-                                self.species_of[packed.numbers[pairs.j]], pairs.vectors)
+    def _kernel_inputs(self, packed: PackedFrames, pairs: NeighborPairs) -> tuple:
+        return gaussian_kernel, (self.species_of[packed.numbers], self.species_of[packed.numbers[pairs.j]],
+                                 pairs.vectors)

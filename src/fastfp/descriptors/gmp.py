@@ -98,9 +98,8 @@ class _GMPFamily(Descriptor):
         """Pairs within the cutoff, each atom's pair with itself first among its own."""
         return neighbor_pairs(packed, self.cutoff, self_pairs=True, amptorch_binning=amptorch_binning)
 
-    def _compute(self, packed: PackedFrames, pairs: NeighborPairs, derivatives: bool):
-        return self._run_kernel(gmp_kernel, pairs, derivatives, self.species_of[packed.numbers[pairs.j]],
-                                pairs.vectors)
+    def _kernel_inputs(self, packed: PackedFrames, pairs: NeighborPairs) -> tuple:
+        return gmp_kernel, (self.species_of[packed.numbers[pairs.j]], pairs.vectors)
 
 
 def default_cutoff(sigmas, threshold: float = 1e-8) -> float:

@@ -84,8 +84,8 @@ def _gmp(ptr, pair_j, vectors, species, pair_block, block_ptr, t, derivatives, f
             gmp_radial(c2, pref, n_gauss, n_slots, t.gauss_ptr[e], t.gauss_ptr[e + 1], x * x + y * y + z * z,
                        radial, dradial, True)
             gmp_pieces(x, y, z, t.piece_ptr, t.term_coef, powers, hx, hy, hz, value, grad, True)
-            gmp_pair_fprime(x, y, z, weight, 0, t.fprime_term_ptr, t.fprime_term_slot, t.fprime_term_piece,
-                            t.fprime_term_member, t.feat_probe, n_slots, radial, dradial, value, grad, terms, 0, 0)
+            gmp_pair_fprime(x, y, z, weight, 0, t.poly_ptr, t.poly_slot, t.poly_term_ptr, t.poly_term_piece,
+                            t.poly_term_member, t.feat_probe, n_slots, radial, dradial, value, grad, terms, 0, 0)
             for f in range(n_feat):
                 for xyz in range(3):
                     fprimes[pair_block[q], f, xyz] += terms[3 * f + xyz, 0]

@@ -56,7 +56,8 @@ class Sizes(NamedTuple):
     n_channels: int
     n_features: int
     n_members: int
-    n_fprime_terms: int
+    n_polys: int
+    n_poly_terms: int
     real: str  # "float64" or "float32": the type the kernel computes in
     warps: int  # centres per thread block
     chunk: int  # pairs per chunk (stage columns): the lanes computing a pair each
@@ -73,16 +74,16 @@ class Sizes(NamedTuple):
         n_probes, n_gaussians, n_slots = tables.overlap_pref.shape
         n_terms, n_pieces, n_elements = len(tables.term_coef), len(tables.piece_slot), len(tables.gauss_ptr) - 1
         n_channels, n_features, n_members = len(tables.chan_comp), tables.n_features, len(tables.feat_chan)
-        n_fprime_terms = len(tables.fprime_term_slot)
+        n_polys, n_poly_terms = len(tables.poly_slot), len(tables.poly_term_piece)
         item = np.dtype(real).itemsize
         table_bytes = (item * (n_probes * n_gaussians * (1 + n_slots) + n_terms)
-                       + 4 * (3 * n_terms + 2 * n_pieces + n_elements + n_features + n_channels + 3 * n_fprime_terms
-                              + 3))
+                       + 4 * (3 * n_terms + 2 * n_pieces + n_elements + 2 * n_features + n_channels + 2 * n_polys
+                              + 2 * n_poly_terms + 4))
         stage_rows = max(n_probes * n_slots + n_pieces, 3 * n_features)
         warps, chunk = fit_shared(table_bytes, item * (n_channels + n_members + 6 * n_features), item * stage_rows,
                                   f"GMP descriptor ({n_features} features, {np.dtype(real).name})")
         return cls(n_probes, n_gaussians, n_slots, n_pieces, n_terms, tables.max_degree + 1, n_elements, n_channels,
-                   n_features, n_members, n_fprime_terms, np.dtype(real).name, warps, chunk)
+                   n_features, n_members, n_polys, n_poly_terms, np.dtype(real).name, warps, chunk)
 
 
 @cuda.jit(device=True)
@@ -110,7 +111,8 @@ def kernel(sizes: Sizes):
     N_CHAN = sizes.n_channels
     N_FEAT = sizes.n_features
     N_MEM = sizes.n_members
-    N_FT = sizes.n_fprime_terms
+    N_POLY = sizes.n_polys
+    N_PT = sizes.n_poly_terms
     WIDTH = 3 * N_FEAT
     N_OWN = -(-WIDTH // WARP)
     # array shapes as single names: numba takes a shared or local array's shape only as a constant
@@ -118,7 +120,8 @@ def kernel(sizes: Sizes):
     N_PIECE_PTR = N_PIECES + 1
     N_GRAD = 3 * N_PIECES
     N_GAUSS_PTR = N_EL + 1
-    N_FT_PTR = N_FEAT + 1
+    N_POLY_PTR = N_FEAT + 1
+    N_PT_PTR = N_POLY + 1
     STAGE = (W * ROWS, CH + 1)
     N_MU = W * N_CHAN
     N_WEIGHT = W * N_MEM
@@ -139,10 +142,11 @@ def kernel(sizes: Sizes):
         gauss_ptr = cuda.shared.array(N_GAUSS_PTR, int32)
         chan_probe = cuda.shared.array(N_CHAN, int32)
         feat_probe = cuda.shared.array(N_FEAT, int32)
-        ft_ptr = cuda.shared.array(N_FT_PTR, int32)
-        ft_slot = cuda.shared.array(N_FT, int32)
-        ft_piece = cuda.shared.array(N_FT, int32)
-        ft_member = cuda.shared.array(N_FT, int32)
+        poly_ptr = cuda.shared.array(N_POLY_PTR, int32)
+        poly_slot = cuda.shared.array(N_POLY, int32)
+        pt_ptr = cuda.shared.array(N_PT_PTR, int32)
+        pt_piece = cuda.shared.array(N_PT, int32)
+        pt_member = cuda.shared.array(N_PT, int32)
         # per warp: the stage, mu_c, d feature / d mu_c of each member, two carry rows
         stage = cuda.shared.array(STAGE, real)
         mu = cuda.shared.array(N_MU, real)
@@ -171,10 +175,11 @@ def kernel(sizes: Sizes):
         _copy(piece_slot, t.piece_slot, thread, n_threads)
         _copy(gauss_ptr, t.gauss_ptr, thread, n_threads)
         _copy(feat_probe, t.feat_probe, thread, n_threads)
-        _copy(ft_ptr, t.fprime_term_ptr, thread, n_threads)
-        _copy(ft_slot, t.fprime_term_slot, thread, n_threads)
-        _copy(ft_piece, t.fprime_term_piece, thread, n_threads)
-        _copy(ft_member, t.fprime_term_member, thread, n_threads)
+        _copy(poly_ptr, t.poly_ptr, thread, n_threads)
+        _copy(poly_slot, t.poly_slot, thread, n_threads)
+        _copy(pt_ptr, t.poly_term_ptr, thread, n_threads)
+        _copy(pt_piece, t.poly_term_piece, thread, n_threads)
+        _copy(pt_member, t.poly_term_member, thread, n_threads)
         for s in range(thread, len(t.chan_ptr) - 1, n_threads):
             for c in range(t.chan_ptr[s], t.chan_ptr[s + 1]):
                 chan_probe[c] = s
@@ -249,8 +254,8 @@ def kernel(sizes: Sizes):
                     gmp_radial(c2, pref, N_GAUSS, N_SLOTS, gauss_ptr[e], gauss_ptr[e + 1],
                                x * x + y * y + z * z, radial, dradial, True)
                     gmp_pieces(x, y, z, piece_ptr, coef, powers, hx, hy, hz, value, grad, True)
-                    gmp_pair_fprime(x, y, z, weight, w * N_MEM, ft_ptr, ft_slot, ft_piece, ft_member, feat_probe,
-                                    N_SLOTS, radial, dradial, value, grad, stage, row0, lane)
+                    gmp_pair_fprime(x, y, z, weight, w * N_MEM, poly_ptr, poly_slot, pt_ptr, pt_piece, pt_member,
+                                    feat_probe, N_SLOTS, radial, dradial, value, grad, stage, row0, lane)
             sync_warp()
             subtract_columns(stage, row0, WIDTH, n_cols, lane, own)
             flush_chunk(stage, row0, WIDTH, p0, n_cols, lane, pair_block, block_pair, own_block, fprimes, carry,

@@ -79,11 +79,10 @@ def _write(buf, value):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fast_exps(x, arg, out, bits, rounds):
+def _fast_exps(x, out, rounds):
     for r in range(rounds):
         for k in range(len(x)):  # a new argument each round: no round is the last one's repeat
-            arg[k] = x[k] - r * 1e-9
-        exp_nonpositive(arg, out, bits, len(x))
+            out[k] = exp_nonpositive(x[k] - r * 1e-9)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -142,12 +141,11 @@ def measure(stream_bytes: int | None = None, repeat: int = 5, rounds: int = 20_0
     multiply_add(*fma[0], 1)  # compiles
     flops = 3 * FLOPS_ELEMENTS * 5 * rounds * n / _per_thread(lambda k: multiply_add(*fma[k], 5 * rounds), n, repeat)
     x = [rng.uniform(-30.0, 0.0, EXP_ELEMENTS) for _ in range(n)]
-    scratch = [(np.empty(EXP_ELEMENTS), np.empty(EXP_ELEMENTS), np.empty(EXP_ELEMENTS, dtype=np.int64))
-               for _ in range(n)]
-    _fast_exps(x[0], *scratch[0], 1)
-    _libm_exps(x[0], scratch[0][1], 1)
-    exp = EXP_ELEMENTS * rounds * n / _per_thread(lambda k: _fast_exps(x[k], *scratch[k], rounds), n, repeat)
-    libm = EXP_ELEMENTS * rounds * n / _per_thread(lambda k: _libm_exps(x[k], scratch[k][1], rounds), n, repeat)
+    out = [np.empty(EXP_ELEMENTS) for _ in range(n)]
+    _fast_exps(x[0], out[0], 1)
+    _libm_exps(x[0], out[0], 1)
+    exp = EXP_ELEMENTS * rounds * n / _per_thread(lambda k: _fast_exps(x[k], out[k], rounds), n, repeat)
+    libm = EXP_ELEMENTS * rounds * n / _per_thread(lambda k: _libm_exps(x[k], out[k], rounds), n, repeat)
     buf = np.empty(stream_bytes // 8)
     _write(buf, 1.0)  # touched: the pages exist
     parts = np.array_split(buf, n)

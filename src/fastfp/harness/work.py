@@ -80,43 +80,49 @@ PAIR_BYTES_WRITTEN = 2 * I64
 
 
 def gmp(tables: GMPTables, ptr: np.ndarray, nbr_species: np.ndarray, n_blocks: int) -> Work:
-    """:func:`~fastfp.kernels.gmp.gmp_kernel` with derivatives on the pairs of ``ptr``
-    (n_atoms + 1,), neighbour species ``nbr_species`` (n_pairs,) (index into the
-    tables' elements), ``n_blocks`` derivative blocks (GMPOrderNorm and GMP alike).
+    """:func:`~fastfp.kernels.gmp.gmp_kernel` with derivatives (mode ``BLOCKS``) on the
+    pairs of ``ptr`` (n_atoms + 1,), neighbour species ``nbr_species`` (n_pairs,) (index
+    into the tables' elements), ``n_blocks`` derivative blocks (GMPOrderNorm and GMP
+    alike). Every feature is counted as having a derivative (the kernel skips those of
+    zero slope), and the padding positions of a centre's species are not counted.
 
-    Per pair (``_radial``, ``_channels``, ``_feature_fprimes`` and the block sums):
+    Per pair (``_radial``, ``_monomials``, ``_channels``, ``_pair_derivatives``):
 
     * r^2 = x^2 + y^2 + z^2: 5;
     * per probe s and Gaussian g of the neighbour's element: the argument C2 r^2 (1),
-      one exp, and per slot r: R_sr += A exp, dR_sr += (A exp) C2 (4);
-    * powers x^a, y^b, z^e up to the largest exponent: 3 per degree;
-    * per monomial term c x^a y^b z^e of a piece: c x^a y^b z^e added to Q_p (4), and
-      per nonzero exponent its derivative term (c a hoisted: 4);
-    * per channel and piece of its component: R_sr Q_p summed over the pairs (2);
-    * per (feature, slot) group of the derivative contraction: per term w grad Q_p and
-      w Q_p accumulated (8, 4 for the group's first term, which sets), then
-      2 dR_sr B D + R_sr grad (14);
-    * per feature: its derivative added to the pair's block and to the centre's own (6).
+      one exp, and per slot r: R_sr += A exp, dR_sr += (A C2) exp (4);
+    * each monomial but the first, one product of a lower one (1);
+    * the moments: per probe, slot r and monomial of its degree d_r, R_sr M_m summed (2);
+    * per polynomial P_fr of a feature's derivative: of degree 0, 2 c dR (D) added to
+      the feature's row (8); of degree d > 0, its gradient from the monomials of degree
+      d - 1, three at a time (18 per three), D . grad P (5), 2/d dR (D . grad P) (2) and
+      R grad P + that D added to the row (12);
+    * per feature and component, the row summed into the centre's own block (1); the
+      pair's block is set from the row (no flop).
 
-    Per centre: per member channel w mu^2 (3) and d/d mu (2), per feature its value
-    (2: sqrt, 1/2 sqrt) and the own block (3).
+    Per centre: per channel's piece terms c S (2); per member channel w mu^2 (3) and
+    d/d mu (2); per feature its value (2: sqrt, 1/2 sqrt); per derivative polynomial's
+    (piece, member) its weight (1) and per term of the piece its coefficient (2) and
+    per nonzero exponent its gradient coefficient (2).
     """
     n_atoms = len(ptr) - 1
     n_pairs = int(ptr[-1])
-    n_slots = len(tables.slot_j)
-    n_features = tables.n_features
+    n_probes, n_slots, n_features = tables.n_probes, tables.n_slots, tables.n_features
     gaussians = np.diff(tables.gauss_ptr)[nbr_species].sum()  # sum over pairs of the neighbour's Gaussians
-    decays = tables.n_probes * gaussians  # one exp per probe, Gaussian and pair
-    pieces_per_channel = np.diff(tables.comp_piece_ptr)[tables.chan_comp].sum()
-    groups = 0  # (feature, slot) runs of the derivative terms
-    for f in range(n_features):
-        slots = tables.fprime_term_slot[tables.fprime_term_ptr[f] : tables.fprime_term_ptr[f + 1]]
-        groups += int(np.count_nonzero(np.diff(slots))) + (len(slots) > 0)
-    n_terms = len(tables.term_coef)
-    per_pair = (5 + 3 * tables.max_degree + 4 * n_terms + 4 * np.count_nonzero(tables.term_exp)
-                + 2 * pieces_per_channel + 8 * len(tables.fprime_term_slot) - 4 * groups + 14 * groups
-                + 6 * n_features)
-    per_centre = 5 * len(tables.feat_chan) + 2 * n_features + 3 * n_features
+    decays = n_probes * gaussians  # one exp per probe, Gaussian and pair
+    monomials_of = np.diff(tables.mono_ptr)  # by degree
+    degree = tables.slot_d[tables.poly_slot]
+    passes = -(-(degree * (degree + 1) // 2) // 3)  # gradient passes, three monomials of degree d - 1 each
+    per_pair = (5 + int(tables.mono_ptr[-1]) - 1 + 2 * n_probes * int(monomials_of[tables.slot_d].sum())
+                + int(np.where(degree == 0, 8, 18 * passes + 19).sum()) + 3 * n_features)
+    piece_terms = np.diff(tables.piece_ptr)
+    nonzero = np.concatenate(([0], np.cumsum(np.count_nonzero(tables.term_exp, axis=1))))
+    piece_gradients = nonzero[tables.piece_ptr[1:]] - nonzero[tables.piece_ptr[:-1]]  # nonzero exponents per piece
+    pieces = tables.poly_term_piece
+    channel_terms = sum(int(piece_terms[tables.comp_piece_ptr[k] : tables.comp_piece_ptr[k + 1]].sum())
+                        for k in tables.chan_comp)
+    per_centre = (2 * channel_terms + 5 * len(tables.feat_chan) + 2 * n_features
+                  + len(pieces) + int((2 * piece_terms[pieces] + 2 * piece_gradients[pieces]).sum()))
     return Work(flops=float(per_pair * n_pairs + (1 + 4 * n_slots) * decays + per_centre * n_atoms),
                 exps=float(decays), bytes_read=float(PAIR_BYTES_READ * n_pairs),
                 bytes_written=float(PAIR_BYTES_WRITTEN * n_pairs), pairs=n_pairs) + _per_atom_inputs(

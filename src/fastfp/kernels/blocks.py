@@ -1,13 +1,32 @@
-"""Derivative block layout shared by all descriptor kernels.
+"""What the descriptor kernels compute, and the derivative block layout they share.
 
 A descriptor of centre i depends on the pair vectors D_p = r_j + shift - r_i of its
 neighbours. Its derivative by atom positions is gathered into one (n_features, 3)
 block per distinct atom j (images summed) plus the block of i itself:
 d/dr_j += d/dD_p and d/dr_i -= d/dD_p.
+
+Every kernel (:func:`~fastfp.kernels.gmp.gmp_kernel`,
+:func:`~fastfp.kernels.gaussian.gaussian_kernel`) fills the fingerprints of a range of
+centres and, by its ``mode``, one of (J = d fingerprints / d positions, the matrix
+AMPTorch stores as COO fprimes, rows (i, f), columns (k, xyz)):
+
+* :data:`FINGERPRINTS`: nothing else;
+* :data:`BLOCKS`: the derivative blocks (n_blocks, n_features, 3) of :func:`pair_blocks`;
+* :data:`JT_PAIRS`: for an ``x`` (n_atoms, n_features), each pair's vector
+  sum_f x[i, f] dG_if/dD_p (n_pairs, 3), which :func:`sum_pair_vectors` turns into
+  J^T x (forces are -J^T dE/dG);
+* :data:`J_PRODUCT`: for an ``x`` (n_atoms, 3), J x (n_atoms, n_features), that is
+  sum over the pairs p of centre i of dG_if/dD_p . (x[j_p] - x[i]).
+
+The last two never hold a (pairs x features x 3) array: each pair's derivatives are
+recomputed and contracted where they arise.
 """
 
 import numba
 import numpy as np
+
+#: kernel modes (see the module's docstring)
+FINGERPRINTS, BLOCKS, JT_PAIRS, J_PRODUCT = 0, 1, 2, 3
 
 
 @numba.njit(cache=True, nogil=True)
@@ -156,3 +175,16 @@ def scale_block_rows(fprime_ptr, fprimes_t, factor, divide):
                         fprimes_t[b, c, f] /= factor[i, f]
                     else:
                         fprimes_t[b, c, f] *= factor[i, f]
+
+
+@numba.njit(cache=True, nogil=True)
+def sum_pair_vectors(ptr, j, pair_vectors, out):
+    """``out += J^T x`` from the :data:`JT_PAIRS` vectors of a kernel: ``out[j[p]] +=
+    pair_vectors[p]`` and ``out[i] -= pair_vectors[p]`` for every pair p of centre i,
+    pair by pair in order (so the sums do not depend on how the kernel's centres were
+    split over threads). ``out`` is (n_atoms, 3)."""
+    for i in range(len(ptr) - 1):
+        for p in range(ptr[i], ptr[i + 1]):
+            for xyz in range(3):
+                out[j[p], xyz] += pair_vectors[p, xyz]
+                out[i, xyz] -= pair_vectors[p, xyz]

@@ -197,43 +197,39 @@ def gmp_channel_overlap(s, k, comp_piece_ptr, piece_slot, n_slots, terms, radial
 
 
 @register_jitable
-def gmp_pair_fprime(x, y, z, weight, weight_at, term_ptr, term_slot, term_piece, term_member, feat_probe, n_slots,
-                    radial, dradial, value, grad, out, out_row, col):
+def gmp_pair_fprime(x, y, z, weight, weight_at, poly_ptr, poly_slot, poly_term_ptr, poly_term_piece,
+                    poly_term_member, feat_probe, n_slots, radial, dradial, value, grad, out, out_row, col):
     """d feature / dD of one pair D = (x, y, z) for every feature f, into ``out[out_row +
     3 f + xyz, col]``: d mu_c/dD = sum_p R_sr grad Q_p + 2 (dR_sr/dr^2) Q_p D contracted
     with the weights d feature / d mu_c (``weight[weight_at + m]`` of member m, the
-    feature's slope included), slot by slot before the radial factor, over the
-    derivative terms (slot, piece, member) of each feature (``term_ptr`` and the rest:
-    :class:`~fastfp.kernels.tables.GMPTables`' ``fprime_term_*``, terms of a slot
-    together). ``radial``, ``dradial``: :func:`gmp_radial`; ``value``, ``grad``:
-    :func:`gmp_pieces` with the gradient."""
+    feature's slope included), slot by slot before the radial factor: the polynomials of
+    each feature (``poly_ptr`` and the rest: :class:`~fastfp.kernels.tables.GMPTables`'
+    ``poly_*``, one per slot, each a list of (piece, member)). ``radial``, ``dradial``:
+    :func:`gmp_radial`; ``value``, ``grad``: :func:`gmp_pieces` with the gradient."""
     zero = like(x, 0.0)
     two = like(x, 2.0)
-    for f in range(len(term_ptr) - 1):
+    for f in range(len(poly_ptr) - 1):
         s = feat_probe[f]
         dx = zero
         dy = zero
         dz = zero
-        t = term_ptr[f]
-        while t < term_ptr[f + 1]:
-            r = term_slot[t]
+        for k in range(poly_ptr[f], poly_ptr[f + 1]):
             ax = zero
             ay = zero
             az = zero
             aq = zero
-            while t < term_ptr[f + 1] and term_slot[t] == r:
-                p = term_piece[t]
-                w = weight[weight_at + term_member[t]]
+            for t in range(poly_term_ptr[k], poly_term_ptr[k + 1]):
+                p = poly_term_piece[t]
+                w = weight[weight_at + poly_term_member[t]]
                 ax += w * grad[3 * p]
                 ay += w * grad[3 * p + 1]
                 az += w * grad[3 * p + 2]
                 aq += w * value[p]
-                t += 1
-            k = s * n_slots + r
-            two_dr_q = two * dradial[k] * aq
-            dx += radial[k] * ax + two_dr_q * x
-            dy += radial[k] * ay + two_dr_q * y
-            dz += radial[k] * az + two_dr_q * z
+            rs = s * n_slots + poly_slot[k]
+            two_dr_q = two * dradial[rs] * aq
+            dx += radial[rs] * ax + two_dr_q * x
+            dy += radial[rs] * ay + two_dr_q * y
+            dz += radial[rs] * az + two_dr_q * z
         out[out_row + 3 * f, col] = dx
         out[out_row + 3 * f + 1, col] = dy
         out[out_row + 3 * f + 2, col] = dz

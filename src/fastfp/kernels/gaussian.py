@@ -16,28 +16,36 @@ triplet, then each feature is one product. With R the radial part of a triplet,
     dcos/dD_j = D_k / (r_j r_k) - cos D_j / r_j^2  (and j <-> k),
 
 so d(A R)/dD_j and d(A R)/dD_k are combinations of D_j and D_k with three coefficients.
+For J^T x those are weighted by x[i, f] and summed over the triplet's features before
+they touch the pair vectors; for J x they meet the four dot products D_a . w_b of the
+triplet (w = x[j] - x[i]), so neither mode keeps a per-pair derivative row.
 """
 
 import numba
 import numpy as np
 
+from .blocks import BLOCKS, FINGERPRINTS, J_PRODUCT, JT_PAIRS
 from .formulas import angular_term, cutoff_function, g2_term, triplet_coefficients, triplet_geometry, triplet_radial
 
 
 @numba.njit(cache=True, nogil=True)
-def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, tables, derivatives, fp, fprimes,
+def gaussian_kernel(ptr, j, species, nbr_species, vectors, tables, mode, fp, pair_block, block_ptr, fprimes, x, out,
                     atom_start, atom_stop):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_feat)
-    and, with ``derivatives``, their derivative blocks in ``fprimes`` (n_blocks, n_feat,
-    3), whatever they held. Disjoint atom ranges write disjoint entries, so ranges can
-    run on separate threads.
+    and what ``mode`` asks for (:mod:`fastfp.kernels.blocks`), whatever the outputs
+    held; disjoint atom ranges write disjoint entries, so ranges can run on separate
+    threads:
 
-    Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
-    :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives), neighbour
-    species ``nbr_species`` and ``vectors`` (n_pairs, 3) Å; ``species`` (n_atoms,) of the
-    centres. Cutoffs, G2 features, radial and angular groups and the angular features of
-    each (centre, neighbour, neighbour) species: ``tables``
-    (:class:`~fastfp.kernels.tables.GaussianTables`).
+    * ``BLOCKS``: their derivative blocks in ``fprimes`` (n_blocks, n_feat, 3), by
+      ``pair_block`` and ``block_ptr`` (:func:`~fastfp.kernels.blocks.pair_blocks`);
+    * ``JT_PAIRS``: ``out[p]`` (n_pairs, 3) = sum_f x[i, f] dG_if/dD_p for their pairs;
+    * ``J_PRODUCT``: ``out[i]`` (n_atoms, n_feat) = (J x)[i], ``x`` (n_atoms, 3).
+
+    Arguments a mode does not use may be empty arrays. Pairs: ``ptr`` (n_atoms + 1),
+    neighbours ``j``, neighbour species ``nbr_species`` and ``vectors`` (n_pairs, 3) Å;
+    ``species`` (n_atoms,) of the centres. Cutoffs, G2 features, radial and angular
+    groups and the angular features of each (centre, neighbour, neighbour) species:
+    ``tables`` (:class:`~fastfp.kernels.tables.GaussianTables`).
     """
     t = tables
     n_feat = fp.shape[1]
@@ -51,7 +59,9 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
         max_rad = max(max_rad, t.rad_ptr[e + 1] - t.rad_ptr[e])
         max_ang = max(max_ang, t.ang_ptr[e + 1] - t.ang_ptr[e])
 
-    dfp = np.zeros((max_pairs if derivatives else 0, n_feat, 3))
+    dfp = np.zeros((max_pairs if mode == BLOCKS else 0, n_feat, 3))
+    pair_vec = np.zeros((max_pairs if mode == JT_PAIRS else 0, 3))
+    w = np.zeros((max_pairs if mode == J_PRODUCT else 0, 3))  # x[j] - x[i]
     active = np.empty(max_pairs, dtype=np.int64)
     dist = np.empty(max_pairs)
     fc = np.empty(max_pairs)
@@ -66,6 +76,8 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
 
     for i in range(atom_start, atom_stop):
         fp[i] = 0.0
+        if mode == J_PRODUCT:
+            out[i] = 0.0
         e = species[i]
         rc = t.cutoffs[e]
         start = ptr[i]
@@ -81,10 +93,12 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
         n_active = 0
         for q in range(npairs):
             p = start + q
-            x = vectors[p, 0]
-            y = vectors[p, 1]
-            z = vectors[p, 2]
-            r = np.sqrt(x * x + y * y + z * z)
+            if mode == JT_PAIRS:
+                out[p] = 0.0
+            x0 = vectors[p, 0]
+            y0 = vectors[p, 1]
+            z0 = vectors[p, 2]
+            r = np.sqrt(x0 * x0 + y0 * y0 + z0 * z0)
             if r >= rc:
                 continue
             f, df = cutoff_function(r, rc, t.cutoff_kind, t.cutoff_gamma)
@@ -93,6 +107,9 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
             dist[q] = r
             fc[q] = f
             dfc_r[q] = df / r
+            if mode == J_PRODUCT:
+                for xyz in range(3):
+                    w[q, xyz] = x[j[p], xyz] - x[i, xyz]
             for g in range(n_rad):
                 expo[q, g] = np.exp(-t.rad_eta[r0 + g] * r * r)
             key = e * n_sp + nbr_species[p]
@@ -100,10 +117,17 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
                 value, s = g2_term(t.g2_eta[m], t.g2_rs[m], r, f, df)
                 col = t.g2_col[m]
                 fp[i, col] += value
-                if derivatives:
-                    dfp[q, col, 0] += s * x
-                    dfp[q, col, 1] += s * y
-                    dfp[q, col, 2] += s * z
+                if mode == BLOCKS:
+                    dfp[q, col, 0] += s * x0
+                    dfp[q, col, 1] += s * y0
+                    dfp[q, col, 2] += s * z0
+                elif mode == JT_PAIRS:
+                    xs = x[i, col] * s
+                    pair_vec[q, 0] += xs * x0
+                    pair_vec[q, 1] += xs * y0
+                    pair_vec[q, 2] += xs * z0
+                elif mode == J_PRODUCT:
+                    out[i, col] += s * (x0 * w[q, 0] + y0 * w[q, 1] + z0 * w[q, 2])
 
         for a in range(n_active):
             qj = active[a]
@@ -132,21 +156,44 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
                     ang[g], dang[g] = angular_term(
                         t.ang_zeta[a0 + g], t.ang_lambda[a0 + g], t.ang_norm[a0 + g], t.ang_int_power[a0 + g], cos
                     )
+                # J^T x: the weighted sums of the coefficients; J x: D_a . w_b
+                sum_j = sum_k = sum_x = 0.0
+                if mode == J_PRODUCT:
+                    djwj = djwk = dkwj = dkwk = 0.0
+                    for xyz in range(3):
+                        djwj += vectors[pj, xyz] * w[qj, xyz]
+                        djwk += vectors[pj, xyz] * w[qk, xyz]
+                        dkwj += vectors[pk, xyz] * w[qj, xyz]
+                        dkwk += vectors[pk, xyz] * w[qk, xyz]
                 for m in range(t.tri_ptr[key], t.tri_ptr[key + 1]):
                     col = t.tri_col[m]
                     g = t.tri_rad[m] - r0
                     h = t.tri_ang[m] - a0
                     fp[i, col] += ang[h] * rad[g]
-                    if not derivatives:
+                    if mode == FINGERPRINTS:
                         continue
                     cj, ck, cx = triplet_coefficients(ang[h], dang[h], rad[g], rad_j[g], rad_k[g], rad_jk[g], cos, rj, rk)
+                    if mode == BLOCKS:
+                        for xyz in range(3):
+                            vj = vectors[pj, xyz]
+                            vk = vectors[pk, xyz]
+                            dfp[qj, col, xyz] += cj * vj + cx * vk
+                            dfp[qk, col, xyz] += cx * vj + ck * vk
+                    elif mode == JT_PAIRS:
+                        sum_j += x[i, col] * cj
+                        sum_k += x[i, col] * ck
+                        sum_x += x[i, col] * cx
+                    else:
+                        out[i, col] += cj * djwj + cx * (dkwj + djwk) + ck * dkwk
+                if mode == JT_PAIRS:
                     for xyz in range(3):
                         vj = vectors[pj, xyz]
                         vk = vectors[pk, xyz]
-                        dfp[qj, col, xyz] += cj * vj + cx * vk
-                        dfp[qk, col, xyz] += cx * vj + ck * vk
+                        pair_vec[qj, xyz] += sum_j * vj + sum_x * vk
+                        pair_vec[qk, xyz] += sum_x * vj + sum_k * vk
 
-        if derivatives:
+        if mode == BLOCKS:
+            # d/dr_j += d/dD, d/dr_i -= d/dD; nothing for the centre's own images
             fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
             own = block_ptr[i]
             for a in range(n_active):
@@ -155,6 +202,13 @@ def gaussian_kernel(ptr, pair_block, block_ptr, species, nbr_species, vectors, t
                 for col in range(n_feat):
                     for xyz in range(3):
                         v = dfp[q, col, xyz]
-                        fprimes[blk, col, xyz] += v
-                        fprimes[own, col, xyz] -= v
                         dfp[q, col, xyz] = 0.0
+                        if blk != own:
+                            fprimes[blk, col, xyz] += v
+                            fprimes[own, col, xyz] -= v
+        elif mode == JT_PAIRS:
+            for a in range(n_active):
+                q = active[a]
+                if j[start + q] != i:
+                    out[start + q] = pair_vec[q]
+                pair_vec[q] = 0.0

@@ -24,264 +24,489 @@ depends on the Gaussian sits in the radial part of a (probe s, slot r)
 
     R_sr(r^2) = sum over the neighbour's Gaussians of C1 lambda^d (h/2)^j / j! (1/r_s)^(d+2j) exp(C2 r^2),
 
-so the angular part Q_p(D) is computed once per pair. A *channel* is (probe, component);
-mu_c = sum over the pairs and the component's pieces of R_sr Q_p, and
-d mu_c / dD = sum_p R_sr grad Q_p + 2 (dR_sr / dr^2) Q_p D. Every feature draws on
-channels of one probe, so its derivative contracts over components slot by slot before
-the radial factor. A feature is one of: sum_c w_c mu_c^2 (mode 0), its square root
-(mode 1, set to 0 with zero derivative below ``zero_below``), or sum_c w_c mu_c (mode 2).
+so the angular part is a polynomial in D, written in the monomials M_m(D) = D_x^a D_y^b
+D_z^e of the slot's degree. A *channel* is (probe, component);
 
-Layout: one centre at a time with its pairs in the innermost loop, so the compiler
-vectorises the loops over pairs: Gaussian decays species by species with the vectorised
-exp of :mod:`~fastfp.kernels.fastexp`, then Q_p and grad Q_p term by term, then the
-channels and the derivative contractions.
+    mu_c = sum over the component's pieces p and their terms (coefficient, m) of
+           coefficient * S_srm,  S_srm = sum over the pairs of R_sr M_m(D)
+
+(the *moments* S: one dot product over the pairs per probe, slot and monomial). A
+feature is one of: sum_c w_c mu_c^2 (mode 0), its square root (mode 1, set to 0 with
+zero derivative below ``zero_below``), or sum_c w_c mu_c (mode 2). Its derivative by a
+pair vector D is, with the feature's slope and d feature / d mu_c (``dtotal``) folded
+into one polynomial P_fr per slot (the ``poly_*`` tables of
+:class:`~fastfp.kernels.tables.GMPTables`, coefficients per centre),
+
+    dF_f/dD = sum_r R_sr grad P_fr(D) + 2 (dR_sr / dr^2) P_fr(D) D.
+
+The polynomials are homogeneous (every term of a piece has its slot's degree d), so
+P_fr(D) = D . grad P_fr(D) / d (Euler's identity): only the gradient is evaluated pair by
+pair. The modes of :mod:`fastfp.kernels.blocks` use the derivative three ways: evaluated
+pair by pair for the derivative blocks; with x[i, f] folded in first (one polynomial
+per probe and slot, sum_f x_f P_fr) for J^T x; and for J x as moments again,
+sum_r (grad P_fr coefficients) . (sum over pairs of R_sr w M) + (P_fr coefficients) .
+(sum over pairs of 2 dR_sr (D . w) M), w = x[j] - x[i], with no polynomial evaluated
+pair by pair. The centre's own periodic images move with it: they count in the
+fingerprints, not in the derivatives.
+
+Layout: one centre at a time, its pairs at *positions* u sorted by the neighbour's
+species (each species from a multiple of :data:`PAD` on, the gaps unused positions
+whose monomials are all 0, so they add nothing), the positions innermost, so the
+compiler vectorises the loops over them: Gaussian decays species by species with the
+inline exp of :mod:`~fastfp.kernels.fastexp`, the monomials by one product each, the
+moments as dot products. Positions are unsigned integers in those loops (numba wraps
+negative indices otherwise, which stops vectorisation). The pair-by-pair derivatives go
+through chunks of :data:`CHUNK` positions (a few kB, in L1) before they are added to
+their blocks.
 """
 
 import numba
 import numpy as np
 
+from .blocks import BLOCKS, FINGERPRINTS, J_PRODUCT, JT_PAIRS
 from .fastexp import exp_nonpositive
 from .formulas import channel_slope, channel_term, feature_value
 
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _dot(a, b, n):
-    """sum of ``a[:n] * b[:n]``, in an order the compiler may choose (vectorised: a sum
-    left to right waits for each addition). Fixed for a given ``n``, so results do not
-    depend on threads."""
-    total = 0.0
-    for q in range(n):
-        total += a[q] * b[q]
-    return total
+#: each species' pairs start at a multiple of PAD positions (so the loops over a
+#: species' pairs have no remainder: SIMD width times unrolling)
+PAD = 16
+#: positions per chunk of the pair-by-pair derivatives (a multiple of PAD; the chunk's
+#: rows stay in L1)
+CHUNK = 64
 
 
 @numba.njit(cache=True, nogil=True)
-def _radial(hxyz, species, npairs, gauss_ptr, c2tab, pref, radial, dradial,
-            sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial, arg, decay, bits):
-    """One centre: ``radial[s, r, q]`` = R_sr = sum over the Gaussians g of the
-    neighbour's species of ``pref[s, g, r] * exp(c2tab[s, g] r^2)``, and ``dradial`` =
-    dR_sr/d(r^2) = the same sum times C2, for its ``npairs`` pair vectors ``hxyz`` (3,
-    pairs) with neighbour ``species``. Pairs are taken species by species (a counting sort
-    into ``sorted_pairs``), so that the loops over them vectorise; the rest of the
-    arguments are scratch."""
+def _sort_by_species(species, npairs, order, species_ptr):
+    """Place the pairs of one centre by neighbour ``species``, each species' in their
+    order: those of species t at positions ``species_ptr[t]`` (a multiple of
+    :data:`PAD`) on, then unused positions (``order[u] = -1``) up to
+    ``species_ptr[t+1]``. ``order[u]`` is the pair at position u. Returns the number of
+    positions rounded up to :data:`CHUNK`, all of them set in ``order``."""
+    n_species = len(species_ptr) - 1
     species_ptr[:] = 0
     for q in range(npairs):
         species_ptr[species[q] + 1] += 1
-    for t in range(len(species_ptr) - 1):
-        species_ptr[t + 1] += species_ptr[t]
-    for q in range(npairs):  # stable: pairs keep their order within a species
+    end = 0
+    for t in range(n_species):  # counts -> padded starts
+        count = species_ptr[t + 1]
+        species_ptr[t] = end
+        end += (count + PAD - 1) // PAD * PAD
+        species_ptr[t + 1] = end
+    stop = (end + CHUNK - 1) // CHUNK * CHUNK
+    order[:stop] = -1
+    for q in range(npairs):
         t = species[q]
-        sorted_pairs[species_ptr[t]] = q
+        order[species_ptr[t]] = q
         species_ptr[t] += 1
-    for t in range(len(species_ptr) - 2, -1, -1):  # back to the starts
-        species_ptr[t + 1] = species_ptr[t]
+    for t in range(n_species - 1, 0, -1):  # back to the starts: the previous one's end, rounded up
+        species_ptr[t] = (species_ptr[t - 1] + PAD - 1) // PAD * PAD
     species_ptr[0] = 0
+    return stop
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _radial(r2, species_ptr, gauss_ptr, c2tab, pref, derivatives, decay, radial, dradial):
+    """``radial[s, r, u]`` = R_sr and, with ``derivatives``, ``dradial`` = dR_sr/d(r^2)
+    (the same sum with each Gaussian's C2 as a factor) at the positions u of one centre
+    (squared lengths ``r2``; species t at ``species_ptr[t]:species_ptr[t+1]``), one
+    Gaussian at a time: its decays into ``decay``, then into each slot's sums (the first
+    Gaussian of a species sets them)."""
     n_slots = pref.shape[2]
     for t in range(len(species_ptr) - 1):
-        first = species_ptr[t]
-        nt = species_ptr[t + 1] - first
-        if nt == 0:
-            continue
-        for u in range(nt):
-            q = sorted_pairs[first + u]
-            sub_r2[u] = hxyz[0, q] * hxyz[0, q] + hxyz[1, q] * hxyz[1, q] + hxyz[2, q] * hxyz[2, q]
+        # unsigned positions: no negative-index wraparound, so the loops vectorise
+        u0 = np.uint64(species_ptr[t])
+        u1 = np.uint64(species_ptr[t + 1])
         for s in range(c2tab.shape[0]):
-            sub_radial[:, :nt] = 0.0
-            sub_dradial[:, :nt] = 0.0
             for g in range(gauss_ptr[t], gauss_ptr[t + 1]):
                 c2 = c2tab[s, g]
-                for u in range(nt):
-                    arg[u] = c2 * sub_r2[u]
-                exp_nonpositive(arg, decay, bits, nt)
+                first = g == gauss_ptr[t]
+                for u in range(u0, u1):
+                    decay[u] = exp_nonpositive(c2 * r2[u])
                 for r in range(n_slots):
-                    a = pref[s, g, r]
-                    for u in range(nt):
-                        f = a * decay[u]
-                        sub_radial[r, u] += f
-                        sub_dradial[r, u] += f * c2
-            for r in range(n_slots):
-                for u in range(nt):
-                    q = sorted_pairs[first + u]
-                    radial[s, r, q] = sub_radial[r, u]
-                    dradial[s, r, q] = sub_dradial[r, u]
+                    _add(first, radial, s, r, u0, u1, pref[s, g, r], decay)
+                    if derivatives:
+                        _add(first, dradial, s, r, u0, u1, pref[s, g, r] * c2, decay)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add(first, out, s, r, u0, u1, a, decay):
+    """``out[s, r, u0:u1]`` = (or += unless ``first``) ``a * decay[u0:u1]``."""
+    if first:
+        for u in range(u0, u1):
+            out[s, r, u] = a * decay[u]
+    else:
+        for u in range(u0, u1):
+            out[s, r, u] += a * decay[u]
 
 
 @numba.njit(cache=True, nogil=True)
-def _channels(hxyz, hpow, npairs, piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot,
-              chan_ptr, chan_comp, radial, tval, tgrad, mu, derivatives):
-    """One centre: the pieces Q_p(D) (``tval``) and, with ``derivatives``, grad Q_p(D)
-    (``tgrad``) for its ``npairs`` pair vectors ``hxyz`` (3, pairs), then the channels
-    mu_c = sum over pairs and the component's pieces of R_sr Q_p. Loops run over the
-    pairs innermost."""
-    for d in range(3):
-        for q in range(npairs):
-            hpow[d, 0, q] = 1.0
-        for a in range(1, hpow.shape[1]):
-            for q in range(npairs):
-                hpow[d, a, q] = hpow[d, a - 1, q] * hxyz[d, q]
-    for p in range(len(piece_ptr) - 1):
-        tval[p, :npairs] = 0.0
-        if derivatives:
-            tgrad[p, :, :npairs] = 0.0
-        for m in range(piece_ptr[p], piece_ptr[p + 1]):
-            c = term_coef[m]
-            a = term_exp[m, 0]
-            b = term_exp[m, 1]
-            e = term_exp[m, 2]
-            for q in range(npairs):
-                tval[p, q] += c * hpow[0, a, q] * hpow[1, b, q] * hpow[2, e, q]
-            if not derivatives:
-                continue
-            if a > 0:
-                for q in range(npairs):
-                    tgrad[p, 0, q] += c * a * hpow[0, a - 1, q] * hpow[1, b, q] * hpow[2, e, q]
-            if b > 0:
-                for q in range(npairs):
-                    tgrad[p, 1, q] += c * b * hpow[0, a, q] * hpow[1, b - 1, q] * hpow[2, e, q]
-            if e > 0:
-                for q in range(npairs):
-                    tgrad[p, 2, q] += c * e * hpow[0, a, q] * hpow[1, b, q] * hpow[2, e - 1, q]
+def _monomials(hxyz, n, mono_exp, mono_grad, mono):
+    """``mono[m, u]`` = M_m(D_u) for the first ``n`` pair vectors ``hxyz`` (3, pairs),
+    each the product of a lower one and one component, from ``mono[0]`` as given (1, or
+    0 at unused positions)."""
+    for m in range(1, mono.shape[0]):
+        axis = 0 if mono_exp[m, 0] > 0 else (1 if mono_exp[m, 1] > 0 else 2)
+        lower = mono_grad[m, axis]
+        for u in range(n):
+            mono[m, u] = mono[lower, u] * hxyz[axis, u]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _channels(n, radial, mono, slot_d, mono_ptr, chan_ptr, chan_comp, comp_piece_ptr, piece_slot, piece_ptr,
+              term_coef, term_mono, moments, mu):
+    """The channels ``mu`` of one centre from its first ``n`` positions: the moments
+    S_srm (``moments[s, r, m - mono_ptr[d_r]]``), then each channel's pieces' terms.
+    The moments' sums run in an order the compiler may choose (vectorised), fixed for a
+    given ``n``, so results do not depend on threads."""
+    for s in range(moments.shape[0]):
+        for r in range(len(slot_d)):
+            m0 = mono_ptr[slot_d[r]]
+            for m in range(m0, mono_ptr[slot_d[r] + 1]):
+                total = 0.0
+                for u in range(n):
+                    total += radial[s, r, u] * mono[m, u]
+                moments[s, r, m - m0] = total
     for s in range(len(chan_ptr) - 1):
         for c in range(chan_ptr[s], chan_ptr[s + 1]):
             k = chan_comp[c]
             total = 0.0
             for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]):
-                total += _dot(radial[s, piece_slot[p]], tval[p], npairs)
+                r = piece_slot[p]
+                m0 = mono_ptr[slot_d[r]]
+                for term in range(piece_ptr[p], piece_ptr[p + 1]):
+                    total += term_coef[term] * moments[s, r, term_mono[term] - m0]
             mu[c] = total
 
 
-@numba.njit(cache=True, nogil=True)
-def _feature_fprimes(hxyz, npairs, term_ptr, term_slot, term_piece, term_member, feat_probe,
-                     dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat):
-    """One centre: ``dfeat[f, :, q]``, d feature f / dD_q (scale included), from
-    d mu_c/dD = sum_p R_sr grad Q_p + 2 dR_sr Q_p D contracted over the feature's channels
-    (``dtotal``, d feature / d mu_c) slot by slot before the radial factor (the
-    ``fprime_term_*`` arrays of :class:`~fastfp.kernels.tables.GMPTables`). ``acc``
-    (4, pairs) is scratch."""
-    for fi in range(len(term_ptr) - 1):
-        dfeat[fi, :, :npairs] = 0.0
-        if scale[fi] == 0.0:
-            continue
-        s = feat_probe[fi]
-        t = term_ptr[fi]
-        while t < term_ptr[fi + 1]:
-            r = term_slot[t]
-            end = t
-            while end < term_ptr[fi + 1] and term_slot[end] == r:
-                end += 1
-            # acc = sum over the slot's pieces of w (grad Q_p, Q_p), w = d feature / d mu_c
-            # with the feature's slope: set by the first piece (no zeroing pass)
-            p = term_piece[t]
-            w = dtotal[term_member[t]] * scale[fi]
-            for q in range(npairs):
-                acc[0, q] = w * tgrad[p, 0, q]
-                acc[1, q] = w * tgrad[p, 1, q]
-                acc[2, q] = w * tgrad[p, 2, q]
-                acc[3, q] = w * tval[p, q]
-            for k in range(t + 1, end):
-                p = term_piece[k]
-                w = dtotal[term_member[k]] * scale[fi]
-                for q in range(npairs):
-                    acc[0, q] += w * tgrad[p, 0, q]
-                    acc[1, q] += w * tgrad[p, 1, q]
-                    acc[2, q] += w * tgrad[p, 2, q]
-                    acc[3, q] += w * tval[p, q]
-            t = end
-            for q in range(npairs):
-                two_dr_b = 2.0 * dradial[s, r, q] * acc[3, q]
-                for d in range(3):
-                    dfeat[fi, d, q] += radial[s, r, q] * acc[d, q] + two_dr_b * hxyz[d, q]
+@numba.njit(cache=True, nogil=True, inline="always")
+def _polynomial(t, k, weight, dtotal, e, coef, grad):
+    """Add ``weight`` times polynomial ``k`` of the tables ``t`` (P_fr with the weights
+    ``dtotal`` of its members) to ``coef[e]`` (its slot's monomials, from the slot's
+    first) and its gradient to ``grad[e]`` (3, monomials one degree lower)."""
+    d = t.slot_d[t.poly_slot[k]]
+    m0 = t.mono_ptr[d]
+    for tt in range(t.poly_term_ptr[k], t.poly_term_ptr[k + 1]):
+        p = t.poly_term_piece[tt]
+        w = weight * dtotal[t.poly_term_member[tt]]
+        for term in range(t.piece_ptr[p], t.piece_ptr[p + 1]):
+            m = t.term_mono[term]
+            c = w * t.term_coef[term]
+            coef[e, m - m0] += c
+            if d > 0:
+                for axis in range(3):
+                    power = t.mono_exp[m, axis]
+                    if power > 0:
+                        grad[e, axis, t.mono_grad[m, axis] - t.mono_ptr[d - 1]] += power * c
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _pair_derivatives(mode, i, start, stop, order, j, pair_block, own, touched, n_poly, poly_row, poly_probe,
+                      poly_slot, coef, grad, slot_d, mono_ptr, hxyz, radial, dradial, mono, acc, dout, own_sum,
+                      fprimes, out):
+    """The derivatives of one centre pair by pair, :data:`CHUNK` positions at a time:
+    ``dout[row, :, w]`` = sum of R_sr G + 2 dR_sr P D over the ``n_poly`` polynomials of
+    the row (gradient coefficients ``grad``, 0 past the last; ``coef`` for degree 0; probe, slot) at
+    position u0 + w, with G = grad P(D) and, for degree d > 0, P(D) = D . G / d (the
+    polynomials are homogeneous: Euler's identity). Then (``BLOCKS``) set or add them to
+    their blocks (``touched`` marks the centre's blocks set so far), their sum going to
+    the centre's block ``own`` once at the end (``own_sum``, summed in a fixed order per
+    chunk), or (``JT_PAIRS``, row 0) write them to ``out``. The centre's own images have
+    R = 0 here, so they add nothing. ``acc`` (3, CHUNK) is scratch."""
+    n_rows = dout.shape[0]
+    if mode == BLOCKS:
+        touched[:] = False
+        own_sum[:, :] = 0.0
+    for chunk in range(stop // CHUNK):
+        u0 = np.uint64(chunk * CHUNK)  # unsigned positions: no negative-index wraparound, loops vectorise
+        dout[:, :, :] = 0.0
+        for k in range(n_poly):
+            s = poly_probe[k]
+            r = poly_slot[k]
+            d = slot_d[r]
+            row = poly_row[k]
+            if d == 0:
+                c = 2.0 * coef[k, 0]
+                for w in range(CHUNK):
+                    u = u0 + np.uint64(w)
+                    b = c * dradial[s, r, u] * mono[0, u]
+                    for xyz in range(3):
+                        dout[row, xyz, w] += b * hxyz[xyz, u]
+                continue
+            # G = sum over the monomials of degree d - 1, three at a time (fewer passes over
+            # acc; past the last, coefficients are 0 and the last monomial stands in)
+            g0 = mono_ptr[d - 1]
+            n_grad = mono_ptr[d] - g0
+            for m in range(0, n_grad, 3):
+                ma = g0 + m
+                mb = g0 + min(m + 1, n_grad - 1)
+                mc = g0 + min(m + 2, n_grad - 1)
+                a0, a1, a2 = grad[k, 0, m], grad[k, 1, m], grad[k, 2, m]
+                b0, b1, b2 = grad[k, 0, m + 1], grad[k, 1, m + 1], grad[k, 2, m + 1]
+                c0, c1, c2 = grad[k, 0, m + 2], grad[k, 1, m + 2], grad[k, 2, m + 2]
+                if m == 0:
+                    for w in range(CHUNK):
+                        u = u0 + np.uint64(w)
+                        xa = mono[ma, u]
+                        xb = mono[mb, u]
+                        xc = mono[mc, u]
+                        acc[0, w] = a0 * xa + b0 * xb + c0 * xc
+                        acc[1, w] = a1 * xa + b1 * xb + c1 * xc
+                        acc[2, w] = a2 * xa + b2 * xb + c2 * xc
+                else:
+                    for w in range(CHUNK):
+                        u = u0 + np.uint64(w)
+                        xa = mono[ma, u]
+                        xb = mono[mb, u]
+                        xc = mono[mc, u]
+                        acc[0, w] += a0 * xa + b0 * xb + c0 * xc
+                        acc[1, w] += a1 * xa + b1 * xb + c1 * xc
+                        acc[2, w] += a2 * xa + b2 * xb + c2 * xc
+            two_over_d = 2.0 / d
+            for w in range(CHUNK):
+                u = u0 + np.uint64(w)
+                dg = hxyz[0, u] * acc[0, w] + hxyz[1, u] * acc[1, w] + hxyz[2, u] * acc[2, w]
+                a = radial[s, r, u]
+                b = two_over_d * dradial[s, r, u] * dg
+                for xyz in range(3):
+                    dout[row, xyz, w] += a * acc[xyz, w] + b * hxyz[xyz, u]
+        if mode == BLOCKS:
+            for f in range(n_rows):
+                for xyz in range(3):
+                    total = 0.0
+                    for w in range(CHUNK):
+                        total += dout[f, xyz, w]
+                    own_sum[f, xyz] += total
+        for w in range(CHUNK):
+            q = order[u0 + np.uint64(w)]
+            if q < 0:
+                continue
+            p = start + q
+            if mode == JT_PAIRS:
+                for xyz in range(3):
+                    out[p, xyz] = dout[0, xyz, w]
+                continue
+            blk = pair_block[p]
+            if blk == own:
+                continue
+            if touched[blk - own]:
+                for f in range(n_rows):
+                    for xyz in range(3):
+                        fprimes[blk, f, xyz] += dout[f, xyz, w]
+            else:
+                touched[blk - own] = True
+                for f in range(n_rows):
+                    for xyz in range(3):
+                        fprimes[blk, f, xyz] = dout[f, xyz, w]
+    if mode == BLOCKS:
+        for f in range(n_rows):
+            for xyz in range(3):
+                fprimes[own, f, xyz] = -own_sum[f, xyz]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _jacobian_product(t, i, n, wxyz, hxyz, radial, dradial, mono, scale, dtotal, coef, grad, work, out):
+    """``out[i, f]`` = (J x)[i, f] of one centre from its first ``n`` positions with
+    ``wxyz`` (3, positions) = x[j] - x[i]: per probe and slot the moments of R_sr w and
+    of 2 dR_sr (D . w), contracted with each polynomial's coefficients (sums over
+    positions in an order the compiler may choose, fixed for a given ``n``). ``work``
+    (4, positions) is scratch; ``coef`` and ``grad`` hold the moments."""
+    n_slots = len(t.slot_d)
+    for s in range(radial.shape[0]):
+        for r in range(n_slots):
+            d = t.slot_d[r]
+            m0 = t.mono_ptr[d]
+            for u in range(n):
+                dw = hxyz[0, u] * wxyz[0, u] + hxyz[1, u] * wxyz[1, u] + hxyz[2, u] * wxyz[2, u]
+                work[3, u] = 2.0 * dradial[s, r, u] * dw
+                work[0, u] = radial[s, r, u] * wxyz[0, u]
+                work[1, u] = radial[s, r, u] * wxyz[1, u]
+                work[2, u] = radial[s, r, u] * wxyz[2, u]
+            k = s * n_slots + r
+            for m in range(m0, t.mono_ptr[d + 1]):
+                total = 0.0
+                for u in range(n):
+                    total += work[3, u] * mono[m, u]
+                coef[k, m - m0] = total
+            if d > 0:
+                g0 = t.mono_ptr[d - 1]
+                for m in range(g0, m0):
+                    for xyz in range(3):
+                        total = 0.0
+                        for u in range(n):
+                            total += work[xyz, u] * mono[m, u]
+                        grad[k, xyz, m - g0] = total
+    for f in range(len(t.poly_ptr) - 1):
+        total = 0.0
+        if scale[f] != 0.0:
+            s = t.feat_probe[f]
+            for k in range(t.poly_ptr[f], t.poly_ptr[f + 1]):
+                r = t.poly_slot[k]
+                d = t.slot_d[r]
+                m0 = t.mono_ptr[d]
+                g0 = t.mono_ptr[d - 1] if d > 0 else m0
+                e = s * n_slots + r
+                for tt in range(t.poly_term_ptr[k], t.poly_term_ptr[k + 1]):
+                    p = t.poly_term_piece[tt]
+                    w = scale[f] * dtotal[t.poly_term_member[tt]]
+                    for term in range(t.piece_ptr[p], t.piece_ptr[p + 1]):
+                        m = t.term_mono[term]
+                        moment = coef[e, m - m0]
+                        for axis in range(3):
+                            power = t.mono_exp[m, axis]
+                            if power > 0:
+                                moment += power * grad[e, axis, t.mono_grad[m, axis] - g0]
+                        total += w * t.term_coef[term] * moment
+        out[i, f] = total
 
 
 @numba.njit(cache=True, nogil=True)
-def gmp_kernel(ptr, pair_block, block_ptr, nbr_species, vectors, tables, derivatives, fp, fprimes,
+def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block_ptr, fprimes, x, out,
                atom_start, atom_stop):
     """Fill rows ``atom_start:atom_stop`` of the fingerprints ``fp`` (n_atoms, n_features)
-    and, with ``derivatives``, their derivative blocks in ``fprimes`` (n_blocks,
-    n_features, 3), whatever they held. Disjoint atom ranges write disjoint entries, so
-    ranges can run on separate threads.
+    and what ``mode`` asks for (:mod:`fastfp.kernels.blocks`), whatever the outputs
+    held; disjoint atom ranges write disjoint entries, so ranges can run on separate
+    threads:
 
-    Pairs: ``ptr`` (n_atoms + 1), their blocks ``pair_block`` and ``block_ptr`` (see
-    :func:`~fastfp.kernels.blocks.pair_blocks`; unused without derivatives),
-    ``nbr_species`` (n_pairs,) index into the Gaussian table, ``vectors`` (n_pairs, 3) Å.
-    Pieces, slots, channels, probes, Gaussians, features: ``tables``
-    (:class:`~fastfp.kernels.tables.GMPTables`).
+    * ``BLOCKS``: their derivative blocks in ``fprimes`` (n_blocks, n_features, 3), by
+      ``pair_block`` and ``block_ptr`` (:func:`~fastfp.kernels.blocks.pair_blocks`);
+    * ``JT_PAIRS``: ``out[p]`` (n_pairs, 3) = sum_f x[i, f] dG_if/dD_p for their pairs;
+    * ``J_PRODUCT``: ``out[i]`` (n_atoms, n_features) = (J x)[i], ``x`` (n_atoms, 3).
+
+    Arguments a mode does not use may be empty arrays. Pairs: ``ptr`` (n_atoms + 1),
+    neighbours ``j`` (n_pairs,), ``nbr_species`` (n_pairs,) index into the Gaussian
+    table, ``vectors`` (n_pairs, 3) Å. Pieces, slots, channels, probes, Gaussians,
+    monomials, features: ``tables`` (:class:`~fastfp.kernels.tables.GMPTables`).
     """
     t = tables
-    n_chan = len(t.chan_comp)
     n_probe = len(t.probe_a)
     n_feat = len(t.feat_ptr) - 1
     n_slots = len(t.slot_j)
-    max_deg = 0
-    for r in range(n_slots):
-        max_deg = max(max_deg, t.slot_d[r])
+    n_mono = t.mono_ptr[len(t.mono_ptr) - 1]
+    max_mono = 1
+    for d in range(len(t.mono_ptr) - 1):
+        max_mono = max(max_mono, t.mono_ptr[d + 1] - t.mono_ptr[d])
     max_pairs = 0
+    max_blocks = 0
     for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
+        if mode == BLOCKS:
+            max_blocks = max(max_blocks, block_ptr[i + 1] - block_ptr[i])
+    # positions (_sort_by_species): a centre's pairs with room to spare, whole chunks
+    width = (max_pairs + (PAD - 1) * (len(t.gauss_ptr) - 1) + CHUNK - 1) // CHUNK * CHUNK
+    derivatives = mode != FINGERPRINTS
 
-    mu = np.empty(n_chan)
+    # over the positions u of one centre (index last, so loops over u vectorise): D,
+    # r^2, decays, R_sr and dR_sr/d(r^2), monomials
+    order = np.empty(width, dtype=np.int64)
+    species_ptr = np.empty(len(t.gauss_ptr), dtype=np.int64)
+    hxyz = np.zeros((3, width))
+    r2 = np.empty(width)
+    decay = np.empty(width)
+    radial = np.zeros((n_probe, n_slots, width))
+    dradial = np.zeros((n_probe, n_slots, width))
+    mono = np.zeros((n_mono, width))
+    moments = np.empty((n_probe, n_slots, max_mono))
+    mu = np.empty(len(t.chan_comp))
     dtotal = np.empty(len(t.feat_chan))
     scale = np.empty(n_feat)
-    # over the pairs q of one centre (pair index last, so loops over q vectorise): D,
-    # powers of its components, Q_p(D), grad Q_p(D), R_sr and dR_sr/d(r^2), d feature / dD
-    n_pieces = len(t.piece_ptr) - 1
-    hxyz = np.empty((3, max_pairs))
-    hpow = np.empty((3, max_deg + 1, max_pairs))
-    tval = np.empty((n_pieces, max_pairs))
-    tgrad = np.empty((n_pieces, 3, max_pairs if derivatives else 0))
-    radial = np.empty((n_probe, n_slots, max_pairs))
-    dradial = np.empty((n_probe, n_slots, max_pairs))
-    acc = np.empty((4, max_pairs))
-    dfeat = np.empty((n_feat, 3, max_pairs if derivatives else 0))
-    own_sum = np.empty((n_feat, 3))
-    sorted_pairs = np.empty(max_pairs, dtype=np.int64)
-    species_ptr = np.empty(len(t.gauss_ptr), dtype=np.int64)
-    sub_r2 = np.empty(max_pairs)
-    sub_radial = np.empty((n_slots, max_pairs))
-    sub_dradial = np.empty((n_slots, max_pairs))
-    decay = np.empty(max_pairs)
-    decay_arg = np.empty(max_pairs)
-    decay_bits = np.empty(max_pairs, dtype=np.int64)
+    # the polynomials a centre evaluates (BLOCKS: each feature's; JT_PAIRS: one per probe
+    # and slot, weighted by x) and the chunk they fill; J_PRODUCT keeps its moments in
+    # coef and grad
+    n_rows = n_feat if mode == BLOCKS else 1
+    n_poly = max(len(t.poly_slot), n_probe * n_slots)
+    poly_row = np.empty(n_poly, dtype=np.int64)
+    poly_probe = np.empty(n_poly, dtype=np.int64)
+    poly_slot = np.empty(n_poly, dtype=np.int64)
+    coef = np.empty((n_poly, max_mono))
+    grad = np.empty((n_poly, 3, max_mono + 2))  # room for _pair_derivatives' threes
+    acc = np.empty((3, CHUNK))
+    dout = np.empty((n_rows, 3, CHUNK))
+    own_sum = np.empty((n_rows, 3))
+    touched = np.empty(max_blocks, dtype=np.bool_)
+    wxyz = np.empty((3, width if mode == J_PRODUCT else 0))
+    work = np.empty((4, width if mode == J_PRODUCT else 0))
 
     for i in range(atom_start, atom_stop):
         start = ptr[i]
         npairs = ptr[i + 1] - start
-        for q in range(npairs):
-            for d in range(3):
-                hxyz[d, q] = vectors[start + q, d]
-        _radial(hxyz, nbr_species[start : start + npairs], npairs, t.gauss_ptr, t.overlap_c2, t.overlap_pref,
-                radial, dradial, sorted_pairs, species_ptr, sub_r2, sub_radial, sub_dradial,
-                decay_arg, decay, decay_bits)
-        _channels(hxyz, hpow, npairs, t.piece_ptr, t.term_coef, t.term_exp, t.comp_piece_ptr, t.piece_slot,
-                  t.chan_ptr, t.chan_comp, radial, tval, tgrad, mu, derivatives)
-
-        for fi in range(n_feat):
-            mode = t.feat_mode[fi]
-            total = 0.0
-            for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
-                total += channel_term(mode, t.feat_weight[m], mu[t.feat_chan[m]])
-            value, slope = feature_value(mode, total, t.feat_zero[fi])
-            scale[fi] = slope
-            fp[i, fi] = value  # fp is not zeroed by the caller
-            if slope == 0.0:
+        stop = _sort_by_species(nbr_species[start : start + npairs], npairs, order, species_ptr)
+        for u in range(stop):
+            q = order[u]
+            if q < 0:  # an unused position: D = 0 and no monomial (M_0 = 0), so it adds nothing
+                hxyz[:, u] = 0.0
+                r2[u] = 0.0
+                mono[0, u] = 0.0
                 continue
+            p = start + q
+            for xyz in range(3):
+                hxyz[xyz, u] = vectors[p, xyz]
+            r2[u] = vectors[p, 0] * vectors[p, 0] + vectors[p, 1] * vectors[p, 1] + vectors[p, 2] * vectors[p, 2]
+            mono[0, u] = 1.0
+        _radial(r2, species_ptr, t.gauss_ptr, t.overlap_c2, t.overlap_pref, derivatives, decay, radial, dradial)
+        _monomials(hxyz, stop, t.mono_exp, t.mono_grad, mono)
+        end = species_ptr[len(species_ptr) - 1]
+        _channels(end, radial, mono, t.slot_d, t.mono_ptr, t.chan_ptr, t.chan_comp, t.comp_piece_ptr, t.piece_slot,
+                  t.piece_ptr, t.term_coef, t.term_mono, moments, mu)
+
+        for f in range(n_feat):
+            fmode = t.feat_mode[f]
+            total = 0.0
+            for m in range(t.feat_ptr[f], t.feat_ptr[f + 1]):
+                total += channel_term(fmode, t.feat_weight[m], mu[t.feat_chan[m]])
+            value, slope = feature_value(fmode, total, t.feat_zero[f])
+            scale[f] = slope
+            fp[i, f] = value
             # d total / d mu_c for the member channels
-            for m in range(t.feat_ptr[fi], t.feat_ptr[fi + 1]):
-                dtotal[m] = channel_slope(mode, t.feat_weight[m], mu[t.feat_chan[m]])
+            for m in range(t.feat_ptr[f], t.feat_ptr[f + 1]):
+                dtotal[m] = channel_slope(fmode, t.feat_weight[m], mu[t.feat_chan[m]])
         if not derivatives:
             continue
-        _feature_fprimes(hxyz, npairs, t.fprime_term_ptr, t.fprime_term_slot, t.fprime_term_piece,
-                         t.fprime_term_member, t.feat_probe, dtotal, scale, tval, tgrad, radial, dradial, acc, dfeat)
-        # d/dr_j += d/dD_q for the block of each pair's neighbour j, d/dr_i -= their sum
-        fprimes[block_ptr[i] : block_ptr[i + 1]] = 0.0
-        own_sum[:] = 0.0
-        for q in range(npairs):
-            blk = pair_block[start + q]
-            for fi in range(n_feat):
+        # the centre's own images move with it: no derivative
+        for u in range(stop):
+            q = order[u]
+            if q >= 0 and j[start + q] == i:
+                radial[:, :, u] = 0.0
+                dradial[:, :, u] = 0.0
+
+        if mode == J_PRODUCT:
+            for u in range(end):
+                q = order[u]
                 for xyz in range(3):
-                    fprimes[blk, fi, xyz] += dfeat[fi, xyz, q]
-                    own_sum[fi, xyz] += dfeat[fi, xyz, q]
-        own = block_ptr[i]
-        for fi in range(n_feat):
-            for xyz in range(3):
-                fprimes[own, fi, xyz] -= own_sum[fi, xyz]
+                    wxyz[xyz, u] = 0.0 if q < 0 else x[j[start + q], xyz] - x[i, xyz]
+            _jacobian_product(t, i, end, wxyz, hxyz, radial, dradial, mono, scale, dtotal, coef, grad, work, out)
+            continue
+
+        # the polynomials to evaluate pair by pair, with their coefficients
+        n_eval = 0
+        if mode == BLOCKS:
+            for f in range(n_feat):
+                if scale[f] == 0.0:
+                    continue
+                for k in range(t.poly_ptr[f], t.poly_ptr[f + 1]):
+                    poly_row[n_eval] = f
+                    poly_probe[n_eval] = t.feat_probe[f]
+                    poly_slot[n_eval] = t.poly_slot[k]
+                    coef[n_eval, :] = 0.0
+                    grad[n_eval, :, :] = 0.0
+                    _polynomial(t, k, scale[f], dtotal, n_eval, coef, grad)
+                    n_eval += 1
+        else:  # JT_PAIRS: sum_f x[i, f] P_fr, one per probe and slot
+            for s in range(n_probe):
+                for r in range(n_slots):
+                    k = s * n_slots + r
+                    poly_row[k] = 0
+                    poly_probe[k] = s
+                    poly_slot[k] = r
+                    coef[k, :] = 0.0
+                    grad[k, :, :] = 0.0
+            n_eval = n_probe * n_slots
+            for f in range(n_feat):
+                if scale[f] == 0.0 or x[i, f] == 0.0:
+                    continue
+                s = t.feat_probe[f]
+                for k in range(t.poly_ptr[f], t.poly_ptr[f + 1]):
+                    _polynomial(t, k, x[i, f] * scale[f], dtotal, s * n_slots + t.poly_slot[k], coef, grad)
+        own = block_ptr[i] if mode == BLOCKS else 0
+        _pair_derivatives(mode, i, start, stop, order, j, pair_block, own, touched, n_eval, poly_row, poly_probe,
+                          poly_slot, coef, grad, t.slot_d, t.mono_ptr, hxyz, radial, dradial, mono, acc, dout, own_sum,
+                          fprimes, out)

@@ -28,6 +28,18 @@ from .formulas import overlap_tables
 _overlap_tables = numba.njit(cache=True)(overlap_tables)
 
 
+def _monomials(max_degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mono_ptr, mono_exp, mono_grad)`` of :class:`GMPTables` for the monomials up to
+    ``max_degree``."""
+    exps = [(a, b, d - a - b) for d in range(max_degree + 1) for a in range(d, -1, -1) for b in range(d - a, -1, -1)]
+    index = {e: m for m, e in enumerate(exps)}
+    grad = [[index[tuple(e[k] - (k == axis) for k in range(3))] if e[axis] else -1 for axis in range(3)]
+            for e in exps]
+    ptr = [(d * (d + 1) * (d + 2)) // 6 for d in range(max_degree + 2)]
+    return (np.array(ptr, dtype=np.int64), np.array(exps, dtype=np.int64).reshape(-1, 3),
+            np.array(grad, dtype=np.int64).reshape(-1, 3))
+
+
 def _on(tables: NamedTuple, xp, real=np.float64):
     """``tables`` with every array copied to the array module ``xp`` (contiguous), floating
     arrays and numbers in ``real`` (the kernels compute in the type of their tables)."""
@@ -100,12 +112,28 @@ class GMPTables(NamedTuple):
     probe_feat_ptr, probe_feat : (n_probes + 1,), (n_features,) int64
         The features of probe s are ``probe_feat[probe_feat_ptr[s]:probe_feat_ptr[s+1]]``
         (the GPU kernel's work split: one thread per centre and probe).
-    fprime_term_ptr : (n_features + 1,) int64
-        The pieces feature f's derivative contracts are
-        ``fprime_term_ptr[f]:fprime_term_ptr[f+1]`` of the next three, in slot order
-        (the CPU kernel contracts a slot's pieces before its radial factor).
-    fprime_term_slot, fprime_term_piece, fprime_term_member : (n_fprime_terms,) int64
-        Their slot, piece and member (entry of ``feat_chan``).
+    mono_ptr : (max_degree + 2,) int64
+        The monomials D_x^a D_y^b D_z^e of the pair vector, all up to the highest degree
+        of any piece: those of degree d are ``mono_ptr[d]:mono_ptr[d+1]``.
+    mono_exp : (n_monomials, 3) int64
+        Exponents (a, b, e) of each monomial (degree by degree, a then b descending).
+    mono_grad : (n_monomials, 3) int64
+        The monomial of d/dD_x (y, z) of each monomial, over its exponent of x (y, z):
+        the monomial with that exponent one lower; -1 where it is 0.
+    term_mono : (n_terms,) int64
+        The monomial of each term.
+    poly_ptr : (n_features + 1,) int64
+        The derivative of feature f is a sum over slots r of radial factors times
+        polynomials P_fr of the pair vector (see :mod:`fastfp.kernels.gmp`); its
+        polynomials are ``poly_ptr[f]:poly_ptr[f+1]``.
+    poly_slot : (n_polys,) int64
+        The slot r of each polynomial.
+    poly_term_ptr : (n_polys + 1,) int64
+        The pieces polynomial k sums are ``poly_term_ptr[k]:poly_term_ptr[k+1]`` of the
+        next two.
+    poly_term_piece, poly_term_member : (n_poly_terms,) int64
+        Their piece (in the polynomial's slot) and member (entry of ``feat_chan``, whose
+        d feature / d mu_c weighs the piece).
     """
 
     piece_ptr: np.ndarray
@@ -134,38 +162,57 @@ class GMPTables(NamedTuple):
     feat_probe: np.ndarray
     probe_feat_ptr: np.ndarray
     probe_feat: np.ndarray
-    fprime_term_ptr: np.ndarray
-    fprime_term_slot: np.ndarray
-    fprime_term_piece: np.ndarray
-    fprime_term_member: np.ndarray
+    mono_ptr: np.ndarray
+    mono_exp: np.ndarray
+    mono_grad: np.ndarray
+    term_mono: np.ndarray
+    poly_ptr: np.ndarray
+    poly_slot: np.ndarray
+    poly_term_ptr: np.ndarray
+    poly_term_piece: np.ndarray
+    poly_term_member: np.ndarray
 
     @classmethod
     def build(cls, *, piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot, slot_j, slot_d, slot_rs_power,
               chan_ptr, chan_comp, probe_a, probe_alpha, probe_inv_rs, gauss_ptr, gauss_b, gauss_beta,
               feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero) -> "GMPTables":
         """The tables from the given arrays (see the class), the derived ones computed:
-        overlap factors, each feature's probe, the features by probe and the pieces of
-        each feature's derivative."""
+        overlap factors, each feature's probe, the features by probe, the monomials and
+        the polynomials of each feature's derivative.
+
+        Raises ``ValueError`` if a piece's terms are not all of its slot's degree."""
         overlap_c2, overlap_pref = _overlap_tables(probe_a, probe_alpha, probe_inv_rs, gauss_b, gauss_beta,
                                                    slot_j, slot_d, slot_rs_power)
         chan_probe = np.repeat(np.arange(len(chan_ptr) - 1), np.diff(chan_ptr))
         feat_probe = chan_probe[feat_chan[feat_ptr[:-1]]]
         probe_feat = np.argsort(feat_probe, kind="stable")
         probe_feat_ptr = np.searchsorted(feat_probe[probe_feat], np.arange(len(chan_ptr)))
-        # per feature, slot by slot: the (slot, piece, member) its derivative contracts
-        terms, term_ptr = [], [0]
+        degree = term_exp.sum(axis=1)
+        term_slot = np.repeat(piece_slot, np.diff(piece_ptr))
+        if (degree != slot_d[term_slot]).any():
+            raise ValueError("every term of a piece must be of its slot's degree")
+        mono_ptr, mono_exp, mono_grad = _monomials(int(term_exp.max(initial=0)))
+        index = {tuple(e): m for m, e in enumerate(mono_exp.tolist())}
+        term_mono = np.array([index[tuple(e)] for e in term_exp.tolist()], dtype=np.int64)
+        # per feature, slot by slot: the polynomial of the (piece, member) pairs in the slot
+        poly_ptr, poly_slot, poly_term_ptr, terms = [0], [], [0], []
         for f in range(len(feat_ptr) - 1):
             for r in range(len(slot_j)):
-                for m in range(feat_ptr[f], feat_ptr[f + 1]):
-                    k = chan_comp[feat_chan[m]]
-                    terms += [(r, p, m) for p in range(comp_piece_ptr[k], comp_piece_ptr[k + 1]) if piece_slot[p] == r]
-            term_ptr.append(len(terms))
-        slot, piece, member = (np.ascontiguousarray(c) for c in np.array(terms, dtype=np.int64).reshape(-1, 3).T)
+                found = [(p, m) for m in range(feat_ptr[f], feat_ptr[f + 1])
+                         for p in range(comp_piece_ptr[chan_comp[feat_chan[m]]],
+                                        comp_piece_ptr[chan_comp[feat_chan[m]] + 1]) if piece_slot[p] == r]
+                if found:
+                    poly_slot.append(r)
+                    terms += found
+                    poly_term_ptr.append(len(terms))
+            poly_ptr.append(len(poly_slot))
+        piece, member = (np.ascontiguousarray(c) for c in np.array(terms, dtype=np.int64).reshape(-1, 2).T)
         return cls(
             piece_ptr, term_coef, term_exp, comp_piece_ptr, piece_slot, slot_j, slot_d, slot_rs_power,
             chan_ptr, chan_comp, probe_a, probe_alpha, probe_inv_rs, gauss_ptr, gauss_b, gauss_beta,
             overlap_c2, overlap_pref, feat_ptr, feat_chan, feat_weight, feat_mode, feat_zero,
-            feat_probe, probe_feat_ptr, probe_feat, np.array(term_ptr, dtype=np.int64), slot, piece, member,
+            feat_probe, probe_feat_ptr, probe_feat, mono_ptr, mono_exp, mono_grad, term_mono,
+            *(np.array(a, dtype=np.int64) for a in (poly_ptr, poly_slot, poly_term_ptr)), piece, member,
         )
 
     @property

@@ -1,0 +1,107 @@
+"""Derivatives in on-the-fly training, stored or recomputed: the force contraction and
+its backward from derivative blocks (featurized with the batch) against the same
+products recomputed by the kernels (fastfp.jacobian, nothing stored), alone and with
+what each needs featurized per batch; and fastfp's own featurization per batch of 16
+on one thread (the kernels' speed without AMPTorch's output format)."""
+
+from fastfp.config import build_descriptor
+from fastfp.harness import settings, workloads
+from fastfp.harness.backends import StageUnavailable
+from fastfp.harness.stages import _torch_setup
+from fastfp.threads import calling_thread_only
+
+from .common import BACKENDS, DESCRIPTORS, FRAMES, Benchmark, _check_frames
+
+#: frames per batch, as training takes them
+BATCH = 16
+
+
+def _batches(n):
+    return [list(range(start, min(start + BATCH, n))) for start in range(0, n, BATCH)]
+
+
+def _fastfp_only(backend: str, what: str) -> None:
+    if backend != "fastfp":
+        raise StageUnavailable(f"{what} are fastfp's own (AMPTorch's counterparts: {backend} rows of "
+                               "pipeline.ForceContraction and featurize.Featurize)")
+
+
+class Derivatives(Benchmark):
+    """GMPOrderNorm on-the-fly batches of 16 (``OnTheFlyDataset.batch``), ``fprimes``
+    "blocks" or "recomputed": ``time_contraction`` is forces from dE/dG, a loss of the
+    forces and its ``backward()`` for every batch (batches made in setup);
+    ``time_batch_and_contraction`` makes each batch too (featurization with derivative
+    blocks, or fingerprints and the neighbour pairs); ``peakmem_`` the latter's peak."""
+
+    params = [BACKENDS, ["blocks", "recomputed"], FRAMES]
+    param_names = ["backend", "fprimes", "frames"]
+
+    def prepare(self, info, backend, fprimes, frames):
+        _fastfp_only(backend, "on-the-fly batches and recomputed derivatives")
+        torch = _torch_setup()  # float64, as AtomsTrainer
+        _check_frames(info, frames, "fastfp", labels=True)
+        from fastfp.amptorch.descriptors import construct_descriptor
+        from fastfp.amptorch.forces import contract_forces, warm_up
+        from fastfp.amptorch.onthefly import OnTheFlyDataset
+        from fastfp.config import descriptor_setup
+
+        loaded = workloads.load_frames(info["source"], frames)
+        config = settings.descriptor_config("gmpordernorm", info["elements"])
+        dataset = OnTheFlyDataset(loaded, construct_descriptor(descriptor_setup(config)), progress=False,
+                                  fprimes=fprimes)
+        warm_up()
+        generator = torch.Generator().manual_seed(0)
+
+        def step(batch):
+            gradients = torch.randn(batch.fingerprint.shape, generator=generator, requires_grad=True)
+            (contract_forces(batch.fprimes, gradients) ** 2).sum().backward()
+
+        indices = _batches(frames)
+        step(dataset.batch(indices[0]))  # the compiled kernels, loaded outside the timing
+        ready = [dataset.batch(k) for k in indices]
+        self.contraction = lambda: [step(batch) for batch in ready]
+        self.batch_and_contraction = lambda: [step(dataset.batch(k)) for k in indices]
+
+    def time_contraction(self, info, backend, fprimes, frames):
+        self.contraction()
+
+    def time_batch_and_contraction(self, info, backend, fprimes, frames):
+        self.batch_and_contraction()
+
+    def peakmem_batch_and_contraction(self, info, backend, fprimes, frames):
+        self.batch_and_contraction()
+
+    def peakmem_reference(self, info, backend, fprimes, frames):
+        pass
+
+    time_contraction.pretty_name = "force contraction + backward, fprimes {fprimes}"
+    time_batch_and_contraction.pretty_name = "on-the-fly batch + force contraction + backward, fprimes {fprimes}"
+    peakmem_batch_and_contraction.pretty_name = time_batch_and_contraction.pretty_name
+
+
+class FeaturizeOneThread(Benchmark):
+    """``Descriptor.featurize`` with derivatives, batches of 16 frames, on one thread
+    (:func:`fastfp.threads.calling_thread_only`): divide by the frames for the time per
+    frame of the kernels, the neighbour search and the blocks' layout."""
+
+    params = [BACKENDS, DESCRIPTORS, FRAMES]
+    param_names = ["backend", "descriptor", "frames"]
+
+    def prepare(self, info, backend, descriptor, frames):
+        _fastfp_only(backend, "Descriptor.featurize's blocks")
+        _check_frames(info, frames, "fastfp", labels=False)
+        loaded = workloads.load_frames(info["source"], frames)
+        desc = build_descriptor(settings.descriptor_config(descriptor, info["elements"]))
+        desc.featurize(loaded[:2])  # the compiled kernels, loaded outside the timing
+
+        def run():
+            with calling_thread_only():
+                for k in _batches(len(loaded)):
+                    desc.featurize(loaded[k[0] : k[-1] + 1])
+
+        self.run = run
+
+    def time_featurize_one_thread(self, info, backend, descriptor, frames):
+        self.run()
+
+    time_featurize_one_thread.pretty_name = "featurize {descriptor} with derivatives, batches of 16, one thread"
