@@ -49,6 +49,10 @@ class Jacobian:
     >>> forces = -jac.transposed_product(dE_dG)                 # doctest: +SKIP
     """
 
+    #: where its arrays lie (NumPy arrays on the CPU; :class:`fastfp.gpu.jacobian.DeviceJacobian`
+    #: is the GPU's counterpart)
+    device = "cpu"
+
     def __init__(self, packed: PackedFrames, n_features: int, neighbor_pairs, featurize_pairs, product):
         self.packed = packed
         self.n_features = n_features

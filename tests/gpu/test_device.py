@@ -16,6 +16,7 @@ from fastfp.gpu import gaussian as gpu_gaussian
 from fastfp.gpu import gmp as gpu_gmp
 from fastfp.gpu import neighbors as gpu_neighbors
 from fastfp.gpu.frames import to_device
+from fastfp.kernels.blocks import BLOCKS, FINGERPRINTS
 from fastfp.kernels.tables import GaussianTables, GMPTables
 from gpu_cases import DESCRIPTORS, ELEMENTS, FLOAT32_RTOL, assert_agree, descriptor, frames, requires_device
 
@@ -182,11 +183,12 @@ def test_a_batch_too_large_for_the_gpu_names_the_size(tmp_path, monkeypatch):
 @pytest.mark.parametrize("derivatives", [True, False])
 def test_kernels_take_the_descriptor_tables(tmp_path, monkeypatch, derivatives):
     """The GPU kernels get the descriptor's tables (the CPU kernels' object, on the device)
-    and ``derivatives`` as a bool, as the CPU kernels do (tests/test_tables.py)."""
+    and what to compute: the GMP kernel a mode of fastfp.kernels.blocks as the CPU kernels
+    do (tests/test_tables.py), the Gaussian one ``derivatives`` as a bool."""
     seen = []
     for module in (gpu_gmp, gpu_gaussian):
         def recording(kernel, n, *args, launch=module.launch, **options):
-            seen.append([a for a in args if isinstance(a, (GMPTables, GaussianTables, bool))])
+            seen.append([a for a in args if isinstance(a, (GMPTables, GaussianTables, int))])
             launch(kernel, n, *args, **options)
 
         monkeypatch.setattr(module, "launch", recording)
@@ -195,7 +197,8 @@ def test_kernels_take_the_descriptor_tables(tmp_path, monkeypatch, derivatives):
         seen.clear()
         desc.featurize(list(frames().values()), derivatives=derivatives, device="cuda")
         (tables, flag), = seen
-        assert type(tables) is type(desc.tables) and flag is derivatives
+        expected = derivatives if name.startswith("Gaussian") else BLOCKS if derivatives else FINGERPRINTS
+        assert type(tables) is type(desc.tables) and type(flag) is type(expected) and flag == expected
         for field, mine in zip(desc.tables._fields, desc.tables):
             np.testing.assert_array_equal(_host(getattr(tables, field)), mine, err_msg=field)
 

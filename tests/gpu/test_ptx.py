@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fastfp.gpu import device, featurize, gaussian, gmp, neighbors
+from fastfp.frames import pack_frames
+from fastfp.gpu import device, featurize, gaussian, gmp, jacobian, neighbors
 from gpu_cases import DESCRIPTORS, descriptor, frames
 
 pytestmark = pytest.mark.skipif(device.simulated(), reason="numba's CUDA simulator compiles no PTX")
@@ -31,9 +32,10 @@ def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
         from numba.core.typing.typeof import Purpose, typeof
 
     launched = []
-    for module in (neighbors, gmp, gaussian):
+    for module in (neighbors, gmp, gaussian, jacobian):
         monkeypatch.setattr(module, "launch", lambda kernel, n, *args, **options: launched.append((kernel, args)))
-    monkeypatch.setattr(featurize, "array_module", lambda: np)
+    for module in (featurize, jacobian):
+        monkeypatch.setattr(module, "array_module", lambda: np)
     # numba-cuda compiles device functions (the shared formulas) for the current
     # device's compute capability, which needs a driver: stand in a 9.0 device
     monkeypatch.setattr(dispatcher, "get_current_device", lambda: SimpleNamespace(compute_capability=(9, 0)))
@@ -43,6 +45,11 @@ def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
             for result_dtype in ("float64", "float32"):
                 descriptor(name, tmp_path).featurize(batch, derivatives=derivatives, device="cuda",
                                                      result_dtype=result_dtype)
+        desc = descriptor(name, tmp_path)
+        if name.startswith("GMP"):  # derivatives recomputed in the products (float64)
+            jac = jacobian.DeviceJacobian(desc, featurize.to_device(np, pack_frames(batch, desc.numbers)))
+            jac.product(np.zeros((jac.n_atoms, 3)))
+            jac.transposed_product(np.zeros((jac.n_atoms, desc.n_features)))
 
     compiled = set()
     for kernel, args in launched:
@@ -57,6 +64,6 @@ def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
             assert not re.search(r"\b(fma\.rn|add|sub|div\.rn)\.f64", ptx), name
         compiled.add((kernel, signature))
     names = {kernel.py_func.__name__ for kernel, _ in compiled}
-    assert names == {"_pairs", "gmp", "gaussian"}
+    assert names == {"_pairs", "gmp", "gaussian", "sum_pair_vectors"}
     # GMP descriptors of different sizes give different kernels, one for float64 and one for float32
     assert len({k for k, _ in compiled if k.py_func.__name__ == "gmp"}) == 4 * 2

@@ -26,10 +26,11 @@ matrix of the stored path (:class:`DerivativeMatrix`) or, on the fly
 gradients rather than to the blocks. Blocks featurized on the CPU (NumPy arrays) are
 contracted by one compiled pass; blocks featurized with ``device="cuda"`` and handed to
 torch by DLPack (torch tensors, on the GPU) by torch ops where they lie: a gather, a
-batched (1 x n_features) @ (n_features x 3) product and an ``index_add``. Or, on the
-CPU, no blocks at all (:class:`RecomputedDerivatives`): each product recomputed from the
-frames by the descriptor's kernels (:meth:`Descriptor.jacobian
-<fastfp.descriptors.base.Descriptor.jacobian>`), so a batch's
+batched (1 x n_features) @ (n_features x 3) product and an ``index_add``. Or no blocks
+at all (:class:`RecomputedDerivatives`): each product recomputed from the frames by the
+descriptor's kernels (:meth:`Descriptor.jacobian
+<fastfp.descriptors.base.Descriptor.jacobian>` on the CPU; for the GMP family on the
+GPU, :class:`fastfp.gpu.jacobian.DeviceJacobian`), so a batch's
 memory grows with its atoms, not its pairs. Both go through one ``autograd.Function``
 (``-A^T x``, its backward ``-A g``, itself the same Function), so they are
 interchangeable wherever AMPTorch's model contracts ``batch.fprimes``.
@@ -218,13 +219,15 @@ class DerivativeBlocks:
 class RecomputedDerivatives:
     """The derivative matrix of a batch's (scaled) fingerprints, never stored: the same
     matrix as :class:`DerivativeBlocks` (entry ((i, f), (j, c)) = ``factor[i, f]`` d G_if /
-    d r_jc), its products recomputed from the frames by the descriptor's kernels
-    (``jacobian``, a :class:`fastfp.jacobian.Jacobian`) each time, on the CPU.
+    d r_jc), its products recomputed from the frames by the descriptor's kernels each
+    time: on the CPU (``jacobian`` a :class:`fastfp.jacobian.Jacobian`) or on the GPU (a
+    :class:`fastfp.gpu.jacobian.DeviceJacobian`, its arrays handed to and from torch by
+    DLPack where they lie).
 
     ``factor`` (n_atoms, width) is the feature scaler's factor of the batch's rows,
     ``width`` <= the descriptor's ``n_features`` (AMPTorch's ``input_dim``: the columns
-    beyond are dropped). Raises ``ValueError`` if it does not fit the frames or is not on
-    the CPU.
+    beyond are dropped). Raises ``ValueError`` if it does not fit the frames or does not
+    lie on the jacobian's device (``jacobian.device``).
     """
 
     jacobian: Jacobian
@@ -232,8 +235,9 @@ class RecomputedDerivatives:
 
     def __post_init__(self):
         n_atoms, width = self.factor.shape
-        if self.factor.device.type != "cpu":
-            raise ValueError(f"recomputed derivatives are computed on the CPU, got factor on {self.factor.device}")
+        if self.factor.device.type != self.jacobian.device:
+            raise ValueError(f"recomputed derivatives are computed on {self.jacobian.device}, got factor on "
+                             f"{self.factor.device}")
         if n_atoms != self.jacobian.n_atoms or width > self.jacobian.n_features:
             raise ValueError(f"factor has shape {(n_atoms, width)}, expected ({self.jacobian.n_atoms}, at most "
                              f"{self.jacobian.n_features})")
@@ -251,17 +255,14 @@ class RecomputedDerivatives:
         (n_atoms, 3)) or, with ``transpose``, ``-A x`` ((n_atoms, 3) -> (n_atoms,
         width)), A unscaled, computed in float64 and returned in the dtype of ``x``; no
         autograd."""
-        values = x.detach().to(torch.float64).numpy()
+        values = x.detach().to(torch.float64).contiguous()
         width = self.factor.shape[1]
         if transpose:
-            out = self.jacobian.product(values)
-            out = out if width == out.shape[1] else np.ascontiguousarray(out[:, :width])
-        else:
-            if width < self.jacobian.n_features:  # the columns beyond are zero
-                values = np.concatenate((values, np.zeros((self.n_atoms, self.jacobian.n_features - width))), axis=1)
-            out = self.jacobian.transposed_product(values)
-        np.negative(out, out=out)
-        return torch.from_numpy(out).to(x.dtype)
+            out = torch.from_dlpack(self.jacobian.product(values))[:, :width]
+        else:  # the columns beyond width are zero
+            values = torch.nn.functional.pad(values, (0, self.jacobian.n_features - width))
+            out = torch.from_dlpack(self.jacobian.transposed_product(values))
+        return out.neg().to(x.dtype)
 
 
 class MinusProduct(torch.autograd.Function):
@@ -288,7 +289,8 @@ def contract_blocks(derivatives: DerivativeBlocks | RecomputedDerivatives, gradi
     """Forces (n_atoms, 3) ``-A^T x`` from the derivative matrix of ``derivatives`` (stored
     blocks or recomputed) and ``gradients`` dE/dG with n_atoms * width elements (any
     shape), in float64 or float32 (the dtype of ``gradients``), on the blocks' device
-    (that of ``derivatives.factor``: the CPU for NumPy blocks and recomputed ones).
+    (that of ``derivatives.factor``: the CPU for NumPy blocks, the jacobian's device
+    for recomputed ones).
     Differentiable to any order in ``gradients``."""
     where = derivatives.factor.device
     if gradients.device != where or gradients.dtype not in _NUMPY:

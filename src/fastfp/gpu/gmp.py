@@ -20,6 +20,15 @@ passes over the centre's pairs:
    contracts them into d feature / dD in its stage column; :mod:`.blocks` writes the
    chunk's blocks, coalesced, and the centre's own block at the end.
 
+The modes of :mod:`fastfp.kernels.blocks` that never store a block
+(:func:`product`, for :class:`fastfp.gpu.jacobian.DeviceJacobian`) run pass 1 alike,
+then pass 2 with the pair's d feature / dD contracted where it arises
+(:func:`~fastfp.kernels.formulas.gmp_feature_fprime`, a feature at a time): for J^T x
+(``JT_PAIRS``) x[i, f] is folded into the weights d feature / d mu_c and each lane
+writes its pair's vector sum_f x[i, f] dG_if/dD (3 values); for J x (``J_PRODUCT``)
+each lane puts its pair's dG_if/dD . (x[j] - x[i]) in its stage column (n_features
+rows) and the lanes, a feature each, add the columns as the own block's sums are added.
+
 Pass 2 computes the pair's terms again rather than keeping pass 1's: kept, they would be
 2 (n_probes n_slots + 4 n_pieces) values per pair (960 bytes for the benchmark
 descriptor in float64) in device memory or in a shared memory that would hold a few
@@ -35,8 +44,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, int32
 
-from ..kernels.formulas import (channel_slope, channel_term, feature_value, gmp_channel_overlap, gmp_pair_fprime,
-                                gmp_pieces, gmp_radial, like)
+from ..kernels.blocks import BLOCKS, FINGERPRINTS, J_PRODUCT, JT_PAIRS
+from ..kernels.formulas import (channel_slope, channel_term, feature_value, gmp_channel_overlap, gmp_feature_fprime,
+                                gmp_pair_fprime, gmp_pieces, gmp_radial, like)
 from .blocks import WARP, fit_shared, flush_chunk, subtract_columns, sync_warp, write_own
 from .device import launch, on_device
 
@@ -92,6 +102,22 @@ def _copy(dst, src, thread, n_threads):
         dst[k] = src[k]
 
 
+@cuda.jit(device=True)
+def _pair_terms(q, vectors, species, pair_j, c2, pref, n_gauss, n_slots, gauss_ptr, piece_ptr, coef, powers, hx, hy,
+                hz, radial, dradial, value, grad, derivatives):
+    """The terms of pair ``q``: :func:`~fastfp.kernels.formulas.gmp_radial` into
+    ``radial`` (and ``dradial``), :func:`~fastfp.kernels.formulas.gmp_pieces` into
+    ``value`` (and ``grad``), with ``derivatives``. Returns its vector D."""
+    x = vectors[q, 0]
+    y = vectors[q, 1]
+    z = vectors[q, 2]
+    e = species[pair_j[q]]
+    gmp_radial(c2, pref, n_gauss, n_slots, gauss_ptr[e], gauss_ptr[e + 1], x * x + y * y + z * z, radial, dradial,
+               derivatives)
+    gmp_pieces(x, y, z, piece_ptr, coef, powers, hx, hy, hz, value, grad, derivatives)
+    return x, y, z
+
+
 @functools.lru_cache(maxsize=None)
 def kernel(sizes: Sizes):
     """The GMP kernel for ``sizes`` (their arrays are fixed at compile time)."""
@@ -127,7 +153,7 @@ def kernel(sizes: Sizes):
     N_WEIGHT = W * N_MEM
     N_CARRY = W * 2 * WIDTH
 
-    def gmp(ptr, pair_j, vectors, species, pair_block, block_pair, block_ptr, tables, derivatives, fp, fprimes):
+    def gmp(ptr, pair_j, vectors, species, pair_block, block_pair, block_ptr, tables, mode, fp, fprimes, x, out):
         t = tables
         thread = cuda.threadIdx.x
         lane = thread % WARP
@@ -199,14 +225,8 @@ def kernel(sizes: Sizes):
         for p0 in range(start, end, CH):
             n_cols = min(CH, end - p0)
             if lane < n_cols:
-                q = p0 + lane
-                x = vectors[q, 0]
-                y = vectors[q, 1]
-                z = vectors[q, 2]
-                e = species[pair_j[q]]
-                gmp_radial(c2, pref, N_GAUSS, N_SLOTS, gauss_ptr[e], gauss_ptr[e + 1],
-                           x * x + y * y + z * z, radial, dradial, False)
-                gmp_pieces(x, y, z, piece_ptr, coef, powers, hx, hy, hz, value, grad, False)
+                _pair_terms(p0 + lane, vectors, species, pair_j, c2, pref, N_GAUSS, N_SLOTS, gauss_ptr, piece_ptr,
+                            coef, powers, hx, hy, hz, radial, dradial, value, grad, False)
                 for k in range(N_PS):
                     stage[row0 + k, lane] = radial[k]
                 for p in range(N_PIECES):
@@ -222,22 +242,81 @@ def kernel(sizes: Sizes):
 
         # the features, a lane each: the fingerprint row, d feature / d mu_c
         for f in range(lane, N_FEAT, WARP):
-            mode = t.feat_mode[f]
+            fmode = t.feat_mode[f]
             total = zero
             for m in range(t.feat_ptr[f], t.feat_ptr[f + 1]):
-                total += channel_term(mode, t.feat_weight[m], mu[w * N_CHAN + t.feat_chan[m]])
-            feature, slope = feature_value(mode, total, t.feat_zero[f])
-            fp[i, f] = feature
+                total += channel_term(fmode, t.feat_weight[m], mu[w * N_CHAN + t.feat_chan[m]])
+            feature, slope = feature_value(fmode, total, t.feat_zero[f])
+            if mode == JT_PAIRS:  # sum_f x[i, f] d feature / dD: x folded into the weights
+                slope *= x[i, f]
+            elif mode != J_PRODUCT:
+                fp[i, f] = feature
             for m in range(t.feat_ptr[f], t.feat_ptr[f + 1]):
-                weight[w * N_MEM + m] = channel_slope(mode, t.feat_weight[m], mu[w * N_CHAN + t.feat_chan[m]]) * slope
-        if not derivatives:
+                weight[w * N_MEM + m] = channel_slope(fmode, t.feat_weight[m], mu[w * N_CHAN + t.feat_chan[m]]) * slope
+        if mode == FINGERPRINTS:
             return
         sync_warp()
+        for k in range(N_OWN):
+            own[k] = zero
+
+        if mode == JT_PAIRS:  # a pair per lane: its vector sum_f x[i, f] d feature / dD
+            for q in range(start + lane, end, WARP):
+                vx = zero
+                vy = zero
+                vz = zero
+                if pair_j[q] != i:  # the centre's own images move with it: no derivative
+                    dx, dy, dz = _pair_terms(q, vectors, species, pair_j, c2, pref, N_GAUSS, N_SLOTS, gauss_ptr,
+                                             piece_ptr, coef, powers, hx, hy, hz, radial, dradial, value, grad, True)
+                    for f in range(N_FEAT):
+                        gx, gy, gz = gmp_feature_fprime(f, dx, dy, dz, weight, w * N_MEM, poly_ptr, poly_slot, pt_ptr,
+                                                        pt_piece, pt_member, feat_probe, N_SLOTS, radial, dradial,
+                                                        value, grad)
+                        vx += gx
+                        vy += gy
+                        vz += gz
+                out[q, 0] = vx
+                out[q, 1] = vy
+                out[q, 2] = vz
+            return
+
+        if mode == J_PRODUCT:  # a chunk of pairs at a time: d feature / dD . (x[j] - x[i]), summed per feature
+            for p0 in range(start, end, CH):
+                n_cols = min(CH, end - p0)
+                if lane < n_cols:
+                    q = p0 + lane
+                    j = pair_j[q]
+                    if j == i:
+                        for f in range(N_FEAT):
+                            stage[row0 + f, lane] = zero
+                    else:
+                        dx, dy, dz = _pair_terms(q, vectors, species, pair_j, c2, pref, N_GAUSS, N_SLOTS, gauss_ptr,
+                                                 piece_ptr, coef, powers, hx, hy, hz, radial, dradial, value, grad,
+                                                 True)
+                        wx = x[j, 0] - x[i, 0]
+                        wy = x[j, 1] - x[i, 1]
+                        wz = x[j, 2] - x[i, 2]
+                        for f in range(N_FEAT):
+                            gx, gy, gz = gmp_feature_fprime(f, dx, dy, dz, weight, w * N_MEM, poly_ptr, poly_slot,
+                                                            pt_ptr, pt_piece, pt_member, feat_probe, N_SLOTS, radial,
+                                                            dradial, value, grad)
+                            stage[row0 + f, lane] = gx * wx + gy * wy + gz * wz
+                sync_warp()
+                for k in range(N_OWN):
+                    f = lane + WARP * k
+                    if f < N_FEAT:
+                        total = stage[row0 + f, 0]
+                        for col in range(1, n_cols):
+                            total += stage[row0 + f, col]
+                        own[k] += total
+                sync_warp()
+            for k in range(N_OWN):
+                f = lane + WARP * k
+                if f < N_FEAT:
+                    out[i, f] = own[k]
+            return
 
         # pass 2: d feature / dD of each pair into the stage, then the chunk's blocks
         own_block = block_ptr[i]
-        for k in range(N_OWN):
-            own[k] = zero
         chunk = 0
         for p0 in range(start, end, CH):
             n_cols = min(CH, end - p0)
@@ -247,14 +326,9 @@ def kernel(sizes: Sizes):
                     for k in range(WIDTH):
                         stage[row0 + k, lane] = zero
                 else:
-                    x = vectors[q, 0]
-                    y = vectors[q, 1]
-                    z = vectors[q, 2]
-                    e = species[pair_j[q]]
-                    gmp_radial(c2, pref, N_GAUSS, N_SLOTS, gauss_ptr[e], gauss_ptr[e + 1],
-                               x * x + y * y + z * z, radial, dradial, True)
-                    gmp_pieces(x, y, z, piece_ptr, coef, powers, hx, hy, hz, value, grad, True)
-                    gmp_pair_fprime(x, y, z, weight, w * N_MEM, poly_ptr, poly_slot, pt_ptr, pt_piece, pt_member,
+                    dx, dy, dz = _pair_terms(q, vectors, species, pair_j, c2, pref, N_GAUSS, N_SLOTS, gauss_ptr,
+                                             piece_ptr, coef, powers, hx, hy, hz, radial, dradial, value, grad, True)
+                    gmp_pair_fprime(dx, dy, dz, weight, w * N_MEM, poly_ptr, poly_slot, pt_ptr, pt_piece, pt_member,
                                     feat_probe, N_SLOTS, radial, dradial, value, grad, stage, row0, lane)
             sync_warp()
             subtract_columns(stage, row0, WIDTH, n_cols, lane, own)
@@ -274,7 +348,25 @@ def run(xp, tables, species, pairs, derivatives, fp, fprimes) -> None:
     ``species`` (n_atoms,) are the atoms' indices into its ``elements``, ``pairs`` a
     :class:`~fastfp.gpu.neighbors.DevicePairs` (with blocks if ``derivatives``). Raises
     ``ValueError`` for a descriptor whose kernel would not fit in shared memory."""
+    nothing = xp.empty((0, 0), dtype=fp.dtype)
+    _launch(xp, tables, species, pairs, BLOCKS if derivatives else FINGERPRINTS, fp, fprimes.reshape(-1), nothing,
+            nothing)
+
+
+def product(xp, tables, species, pairs, x, out, transpose: bool) -> None:
+    """A product with J = d fingerprints / d positions, recomputed pair by pair (the
+    modes of :mod:`fastfp.kernels.blocks`; no block stored), in the type of ``x`` and
+    ``out``: with ``transpose`` (``JT_PAIRS``) ``out[p]`` (n_pairs, 3) = sum_f x[i, f]
+    dG_if/dD_p for every pair p of centre i, ``x`` (n_atoms, n_features) (zero for the
+    centre's own images; :func:`fastfp.gpu.jacobian.sum_pair_vectors` makes J^T x of
+    them), else (``J_PRODUCT``) ``out`` (n_atoms, n_features) = J x, ``x`` (n_atoms, 3).
+    Other arguments as :func:`run`; ``pairs`` need no blocks."""
+    _launch(xp, tables, species, pairs, JT_PAIRS if transpose else J_PRODUCT, xp.empty((0, 0), dtype=x.dtype),
+            xp.empty(0, dtype=x.dtype), x, out)
+
+
+def _launch(xp, tables, species, pairs, mode, fp, fprimes, x, out) -> None:
     sizes = Sizes.of(tables, fp.dtype)
-    launch(kernel(sizes), len(fp) * WARP, pairs.ptr, pairs.j, pairs.vectors, species, pairs.pair_block,
-           pairs.block_pair, pairs.block_ptr, on_device(xp, tables, fp.dtype), bool(derivatives), fp,
-           fprimes.reshape(-1), threads_per_block=sizes.warps * WARP)
+    launch(kernel(sizes), (len(pairs.ptr) - 1) * WARP, pairs.ptr, pairs.j, pairs.vectors, species, pairs.pair_block,
+           pairs.block_pair, pairs.block_ptr, on_device(xp, tables, fp.dtype), int(mode), fp, fprimes, x, out,
+           threads_per_block=sizes.warps * WARP)

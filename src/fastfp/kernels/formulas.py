@@ -197,39 +197,50 @@ def gmp_channel_overlap(s, k, comp_piece_ptr, piece_slot, n_slots, terms, radial
 
 
 @register_jitable
-def gmp_pair_fprime(x, y, z, weight, weight_at, poly_ptr, poly_slot, poly_term_ptr, poly_term_piece,
-                    poly_term_member, feat_probe, n_slots, radial, dradial, value, grad, out, out_row, col):
-    """d feature / dD of one pair D = (x, y, z) for every feature f, into ``out[out_row +
-    3 f + xyz, col]``: d mu_c/dD = sum_p R_sr grad Q_p + 2 (dR_sr/dr^2) Q_p D contracted
-    with the weights d feature / d mu_c (``weight[weight_at + m]`` of member m, the
-    feature's slope included), slot by slot before the radial factor: the polynomials of
-    each feature (``poly_ptr`` and the rest: :class:`~fastfp.kernels.tables.GMPTables`'
-    ``poly_*``, one per slot, each a list of (piece, member)). ``radial``, ``dradial``:
-    :func:`gmp_radial`; ``value``, ``grad``: :func:`gmp_pieces` with the gradient."""
+def gmp_feature_fprime(f, x, y, z, weight, weight_at, poly_ptr, poly_slot, poly_term_ptr, poly_term_piece,
+                       poly_term_member, feat_probe, n_slots, radial, dradial, value, grad):
+    """d feature f / dD of one pair D = (x, y, z), as ``(dx, dy, dz)``: d mu_c/dD = sum_p
+    R_sr grad Q_p + 2 (dR_sr/dr^2) Q_p D contracted with the weights d feature / d mu_c
+    (``weight[weight_at + m]`` of member m, the feature's slope included), slot by slot
+    before the radial factor: the polynomials of the feature (``poly_ptr`` and the rest:
+    :class:`~fastfp.kernels.tables.GMPTables`' ``poly_*``, one per slot, each a list of
+    (piece, member)). ``radial``, ``dradial``: :func:`gmp_radial`; ``value``, ``grad``:
+    :func:`gmp_pieces` with the gradient."""
     zero = like(x, 0.0)
     two = like(x, 2.0)
+    s = feat_probe[f]
+    dx = zero
+    dy = zero
+    dz = zero
+    for k in range(poly_ptr[f], poly_ptr[f + 1]):
+        ax = zero
+        ay = zero
+        az = zero
+        aq = zero
+        for t in range(poly_term_ptr[k], poly_term_ptr[k + 1]):
+            p = poly_term_piece[t]
+            w = weight[weight_at + poly_term_member[t]]
+            ax += w * grad[3 * p]
+            ay += w * grad[3 * p + 1]
+            az += w * grad[3 * p + 2]
+            aq += w * value[p]
+        rs = s * n_slots + poly_slot[k]
+        two_dr_q = two * dradial[rs] * aq
+        dx += radial[rs] * ax + two_dr_q * x
+        dy += radial[rs] * ay + two_dr_q * y
+        dz += radial[rs] * az + two_dr_q * z
+    return dx, dy, dz
+
+
+@register_jitable
+def gmp_pair_fprime(x, y, z, weight, weight_at, poly_ptr, poly_slot, poly_term_ptr, poly_term_piece,
+                    poly_term_member, feat_probe, n_slots, radial, dradial, value, grad, out, out_row, col):
+    """d feature / dD of one pair for every feature f (:func:`gmp_feature_fprime`, the
+    same arguments), into ``out[out_row + 3 f + xyz, col]``."""
     for f in range(len(poly_ptr) - 1):
-        s = feat_probe[f]
-        dx = zero
-        dy = zero
-        dz = zero
-        for k in range(poly_ptr[f], poly_ptr[f + 1]):
-            ax = zero
-            ay = zero
-            az = zero
-            aq = zero
-            for t in range(poly_term_ptr[k], poly_term_ptr[k + 1]):
-                p = poly_term_piece[t]
-                w = weight[weight_at + poly_term_member[t]]
-                ax += w * grad[3 * p]
-                ay += w * grad[3 * p + 1]
-                az += w * grad[3 * p + 2]
-                aq += w * value[p]
-            rs = s * n_slots + poly_slot[k]
-            two_dr_q = two * dradial[rs] * aq
-            dx += radial[rs] * ax + two_dr_q * x
-            dy += radial[rs] * ay + two_dr_q * y
-            dz += radial[rs] * az + two_dr_q * z
+        dx, dy, dz = gmp_feature_fprime(f, x, y, z, weight, weight_at, poly_ptr, poly_slot, poly_term_ptr,
+                                        poly_term_piece, poly_term_member, feat_probe, n_slots, radial, dradial,
+                                        value, grad)
         out[out_row + 3 * f, col] = dx
         out[out_row + 3 * f + 1, col] = dy
         out[out_row + 3 * f + 2, col] = dz
