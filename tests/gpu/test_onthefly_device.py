@@ -1,7 +1,9 @@
 """On-the-fly training on the device (``OnTheFlyDataset(..., device="cuda")``, what
 AtomsTrainer gets with ``config["optim"]["gpus"] = 1``) against the CPU path, in float64
 to 1e-10: scalers, scaled batches, forces from given gradients, the loss and gradients
-of a training step, and an epoch on the background loader.
+of a training step, and an epoch on the background loader; with derivative blocks on
+the device (its default) and recomputed there (``fprimes="recomputed"``, against the
+CPU's stored blocks).
 
 On a GPU the device batches are CUDA tensors; in numba's CUDA simulator the same code
 runs on NumPy arrays handed to CPU tensors (tests/test_gpu.py).
@@ -22,7 +24,7 @@ from conftest import write_pseudodensities  # noqa: E402
 from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.forces import RecomputedDerivatives, contract_forces  # noqa: E402
 from fastfp.amptorch.model import singlenn_forward  # noqa: E402
-from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset, collate_for_trainer  # noqa: E402
+from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset, check_config, collate_for_trainer  # noqa: E402
 from fastfp.gpu.device import simulated  # noqa: E402
 from gpu_cases import ELEMENTS, frames, requires_device  # noqa: E402
 
@@ -63,12 +65,16 @@ CASES = {
 }
 
 
-def datasets(name, directory):
-    """``(CPU, device)`` on-the-fly data sets of :func:`labelled_frames`."""
+def datasets(name, directory, fprimes=None):
+    """``(CPU, device)`` on-the-fly data sets of :func:`labelled_frames`, the device's
+    derivatives handed over as ``fprimes`` (its default: blocks) and the CPU's the other
+    way."""
     desc, scaling = _descriptor(name, directory), CASES[name]
     images = labelled_frames()
-    return (OnTheFlyDataset(images, desc, forcetraining=True, scaling=scaling, progress=False),
-            OnTheFlyDataset(images, desc, forcetraining=True, scaling=scaling, progress=False, device="cuda"))
+    cpu_fprimes = "blocks" if fprimes == "recomputed" else "recomputed"
+    return (OnTheFlyDataset(images, desc, forcetraining=True, scaling=scaling, progress=False, fprimes=cpu_fprimes),
+            OnTheFlyDataset(images, desc, forcetraining=True, scaling=scaling, progress=False, device="cuda",
+                            fprimes=fprimes))
 
 
 def assert_close(device_value, cpu_value, what):
@@ -102,9 +108,10 @@ def loss_of(model, batch):
     return 0.5 * (mse(energy, batch.energy) + FORCE_COEFFICIENT * mse(forces, batch.forces))
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_device_batches_equal_the_cpu_ones(tmp_path, name):
-    cpu, device = datasets(name, tmp_path)
+@pytest.mark.parametrize("name, fprimes", [("gmpordernorm", None), ("gaussian", None),
+                                           ("gmpordernorm", "recomputed")])
+def test_device_batches_equal_the_cpu_ones(tmp_path, name, fprimes):
+    cpu, device = datasets(name, tmp_path, fprimes)
     assert device.input_dim == cpu.input_dim
     assert float(device.target_scaler.target_mean) == float(cpu.target_scaler.target_mean)
     assert float(device.target_scaler.target_std) == float(cpu.target_scaler.target_std)
@@ -123,10 +130,14 @@ def test_device_batches_equal_the_cpu_ones(tmp_path, name):
             assert_close(b_dev[key], b_cpu[key], key)
         for key in ("atomic_numbers", "batch", "ptr"):
             assert b_dev[key].device == DEVICE and torch.equal(b_dev[key].cpu(), b_cpu[key]), key
-        # the device blocks are torch tensors on the device (contracted by torch ops); the
-        # CPU's derivatives are recomputed in the contraction (its default)
-        assert b_dev.fprimes.on_torch and b_dev.fprimes.fprimes.device == DEVICE
-        assert isinstance(b_cpu.fprimes, RecomputedDerivatives)
+        # the device blocks are torch tensors on the device (contracted by torch ops), or
+        # recomputed there; the CPU's derivatives the other way
+        if fprimes == "recomputed":
+            assert isinstance(b_dev.fprimes, RecomputedDerivatives) and b_dev.fprimes.factor.device == DEVICE
+            assert b_cpu.fprimes.fprimes.shape[0] > 0 and not b_cpu.fprimes.on_torch
+        else:
+            assert b_dev.fprimes.on_torch and b_dev.fprimes.fprimes.device == DEVICE
+            assert isinstance(b_cpu.fprimes, RecomputedDerivatives)
         # forces from given gradients, and the transposed pass (their backward)
         gradients = torch.randn(b_cpu.fingerprint.shape, generator=torch.Generator().manual_seed(len(indices)))
         on_device = gradients.to(DEVICE, copy=True).requires_grad_()
@@ -147,10 +158,11 @@ def test_device_batches_equal_the_cpu_ones(tmp_path, name):
             assert_close(p_dev.grad, p_cpu.grad, f"gradient of {where}")
 
 
-def test_an_epoch_on_the_background_loader_equals_the_cpu_one(tmp_path):
+@pytest.mark.parametrize("fprimes", [None, "recomputed"])
+def test_an_epoch_on_the_background_loader_equals_the_cpu_one(tmp_path, fprimes):
     """As AtomsTrainer runs it: AheadLoader (featurizing on its thread), shuffled
     batches, AMPTorch's collated form, Adam steps; the losses of every step agree."""
-    cpu, device = datasets("gmpordernorm", tmp_path)
+    cpu, device = datasets("gmpordernorm", tmp_path, fprimes)
     model = SingleNN(cpu.input_dim)
 
     def epoch(dataset, model):
@@ -174,6 +186,16 @@ def test_an_epoch_on_the_background_loader_equals_the_cpu_one(tmp_path):
     assert_close(l_dev, l_cpu, "losses of the epoch's steps")
     for p_dev, p_cpu in zip(m_dev.parameters(), m_cpu.parameters()):
         assert_close(p_dev.detach(), p_cpu.detach(), "parameters after the epoch")
+
+
+def test_recomputed_derivatives_on_the_device_are_allowed_for_the_gmp_family(tmp_path):
+    base = {"model": {"get_forces": True}, "optim": {"gpus": 1},
+            "dataset": {"raw_data": [], "fp_params": {}, "on_the_fly": True, "fastfp_fprimes": "recomputed"}}
+    assert check_config(base) == "on_the_fly"
+    with pytest.raises(ValueError, match="fprimes='recomputed' on the GPU is implemented for the GMP family, not "
+                                         "Gaussian: use fprimes='blocks'"):
+        OnTheFlyDataset(labelled_frames(), _descriptor("gaussian", tmp_path), progress=False, device="cuda",
+                        fprimes="recomputed")
 
 
 def test_atoms_trainer_with_a_gpu_builds_the_device_dataset(tmp_path):

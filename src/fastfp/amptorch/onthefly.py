@@ -14,7 +14,8 @@ never stored at all (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`: the
 recompute them inside the force contraction and its backward, so a batch's memory grows
 with its atoms, not its pairs); ``config["dataset"]["fastfp_fprimes"] = "blocks"`` (or
 ``OnTheFlyDataset(..., fprimes="blocks")``) featurizes them into fastfp's pair blocks
-(:class:`~fastfp.amptorch.forces.DerivativeBlocks`) instead, as the GPU and stores do.
+(:class:`~fastfp.amptorch.forces.DerivativeBlocks`) instead, as the GPU does by
+default and stores do.
 
 With ``config["dataset"]["fastfp_store"] = PATH`` instead (no ``raw_data``), the
 batches are read from a fastfp store with labels (:class:`StoreDataset`): fingerprints,
@@ -39,7 +40,11 @@ default stream (:func:`~fastfp.gpu.device.side_stream`); fingerprints, derivativ
 blocks and atomic numbers reach torch by DLPack where they lie (``torch.from_dlpack``,
 no copy), and scaling, the model and the force contraction
 (:class:`~fastfp.amptorch.forces.DerivativeBlocks` of torch tensors) run there:
-derivatives never leave the device. The feature scaler is fitted
+derivatives never leave the device. With ``fastfp_fprimes = "recomputed"`` (GMP family)
+the GPU stores no blocks either: the batch keeps its neighbour pairs and the GPU kernel
+recomputes the derivatives in each product of the force contraction
+(:class:`~fastfp.gpu.jacobian.DeviceJacobian`). Blocks stay the GPU's default until a
+GPU run of ``scripts/gpu_check.py`` (its on-the-fly epoch with both) shows otherwise. The feature scaler is fitted
 on the GPU too (fingerprints only; each chunk's fingerprints come to the host for the
 statistics). Under numba's CUDA simulator the same code runs on NumPy arrays and CPU
 tensors.
@@ -63,6 +68,7 @@ from ..config import require_same_settings
 from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
+from ..kernels.tables import GMPTables
 from .descriptors import AMPTorchInterface, construct_descriptor
 from .forces import DerivativeBlocks, RecomputedDerivatives
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
@@ -109,7 +115,7 @@ def check_config(config: dict) -> str | None:
     ``"prime_threshold"`` (derivatives here are exact), a bad ``scaling``, or a
     ``config["optim"]["gpus"]`` other than 0 or 1 (with a store: other than 0), a
     ``fastfp_fprimes`` other than "recomputed" and "blocks", or given without
-    ``on_the_fly`` ("recomputed" on the CPU only); with
+    ``on_the_fly``; with
     ``gpus`` 1 and no GPU to run on, :class:`~fastfp.gpu.device.DeviceError`
     (:func:`training_device`). Unknown ``fp_params`` keys are reported when the
     descriptor is built (:func:`trainer_dataset`), settings that differ from the store's
@@ -128,9 +134,6 @@ def check_config(config: dict) -> str | None:
     fprimes = dataset.get(FPRIMES_KEY, None)
     if fprimes not in (None, *FPRIMES):
         raise ValueError(f"config['dataset'][{FPRIMES_KEY!r}] must be one of {FPRIMES}, got {fprimes!r}")
-    if fprimes == "recomputed" and config.get("optim", {}).get("gpus", 0):
-        raise ValueError(f"config['dataset'][{FPRIMES_KEY!r}] = 'recomputed' runs on the CPU; with "
-                         "config['optim']['gpus'] = 1 the derivatives are blocks on the GPU: drop the key or set 'blocks'")
     if flag and mode == STORE_KEY:
         raise ValueError(f"{where}: give either {KEY!r} (frames featurized per batch) or {STORE_KEY!r} "
                          "(batches read from a store), not both")
@@ -279,8 +282,8 @@ class OnTheFlyDataset(Dataset):
         :func:`~fastfp.neighbors.amptorch_binning_mask`), dropped on the CPU, are kept.
     fprimes : how a batch hands over its derivatives (force training): ``"recomputed"``
         (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`, never stored; the
-        default on the CPU) or ``"blocks"`` (:class:`~fastfp.amptorch.forces.DerivativeBlocks`;
-        the only way on the GPU)
+        default on the CPU; on the GPU for the GMP family) or ``"blocks"``
+        (:class:`~fastfp.amptorch.forces.DerivativeBlocks`; the default on the GPU)
 
     Raises :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first frame
     that cannot be featurized or lacks an energy (forces), ``ValueError`` for another
@@ -291,8 +294,11 @@ class OnTheFlyDataset(Dataset):
     def __init__(self, images, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True, device="cpu", fprimes=None):
         fprimes = fprimes or ("recomputed" if device == "cpu" else "blocks")
-        if fprimes not in FPRIMES or (fprimes == "recomputed" and device != "cpu"):
-            raise ValueError(f"fprimes must be 'blocks' or, on the CPU, 'recomputed'; got {fprimes!r} on {device!r}")
+        if fprimes not in FPRIMES:
+            raise ValueError(f"fprimes must be one of {FPRIMES}, got {fprimes!r}")
+        if fprimes == "recomputed" and device == "cuda" and not isinstance(getattr(descriptor, "tables", None), GMPTables):
+            raise ValueError(f"fprimes='recomputed' on the GPU is implemented for the GMP family, not "
+                             f"{type(descriptor).__name__}: use fprimes='blocks' (config['dataset'][{FPRIMES_KEY!r}])")
         #: how batches hand over their derivatives (:data:`FPRIMES`)
         self.fprimes = fprimes
         self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forces=forcetraining)
@@ -341,11 +347,12 @@ class OnTheFlyDataset(Dataset):
     def _read(self, indices):
         """``(Fingerprints, energies, forces, jacobian)`` of the frames ``indices``,
         featurized here, on :attr:`device`: with force training either the derivative
-        blocks in the fingerprints or (:attr:`fprimes` "recomputed", on the CPU) a
+        blocks in the fingerprints or (:attr:`fprimes` "recomputed") a
         :class:`~fastfp.jacobian.Jacobian` of the frames (:meth:`Descriptor.jacobian
-        <fastfp.descriptors.base.Descriptor.jacobian>`), else None."""
+        <fastfp.descriptors.base.Descriptor.jacobian>`; on the GPU a
+        :class:`~fastfp.gpu.jacobian.DeviceJacobian`), else None."""
         if self.device == "cuda":
-            return (*self._read_on_device(indices, derivatives=self.forcetraining), None)
+            return self._read_on_device(indices, derivatives=self.forcetraining)
         packed, energies, forces = self.frames.select(indices)
         if self.forcetraining and self.fprimes == "recomputed":
             jacobian = self.descriptor.jacobian(packed, amptorch_binning=self.amptorch_binning)
@@ -371,16 +378,25 @@ class OnTheFlyDataset(Dataset):
         """:meth:`_read` on the GPU: the frames ``indices`` gathered and featurized
         there, on fastfp's side stream (:func:`~fastfp.gpu.device.side_stream`: the
         loader's thread featurizes the next batch while the training step of the
-        current one runs on the default stream); energies and forces gathered there."""
+        current one runs on the default stream); energies and forces gathered there.
+        With ``derivatives`` and :attr:`fprimes` "recomputed", the fingerprints come
+        without blocks and with the batch's :class:`~fastfp.gpu.jacobian.DeviceJacobian`."""
         from ..gpu.device import side_stream
         from ..gpu.featurize import featurize_frames
+        from ..gpu.jacobian import DeviceJacobian
 
         xp, frames, energies, forces = self._on_device
+        jacobian = None
         with side_stream():
             batch, atoms = frames.select(xp, indices)
-            fps = featurize_frames(self.descriptor, batch, derivatives=derivatives, result_dtype=np.dtype(np.float64))
+            if derivatives and self.fprimes == "recomputed":
+                jacobian = DeviceJacobian(self.descriptor, batch)
+                fps = jacobian.fingerprints()
+            else:
+                fps = featurize_frames(self.descriptor, batch, derivatives=derivatives,
+                                       result_dtype=np.dtype(np.float64))
         frame_index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=energies.device)
-        return fps, energies[frame_index], None if forces is None else forces[torch.from_dlpack(atoms)]
+        return fps, energies[frame_index], None if forces is None else forces[torch.from_dlpack(atoms)], jacobian
 
     def _rows(self, fps) -> torch.Tensor:
         """Unscaled fingerprints (n_atoms, input_dim) of ``fps`` in torch's default dtype,

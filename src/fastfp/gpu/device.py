@@ -92,9 +92,19 @@ def check_room(xp, nbytes: int, what: str) -> None:
 
 def launch(kernel, n_threads: int, *args, threads_per_block: int = THREADS_PER_BLOCK) -> None:
     """Run ``kernel`` on ``n_threads`` threads (at least one block of
-    ``threads_per_block``) with ``args``, on CuPy's current stream."""
+    ``threads_per_block``) with ``args``, on CuPy's current stream. Under numba's CUDA
+    simulator one kernel runs at a time (its kernel context is global to the process,
+    so a kernel launched from a second thread meanwhile, as the products of recomputed
+    derivatives in a training step while the loader thread featurizes, would fail)."""
     blocks = max(1, -(-n_threads // threads_per_block))
+    if simulated():
+        with _SIMULATOR_LOCK:
+            kernel[blocks, threads_per_block, 0](*args)
+        return
     kernel[blocks, threads_per_block, _stream()](*args)
+
+
+_SIMULATOR_LOCK = threading.Lock()
 
 
 def _stream():
