@@ -190,7 +190,11 @@ def test_gpu_check_script_runs_in_the_cuda_simulator(tmp_path):
                      "| CPU / GPU (float64) |", "not assessed (simulator)", "### The host's part of a batch",
                      "| neighbour list |", "| descriptor kernel |", "**the host's part**",
                      "### The GMP kernel's share of its roof", "Gflop", "### The CPU", "fastest: 1",
-                     "1 thread: ", "2 threads: ", "### The on-the-fly epoch", "on `cpu`", "Run 1: 1 batches in"):
+                     "1 thread: ", "2 threads: ", "### The on-the-fly epoch", "on `cpu`",
+                     "| on-the-fly epoch, SingleNN 3x20, batch 256, forces, float64, derivatives blocks (s) |",
+                     "| on-the-fly epoch, SingleNN 3x20, batch 256, forces, float64, derivatives recomputed (s) |",
+                     "Run 1, derivatives blocks: 1 batches in", "Run 1, derivatives recomputed: 1 batches in",
+                     "differ from those with blocks by"):
         assert expected in report, expected
     assert "Incomplete" not in report and "## Error" not in report and "**failed**" not in report
     assert not list(tmp_path.glob(".*tmp"))

@@ -10,6 +10,8 @@ from the pair vectors, recomputing each pair's derivatives where they are contra
 AEVs: nothing of size pairs x features x 3 is ever allocated, so memory grows with the
 atoms, not the pairs.
 
+On the GPU the same products are :class:`fastfp.gpu.jacobian.DeviceJacobian`'s.
+
 A :class:`Jacobian` works on its frames in parts of about :data:`PART_ATOMS` atoms. The
 neighbour pairs of a part are found once and kept while all kept pairs fit in
 :data:`KEEP_PAIRS`; the pairs of parts beyond are found again for each product, so a

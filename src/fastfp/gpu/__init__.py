@@ -8,5 +8,6 @@ CPU path; CuPy and numba-cuda are needed only once ``device="cuda"`` is asked fo
 Modules: :mod:`.device` (which array module, errors, memory, launches), :mod:`.frames`
 (frames packed on the device), :mod:`.neighbors` (batched neighbour list and derivative
 block layout), :mod:`.blocks` (writing blocks from a warp), :mod:`.gmp` and
-:mod:`.gaussian` (descriptor kernels), :mod:`.featurize` (the driver).
+:mod:`.gaussian` (descriptor kernels), :mod:`.featurize` (the driver), :mod:`.jacobian`
+(products with the derivative matrix recomputed by the GMP kernel, for training).
 """
