@@ -1,5 +1,5 @@
 """Derivatives recomputed on the GPU (:class:`fastfp.gpu.jacobian.DeviceJacobian`, the
-GMP kernel's product modes) against the CPU's stored derivative blocks, in float64 to
+descriptor kernels' product modes) against the CPU's stored derivative blocks, in float64 to
 1e-10: the products J^T x and J x, the forces and their backward through
 ``MinusProduct``, gradcheck and gradgradcheck.
 
@@ -48,7 +48,7 @@ def _assert_close(got, expected, what):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=RTOL, atol=RTOL * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("name", ["GMPOrderNorm", "GMP linear and sqrt"])
+@pytest.mark.parametrize("name", ["GMPOrderNorm", "GMP linear and sqrt", "Gaussian cosine G2 G4"])
 def test_recomputed_products_equal_the_stored_blocks(tmp_path, name):
     desc, cpu, jac = _jacobians(name, tmp_path)
     assert_agree(jac.fingerprints(), desc.featurize([frames()[k] for k in BATCH], derivatives=False), where=name)
@@ -99,9 +99,3 @@ def test_gradcheck_and_gradgradcheck(tmp_path):
     assert torch.autograd.gradcheck(lambda g: contract_forces(derivatives, g), (gradients,), fast_mode=True)
     assert torch.autograd.gradgradcheck(lambda g: contract_forces(derivatives, g) ** 2, (gradients,), fast_mode=True)
 
-
-def test_gaussian_is_refused(tmp_path):
-    desc = descriptor("Gaussian cosine G2 G4", tmp_path)
-    frames_ = to_device(array_module(), pack_frames([frames()["molecule"]], desc.numbers))
-    with pytest.raises(ValueError, match="implemented for the GMP family .* use stored blocks"):
-        DeviceJacobian(desc, frames_)

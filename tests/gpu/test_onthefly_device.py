@@ -109,7 +109,7 @@ def loss_of(model, batch):
 
 
 @pytest.mark.parametrize("name, fprimes", [("gmpordernorm", None), ("gaussian", None),
-                                           ("gmpordernorm", "recomputed")])
+                                           ("gmpordernorm", "recomputed"), ("gaussian", "recomputed")])
 def test_device_batches_equal_the_cpu_ones(tmp_path, name, fprimes):
     cpu, device = datasets(name, tmp_path, fprimes)
     assert device.input_dim == cpu.input_dim
@@ -188,14 +188,10 @@ def test_an_epoch_on_the_background_loader_equals_the_cpu_one(tmp_path, fprimes)
         assert_close(p_dev.detach(), p_cpu.detach(), "parameters after the epoch")
 
 
-def test_recomputed_derivatives_on_the_device_are_allowed_for_the_gmp_family(tmp_path):
-    base = {"model": {"get_forces": True}, "optim": {"gpus": 1},
-            "dataset": {"raw_data": [], "fp_params": {}, "on_the_fly": True, "fastfp_fprimes": "recomputed"}}
-    assert check_config(base) == "on_the_fly"
-    with pytest.raises(ValueError, match="fprimes='recomputed' on the GPU is implemented for the GMP family, not "
-                                         "Gaussian: use fprimes='blocks'"):
-        OnTheFlyDataset(labelled_frames(), _descriptor("gaussian", tmp_path), progress=False, device="cuda",
-                        fprimes="recomputed")
+def test_recomputed_derivatives_on_the_device_are_allowed():
+    config = {"model": {"get_forces": True}, "optim": {"gpus": 1},
+              "dataset": {"raw_data": [], "fp_params": {}, "on_the_fly": True, "fastfp_fprimes": "recomputed"}}
+    assert check_config(config) == "on_the_fly"
 
 
 def test_atoms_trainer_with_a_gpu_builds_the_device_dataset(tmp_path):

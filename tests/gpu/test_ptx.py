@@ -45,11 +45,10 @@ def test_every_kernel_compiles_to_ptx_for_sm90(tmp_path, monkeypatch):
             for result_dtype in ("float64", "float32"):
                 descriptor(name, tmp_path).featurize(batch, derivatives=derivatives, device="cuda",
                                                      result_dtype=result_dtype)
-        desc = descriptor(name, tmp_path)
-        if name.startswith("GMP"):  # derivatives recomputed in the products (float64)
-            jac = jacobian.DeviceJacobian(desc, featurize.to_device(np, pack_frames(batch, desc.numbers)))
-            jac.product(np.zeros((jac.n_atoms, 3)))
-            jac.transposed_product(np.zeros((jac.n_atoms, desc.n_features)))
+        desc = descriptor(name, tmp_path)  # derivatives recomputed in the products (float64)
+        jac = jacobian.DeviceJacobian(desc, featurize.to_device(np, pack_frames(batch, desc.numbers)))
+        jac.product(np.zeros((jac.n_atoms, 3)))
+        jac.transposed_product(np.zeros((jac.n_atoms, desc.n_features)))
 
     compiled = set()
     for kernel, args in launched:

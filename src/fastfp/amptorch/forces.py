@@ -29,8 +29,8 @@ torch by DLPack (torch tensors, on the GPU) by torch ops where they lie: a gathe
 batched (1 x n_features) @ (n_features x 3) product and an ``index_add``. Or no blocks
 at all (:class:`RecomputedDerivatives`): each product recomputed from the frames by the
 descriptor's kernels (:meth:`Descriptor.jacobian
-<fastfp.descriptors.base.Descriptor.jacobian>` on the CPU; for the GMP family on the
-GPU, :class:`fastfp.gpu.jacobian.DeviceJacobian`), so a batch's
+<fastfp.descriptors.base.Descriptor.jacobian>` on the CPU;
+:class:`fastfp.gpu.jacobian.DeviceJacobian` on the GPU), so a batch's
 memory grows with its atoms, not its pairs. Both go through one ``autograd.Function``
 (``-A^T x``, its backward ``-A g``, itself the same Function), so they are
 interchangeable wherever AMPTorch's model contracts ``batch.fprimes``.

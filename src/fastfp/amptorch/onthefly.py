@@ -40,14 +40,14 @@ default stream (:func:`~fastfp.gpu.device.side_stream`); fingerprints, derivativ
 blocks and atomic numbers reach torch by DLPack where they lie (``torch.from_dlpack``,
 no copy), and scaling, the model and the force contraction
 (:class:`~fastfp.amptorch.forces.DerivativeBlocks` of torch tensors) run there:
-derivatives never leave the device. With ``fastfp_fprimes = "recomputed"`` (GMP family)
-the GPU stores no blocks either: the batch keeps its neighbour pairs and the GPU kernel
+derivatives never leave the device. With ``fastfp_fprimes = "recomputed"`` the GPU
+stores no blocks either: the batch keeps its neighbour pairs and the GPU kernel
 recomputes the derivatives in each product of the force contraction
 (:class:`~fastfp.gpu.jacobian.DeviceJacobian`). Blocks stay the GPU's default until a
-GPU run of ``scripts/gpu_check.py`` (its on-the-fly epoch with both) shows otherwise. The feature scaler is fitted
-on the GPU too (fingerprints only; each chunk's fingerprints come to the host for the
-statistics). Under numba's CUDA simulator the same code runs on NumPy arrays and CPU
-tensors.
+GPU run of ``scripts/gpu_check.py`` (its on-the-fly epoch with both) shows otherwise.
+The feature scaler is fitted on the GPU too (fingerprints only; each chunk's
+fingerprints come to the host for the statistics). Under numba's CUDA simulator the
+same code runs on NumPy arrays and CPU tensors.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ from ..config import require_same_settings
 from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
-from ..kernels.tables import GMPTables
 from .descriptors import AMPTorchInterface, construct_descriptor
 from .forces import DerivativeBlocks, RecomputedDerivatives
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
@@ -282,7 +281,7 @@ class OnTheFlyDataset(Dataset):
         :func:`~fastfp.neighbors.amptorch_binning_mask`), dropped on the CPU, are kept.
     fprimes : how a batch hands over its derivatives (force training): ``"recomputed"``
         (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`, never stored; the
-        default on the CPU; on the GPU for the GMP family) or ``"blocks"``
+        default on the CPU) or ``"blocks"``
         (:class:`~fastfp.amptorch.forces.DerivativeBlocks`; the default on the GPU)
 
     Raises :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first frame
@@ -296,9 +295,6 @@ class OnTheFlyDataset(Dataset):
         fprimes = fprimes or ("recomputed" if device == "cpu" else "blocks")
         if fprimes not in FPRIMES:
             raise ValueError(f"fprimes must be one of {FPRIMES}, got {fprimes!r}")
-        if fprimes == "recomputed" and device == "cuda" and not isinstance(getattr(descriptor, "tables", None), GMPTables):
-            raise ValueError(f"fprimes='recomputed' on the GPU is implemented for the GMP family, not "
-                             f"{type(descriptor).__name__}: use fprimes='blocks' (config['dataset'][{FPRIMES_KEY!r}])")
         #: how batches hand over their derivatives (:data:`FPRIMES`)
         self.fprimes = fprimes
         self.frames = LabelledFrames.from_images(list(images), descriptor.numbers, forces=forcetraining)

@@ -9,5 +9,5 @@ Modules: :mod:`.device` (which array module, errors, memory, launches), :mod:`.f
 (frames packed on the device), :mod:`.neighbors` (batched neighbour list and derivative
 block layout), :mod:`.blocks` (writing blocks from a warp), :mod:`.gmp` and
 :mod:`.gaussian` (descriptor kernels), :mod:`.featurize` (the driver), :mod:`.jacobian`
-(products with the derivative matrix recomputed by the GMP kernel, for training).
+(products with the derivative matrix recomputed by the kernels, for training).
 """

@@ -16,7 +16,7 @@ from .frames import DeviceFrames, to_device
 from .neighbors import neighbor_pairs
 
 #: the kernels of each kind of tables
-_KERNELS = {GMPTables: gmp, GaussianTables: gaussian}
+KERNELS = {GMPTables: gmp, GaussianTables: gaussian}
 
 
 def _no_stages(name: str):
@@ -48,7 +48,7 @@ def featurize_frames(desc, frames: DeviceFrames, *, derivatives: bool, result_dt
 
     ``stage(name)`` is entered around each stage (for timing them: ``scripts/gpu_check.py``).
     """
-    module = _KERNELS[type(desc.tables)]
+    module = KERNELS[type(desc.tables)]
     xp = array_module()
     n_atoms, n_feat = frames.n_atoms, desc.n_features
     derivatives = bool(derivatives)

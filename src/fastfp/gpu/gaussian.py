@@ -14,6 +14,12 @@ warp's stage in shared memory; :mod:`.blocks` writes the chunk's blocks, coalesc
 triplet's terms are computed by the lanes of both its pairs, so that each lane writes
 only its own column (no atomics; results do not depend on scheduling). The lanes' sums
 of the fingerprint row are added at the end.
+
+The modes of :mod:`fastfp.kernels.blocks` that never store a block (:func:`product`,
+for :class:`fastfp.gpu.jacobian.DeviceJacobian`) fill the stage alike and contract it
+where a block would be written: for J^T x each lane its column with x[i] (its pair's
+vector sum_f x[i, f] d feature / dD), for J x the lanes, a feature each, every column
+with its pair's x[j] - x[i].
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
+from ..kernels.blocks import BLOCKS, FINGERPRINTS, J_PRODUCT, JT_PAIRS
 from ..kernels.formulas import (angular_term, cutoff_function, g2_term, like, triplet_coefficients,
                                 triplet_geometry, triplet_radial)
 from .blocks import WARP, fit_shared, flush_chunk, subtract_columns, sync_warp, write_own
@@ -68,8 +75,8 @@ def kernel(sizes: Sizes):
     N_RAD = sizes.max_radial
     N_ANG = sizes.max_angular
 
-    def gaussian(ptr, pair_j, vectors, species, pair_block, block_pair, block_ptr, tables, derivatives,
-                 dist, fc, dfc_r, expo, fp, fprimes):
+    def gaussian(ptr, pair_j, vectors, species, pair_block, block_pair, block_ptr, tables, mode,
+                 dist, fc, dfc_r, expo, fp, fprimes, x, out):
         t = tables
         thread = cuda.threadIdx.x
         lane = thread % WARP
@@ -105,10 +112,10 @@ def kernel(sizes: Sizes):
 
         # each pair's terms, once
         for q in range(start + lane, end, WARP):
-            x = vectors[q, 0]
-            y = vectors[q, 1]
-            z = vectors[q, 2]
-            r = math.sqrt(x * x + y * y + z * z)
+            dx = vectors[q, 0]
+            dy = vectors[q, 1]
+            dz = vectors[q, 2]
+            r = math.sqrt(dx * dx + dy * dy + dz * dz)
             dist[q] = r
             if r < rc:
                 f, df = cutoff_function(r, rc, t.cutoff_kind, t.cutoff_gamma)
@@ -122,8 +129,9 @@ def kernel(sizes: Sizes):
             row[k] = zero
         for k in range(N_OWN):
             own[k] = zero
+        derivatives = mode != FINGERPRINTS
         own_block = -1
-        if derivatives:
+        if mode == BLOCKS:
             own_block = block_ptr[i]
         chunk = 0
         for p0 in range(start, end, CH):
@@ -133,7 +141,7 @@ def kernel(sizes: Sizes):
                 if derivatives:
                     for k in range(WIDTH):
                         stage[row0 + k, lane] = zero
-                moves = derivatives and pair_block[q] != own_block  # pairs of i with itself do not
+                moves = derivatives and pair_j[q] != i  # pairs of i with itself do not
                 rj = dist[q]
                 tj = species[pair_j[q]]
                 if rj < rc:
@@ -186,12 +194,40 @@ def kernel(sizes: Sizes):
                             for xyz in range(3):
                                 stage[row0 + 3 * col + xyz, lane] += ca * vectors[pa, xyz] + cb * vectors[pb, xyz]
             sync_warp()
-            if derivatives:
+            if mode == BLOCKS:
                 subtract_columns(stage, row0, WIDTH, n_cols, lane, own)
                 flush_chunk(stage, row0, WIDTH, p0, n_cols, lane, pair_block, block_pair, own_block, fprimes, carry,
                             (2 * w + chunk % 2) * WIDTH, (2 * w + 1 - chunk % 2) * WIDTH)
                 sync_warp()
+            elif mode == JT_PAIRS:  # each lane its pair's vector sum_f x[i, f] d feature / dD
+                if lane < n_cols:
+                    for xyz in range(3):
+                        total = zero
+                        for f in range(N_FEAT):
+                            total += x[i, f] * stage[row0 + 3 * f + xyz, lane]
+                        out[p0 + lane, xyz] = total
+                sync_warp()
+            elif mode == J_PRODUCT:  # the lanes, a feature each: sum over pairs of d feature / dD . (x[j] - x[i])
+                for k in range(N_OWN):
+                    f = lane + WARP * k
+                    if f < N_FEAT:
+                        total = own[k]
+                        for col in range(n_cols):
+                            jj = pair_j[p0 + col]
+                            for xyz in range(3):
+                                total += stage[row0 + 3 * f + xyz, col] * (x[jj, xyz] - x[i, xyz])
+                        own[k] = total
+                sync_warp()
             chunk += 1
+
+        if mode == J_PRODUCT:
+            for k in range(N_OWN):
+                f = lane + WARP * k
+                if f < N_FEAT:
+                    out[i, f] = own[k]
+            return
+        if mode == JT_PAIRS:
+            return
 
         # the fingerprint row: the lanes' shares added through the stage
         if lane < CH:
@@ -203,7 +239,7 @@ def kernel(sizes: Sizes):
             for col in range(1, CH):
                 total += stage[row0 + f, col]
             fp[i, f] = total
-        if derivatives:
+        if mode == BLOCKS:
             write_own(fprimes, own_block, WIDTH, lane, own)
 
     return cuda.jit(gaussian)
@@ -216,11 +252,25 @@ def run(xp, tables, species, pairs, derivatives, fp, fprimes) -> None:
     ``species`` (n_atoms,) are the atoms' indices into its ``elements``, ``pairs`` a
     :class:`~fastfp.gpu.neighbors.DevicePairs` (with blocks if ``derivatives``). Raises
     ``ValueError`` for a descriptor whose kernel would not fit in shared memory."""
-    sizes = Sizes.of(tables, fp.shape[1], fp.dtype)
+    nothing = xp.empty((0, 0), dtype=fp.dtype)
+    _launch(xp, tables, species, pairs, BLOCKS if derivatives else FINGERPRINTS, fp.shape[1], fp,
+            fprimes.reshape(-1), nothing, nothing)
+
+
+def product(xp, tables, species, pairs, x, out, transpose: bool) -> None:
+    """A product with J = d fingerprints / d positions recomputed pair by pair, no block
+    stored: as :func:`fastfp.gpu.gmp.product` (the same modes, arguments and results)."""
+    n_features = x.shape[1] if transpose else out.shape[1]
+    _launch(xp, tables, species, pairs, JT_PAIRS if transpose else J_PRODUCT, n_features,
+            xp.empty((0, n_features), dtype=x.dtype), xp.empty(0, dtype=x.dtype), x, out)
+
+
+def _launch(xp, tables, species, pairs, mode, n_features, fp, fprimes, x, out) -> None:
+    sizes = Sizes.of(tables, n_features, fp.dtype)
     n_pairs = len(pairs.j)
     check_room(xp, n_pairs * (3 + sizes.max_radial) * fp.itemsize, f"per-pair scratch ({n_pairs:,} pairs)")
     scratch = [xp.empty(n_pairs, dtype=fp.dtype) for _ in range(3)] + [xp.empty((n_pairs, sizes.max_radial),
                                                                              dtype=fp.dtype)]
-    launch(kernel(sizes), len(fp) * WARP, pairs.ptr, pairs.j, pairs.vectors, species, pairs.pair_block,
-           pairs.block_pair, pairs.block_ptr, on_device(xp, tables, fp.dtype), bool(derivatives), *scratch, fp,
-           fprimes.reshape(-1), threads_per_block=sizes.warps * WARP)
+    launch(kernel(sizes), (len(pairs.ptr) - 1) * WARP, pairs.ptr, pairs.j, pairs.vectors, species, pairs.pair_block,
+           pairs.block_pair, pairs.block_ptr, on_device(xp, tables, fp.dtype), int(mode), *scratch, fp,
+           fprimes, x, out, threads_per_block=sizes.warps * WARP)

@@ -2,11 +2,12 @@
 never stored: :class:`fastfp.jacobian.Jacobian`'s counterpart for frames on the device.
 
 Force training needs J = d fingerprints / d positions only through the forces -J^T g
-and, for the gradient of a force loss, J v (:mod:`fastfp.jacobian`). The GMP kernel
-(:func:`fastfp.gpu.gmp.product`) computes both from the pair vectors, each pair's
-derivatives recomputed where they are contracted, so a batch's memory grows with its
-pairs (their vectors, 3 values each), never with pairs x features x 3 (the derivative
-blocks of ``featurize(..., device="cuda")``: 3 n_features values per block).
+and, for the gradient of a force loss, J v (:mod:`fastfp.jacobian`). The descriptor
+kernels (:func:`fastfp.gpu.gmp.product`, :func:`fastfp.gpu.gaussian.product`) compute
+both from the pair vectors, each pair's derivatives recomputed where they are
+contracted, so a batch's memory grows with its pairs (their vectors, 3 values each),
+never with pairs x features x 3 (the derivative blocks of ``featurize(...,
+device="cuda")``: 3 n_features values per block).
 
 J^T x is summed into atoms without atomics, so the results do not depend on scheduling:
 the kernel writes each pair's vector v_p = sum_f x[i, f] dG_if/dD_p, and
@@ -22,9 +23,8 @@ import numpy as np
 from numba import cuda
 
 from ..fingerprints import Fingerprints
-from ..kernels.tables import GMPTables
-from . import gmp
 from .device import array_module, check_room, launch, simulated
+from .featurize import KERNELS
 from .frames import DeviceFrames
 from .neighbors import cumulative, neighbor_pairs
 
@@ -48,14 +48,12 @@ def sum_pair_vectors(ptr, by_j, j_ptr, pair_vectors, out):
 
 class DeviceJacobian:
     """J = d fingerprints / d positions of ``frames`` (:class:`~fastfp.gpu.frames.DeviceFrames`)
-    for a GMP-family descriptor ``desc``, as products recomputed by the GPU kernel, in
-    float64: :class:`fastfp.jacobian.Jacobian`'s methods on device arrays (CuPy, or
-    NumPy under numba's CUDA simulator). The neighbour pairs (no derivative blocks) are
-    found once, here, on CuPy's current stream, and kept.
+    for a descriptor ``desc``, as products recomputed by its GPU kernel, in float64:
+    :class:`fastfp.jacobian.Jacobian`'s methods on device arrays (CuPy, or NumPy under
+    numba's CUDA simulator). The neighbour pairs (no derivative blocks) are found once,
+    here, on CuPy's current stream, and kept.
 
-    Raises ``ValueError`` for a descriptor other than the GMP family (the Gaussian GPU
-    kernel stores blocks only: ``featurize(..., device="cuda")``),
-    :class:`~fastfp.gpu.device.DeviceError` if no GPU can run,
+    Raises :class:`~fastfp.gpu.device.DeviceError` if no GPU can run,
     :class:`~fastfp.gpu.device.DeviceMemoryError` if the pairs do not fit.
 
     Examples
@@ -68,15 +66,13 @@ class DeviceJacobian:
     device = "cpu" if simulated() else "cuda"
 
     def __init__(self, desc, frames: DeviceFrames):
-        if not isinstance(desc.tables, GMPTables):
-            raise ValueError(f"derivatives recomputed on the GPU are implemented for the GMP family (GMPOrderNorm, "
-                             f"GMP), not {type(desc).__name__}: use stored blocks (fprimes='blocks')")
         xp = self._xp = array_module()
         self.frames = frames
         self.n_features = desc.n_features
+        self._kernels = KERNELS[type(desc.tables)]
         self._tables = desc.tables
         self._species = xp.asarray(desc.species_of)[frames.numbers]
-        self.pairs = neighbor_pairs(xp, frames, desc.cutoff, self_pairs=gmp.SELF_PAIRS, real=np.float64)
+        self.pairs = neighbor_pairs(xp, frames, desc.cutoff, self_pairs=self._kernels.SELF_PAIRS, real=np.float64)
         j = self.pairs.j
         self._by_j = xp.argsort(j, kind="stable")
         self._j_ptr = cumulative(xp, xp.bincount(j, minlength=self.n_atoms))
@@ -90,7 +86,7 @@ class DeviceJacobian:
         ``featurize(..., device="cuda", derivatives=False)`` computes them."""
         xp = self._xp
         fp = xp.empty((self.n_atoms, self.n_features))
-        gmp.run(xp, self._tables, self._species, self.pairs, False, fp, xp.empty((0, self.n_features, 3)))
+        self._kernels.run(xp, self._tables, self._species, self.pairs, False, fp, xp.empty((0, self.n_features, 3)))
         return Fingerprints(fingerprints=fp, offsets=self.frames.offsets, numbers=self.frames.numbers)
 
     def product(self, x):
@@ -98,7 +94,7 @@ class DeviceJacobian:
         a torch tensor on the device), a displacement per atom -> (n_atoms, n_features)."""
         x = self._input(x, 3)
         out = self._xp.empty((self.n_atoms, self.n_features))
-        gmp.product(self._xp, self._tables, self._species, self.pairs, x, out, False)
+        self._kernels.product(self._xp, self._tables, self._species, self.pairs, x, out, False)
         return out
 
     def transposed_product(self, x):
@@ -109,7 +105,7 @@ class DeviceJacobian:
         n_pairs = len(self.pairs.j)
         check_room(xp, n_pairs * 3 * 8, f"the pair vectors of J^T x ({n_pairs:,} pairs)")
         pair_vectors = xp.empty((n_pairs, 3))
-        gmp.product(xp, self._tables, self._species, self.pairs, x, pair_vectors, True)
+        self._kernels.product(xp, self._tables, self._species, self.pairs, x, pair_vectors, True)
         out = xp.empty((self.n_atoms, 3))
         launch(sum_pair_vectors, self.n_atoms, self.pairs.ptr, self._by_j, self._j_ptr, pair_vectors, out)
         return out
