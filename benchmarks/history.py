@@ -202,9 +202,11 @@ class Preprocess(_Stage):
 
 
 class _Training(_Stage):
-    """One ``AtomsTrainer`` epoch (:data:`MODEL`, :data:`OPTIM`), preprocessing (under
-    ``install()``: the same ``Data`` as AMPTorch's) in setup; ``on_the_fly``: fastfp's
-    epoch with ``config["dataset"]["on_the_fly"]``, AMPTorch's from its stored ``Data``."""
+    """One ``AtomsTrainer`` epoch (:data:`MODEL`, :data:`OPTIM`), preprocessing in setup,
+    each backend's own (AMPTorch's side without ``install()``: since the stored path keeps
+    fastfp's pair blocks, which AMPTorch's collate cannot read, ``install()``'s data are
+    no longer AMPTorch's); ``on_the_fly``: fastfp's epoch with
+    ``config["dataset"]["on_the_fly"]``, AMPTorch's from its stored ``Data``."""
 
     on_the_fly = False
 
@@ -228,7 +230,7 @@ class _Training(_Stage):
                                         "verbose": False, "logger": False}})
         cwd = os.getcwd()
         try:
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _drop_in(True):
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _drop_in(backend == "fastfp"):
                 trainer.load()
                 trainer.net.initialize()
         finally:
