@@ -81,7 +81,7 @@ def _sort_by_species(species, npairs, order, species_ptr):
     order: those of species t at positions ``species_ptr[t]`` (a multiple of
     :data:`PAD`) on, then unused positions (``order[u] = -1``) up to
     ``species_ptr[t+1]``. ``order[u]`` is the pair at position u. Returns the number of
-    positions rounded up to :data:`CHUNK`, all of them set in ``order``."""
+    positions (a multiple of :data:`PAD`), all of them set in ``order``."""
     n_species = len(species_ptr) - 1
     species_ptr[:] = 0
     for q in range(npairs):
@@ -92,8 +92,7 @@ def _sort_by_species(species, npairs, order, species_ptr):
         species_ptr[t] = end
         end += (count + PAD - 1) // PAD * PAD
         species_ptr[t + 1] = end
-    stop = (end + CHUNK - 1) // CHUNK * CHUNK
-    order[:stop] = -1
+    order[:end] = -1
     for q in range(npairs):
         t = species[q]
         order[species_ptr[t]] = q
@@ -101,7 +100,7 @@ def _sort_by_species(species, npairs, order, species_ptr):
     for t in range(n_species - 1, 0, -1):  # back to the starts: the previous one's end, rounded up
         species_ptr[t] = (species_ptr[t - 1] + PAD - 1) // PAD * PAD
     species_ptr[0] = 0
-    return stop
+    return end
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -200,83 +199,143 @@ def _polynomial(t, k, weight, dtotal, e, coef, grad):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _pair_derivatives(mode, i, start, stop, order, j, pair_block, own, touched, n_poly, poly_row, poly_probe,
+def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, touched, n_poly, poly_row, poly_probe,
                       poly_slot, coef, grad, slot_d, mono_ptr, hxyz, radial, dradial, mono, acc, dout, own_sum,
-                      fprimes, out):
-    """The derivatives of one centre pair by pair, :data:`CHUNK` positions at a time:
-    ``dout[row, :, w]`` = sum of R_sr G + 2 dR_sr P D over the ``n_poly`` polynomials of
-    the row (gradient coefficients ``grad``, 0 past the last; ``coef`` for degree 0; probe, slot) at
-    position u0 + w, with G = grad P(D) and, for degree d > 0, P(D) = D . G / d (the
-    polynomials are homogeneous: Euler's identity). Then (``BLOCKS``) set or add them to
-    their blocks (``touched`` marks the centre's blocks set so far), their sum going to
-    the centre's block ``own`` once at the end (``own_sum``, summed in a fixed order per
-    chunk), or (``JT_PAIRS``, row 0) write them to ``out``. The centre's own images have
-    R = 0 here, so they add nothing. ``acc`` (3, CHUNK) is scratch."""
+                      row_set, fprimes, out):
+    """The derivatives of one centre pair by pair, :data:`CHUNK` positions at a time
+    (the last chunk shorter, to ``end``): ``dout[row, :, w]`` = sum of R_sr G + 2 dR_sr
+    P D over the ``n_poly`` polynomials of the row (gradient coefficients ``grad``, 0
+    past the last; ``coef`` for degree 0; probe, slot) at position u0 + w, with G =
+    grad P(D) and, for degree d > 0, P(D) = D . G / d (the polynomials are homogeneous:
+    Euler's identity). A row's first polynomial sets its entries, the next ones add to
+    them (``row_set``); rows with none are set to 0. ``BLOCKS``: set or add them to their
+    blocks (``touched`` marks the centre's blocks set so far), their sum (accumulated as
+    they are computed, in a fixed order) going to the centre's block ``own`` at the
+    end; ``JT_PAIRS`` (row 0): write them to ``out``. The centre's own images have R = 0
+    here, so they add nothing. ``acc`` (3, CHUNK) is scratch."""
     n_rows = dout.shape[0]
     if mode == BLOCKS:
         touched[:] = False
         own_sum[:, :] = 0.0
-    for chunk in range(stop // CHUNK):
-        u0 = np.uint64(chunk * CHUNK)  # unsigned positions: no negative-index wraparound, loops vectorise
-        dout[:, :, :] = 0.0
+    for u0 in range(0, end, CHUNK):
+        n_w = min(CHUNK, end - u0)
+        u0 = np.uint64(u0)  # unsigned positions: no negative-index wraparound, loops vectorise
+        row_set[:] = False
         for k in range(n_poly):
             s = poly_probe[k]
             r = poly_slot[k]
             d = slot_d[r]
             row = poly_row[k]
+            first = not row_set[row]
+            row_set[row] = True
+            sx = 0.0
+            sy = 0.0
+            sz = 0.0
             if d == 0:
                 c = 2.0 * coef[k, 0]
-                for w in range(CHUNK):
-                    u = u0 + np.uint64(w)
-                    b = c * dradial[s, r, u] * mono[0, u]
-                    for xyz in range(3):
-                        dout[row, xyz, w] += b * hxyz[xyz, u]
-                continue
-            # G = sum over the monomials of degree d - 1, three at a time (fewer passes over
-            # acc; past the last, coefficients are 0 and the last monomial stands in)
-            g0 = mono_ptr[d - 1]
-            n_grad = mono_ptr[d] - g0
-            for m in range(0, n_grad, 3):
-                ma = g0 + m
-                mb = g0 + min(m + 1, n_grad - 1)
-                mc = g0 + min(m + 2, n_grad - 1)
-                a0, a1, a2 = grad[k, 0, m], grad[k, 1, m], grad[k, 2, m]
-                b0, b1, b2 = grad[k, 0, m + 1], grad[k, 1, m + 1], grad[k, 2, m + 1]
-                c0, c1, c2 = grad[k, 0, m + 2], grad[k, 1, m + 2], grad[k, 2, m + 2]
-                if m == 0:
-                    for w in range(CHUNK):
+                if first:
+                    for w in range(n_w):
                         u = u0 + np.uint64(w)
-                        xa = mono[ma, u]
-                        xb = mono[mb, u]
-                        xc = mono[mc, u]
-                        acc[0, w] = a0 * xa + b0 * xb + c0 * xc
-                        acc[1, w] = a1 * xa + b1 * xb + c1 * xc
-                        acc[2, w] = a2 * xa + b2 * xb + c2 * xc
+                        b = c * dradial[s, r, u] * mono[0, u]
+                        vx = b * hxyz[0, u]
+                        vy = b * hxyz[1, u]
+                        vz = b * hxyz[2, u]
+                        dout[row, 0, w] = vx
+                        dout[row, 1, w] = vy
+                        dout[row, 2, w] = vz
+                        sx += vx
+                        sy += vy
+                        sz += vz
                 else:
-                    for w in range(CHUNK):
+                    for w in range(n_w):
                         u = u0 + np.uint64(w)
-                        xa = mono[ma, u]
-                        xb = mono[mb, u]
-                        xc = mono[mc, u]
-                        acc[0, w] += a0 * xa + b0 * xb + c0 * xc
-                        acc[1, w] += a1 * xa + b1 * xb + c1 * xc
-                        acc[2, w] += a2 * xa + b2 * xb + c2 * xc
-            two_over_d = 2.0 / d
-            for w in range(CHUNK):
-                u = u0 + np.uint64(w)
-                dg = hxyz[0, u] * acc[0, w] + hxyz[1, u] * acc[1, w] + hxyz[2, u] * acc[2, w]
-                a = radial[s, r, u]
-                b = two_over_d * dradial[s, r, u] * dg
-                for xyz in range(3):
-                    dout[row, xyz, w] += a * acc[xyz, w] + b * hxyz[xyz, u]
-        if mode == BLOCKS:
-            for f in range(n_rows):
-                for xyz in range(3):
-                    total = 0.0
-                    for w in range(CHUNK):
-                        total += dout[f, xyz, w]
-                    own_sum[f, xyz] += total
-        for w in range(CHUNK):
+                        b = c * dradial[s, r, u] * mono[0, u]
+                        vx = b * hxyz[0, u]
+                        vy = b * hxyz[1, u]
+                        vz = b * hxyz[2, u]
+                        dout[row, 0, w] += vx
+                        dout[row, 1, w] += vy
+                        dout[row, 2, w] += vz
+                        sx += vx
+                        sy += vy
+                        sz += vz
+            else:
+                g0 = mono_ptr[d - 1]
+                n_grad = mono_ptr[d] - g0
+                two_over_d = 2.0 / d
+                for m in range(0, n_grad, 3):
+                    ma = g0 + m
+                    mb = g0 + min(m + 1, n_grad - 1)
+                    mc = g0 + min(m + 2, n_grad - 1)
+                    a0, a1, a2 = grad[k, 0, m], grad[k, 1, m], grad[k, 2, m]
+                    b0, b1, b2 = grad[k, 0, m + 1], grad[k, 1, m + 1], grad[k, 2, m + 1]
+                    c0, c1, c2 = grad[k, 0, m + 2], grad[k, 1, m + 2], grad[k, 2, m + 2]
+                    if m == 0:
+                        for w in range(n_w):
+                            u = u0 + np.uint64(w)
+                            xa = mono[ma, u]
+                            xb = mono[mb, u]
+                            xc = mono[mc, u]
+                            acc[0, w] = a0 * xa + b0 * xb + c0 * xc
+                            acc[1, w] = a1 * xa + b1 * xb + c1 * xc
+                            acc[2, w] = a2 * xa + b2 * xb + c2 * xc
+                    else:
+                        for w in range(n_w):
+                            u = u0 + np.uint64(w)
+                            xa = mono[ma, u]
+                            xb = mono[mb, u]
+                            xc = mono[mc, u]
+                            acc[0, w] += a0 * xa + b0 * xb + c0 * xc
+                            acc[1, w] += a1 * xa + b1 * xb + c1 * xc
+                            acc[2, w] += a2 * xa + b2 * xb + c2 * xc
+                if first:
+                    for w in range(n_w):
+                        u = u0 + np.uint64(w)
+                        gx = acc[0, w]
+                        gy = acc[1, w]
+                        gz = acc[2, w]
+                        hx = hxyz[0, u]
+                        hy = hxyz[1, u]
+                        hz = hxyz[2, u]
+                        a = radial[s, r, u]
+                        b = two_over_d * dradial[s, r, u] * (hx * gx + hy * gy + hz * gz)
+                        vx = a * gx + b * hx
+                        vy = a * gy + b * hy
+                        vz = a * gz + b * hz
+                        dout[row, 0, w] = vx
+                        dout[row, 1, w] = vy
+                        dout[row, 2, w] = vz
+                        sx += vx
+                        sy += vy
+                        sz += vz
+                else:
+                    for w in range(n_w):
+                        u = u0 + np.uint64(w)
+                        gx = acc[0, w]
+                        gy = acc[1, w]
+                        gz = acc[2, w]
+                        hx = hxyz[0, u]
+                        hy = hxyz[1, u]
+                        hz = hxyz[2, u]
+                        a = radial[s, r, u]
+                        b = two_over_d * dradial[s, r, u] * (hx * gx + hy * gy + hz * gz)
+                        vx = a * gx + b * hx
+                        vy = a * gy + b * hy
+                        vz = a * gz + b * hz
+                        dout[row, 0, w] += vx
+                        dout[row, 1, w] += vy
+                        dout[row, 2, w] += vz
+                        sx += vx
+                        sy += vy
+                        sz += vz
+            if mode == BLOCKS:
+                own_sum[row, 0] += sx
+                own_sum[row, 1] += sy
+                own_sum[row, 2] += sz
+        for row in range(n_rows):
+            if not row_set[row]:
+                dout[row, :, :n_w] = 0.0
+        for w in range(n_w):
             q = order[u0 + np.uint64(w)]
             if q < 0:
                 continue
@@ -391,8 +450,8 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
         if mode == BLOCKS:
             max_blocks = max(max_blocks, block_ptr[i + 1] - block_ptr[i])
-    # positions (_sort_by_species): a centre's pairs with room to spare, whole chunks
-    width = (max_pairs + (PAD - 1) * (len(t.gauss_ptr) - 1) + CHUNK - 1) // CHUNK * CHUNK
+    # positions (_sort_by_species): a centre's pairs with room for the padding
+    width = max_pairs + (PAD - 1) * (len(t.gauss_ptr) - 1)
     derivatives = mode != FINGERPRINTS
 
     # over the positions u of one centre (index last, so loops over u vectorise): D,
@@ -423,14 +482,15 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
     dout = np.empty((n_rows, 3, CHUNK))
     own_sum = np.empty((n_rows, 3))
     touched = np.empty(max_blocks, dtype=np.bool_)
+    row_set = np.empty(n_rows, dtype=np.bool_)
     wxyz = np.empty((3, width if mode == J_PRODUCT else 0))
     work = np.empty((4, width if mode == J_PRODUCT else 0))
 
     for i in range(atom_start, atom_stop):
         start = ptr[i]
         npairs = ptr[i + 1] - start
-        stop = _sort_by_species(nbr_species[start : start + npairs], npairs, order, species_ptr)
-        for u in range(stop):
+        end = _sort_by_species(nbr_species[start : start + npairs], npairs, order, species_ptr)
+        for u in range(end):
             q = order[u]
             if q < 0:  # an unused position: D = 0 and no monomial (M_0 = 0), so it adds nothing
                 hxyz[:, u] = 0.0
@@ -443,8 +503,7 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
             r2[u] = vectors[p, 0] * vectors[p, 0] + vectors[p, 1] * vectors[p, 1] + vectors[p, 2] * vectors[p, 2]
             mono[0, u] = 1.0
         _radial(r2, species_ptr, t.gauss_ptr, t.overlap_c2, t.overlap_pref, derivatives, decay, radial, dradial)
-        _monomials(hxyz, stop, t.mono_exp, t.mono_grad, mono)
-        end = species_ptr[len(species_ptr) - 1]
+        _monomials(hxyz, end, t.mono_exp, t.mono_grad, mono)
         _channels(end, radial, mono, t.slot_d, t.mono_ptr, t.chan_ptr, t.chan_comp, t.comp_piece_ptr, t.piece_slot,
                   t.piece_ptr, t.term_coef, t.term_mono, moments, mu)
 
@@ -462,7 +521,7 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
         if not derivatives:
             continue
         # the centre's own images move with it: no derivative
-        for u in range(stop):
+        for u in range(end):
             q = order[u]
             if q >= 0 and j[start + q] == i:
                 radial[:, :, u] = 0.0
@@ -507,6 +566,6 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
                 for k in range(t.poly_ptr[f], t.poly_ptr[f + 1]):
                     _polynomial(t, k, x[i, f] * scale[f], dtotal, s * n_slots + t.poly_slot[k], coef, grad)
         own = block_ptr[i] if mode == BLOCKS else 0
-        _pair_derivatives(mode, i, start, stop, order, j, pair_block, own, touched, n_eval, poly_row, poly_probe,
+        _pair_derivatives(mode, i, start, end, order, j, pair_block, own, touched, n_eval, poly_row, poly_probe,
                           poly_slot, coef, grad, t.slot_d, t.mono_ptr, hxyz, radial, dradial, mono, acc, dout, own_sum,
-                          fprimes, out)
+                          row_set, fprimes, out)
