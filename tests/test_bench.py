@@ -87,13 +87,18 @@ def test_settings_choose_the_parameters(monkeypatch):
     assert featurize.params == [["'fastfp'"], ["'gmp'", "'gaussian'"], ["False", "True"], ["10", "30"]]
 
 
-def test_bench_env_passes_the_settings(tmp_path):
+def test_bench_env_passes_the_settings(tmp_path, monkeypatch):
+    """The options' settings, over those set in the environment, which are kept (such as
+    AMPTorch's frame cap)."""
+    monkeypatch.setenv("FASTFP_BENCH_AMPTORCH_MAX_FRAMES", "100")
+    monkeypatch.setenv("FASTFP_BENCH_FRAMES", "5")
     env = bench.bench_env("water-metal", [10, 30, 100], True, ["fastfp"], ["gmpordernorm"], tmp_path / "s")
     assert env["FASTFP_BENCH_FRAMES"] == "10 30 100" and env["FASTFP_BENCH_QUICK"] == "1"
     assert env["FASTFP_BENCH_BACKENDS"] == "fastfp" and env["FASTFP_BENCH_DESCRIPTORS"] == "gmpordernorm"
     assert env["FASTFP_BENCH_SKIPS"] == str(tmp_path / "s")
     full = bench.bench_env("x.traj", [100], False, ["amptorch", "fastfp"], list(settings.DESCRIPTORS), tmp_path)
-    assert "FASTFP_BENCH_QUICK" not in full and full["FASTFP_BENCH_DATA"] == "x.traj"
+    assert full["FASTFP_BENCH_QUICK"] == "0" and full["FASTFP_BENCH_DATA"] == "x.traj"
+    assert full["FASTFP_BENCH_AMPTORCH_MAX_FRAMES"] == "100" and full["FASTFP_BENCH_FRAMES"] == "100"
     assert bench.parse_names("FastFP", settings.BENCH_BACKENDS, "--backend") == ["fastfp"]
     assert bench.parse_names(None, settings.BENCH_DESCRIPTORS, "--descriptors") == list(settings.DESCRIPTORS)
     with pytest.raises(bench.BenchError, match="unknown name"):

@@ -266,6 +266,9 @@ def featurize(args) -> int:
         arg("--descriptors", default=None, metavar="LIST",
             help="comma-separated descriptors to featurize: gmpordernorm, gmp, gaussian (default all; "
                  "--quick: gmpordernorm; the other stages use GMPOrderNorm)"),
+        arg("--report", default=None, metavar="FILE.md",
+            help="also write the benchmark report there (e.g. reports/benchmarks.md): what was run, the summary, "
+                 "the plot beside it, the GPU figures of reports/gpu.md; only when no benchmark failed"),
         arg("--settings", action="store_true",
             help="list the FASTFP_BENCH_* variables that set what the benchmarks take (default, meaning) and exit"),
         arg("--history", nargs="*", default=None, metavar="COMMIT",
@@ -292,6 +295,8 @@ def bench(args) -> int:
     modes = [args.history is not None, args.history_plot, args.compare is not None]
     if sum(modes) > 1:
         raise CLIError("choose one of --history, --history-plot and --compare")
+    if args.report is not None and any(modes):
+        raise CLIError("--report goes with a run of the suite, not with --history, --history-plot or --compare")
     if args.factor is not None and (args.compare is None or args.factor <= 1):
         raise CLIError("--factor goes with --compare and must be above 1")
     if args.history is not None:
@@ -303,7 +308,7 @@ def bench(args) -> int:
     if args.compare is not None:
         return history.run_compare(args.compare, out=args.out, factor=args.factor or history.FACTOR)
     return run_bench(quick=args.quick, data=args.data, backends=args.backend, out=args.out, frames=args.frames,
-                     descriptors=args.descriptors)
+                     descriptors=args.descriptors, report_to=args.report)
 
 
 # -- lmdb ------------------------------------------------------------------------------

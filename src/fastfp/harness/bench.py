@@ -6,12 +6,14 @@ frames, pseudodensities), ``asv machine --yes`` if this machine is unknown to as
 environment without it; :mod:`fastfp.harness.asvrun`: one progress line per benchmark,
 asv's output in ``asv.log``), more samples for the noisy rows (:func:`measure`),
 ``asv publish``, then :mod:`fastfp.harness.results` turns asv's results into
-``summary.md`` and ``time_vs_frames.png`` in ``--out``. asv's results and HTML go to
+``summary.md`` and ``time_vs_frames.png`` in ``--out``, and with ``--report`` into the
+benchmark report (:mod:`fastfp.harness.report`). asv's results and HTML go to
 ``.asv/bench/`` (``asv.conf.json``'s results folder holds the history, see
 :mod:`fastfp.harness.history`).
 
 What runs is chosen by the benchmark settings (:mod:`fastfp.harness.settings`), passed
-to asv's processes as ``FASTFP_BENCH_*`` variables: the backends and descriptors are
+to asv's processes as ``FASTFP_BENCH_*`` variables (those set in the environment, then
+those the options set): the backends and descriptors are
 the benchmarks' parameter values, ``--quick`` sets :data:`settings.QUICK_SETTINGS`
 (benchmark classes outside the quick subset skip, saying so), and every setup that
 skips records why in a file the summary reads.
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from fastfp.atomic import check_writable_dir
 
-from . import asvrun, results, settings
+from . import asvrun, report, results, settings
 from .backends import why_unavailable
 
 
@@ -132,16 +134,18 @@ def parse_names(text: str | None, variable: settings.Variable, option: str) -> l
 
 
 def bench_env(source: str, frames, quick: bool, backends: list[str], descriptors: list[str], skips: Path) -> dict:
-    """Environment of the asv run: the benchmark settings, and ``ASV_PYTHONPATH`` so that
-    benchmark processes import this fastfp even when it is not installed."""
+    """Environment of the asv run: the benchmark settings (the options' over those set
+    in the environment, such as ``FASTFP_BENCH_AMPTORCH_MAX_FRAMES``), and
+    ``ASV_PYTHONPATH`` so that benchmark processes import this fastfp even when it is not
+    installed."""
     import fastfp
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTFP_BENCH_")}
+    env = dict(os.environ)
     pkg_parent = str(Path(fastfp.__file__).resolve().parent.parent)
     paths = [pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["ASV_PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["TQDM_DISABLE"] = "1"
-    values = {settings.DATA: source, settings.PREIMPORT: "1", settings.SKIPS: str(skips),
+    values = {settings.DATA: source, settings.PREIMPORT: "1", settings.SKIPS: str(skips), settings.QUICK: "0",
               settings.BENCH_BACKENDS: ",".join(backends), settings.BENCH_DESCRIPTORS: ",".join(descriptors)}
     values[settings.FRAMES] = " ".join(str(n) for n in frames)
     if quick:
@@ -225,6 +229,17 @@ def threads() -> str:
     return text + (f" ({', '.join(f'{k}={v}' for k, v in env.items())})" if env else "")
 
 
+def src_state(root: Path, sha: str) -> str:
+    """The commit, and whether ``src/`` and ``benchmarks/`` of the working tree differ
+    from it (what ran is the working tree)."""
+    proc = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks"], cwd=root,
+                          capture_output=True, text=True)
+    changed = [line[3:] for line in proc.stdout.splitlines()]
+    if not changed:
+        return f"{sha[:12]} (src/ and benchmarks/ as committed)"
+    return f"{sha[:12]} **with uncommitted changes** to {', '.join(changed[:5])}{' ...' * (len(changed) > 5)}"
+
+
 def descriptor_settings(descriptors: list[str], elements: list[str]) -> str:
     """The benchmark descriptor settings, one line each."""
     out = []
@@ -239,11 +254,14 @@ def descriptor_settings(descriptors: list[str], elements: list[str]) -> str:
 
 
 def run_bench(quick: bool = False, data: str | None = None, backends: str | None = None,
-              out: str = "bench-results", frames=None, descriptors: str | None = None) -> int:
+              out: str = "bench-results", frames=None, descriptors: str | None = None,
+              report_to: str | None = None) -> int:
     """``fastfp bench``; returns the exit code (1 if some benchmark failed). Raises
     :class:`BenchError` (or ``OSError``) for bad input, before any benchmark runs. A run
     that stops before asv has run, or is interrupted, removes the folders it created
-    (``--out``, ``.asv``: :func:`asvrun.removed_on_early_stop`)."""
+    (``--out``, ``.asv``: :func:`asvrun.removed_on_early_stop`). With ``report_to``, a run
+    whose benchmarks all ran or skipped also writes the report there
+    (:mod:`fastfp.harness.report`); otherwise the report is left as it was."""
     t0 = time.perf_counter()
     chosen = parse_names(backends, settings.BENCH_BACKENDS, "--backend")
     featurized = (list(settings.QUICK_DESCRIPTORS) if quick and descriptors is None
@@ -253,6 +271,13 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str | None
     require_asv()
     root = find_checkout()
     sha = head_commit(root)
+    gpu, gpu_path = None, root / "reports" / "gpu.md"
+    if report_to is not None:
+        try:
+            report_to = report.check_report_path(report_to)
+            gpu = report.read_gpu_report(gpu_path) if gpu_path.is_file() else None
+        except ValueError as exc:
+            raise BenchError(str(exc)) from None
     budget = float(settings.ROW_BUDGET.get())
     out_dir = Path(out)
     log = out_dir / "asv.log"
@@ -283,14 +308,16 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str | None
             say(problem or f"asv publish: html in {root / HTML}")
     table = results.table(ms)
     header = {
-        "command": "fastfp bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "fastfp bench",
-        "commit": sha[:12],
+        "command": report.command_line(["bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else ["bench"]),
+        "commit": src_state(root, sha),
         "machine": f"{machine} ({os.cpu_count()} CPUs)",
         "threads": threads(),
         "python": f"{sys.executable} ({sys.version.split()[0]})",
         "versions": versions(),
         "frames": f"{info['source']} ({info['atoms_per_frame']:.0f} atoms per frame, elements "
                   f"{' '.join(info['elements'])})",
+        "frame counts": ", ".join(str(n) for n in counts),
+        "backends": ", ".join(chosen),
         "descriptor settings": descriptor_settings(featurized, info["elements"]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "samples": f"more samples for rows with a spread above ±{results.MAX_SPREAD:.0f}% until it is below or "
@@ -305,7 +332,18 @@ def run_bench(quick: bool = False, data: str | None = None, backends: str | None
                      "checkout there, and run `fastfp bench` with that environment's Python.")
     text = results.summary_markdown(table, header, notes)
     (out_dir / "summary.md").write_text(text)
-    results.plot_time_vs_frames(table, out_dir / "time_vs_frames.png", title=f"fastfp bench, {sha[:8]}")
+    plot = results.plot_time_vs_frames(table, out_dir / "time_vs_frames.png", title=f"fastfp bench, {sha[:8]}")
     print(text)
-    say(f"wrote {out_dir / 'summary.md'} and {out_dir / 'time_vs_frames.png'} in {time.perf_counter() - t0:.0f} s")
+    say(f"wrote {out_dir / 'summary.md'} and {plot} in {time.perf_counter() - t0:.0f} s")
+    if report_to is not None and code != 0:
+        say(f"{report_to} left as it was: some benchmarks failed (see {log})")
+    elif report_to is not None:
+        cap = settings.AMPTORCH_MAX_FRAMES
+        cap_text = (f"{env[cap.name]} frames ({cap.name}; default {cap.default})" if cap.name in env
+                    else f"{cap.default} frames ({cap.name}'s default)")
+        del header["asv log"]  # in --out, not kept with the report
+        text = report.report_markdown(header, results.summary_body(table, notes), report.plot_path(report_to).name,
+                                      gpu, os.path.relpath(gpu_path, report_to.parent), cap_text)
+        written = report.write_report(report_to, text, plot)
+        say(f"wrote {written[0]} and {written[1]}")
     return 0 if code == 0 else 1

@@ -210,9 +210,16 @@ def time_cell(m: Measurement) -> str:
 
 
 def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
-    """The markdown summary: header, notes, the stage table, the in-process ratios."""
+    """The markdown summary: header, then :func:`summary_body`."""
     lines = ["# fastfp bench summary", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()] + [""]
+    return "\n".join(lines + summary_body(t, notes)) + "\n"
+
+
+def summary_body(t: Table, notes: list[str] = ()) -> list[str]:
+    """The summary's lines after its header: notes, the stage table, what was not run and
+    why, the in-process ratios, the roofline."""
+    lines = []
     for note in notes:
         lines += [note, ""]
     lines += ["Time: asv's median over the samples, ± half their interquartile range relative to the median, "
@@ -274,7 +281,7 @@ def summary_markdown(t: Table, header: dict, notes: list[str] = ()) -> str:
     reasons = sorted({m.skipped for m in t.ratios if m.value is None and m.skipped})
     if reasons:
         lines += ["", "In-process ratios not measured: " + "; ".join(reasons) + "."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 #: the asv benchmark of the kernels' roofline (``benchmarks/roofline.py``)
@@ -307,7 +314,7 @@ def _ratio_text(m: Measurement) -> str:
 
 #: the stages plotted against frames, one panel each
 PLOTTED = ("featurize gmpordernorm without derivatives", "featurize gmpordernorm with derivatives",
-           "end-to-end preprocessing", "training epoch")
+           "end-to-end preprocessing", "training epoch", "training epoch on the fly")
 
 
 def why_not_measured(t: Table, stage: str) -> str:
@@ -341,7 +348,10 @@ def plot_time_vs_frames(t: Table, path: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.5), squeeze=False)
+    fig, axes = plt.subplots(2, (len(PLOTTED) + 1) // 2, figsize=(4.75 * ((len(PLOTTED) + 1) // 2), 7.5),
+                             squeeze=False)
+    for ax in axes.ravel()[len(PLOTTED):]:
+        ax.set_axis_off()
     styles = {"amptorch": ("tab:red", "s"), "fastfp": ("tab:blue", "o"), "cupy": ("tab:green", "^")}
     for ax, stage in zip(axes.ravel(), PLOTTED):
         drawn = False
