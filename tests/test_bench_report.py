@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fastfp.cli import main
-from fastfp.harness import asvrun, bench, report, results
+from fastfp.harness import asvrun, bench, report, results, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,6 +119,8 @@ def _run(monkeypatch, tmp_path, *extra) -> int:
 
 
 def test_report_names_its_commit_command_and_gpu_figures(fake_asv, monkeypatch, tmp_path):
+    for name in [v.name for v in settings.VARIABLES] + list(report.COMMAND_VARIABLES):
+        monkeypatch.delenv(name, raising=False)  # CI sets FASTFP_SHARED, say: shown in the command too
     monkeypatch.setenv("FASTFP_BENCH_AMPTORCH_MAX_FRAMES", "100")
     (tmp_path / "reports").mkdir()
     assert _run(monkeypatch, tmp_path) == 0
