@@ -26,12 +26,10 @@ def _fastfp_only(backend: str, what: str) -> None:
                                "pipeline.ForceContraction and featurize.Featurize)")
 
 
-class Derivatives(Benchmark):
+class _OnTheFlyBatches(Benchmark):
     """GMPOrderNorm on-the-fly batches of 16 (``OnTheFlyDataset.batch``), ``fprimes``
-    "blocks" or "recomputed": ``time_contraction`` is forces from dE/dG, a loss of the
-    forces and its ``backward()`` for every batch (batches made in setup);
-    ``time_batch_and_contraction`` makes each batch too (featurization with derivative
-    blocks, or fingerprints and the neighbour pairs); ``peakmem_`` the latter's peak."""
+    "blocks" or "recomputed": ``self.step(batch)`` is forces from random dE/dG, a loss of
+    the forces and its ``backward()``; ``self.batches`` the frames' batches."""
 
     params = [BACKENDS, ["blocks", "recomputed"], FRAMES]
     param_names = ["backend", "fprimes", "frames"]
@@ -47,8 +45,8 @@ class Derivatives(Benchmark):
 
         loaded = workloads.load_frames(info["source"], frames)
         config = settings.descriptor_config("gmpordernorm", info["elements"])
-        dataset = OnTheFlyDataset(loaded, construct_descriptor(descriptor_setup(config)), progress=False,
-                                  fprimes=fprimes)
+        self.dataset = OnTheFlyDataset(loaded, construct_descriptor(descriptor_setup(config)), progress=False,
+                                       fprimes=fprimes)
         warm_up()
         generator = torch.Generator().manual_seed(0)
 
@@ -56,25 +54,47 @@ class Derivatives(Benchmark):
             gradients = torch.randn(batch.fingerprint.shape, generator=generator, requires_grad=True)
             (contract_forces(batch.fprimes, gradients) ** 2).sum().backward()
 
-        indices = _batches(frames)
-        step(dataset.batch(indices[0]))  # the compiled kernels, loaded outside the timing
-        ready = [dataset.batch(k) for k in indices]
-        self.contraction = lambda: [step(batch) for batch in ready]
-        self.batch_and_contraction = lambda: [step(dataset.batch(k)) for k in indices]
+        self.step = step
+        self.batches = _batches(frames)
+        step(self.dataset.batch(self.batches[0]))  # the compiled kernels, loaded outside the timing
+
+
+class Contraction(_OnTheFlyBatches):
+    """The force contraction and its backward for every batch, the batches made in setup
+    (all of them held at once: with "blocks", their derivative blocks, about 3.8 MB per
+    frame of the default workload, skip beyond the memory budget)."""
+
+    def prepare(self, info, backend, fprimes, frames):
+        super().prepare(info, backend, fprimes, frames)
+        first = self.dataset.batch(self.batches[0])
+        if fprimes == "blocks":
+            per_frame = first.fprimes.fprimes.nbytes / len(self.batches[0])
+            settings.check_memory(per_frame * frames, f"holding the derivative blocks of {frames} frames' batches")
+        ready = [first] + [self.dataset.batch(k) for k in self.batches[1:]]
+        self.contraction = lambda: [self.step(batch) for batch in ready]
 
     def time_contraction(self, info, backend, fprimes, frames):
         self.contraction()
 
+    time_contraction.pretty_name = "force contraction + backward, fprimes {fprimes}"
+
+
+class BatchAndContraction(_OnTheFlyBatches):
+    """Each batch made (featurization with derivative blocks, or fingerprints and the
+    neighbour pairs), then its force contraction and backward: the time, and the peak
+    memory (``peakmem_reference``: the same process after setup alone)."""
+
     def time_batch_and_contraction(self, info, backend, fprimes, frames):
-        self.batch_and_contraction()
+        for k in self.batches:
+            self.step(self.dataset.batch(k))
 
     def peakmem_batch_and_contraction(self, info, backend, fprimes, frames):
-        self.batch_and_contraction()
+        for k in self.batches:
+            self.step(self.dataset.batch(k))
 
     def peakmem_reference(self, info, backend, fprimes, frames):
         pass
 
-    time_contraction.pretty_name = "force contraction + backward, fprimes {fprimes}"
     time_batch_and_contraction.pretty_name = "on-the-fly batch + force contraction + backward, fprimes {fprimes}"
     peakmem_batch_and_contraction.pretty_name = time_batch_and_contraction.pretty_name
 
