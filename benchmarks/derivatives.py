@@ -84,13 +84,15 @@ class BatchAndContraction(_OnTheFlyBatches):
     neighbour pairs), then its force contraction and backward: the time, and the peak
     memory (``peakmem_reference``: the same process after setup alone)."""
 
-    def time_batch_and_contraction(self, info, backend, fprimes, frames):
+    def _run(self):
         for k in self.batches:
             self.step(self.dataset.batch(k))
 
+    def time_batch_and_contraction(self, info, backend, fprimes, frames):
+        self._run()
+
     def peakmem_batch_and_contraction(self, info, backend, fprimes, frames):
-        for k in self.batches:
-            self.step(self.dataset.batch(k))
+        self._run()
 
     def peakmem_reference(self, info, backend, fprimes, frames):
         pass

@@ -49,24 +49,32 @@ def products(fps) -> tuple[np.ndarray, np.ndarray]:
     return jt, jy
 
 
-def compute(shared: Path, descriptors=DESCRIPTORS, shift: float = 0.0) -> dict[str, np.ndarray]:
-    """The snapshot's arrays for ``descriptors`` (of :data:`DESCRIPTORS`), keyed
-    ``{descriptor}/{file}/{fingerprints|jt|jy}``, from the frames of :data:`FRAMES`
-    under ``shared``, all their atoms translated by ``shift`` Å along x, y and z (which
-    changes nothing but round-off)."""
+def frame_sets(shared: Path, shift: float = 0.0):
+    """``(file name, frames, descriptor)`` for each file of :data:`FRAMES` under
+    ``shared``: its frames (ASE ``Atoms``), all atoms translated by ``shift`` Å along x,
+    y and z (which changes nothing but round-off), and ``descriptor(kind)``, the
+    benchmark descriptor of that kind for the frames' own elements."""
     from ase.io import read
 
     from fastfp.config import build_descriptor
     from fastfp.harness.settings import descriptor_config
 
-    out = {}
     for name, indices in FRAMES:
         frames = [read(shared / "data" / name, index=k) for k in indices]
         for atoms in frames:
             atoms.positions += shift
         elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
+        yield name, frames, lambda kind, elements=elements: build_descriptor(descriptor_config(kind, elements))
+
+
+def compute(shared: Path, descriptors=DESCRIPTORS, shift: float = 0.0) -> dict[str, np.ndarray]:
+    """The snapshot's arrays for ``descriptors`` (of :data:`DESCRIPTORS`), keyed
+    ``{descriptor}/{file}/{fingerprints|jt|jy}``, from :func:`frame_sets` ``(shared,
+    shift)``."""
+    out = {}
+    for name, frames, descriptor in frame_sets(shared, shift):
         for kind in descriptors:
-            fps = build_descriptor(descriptor_config(kind, elements)).featurize(frames)
+            fps = descriptor(kind).featurize(frames)
             jt, jy = products(fps)
             out[f"{kind}/{name}/fingerprints"] = fps.fingerprints
             out[f"{kind}/{name}/jt"] = jt

@@ -31,6 +31,7 @@ def _script():
     return module
 
 
+SCRIPT = _script()
 #: the rigid translation (Å) that measures each array's round-off floor
 SHIFT = 1e-7
 
@@ -39,17 +40,21 @@ def _relative(value, reference):
     return np.max(np.abs(value - reference)) / np.max(np.abs(reference))
 
 
-def _bounds(script, kind, current):
-    """Per key of ``current``: the larger of :data:`RTOL` and the relative change of
-    the array when all atoms are translated by :data:`SHIFT` Å (its round-off floor)."""
-    moved = script.compute(SHARED, descriptors=(kind,), shift=SHIFT)
-    return {key: max(RTOL, _relative(moved[key], value)) for key, value in current.items()}
-
-
 @pytest.fixture(scope="module")
 def snapshot():
     with np.load(SNAPSHOT) as data:
         return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="module", params=SCRIPT.DESCRIPTORS)
+def current(request):
+    """``(kind, arrays, bounds)``: the current kernels' snapshot arrays of one
+    descriptor, and per key the larger of :data:`RTOL` and the relative change of the
+    array when all atoms are translated by :data:`SHIFT` Å (its round-off floor)."""
+    kind = request.param
+    arrays = SCRIPT.compute(SHARED, descriptors=(kind,))
+    moved = SCRIPT.compute(SHARED, descriptors=(kind,), shift=SHIFT)
+    return kind, arrays, {key: max(RTOL, _relative(moved[key], value)) for key, value in arrays.items()}
 
 
 @requires_shared
@@ -58,13 +63,10 @@ def test_snapshot_names_its_commit(snapshot):
 
 
 @requires_shared
-@pytest.mark.parametrize("kind", _script().DESCRIPTORS)
-def test_kernels_equal_the_snapshot(snapshot, kind):
-    script = _script()
-    current = script.compute(SHARED, descriptors=(kind,))
-    assert len(current) == 3 * len(script.FRAMES)
-    bounds = _bounds(script, kind, current)
-    for key, value in current.items():
+def test_kernels_equal_the_snapshot(snapshot, current):
+    kind, arrays, bounds = current
+    assert len(arrays) == 3 * len(SCRIPT.FRAMES)
+    for key, value in arrays.items():
         reference = snapshot[key]
         assert value.shape == reference.shape, key
         assert _relative(value, reference) <= bounds[key], (key, _relative(value, reference), bounds[key])
@@ -73,23 +75,15 @@ def test_kernels_equal_the_snapshot(snapshot, kind):
 
 
 @requires_shared
-@pytest.mark.parametrize("kind", _script().DESCRIPTORS)
-def test_recomputed_products_equal_the_snapshot(snapshot, kind):
+def test_recomputed_products_equal_the_snapshot(snapshot, current):
     """J^T x and J y by :meth:`jacobian` (no blocks stored) against the old kernels' blocks."""
-    from ase.io import read
-
-    from fastfp.config import build_descriptor
     from fastfp.frames import pack_frames
-    from fastfp.harness.settings import descriptor_config
 
-    script = _script()
-    bounds = _bounds(script, kind, script.compute(SHARED, descriptors=(kind,)))
-    for name, indices in script.FRAMES:
-        frames = [read(SHARED / "data" / name, index=k) for k in indices]
-        elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
-        desc = build_descriptor(descriptor_config(kind, elements))
+    kind, _, bounds = current
+    for name, frames, descriptor in SCRIPT.frame_sets(SHARED):
+        desc = descriptor(kind)
         jacobian = desc.jacobian(pack_frames(frames, desc.numbers))
-        x, y = script.random_vectors(*snapshot[f"{kind}/{name}/fingerprints"].shape)
+        x, y = SCRIPT.random_vectors(*snapshot[f"{kind}/{name}/fingerprints"].shape)
         for label, value in (("jt", jacobian.transposed_product(x)), ("jy", jacobian.product(y))):
             key = f"{kind}/{name}/{label}"
             assert _relative(value, snapshot[key]) <= bounds[key], (key, _relative(value, snapshot[key]), bounds[key])
