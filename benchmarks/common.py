@@ -10,6 +10,7 @@ inputs that would not fit in memory, a class outside ``--quick``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
@@ -69,11 +70,28 @@ def setup_cache(*_):
     setups need (:func:`fastfp.harness.workloads.describe`). Shared by every class (asv
     keys the cache by this function), so no timed stage includes data generation."""
     source = settings.DATA.get()
-    limit = min(max(FRAMES), settings.MAX_FRAMES.limit() or max(FRAMES))
+    cap = settings.MAX_FRAMES.limit()
+    limit = max(FRAMES) if cap is None or _uncapped() else min(max(FRAMES), cap)
     return workloads.describe(workloads.load_frames(source, limit), source)
 
 
 setup_cache.timeout = 4 * 3600  # the 16,000-frame workload is generated on first use
+
+
+def _uncapped() -> list[str]:
+    """The classes ``FASTFP_BENCH_UNCAPPED`` names (``module.Class``); ``ValueError``
+    naming the variable for one that is not a benchmark class of this suite."""
+    names = [n.strip() for n in settings.UNCAPPED.get().split(",") if n.strip()]
+    for name in names:
+        module, _, cls = name.partition(".")
+        try:
+            found = isinstance(getattr(importlib.import_module(f"{__package__}.{module}"), cls), type)
+        except (ImportError, AttributeError, ValueError):
+            found = False
+        if not found:
+            raise ValueError(f"{settings.UNCAPPED.name}: {name!r} is not a benchmark class (module.Class, "
+                             "e.g. featurize.Featurize)")
+    return names
 
 
 def _record_skip(benchmark, params, reason: str) -> None:
@@ -107,6 +125,7 @@ class Benchmark:
         try:
             if settings.QUICK.get() == "1" and not self.quick:
                 raise StageUnavailable("not in --quick")
+            self._check_cap(dict(zip(getattr(self, "param_names", ()), params)).get("frames"))
             self.prepare(info, *params)
         except NotImplementedError as exc:
             _record_skip(self, params, str(exc))
@@ -116,11 +135,17 @@ class Benchmark:
         """Build what the timed methods need (``self.run``), or raise ``NotImplementedError``."""
         raise NotImplementedError(f"{type(self).__name__} defines no prepare()")
 
+    def _check_cap(self, frames) -> None:
+        """Skip above ``FASTFP_BENCH_MAX_FRAMES`` frames unless ``FASTFP_BENCH_UNCAPPED``
+        names this class."""
+        cap = settings.MAX_FRAMES.limit()
+        if frames is None or cap is None or frames <= cap:
+            return
+        if f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}" not in _uncapped():
+            raise StageUnavailable(f"{frames} frames > {settings.MAX_FRAMES.name}={cap}")
+
 
 def _check_frames(info: dict, n: int, backend: str, labels: bool) -> None:
-    cap = settings.MAX_FRAMES.limit()
-    if cap is not None and n > cap:
-        raise StageUnavailable(f"{n} frames > {settings.MAX_FRAMES.name}={cap}")
     if n > info["n_frames"]:
         raise StageUnavailable(f"{info['source']} has {info['n_frames']} frames, fewer than {n}")
     amp_cap = settings.AMPTORCH_MAX_FRAMES.limit()

@@ -135,6 +135,22 @@ def test_skips_are_recorded_where_they_happen(monkeypatch, tmp_path):
     assert "FASTFP_BENCH_MAX_FRAMES=50" in recorded[("pipeline.Collate", ("'fastfp'", "100"))]
 
 
+@pytest.mark.skipif(not has_asv, reason="asv is not installed (the 'bench' extra)")
+def test_uncapped_classes_run_above_max_frames(monkeypatch):
+    """FASTFP_BENCH_UNCAPPED lifts FASTFP_BENCH_MAX_FRAMES for the classes it names only,
+    and a name that is not a class of the suite is refused."""
+    _discovered(monkeypatch, MAX_FRAMES="1000", UNCAPPED="featurize.Featurize, pipeline.TrainEpochOnTheFly")
+    featurize, pipeline = sys.modules["benchmarks.featurize"], sys.modules["benchmarks.pipeline"]
+    featurize.Featurize()._check_cap(16000)
+    pipeline.TrainEpochOnTheFly()._check_cap(16000)
+    pipeline.Collate()._check_cap(1000)
+    with pytest.raises(NotImplementedError, match="16000 frames > FASTFP_BENCH_MAX_FRAMES=1000"):
+        pipeline.Collate()._check_cap(16000)
+    monkeypatch.setenv(settings.UNCAPPED.name, "featurize.Featurise")
+    with pytest.raises(ValueError, match="'featurize.Featurise' is not a benchmark class"):
+        featurize.Featurize()._check_cap(16000)
+
+
 # -- stages ----------------------------------------------------------------------------
 
 

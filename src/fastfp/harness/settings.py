@@ -70,6 +70,9 @@ DATA = Variable("FASTFP_BENCH_DATA", "water-metal",  # fastfp.harness.workloads.
                 "when asv runs the suite")
 FRAMES = Variable("FASTFP_BENCH_FRAMES", "100 1000 16000", "frame counts the benchmarks take")
 MAX_FRAMES = Variable("FASTFP_BENCH_MAX_FRAMES", "", "benchmarks of more frames skip (default: none)")
+UNCAPPED = Variable("FASTFP_BENCH_UNCAPPED", "",
+                    "benchmarks FASTFP_BENCH_MAX_FRAMES does not cap, comma-separated module.Class names (e.g. "
+                    "featurize.Featurize,pipeline.TrainEpochOnTheFly: the largest frame counts for those only)")
 MAX_ATOMS = Variable("FASTFP_BENCH_MAX_ATOMS", "", "one-frame benchmarks of more atoms skip (default: none)")
 AMPTORCH_MAX_FRAMES = Variable("FASTFP_BENCH_AMPTORCH_MAX_FRAMES", "1000",
                                "AMPTorch runs up to this many frames: at about 3 frames/s with derivatives, "
@@ -102,7 +105,7 @@ GMP_DIR = Variable("FASTFP_GMP_DIR", "",
                    "folder with psp_v3/ and valence_gaussians/ (AMPTorch's pseudodensity files; default: the "
                    "gmp/ folder of the shared folder)")
 
-VARIABLES = (DATA, FRAMES, MAX_FRAMES, MAX_ATOMS, AMPTORCH_MAX_FRAMES, AMPTORCH_MAX_ATOMS, BENCH_BACKENDS,
+VARIABLES = (DATA, FRAMES, MAX_FRAMES, UNCAPPED, MAX_ATOMS, AMPTORCH_MAX_FRAMES, AMPTORCH_MAX_ATOMS, BENCH_BACKENDS,
              BENCH_DESCRIPTORS, QUICK, MEMORY_GB, PREIMPORT, SKIPS, ROW_BUDGET, HISTORY, SHARED, GMP_DIR)
 
 #: ``fastfp bench --quick``: frame counts and descriptors (unless ``--frames`` or
