@@ -7,9 +7,11 @@ repository root in AMPTorch's environment::
     python scripts/train_epoch.py --store wm16000.store               # batches read from a store
 
 On the fly, ``--fprimes blocks`` hands each batch's derivatives over as stored pair
-blocks instead of recomputing them in the force contraction (the default on the CPU;
-``config["dataset"]["fastfp_fprimes"]``), and ``--batch-size N`` changes the batch
-(16): ``--batch-size 16000`` runs all 16,000 frames as one batch, one step.
+blocks, ``--fprimes recomputed`` recomputes them in the force contraction, and the
+default (``auto``) takes blocks for batches whose blocks fit
+:data:`fastfp.amptorch.onthefly.BLOCKS_BYTES` (``config["dataset"]["fastfp_fprimes"]``);
+``--batch-size N`` changes the batch (16): ``--batch-size 16000`` runs all 16,000 frames
+as one batch, one step.
 
 With ``--patched`` the epoch runs through AMPTorch with fastfp's patch series (its own
 trainer, ``config["dataset"]["fp_backend"] = "fastfp"``, no ``fastfp.amptorch.install()``),
@@ -43,8 +45,9 @@ def main(argv=None) -> int:
     source.add_argument("--on-the-fly", metavar="FRAMES",
                         help="frames: a workload name (water-metal, water-metal:N) or an ASE-readable file")
     source.add_argument("--store", metavar="STORE", help="a fastfp store with energies, forces and derivatives")
-    parser.add_argument("--fprimes", choices=("recomputed", "blocks"),
-                        help="on the fly: derivatives recomputed in the force contraction (default) or stored blocks")
+    parser.add_argument("--fprimes", choices=("auto", "recomputed", "blocks"),
+                        help="on the fly: stored blocks, derivatives recomputed in the force contraction, or auto "
+                             "(the default: blocks while a batch's fit fastfp.amptorch.onthefly.BLOCKS_BYTES)")
     parser.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: the harness's 16)")
     parser.add_argument("--patched", action="store_true",
                         help="train through AMPTorch with fastfp's patch series (fp_backend 'fastfp', no install()), "

@@ -19,7 +19,8 @@ from conftest import SHARED, requires_shared  # noqa: E402
 from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
-from fastfp.amptorch.forces import contract_forces  # noqa: E402
+from fastfp.amptorch import onthefly  # noqa: E402
+from fastfp.amptorch.forces import DerivativeBlocks, RecomputedDerivatives, contract_forces  # noqa: E402
 from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset, training_device  # noqa: E402
 from fastfp.amptorch.scaling import FeatureScaler, FitStatistics, TargetScaler, feature_scaler  # noqa: E402
 from fastfp.frames import FrameError  # noqa: E402
@@ -143,6 +144,23 @@ def test_three_epochs_lose_the_same_with_recomputed_and_stored_derivatives(frame
             losses[fprimes].append(total)
     np.testing.assert_allclose(losses["recomputed"], losses["blocks"], rtol=1e-8)
     assert losses["blocks"][2] < losses["blocks"][0]
+
+
+@requires_shared
+def test_auto_stores_blocks_that_fit_and_recomputes_beyond(frames, monkeypatch):
+    """The default "auto": a batch whose blocks fit BLOCKS_BYTES comes with its blocks,
+    a larger one with its derivatives recomputed, and both contract to the same forces."""
+    desc = descriptor(frames)
+    dataset = OnTheFlyDataset(frames, desc, progress=False)
+    assert dataset.fprimes == "auto"
+    indices = [7, 2, 9, 0]
+    small = dataset.batch(indices)
+    monkeypatch.setattr(onthefly, "BLOCKS_BYTES", 1)
+    large = dataset.batch(indices)
+    assert isinstance(small.fprimes, DerivativeBlocks) and isinstance(large.fprimes, RecomputedDerivatives)
+    gradients = torch.randn(small.fingerprint.shape, dtype=torch.float64)
+    torch.testing.assert_close(contract_forces(small.fprimes, gradients), contract_forces(large.fprimes, gradients),
+                               rtol=1e-10, atol=1e-10)
 
 
 @requires_shared

@@ -107,16 +107,20 @@ def test_same_losses_scalers_and_predictions_as_stored(frames, tmp_path, val_spl
 
 
 def test_recomputed_derivatives_train_as_stored_blocks(frames, tmp_path):
-    """``config["dataset"]["fastfp_fprimes"]``: the default (derivatives recomputed in the
-    force contraction) and "blocks" (stored) give the same 3 epochs, to 1e-8."""
+    """``config["dataset"]["fastfp_fprimes"]``: "recomputed" (derivatives recomputed in the
+    force contraction) and "blocks" (stored) give the same 3 epochs, to 1e-8; the
+    default is "auto"."""
     from fastfp.amptorch.forces import DerivativeBlocks, RecomputedDerivatives
 
     train = frames[:16]
-    options = config(train, tmp_path, "blocks", True)
-    options["dataset"]["fastfp_fprimes"] = "blocks"
-    blocks = _train(options)
-    recomputed = trained(train, tmp_path, "recomputed", True)
+    trainers = {}
+    for fprimes in ("blocks", "recomputed"):
+        options = config(train, tmp_path, fprimes, True)
+        options["dataset"]["fastfp_fprimes"] = fprimes
+        trainers[fprimes] = _train(options)
+    blocks, recomputed = trainers["blocks"], trainers["recomputed"]
     assert blocks.train_dataset.fprimes == "blocks" and recomputed.train_dataset.fprimes == "recomputed"
+    assert trained(train, tmp_path, "default", True, epochs=1).train_dataset.fprimes == "auto"
     assert isinstance(recomputed.train_dataset.batch([0, 1]).fprimes, RecomputedDerivatives)
     assert isinstance(blocks.train_dataset.batch([0, 1]).fprimes, DerivativeBlocks)
     for key in ("train_loss", "train_energy_mae", "train_forces_mae"):

@@ -9,13 +9,16 @@ frames as flat arrays (positions, atomic numbers, cells, pbc, energies, forces:
 :class:`LabelledFrames`) and the fitted scalers. Each batch is featurized with exact
 derivatives when the DataLoader asks for it, scaled, handed to the model with its
 derivatives (no COO, no thresholding) and dropped after the step, so memory is bounded
-by the batch whatever the number of frames. On the CPU the derivatives are by default
-never stored at all (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`: the kernels
-recompute them inside the force contraction and its backward, so a batch's memory grows
-with its atoms, not its pairs); ``config["dataset"]["fastfp_fprimes"] = "blocks"`` (or
-``OnTheFlyDataset(..., fprimes="blocks")``) featurizes them into fastfp's pair blocks
-(:class:`~fastfp.amptorch.forces.DerivativeBlocks`) instead, as the GPU does by
-default and stores do.
+by the batch whatever the number of frames. A batch hands its derivatives over in one
+of two ways (``config["dataset"]["fastfp_fprimes"]``, ``OnTheFlyDataset(...,
+fprimes=...)``): ``"blocks"``, fastfp's pair blocks featurized with the batch
+(:class:`~fastfp.amptorch.forces.DerivativeBlocks`), as stores hold them, or
+``"recomputed"``, never stored at all
+(:class:`~fastfp.amptorch.forces.RecomputedDerivatives`: the kernels recompute them
+inside the force contraction and its backward, so a batch's memory grows with its atoms,
+not its pairs). The default, ``"auto"``, takes blocks on the GPU, and on the CPU blocks
+for a batch whose blocks fit :data:`BLOCKS_BYTES` (the faster way there) and
+recomputation for a larger one.
 
 With ``config["dataset"]["fastfp_store"] = PATH`` instead (no ``raw_data``), the
 batches are read from a fastfp store with labels (:class:`StoreDataset`): fingerprints,
@@ -68,6 +71,7 @@ from ..config import require_same_settings
 from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
+from ..threads import single_threaded_libraries
 from .descriptors import AMPTorchInterface, construct_descriptor
 from .forces import DerivativeBlocks, RecomputedDerivatives
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
@@ -80,8 +84,15 @@ STORE_KEY = "fastfp_store"
 #: the key in ``config["dataset"]`` that chooses how on-the-fly batches hand over their
 #: derivatives (:data:`FPRIMES`)
 FPRIMES_KEY = "fastfp_fprimes"
-#: the ways: recomputed in the force contraction (the CPU's default) or stored blocks
-FPRIMES = ("recomputed", "blocks")
+#: the ways: "auto" (the default: on the CPU stored blocks for a batch whose blocks take
+#: at most :data:`BLOCKS_BYTES`, recomputed for a larger one; on the GPU blocks),
+#: recomputed in the force contraction, or stored blocks
+FPRIMES = ("auto", "recomputed", "blocks")
+#: "auto" on the CPU: the largest derivative blocks a batch stores (an upper bound: pairs
+#: times features times 3 float64). Blocks are the faster way for batches of the default
+#: workload's size (16 frames, about 90 MB: 4,000 frames an epoch in 21 s against 25 s
+#: recomputed, reports/runs.md), recomputation keeps larger batches in bounded memory.
+BLOCKS_BYTES = 256 * 2**20
 #: ``config["dataset"]`` keys AtomsTrainer reads (``descriptor`` and ``fp_length`` it
 #: writes itself), and fastfp's
 DATASET_KEYS = {"raw_data", "elements", "fp_scheme", "fp_params", "cutoff_params", "scaling", "save_fps",
@@ -113,7 +124,7 @@ def check_config(config: dict) -> str | None:
     ``fp_params`` ``"log"`` (no derivatives) with forces or a nonzero
     ``"prime_threshold"`` (derivatives here are exact), a bad ``scaling``, or a
     ``config["optim"]["gpus"]`` other than 0 or 1 (with a store: other than 0), a
-    ``fastfp_fprimes`` other than "recomputed" and "blocks", or given without
+    ``fastfp_fprimes`` other than those of :data:`FPRIMES`, or given without
     ``on_the_fly``; with
     ``gpus`` 1 and no GPU to run on, :class:`~fastfp.gpu.device.DeviceError`
     (:func:`training_device`). Unknown ``fp_params`` keys are reported when the
@@ -280,9 +291,10 @@ class OnTheFlyDataset(Dataset):
         neighbour search drops (atoms within 1e-7 of a periodic face,
         :func:`~fastfp.neighbors.amptorch_binning_mask`), dropped on the CPU, are kept.
     fprimes : how a batch hands over its derivatives (force training): ``"recomputed"``
-        (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`, never stored; the
-        default on the CPU) or ``"blocks"``
-        (:class:`~fastfp.amptorch.forces.DerivativeBlocks`; the default on the GPU)
+        (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`, never stored),
+        ``"blocks"`` (:class:`~fastfp.amptorch.forces.DerivativeBlocks`) or ``"auto"``
+        (the default: on the CPU blocks for a batch whose blocks take at most
+        :data:`BLOCKS_BYTES`, recomputed for a larger one; on the GPU blocks)
 
     Raises :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first frame
     that cannot be featurized or lacks an energy (forces), ``ValueError`` for another
@@ -292,7 +304,7 @@ class OnTheFlyDataset(Dataset):
 
     def __init__(self, images, descriptor, *, forcetraining=True, scaling=None, scalers=(FeatureScaler, TargetScaler),
                  progress=True, device="cpu", fprimes=None):
-        fprimes = fprimes or ("recomputed" if device == "cpu" else "blocks")
+        fprimes = fprimes or "auto"
         if fprimes not in FPRIMES:
             raise ValueError(f"fprimes must be one of {FPRIMES}, got {fprimes!r}")
         #: how batches hand over their derivatives (:data:`FPRIMES`)
@@ -343,14 +355,20 @@ class OnTheFlyDataset(Dataset):
     def _read(self, indices):
         """``(Fingerprints, energies, forces, jacobian)`` of the frames ``indices``,
         featurized here, on :attr:`device`: with force training either the derivative
-        blocks in the fingerprints or (:attr:`fprimes` "recomputed") a
+        blocks in the fingerprints or (:attr:`fprimes` "recomputed", or "auto" for blocks
+        above :data:`BLOCKS_BYTES`) a
         :class:`~fastfp.jacobian.Jacobian` of the frames (:meth:`Descriptor.jacobian
         <fastfp.descriptors.base.Descriptor.jacobian>`; on the GPU a
         :class:`~fastfp.gpu.jacobian.DeviceJacobian`), else None."""
         if self.device == "cuda":
             return self._read_on_device(indices, derivatives=self.forcetraining)
         packed, energies, forces = self.frames.select(indices)
-        if self.forcetraining and self.fprimes == "recomputed":
+        if self.forcetraining and self.fprimes == "auto":  # blocks while they fit BLOCKS_BYTES
+            with single_threaded_libraries():
+                pairs = self.descriptor.neighbor_pairs(packed, amptorch_binning=self.amptorch_binning)
+                if len(pairs.j) * self.descriptor.n_features * 24 <= BLOCKS_BYTES:
+                    return self.descriptor.featurize_pairs(packed, pairs), energies, forces, None
+        if self.forcetraining and self.fprimes != "blocks":
             jacobian = self.descriptor.jacobian(packed, amptorch_binning=self.amptorch_binning)
             return jacobian.fingerprints(), energies, forces, jacobian
         fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining,
