@@ -4,6 +4,7 @@ removing what a run that stops early created. No real benchmark run here (minute
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -83,3 +84,7 @@ def test_plot_says_why_a_stage_was_not_measured(tmp_path):
     assert results.why_not_measured(table, "training epoch") == "AMPTorch is not installed"
     assert results.why_not_measured(table, "end-to-end preprocessing") == "no benchmark of this stage ran"
     assert results.plot_time_vs_frames(table, tmp_path / "p.png").stat().st_size > 1000
+    # one sample, whose quartiles asv rounded to just below its value (74.797 s)
+    rounded = results.table([dataclasses.replace(_time(74.79737737600226, 74.797, 74.797, 1),
+                                                 label="training epoch")])
+    assert results.plot_time_vs_frames(rounded, tmp_path / "r.png").stat().st_size > 1000

@@ -364,8 +364,9 @@ def plot_time_vs_frames(t: Table, path: Path, title: str = "") -> Path:
                 drawn = True
                 color, marker = styles.get(b, (None, "o"))
                 values = [m.value for _, m in points]
-                low = [m.value - m.q25 if m.q25 is not None else 0 for _, m in points]
-                high = [m.q75 - m.value if m.q75 is not None else 0 for _, m in points]
+                # asv rounds its quartiles: one sample's may lie just inside its value
+                low = [max(m.value - m.q25, 0.0) if m.q25 is not None else 0 for _, m in points]
+                high = [max(m.q75 - m.value, 0.0) if m.q75 is not None else 0 for _, m in points]
                 ax.errorbar([n for n, _ in points], values, yerr=[low, high], marker=marker, color=color,
                             capsize=3, label=b)
         ax.set_title(stage, fontsize=10)
