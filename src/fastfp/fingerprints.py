@@ -150,7 +150,8 @@ class Fingerprints:
         sizes = np.diff(self.offsets)
         width = np.repeat(widths, sizes)
         counts = np.empty(n_atoms, dtype=np.int64)
-        run_balanced(lambda a, b: coo_counts(self.fprime_ptr, self.fprimes, width, threshold, counts, a, b),
+        block_rows = self.fprimes.reshape(len(self.fprimes), -1)
+        run_balanced(lambda a, b: coo_counts(self.fprime_ptr, block_rows, width, threshold, counts, a, b),
                      self.fprime_ptr)
         # entries are numbered frame by frame, a frame's centres in atom_order; frame k's
         # indices are the (2, n_k) block at 2 * starts[k] of one buffer (rows, then columns)
