@@ -111,6 +111,19 @@ def test_the_same_bits_on_any_threads_and_parts(gaussians, name, monkeypatch):
     assert np.array_equal(parts[1], parts[2])
 
 
+def test_pairs_found_already(gaussians, monkeypatch):
+    """Pairs handed to the Jacobian give its products as its own search does; frames of
+    more than one part refuse them."""
+    desc = descriptors(gaussians)["gmp"]
+    packed = pack_frames(frames(), desc.numbers)
+    x = np.random.default_rng(3).standard_normal((packed.n_atoms, 3))
+    pairs = desc.neighbor_pairs(packed)
+    assert np.array_equal(desc.jacobian(packed, pairs=pairs).product(x), desc.jacobian(packed).product(x))
+    monkeypatch.setattr(jacobian_module, "PART_ATOMS", 1)
+    with pytest.raises(ValueError, match="at most 1 atoms, not 8"):
+        desc.jacobian(packed, pairs=pairs)
+
+
 def test_bad_shapes_are_refused(gaussians):
     desc = descriptors(gaussians)["gmp"]
     jac = desc.jacobian(pack_frames(frames(), desc.numbers))

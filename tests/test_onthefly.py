@@ -164,6 +164,33 @@ def test_auto_stores_blocks_that_fit_and_recomputes_beyond(frames, monkeypatch):
 
 
 @requires_shared
+def test_auto_searches_pairs_once(frames, monkeypatch):
+    """"auto" hands the pairs it found to the Jacobian when the blocks do not fit, and a
+    batch of more than a Jacobian part's atoms goes to the Jacobian unsearched (its pairs
+    alone could take gigabytes): one neighbour search per batch either way, the same
+    forces."""
+    desc = descriptor(frames)
+    dataset = OnTheFlyDataset(frames, desc, progress=False)
+    searches = []
+    search = dataset.descriptor.neighbor_pairs
+    monkeypatch.setattr(dataset.descriptor, "neighbor_pairs", lambda *a, **k: searches.append(1) or search(*a, **k))
+    indices = [7, 2, 9, 0]
+    gradients = None
+    forces = []
+    for blocks_bytes, part_atoms in ((1, onthefly.PART_ATOMS), (onthefly.BLOCKS_BYTES, 1)):
+        monkeypatch.setattr(onthefly, "BLOCKS_BYTES", blocks_bytes)
+        monkeypatch.setattr(onthefly, "PART_ATOMS", part_atoms)
+        searches.clear()
+        batch = dataset.batch(indices)
+        assert isinstance(batch.fprimes, RecomputedDerivatives)
+        if gradients is None:
+            gradients = torch.randn(batch.fingerprint.shape, dtype=torch.float64)
+        forces.append(contract_forces(batch.fprimes, gradients))
+        assert len(searches) == 1
+    torch.testing.assert_close(forces[0], forces[1], rtol=1e-12, atol=1e-12)
+
+
+@requires_shared
 def test_bad_frames_are_named(frames):
     desc = descriptor(frames)
     foreign = frames[3].copy()

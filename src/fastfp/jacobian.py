@@ -39,7 +39,9 @@ class Jacobian:
     <fastfp.descriptors.base.Descriptor.jacobian>`, which hands over the descriptor's
     ``n_features``, its neighbour search of packed frames (``neighbor_pairs(packed)``),
     its featurization from found pairs (``featurize_pairs(packed, pairs, derivatives=...)``)
-    and its kernels' products (``product(packed, pairs, x, transpose)``).
+    and its kernels' products (``product(packed, pairs, x, transpose)``). ``pairs``: the
+    frames' neighbour pairs where they were found already (frames of at most
+    :data:`PART_ATOMS` atoms, one part), else None.
 
     Results are float64 and the same whatever the number of threads (each centre's
     pairs in a fixed order, sums over pairs of different centres in pair order).
@@ -55,7 +57,7 @@ class Jacobian:
     #: is the GPU's counterpart)
     device = "cpu"
 
-    def __init__(self, packed: PackedFrames, n_features: int, neighbor_pairs, featurize_pairs, product):
+    def __init__(self, packed: PackedFrames, n_features: int, neighbor_pairs, featurize_pairs, product, pairs=None):
         self.packed = packed
         self.n_features = n_features
         self._neighbor_pairs = neighbor_pairs
@@ -70,6 +72,13 @@ class Jacobian:
         self._parts = list(zip(bounds[:-1], bounds[1:]))
         self._pairs = [None] * len(self._parts)
         self._kept = 0
+        if pairs is not None:
+            if len(self._parts) != 1:
+                raise ValueError(f"pairs found already are taken for frames of at most {PART_ATOMS} atoms, "
+                                 f"not {packed.n_atoms}")
+            if len(pairs.j) <= KEEP_PAIRS:
+                self._pairs[0] = pairs
+                self._kept = len(pairs.j)
 
     @property
     def n_atoms(self) -> int:

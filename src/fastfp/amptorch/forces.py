@@ -95,10 +95,11 @@ class _MinusTransposedProduct(torch.autograd.Function):
         return None, None, None, grad_x, None, None
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _blocks_minus_t(fprime_ptr, fprime_j, fprimes, x, out):
     """``out[j, c] -= sum_f fprimes[b, f, c] * x[i, f]`` for every block b of centre i
-    and atom j: ``out -= A^T x`` with A the block matrix."""
+    and atom j: ``out -= A^T x`` with A the block matrix (the sums over f in an order the
+    compiler may choose, vectorised; fixed for given shapes)."""
     n_features = fprimes.shape[1]
     for i in range(len(fprime_ptr) - 1):
         for b in range(fprime_ptr[i], fprime_ptr[i + 1]):

@@ -17,8 +17,8 @@ fprimes=...)``): ``"blocks"``, fastfp's pair blocks featurized with the batch
 (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`: the kernels recompute them
 inside the force contraction and its backward, so a batch's memory grows with its atoms,
 not its pairs). The default, ``"auto"``, takes blocks on the GPU, and on the CPU blocks
-for a batch whose blocks fit :data:`BLOCKS_BYTES` (the faster way there) and
-recomputation for a larger one.
+for a batch of at most :data:`~fastfp.jacobian.PART_ATOMS` atoms whose blocks fit
+:data:`BLOCKS_BYTES` (the faster way there) and recomputation for a larger one.
 
 With ``config["dataset"]["fastfp_store"] = PATH`` instead (no ``raw_data``), the
 batches are read from a fastfp store with labels (:class:`StoreDataset`): fingerprints,
@@ -71,6 +71,7 @@ from ..config import require_same_settings
 from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frame, labels_of, pack_frames
+from ..jacobian import PART_ATOMS
 from ..threads import single_threaded_libraries
 from .descriptors import AMPTorchInterface, construct_descriptor
 from .forces import DerivativeBlocks, RecomputedDerivatives
@@ -84,8 +85,9 @@ STORE_KEY = "fastfp_store"
 #: the key in ``config["dataset"]`` that chooses how on-the-fly batches hand over their
 #: derivatives (:data:`FPRIMES`)
 FPRIMES_KEY = "fastfp_fprimes"
-#: the ways: "auto" (the default: on the CPU stored blocks for a batch whose blocks take
-#: at most :data:`BLOCKS_BYTES`, recomputed for a larger one; on the GPU blocks),
+#: the ways: "auto" (the default: on the CPU stored blocks for a batch of at most
+#: :data:`~fastfp.jacobian.PART_ATOMS` atoms whose blocks take at most
+#: :data:`BLOCKS_BYTES`, recomputed for a larger one; on the GPU blocks),
 #: recomputed in the force contraction, or stored blocks
 FPRIMES = ("auto", "recomputed", "blocks")
 #: "auto" on the CPU: the largest derivative blocks a batch stores (an upper bound: pairs
@@ -293,7 +295,8 @@ class OnTheFlyDataset(Dataset):
     fprimes : how a batch hands over its derivatives (force training): ``"recomputed"``
         (:class:`~fastfp.amptorch.forces.RecomputedDerivatives`, never stored),
         ``"blocks"`` (:class:`~fastfp.amptorch.forces.DerivativeBlocks`) or ``"auto"``
-        (the default: on the CPU blocks for a batch whose blocks take at most
+        (the default: on the CPU blocks for a batch of at most
+        :data:`~fastfp.jacobian.PART_ATOMS` atoms whose blocks take at most
         :data:`BLOCKS_BYTES`, recomputed for a larger one; on the GPU blocks)
 
     Raises :class:`~fastfp.frames.FrameError` or ``ValueError`` naming the first frame
@@ -356,20 +359,24 @@ class OnTheFlyDataset(Dataset):
         """``(Fingerprints, energies, forces, jacobian)`` of the frames ``indices``,
         featurized here, on :attr:`device`: with force training either the derivative
         blocks in the fingerprints or (:attr:`fprimes` "recomputed", or "auto" for blocks
-        above :data:`BLOCKS_BYTES`) a
+        above :data:`BLOCKS_BYTES` or more than :data:`~fastfp.jacobian.PART_ATOMS` atoms) a
         :class:`~fastfp.jacobian.Jacobian` of the frames (:meth:`Descriptor.jacobian
         <fastfp.descriptors.base.Descriptor.jacobian>`; on the GPU a
         :class:`~fastfp.gpu.jacobian.DeviceJacobian`), else None."""
         if self.device == "cuda":
             return self._read_on_device(indices, derivatives=self.forcetraining)
         packed, energies, forces = self.frames.select(indices)
-        if self.forcetraining and self.fprimes == "auto":  # blocks while they fit BLOCKS_BYTES
+        pairs = None
+        if self.forcetraining and self.fprimes == "auto" and packed.n_atoms <= PART_ATOMS:
+            # blocks while they fit BLOCKS_BYTES; else the pairs serve the Jacobian's one part.
+            # Larger batches go to the Jacobian unsearched: their pairs alone could take
+            # gigabytes (32 bytes each), and their blocks mostly exceed BLOCKS_BYTES
             with single_threaded_libraries():
                 pairs = self.descriptor.neighbor_pairs(packed, amptorch_binning=self.amptorch_binning)
                 if len(pairs.j) * self.descriptor.n_features * 24 <= BLOCKS_BYTES:
                     return self.descriptor.featurize_pairs(packed, pairs), energies, forces, None
         if self.forcetraining and self.fprimes != "blocks":
-            jacobian = self.descriptor.jacobian(packed, amptorch_binning=self.amptorch_binning)
+            jacobian = self.descriptor.jacobian(packed, amptorch_binning=self.amptorch_binning, pairs=pairs)
             return jacobian.fingerprints(), energies, forces, jacobian
         fps = self.descriptor.featurize_packed(packed, derivatives=self.forcetraining,
                                                amptorch_binning=self.amptorch_binning)

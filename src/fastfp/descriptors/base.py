@@ -111,15 +111,18 @@ class Descriptor(ABC):
             return self.featurize_pairs(packed, self.neighbor_pairs(packed, amptorch_binning=amptorch_binning),
                                         derivatives=derivatives)
 
-    def jacobian(self, packed: PackedFrames, *, amptorch_binning: bool = False) -> Jacobian:
+    def jacobian(self, packed: PackedFrames, *, amptorch_binning: bool = False,
+                 pairs: NeighborPairs | None = None) -> Jacobian:
         """The derivative matrix J = d fingerprints / d positions of ``packed`` frames
         (:func:`~fastfp.frames.pack_frames`; the matrix of :meth:`featurize`'s derivative
         blocks) as a :class:`~fastfp.jacobian.Jacobian`: its fingerprints and the
         products J x and J^T x, recomputed by this descriptor's kernels on the CPU without
-        storing J. ``amptorch_binning`` as in :meth:`featurize`."""
+        storing J. ``amptorch_binning`` as in :meth:`featurize`; ``pairs``, the frames'
+        :meth:`neighbor_pairs` where found already (then the search is not repeated; frames
+        of at most :data:`~fastfp.jacobian.PART_ATOMS` atoms, else ``ValueError``)."""
         return Jacobian(packed, self.n_features,
                         functools.partial(self.neighbor_pairs, amptorch_binning=amptorch_binning),
-                        self.featurize_pairs, self._jacobian_product)
+                        self.featurize_pairs, self._jacobian_product, pairs=pairs)
 
     def featurize_pairs(self, packed: PackedFrames, pairs: NeighborPairs, *, derivatives: bool = True) -> Fingerprints:
         """As :meth:`featurize_packed` on the CPU, in its second step: for frames whose
