@@ -87,18 +87,3 @@ def test_self_pairs_come_first_and_own_images_are_exact():
         vectors.append(pairs.vectors[np.lexsort(pairs.vectors.T)])
     for v in vectors[1:]:
         np.testing.assert_array_equal(v, vectors[0])
-
-
-@requires_shared
-def test_same_pairs_whatever_the_threads(monkeypatch):
-    """Ranges of frames searched on several threads give the arrays of one thread."""
-    import ase.io
-
-    atoms = ase.io.read(SHARED / "data" / "oc20_300_test.traj", ":40")
-    frames = pack_frames(atoms, np.unique(np.concatenate([a.numbers for a in atoms])))
-    found = []
-    for threads in ("1", "3"):
-        monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
-        found.append(neighbor_pairs(frames, 6.0, self_pairs=True, amptorch_binning=True))
-    for name in ("ptr", "j", "vectors"):
-        np.testing.assert_array_equal(getattr(found[0], name), getattr(found[1], name))

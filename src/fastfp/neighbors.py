@@ -15,8 +15,6 @@ processes that train with torch have paid that already.
 
 from __future__ import annotations
 
-import functools
-
 from dataclasses import dataclass
 
 import numba
@@ -24,7 +22,6 @@ import numpy as np
 from ase.geometry import complete_cell
 
 from .frames import PackedFrames
-from .threads import run_balanced
 
 
 @dataclass(frozen=True)
@@ -106,32 +103,16 @@ def neighbor_pairs(
     With ``self_pairs`` each atom also gets one pair with itself at zero distance (the
     GMP descriptors count an atom's own pseudodensity), placed first among its pairs.
     With ``amptorch_binning`` the pairs AMPTorch misses are dropped
-    (:func:`amptorch_binning_mask`). Ranges of frames are searched on
-    :func:`~fastfp.threads.num_threads` threads (vesin releases the GIL), each with its
-    own ``NeighborList``; the pairs are the same whatever the number of threads.
+    (:func:`amptorch_binning_mask`).
     """
-    parts = run_balanced(functools.partial(_search_frames, frames, float(cutoff), self_pairs, amptorch_binning),
-                         frames.offsets)
-    if len(parts) == 1:
-        return parts[0]
-    counts = np.concatenate([np.diff(part.ptr) for part in parts])
-    return NeighborPairs(ptr=np.concatenate(([0], np.cumsum(counts))), j=np.concatenate([part.j for part in parts]),
-                         vectors=np.concatenate([part.vectors for part in parts]))
-
-
-def _search_frames(frames: PackedFrames, cutoff: float, self_pairs: bool, amptorch_binning: bool, first: int,
-                   last: int) -> NeighborPairs:
-    """:func:`neighbor_pairs` of frames ``first:last``: ``ptr`` over their atoms (from 0),
-    ``j`` global."""
     from vesin import NeighborList  # imports torch where installed: not with fastfp
 
     # unsorted: vesin's sort costs more than grouping the pairs by centre here. Each pair
     # once (a half list takes vesin about two thirds of the time of a full one); its
     # mirror image (j, i, -shift, -vector) is added while grouping
-    search = NeighborList(cutoff=cutoff, full_list=False, sorted=False, n_threads=1)
-    base = frames.offsets[first]
+    search = NeighborList(cutoff=float(cutoff), full_list=False, sorted=False, n_threads=1)
     i_parts, j_parts, d_parts, keep_parts = [], [], [], []
-    for k in range(first, last):
+    for k in range(frames.n_frames):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
         positions = frames.positions[start:stop]
         # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
@@ -141,21 +122,20 @@ def _search_frames(frames: PackedFrames, cutoff: float, self_pairs: bool, amptor
             keep_parts.append(amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff,
                                                     np.concatenate((i, j)), np.concatenate((j, i)),
                                                     np.concatenate((shifts[0], -shifts[0]))).reshape(2, -1))
-        i_parts.append(i.astype(np.int64) + (start - base))
-        j_parts.append(j.astype(np.int64) + (start - base))
+        i_parts.append(i.astype(np.int64) + start)
+        j_parts.append(j.astype(np.int64) + start)
         d_parts.append(np.array(vectors))  # copy=False: vesin reuses its arrays
     keep = np.concatenate(keep_parts, axis=1) if amptorch_binning else np.ones((2, 0), dtype=bool)
     pair_offsets = np.concatenate(([0], np.cumsum([len(part) for part in i_parts])))
     ptr, j, vectors = _by_centre(np.concatenate(i_parts), np.concatenate(j_parts),
-                                 np.concatenate(d_parts).reshape(-1, 3), keep, pair_offsets,
-                                 frames.offsets[last] - base, base, self_pairs)
+                                 np.concatenate(d_parts).reshape(-1, 3), keep, pair_offsets, frames.n_atoms,
+                                 self_pairs)
     return NeighborPairs(ptr=ptr, j=j, vectors=vectors)
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_centre(i, j, vectors, keep, pair_offsets, n_atoms, base, self_pairs):
-    """``(ptr, j, vectors)`` of the half-list pairs ``i``, ``j``, ``vectors`` (atoms
-    ``0:n_atoms``, which are ``base`` on in the returned ``j``; any order
+def _by_centre(i, j, vectors, keep, pair_offsets, n_atoms, self_pairs):
+    """``(ptr, j, vectors)`` of the half-list pairs ``i``, ``j``, ``vectors`` (any order
     within a frame; frame k's are ``pair_offsets[k]:pair_offsets[k+1]``) and their mirror
     images (j, i, -vector), grouped by centre (a stable counting sort, frame by frame:
     centre a's pairs are ``ptr[a]:ptr[a+1]``, first those where it is ``i``), with
@@ -177,7 +157,7 @@ def _by_centre(i, j, vectors, keep, pair_offsets, n_atoms, base, self_pairs):
     all_vectors = np.empty((ptr[n_atoms], 3))
     if self_pairs:
         for a in range(n_atoms):
-            all_j[free[a]] = a + base
+            all_j[free[a]] = a
             all_vectors[free[a]] = 0.0
             free[a] += 1
     for k in range(len(pair_offsets) - 1):  # a frame's pairs land in its atoms' places: in cache
@@ -188,7 +168,7 @@ def _by_centre(i, j, vectors, keep, pair_offsets, n_atoms, base, self_pairs):
                     continue
                 centre, other = (j[p], i[p]) if mirror else (i[p], j[p])
                 q = free[centre]
-                all_j[q] = other + base
+                all_j[q] = other
                 for d in range(3):
                     all_vectors[q, d] = sign * vectors[p, d]
                 free[centre] += 1
