@@ -40,8 +40,8 @@ class Jacobian:
     ``n_features``, its neighbour search of packed frames (``neighbor_pairs(packed)``),
     its featurization from found pairs (``featurize_pairs(packed, pairs, derivatives=...)``)
     and its kernels' products (``product(packed, pairs, x, transpose)``). ``pairs``: the
-    frames' neighbour pairs where they were found already (frames of at most
-    :data:`PART_ATOMS` atoms, one part), else None.
+    frames' neighbour pairs where they were found already (frames that make one part: at
+    most :data:`PART_ATOMS` atoms, or a single frame), else None.
 
     Results are float64 and the same whatever the number of threads (each centre's
     pairs in a fixed order, sums over pairs of different centres in pair order).
@@ -76,13 +76,17 @@ class Jacobian:
             if len(self._parts) != 1:
                 raise ValueError(f"pairs found already are taken for frames of at most {PART_ATOMS} atoms, "
                                  f"not {packed.n_atoms}")
-            if len(pairs.j) <= KEEP_PAIRS:
-                self._pairs[0] = pairs
-                self._kept = len(pairs.j)
+            self._keep(0, pairs)
 
     @property
     def n_atoms(self) -> int:
         return self.packed.n_atoms
+
+    def _keep(self, n: int, pairs) -> None:
+        """Keep ``pairs`` as part ``n``'s while all kept pairs fit in :data:`KEEP_PAIRS`."""
+        if self._kept + len(pairs.j) <= KEEP_PAIRS:
+            self._pairs[n] = pairs
+            self._kept += len(pairs.j)
 
     def _part_pairs(self):
         """``(part, its packed frames, its atoms' slice, its neighbour pairs)`` for every
@@ -94,9 +98,7 @@ class Jacobian:
             if pairs is None:
                 with single_threaded_libraries():
                     pairs = self._neighbor_pairs(part)
-                if self._kept + len(pairs.j) <= KEEP_PAIRS:
-                    self._pairs[n] = pairs
-                    self._kept += len(pairs.j)
+                self._keep(n, pairs)
             yield part, atoms, pairs
 
     def fingerprints(self) -> Fingerprints:
