@@ -11,7 +11,9 @@ from conftest import load_reference, reference_fprimes, requires_shared, write_p
 from fastfp.amptorch import GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
+from fastfp.amptorch import model as model_module  # noqa: E402
 from fastfp.amptorch.forces import DerivativeBlocks, contract_forces  # noqa: E402
+from fastfp.amptorch.model import singlenn_forward  # noqa: E402
 from fastfp.amptorch.scaling import FeatureScaler, TargetScaler  # noqa: E402
 
 
@@ -256,3 +258,72 @@ def test_block_diagonal_collation():
     matrices.insert(1, empty)
     expect = torch.block_diag(*[m.to_dense() for m in matrices])
     torch.testing.assert_close(sparse_block_diag(matrices).to_dense(), expect)
+
+
+class _Network(torch.nn.Module):
+    """SingleNN's shape (``model``, ``get_forces``), with batch normalisation if asked."""
+
+    def __init__(self, n_features, batchnorm=False):
+        super().__init__()
+        torch.manual_seed(0)
+        layers = [torch.nn.Linear(n_features, 6)] + ([torch.nn.BatchNorm1d(6)] if batchnorm else [])
+        self.model = torch.nn.Sequential(*layers, torch.nn.Tanh(), torch.nn.Linear(6, 6), torch.nn.Tanh(),
+                                         torch.nn.Linear(6, 1))
+        self.get_forces = True
+
+    forward = singlenn_forward
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_network_in_pieces_trains_as_whole(monkeypatch, batchnorm):
+    """A batch of more than PIECE_ATOMS atoms goes through the network in pieces, each
+    piece's graph recomputed in the backward pass: the same energies, forces and weight
+    gradients of an energy and force loss as in one piece (batch normalisation mixes a
+    batch's atoms: such a network is never cut)."""
+    from types import SimpleNamespace
+
+    n_frames, n_atoms = 7, 61
+    fprimes = random_fprimes(1, n_atoms=n_atoms)
+    n_features = fprimes.shape[0] // n_atoms
+    counts = torch.tensor([9, 8, 10, 7, 9, 8, 10])
+    features = torch.randn(n_atoms, n_features, generator=torch.Generator().manual_seed(2))
+    targets = torch.randn(n_atoms, 3, generator=torch.Generator().manual_seed(3))
+
+    def train_step(piece_atoms):
+        monkeypatch.setattr(model_module, "PIECE_ATOMS", piece_atoms)
+        network = _Network(n_features, batchnorm)
+        calls = []
+        monkeypatch.setattr(model_module._InPieces, "apply", _counting(model_module._InPieces.apply, calls))
+        batch = SimpleNamespace(fingerprint=features.clone(), atomic_numbers=torch.ones(n_atoms, dtype=torch.long),
+                                batch=torch.repeat_interleave(torch.arange(n_frames), counts), num_graphs=n_frames,
+                                fprimes=fprimes)
+        energy, forces = network(batch)
+        loss = (energy**2).sum() + 0.3 * ((forces - targets) ** 2).sum()
+        loss.backward()
+        return [energy, forces] + [p.grad for p in network.parameters()], calls
+
+    whole, calls = train_step(10**9)
+    assert not calls
+    pieces, calls = train_step(16)
+    assert len(calls) == (0 if batchnorm else 1)
+    for ours, theirs in zip(pieces, whole):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+    if not batchnorm:  # second derivatives are not recomputed: a clear error, not wrong numbers
+        monkeypatch.setattr(model_module, "PIECE_ATOMS", 16)
+        x = features.clone().requires_grad_()
+        network = _Network(n_features)
+        parameters = list(network.parameters())
+        energies, gradients = model_module._InPieces.apply(
+            lambda f, z: model_module._singlenn_atomic_energies(network, f, z), x,
+            torch.ones(n_atoms, dtype=torch.long), *parameters)
+        (first,) = torch.autograd.grad(gradients.sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+            torch.autograd.grad(first.sum(), x)
+
+
+def _counting(function, calls):
+    def counted(*args):
+        calls.append(len(args))
+        return function(*args)
+
+    return counted
