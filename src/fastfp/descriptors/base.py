@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import buffers
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, element_numbers, pack_frames
 from ..jacobian import Jacobian
@@ -138,10 +139,9 @@ class Descriptor(ABC):
         if not derivatives:
             return self._run_kernel(FINGERPRINTS, packed, pairs)[0], {}
         block_ptr, block_j, pair_block = pair_blocks(pairs.ptr, pairs.j)
-        # np.empty, filled by the kernels: numpy asks for huge pages on large arrays (a
-        # fraction of the page faults), and each centre's blocks are zeroed just before
-        # they are filled
-        fprimes = np.empty((len(block_j), self.n_features, 3))
+        # uninitialised (each centre's blocks are zeroed just before they are filled), in
+        # the memory of earlier blocks nothing refers to any more: no page faults
+        fprimes = buffers.empty((len(block_j), self.n_features, 3))
         fp = self._run_kernel(BLOCKS, packed, pairs, blocks=(pair_block, block_ptr, fprimes))[0]
         return fp, dict(fprime_ptr=block_ptr, fprime_j=block_j, fprimes=fprimes)
 
