@@ -3,13 +3,12 @@
 The first write to fresh memory costs a page fault per page (the operating system
 zeroes each page as it is first touched). The derivative blocks are the one large
 array the CPU kernels fill for every batch (about 90 MB for 16 frames of the default
-workload), and their page faults were about a tenth of featurizing with derivatives on
-one thread: 3.8 against 3.3 ms a frame, fresh against reused memory (96 default frames
-in batches of 16, medians of 12 alternated rounds). So :func:`empty` hands out the
-memory of earlier blocks again once nothing refers to it any more: no array, no view
-and no tensor made from one (each holds a reference to the memory's NumPy buffer, and
-CPython counts them). It keeps at most :data:`KEEP` buffers of at most
-:data:`MAX_BYTES` each, the memory of the last batches, for the life of the process.
+workload), so :func:`empty` hands out the memory of earlier blocks again once nothing
+refers to it any more: no array, no view and no tensor made from one (each holds a
+reference to the memory's NumPy buffer, and CPython counts them). An on-the-fly epoch
+of 1,600 default frames took about 5% less time with it (reports/runs.md). It keeps at
+most :data:`KEEP` buffers of at most :data:`MAX_BYTES` each, the memory of the last
+batches, for the life of the process.
 """
 
 from __future__ import annotations
