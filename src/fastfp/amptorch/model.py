@@ -56,12 +56,16 @@ def _forward(model, batch, atomic_energies):
         return energy, contract_forces(batch.fprimes, gradients)
 
 
+#: modules that mix a batch's atoms in training mode (batch statistics) or draw random
+#: numbers there (a recomputation would draw others)
+MIXING_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.Dropout, nn.Dropout1d,
+                  nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
 def _atoms_apart(model) -> bool:
-    """Whether ``model`` computes each atom's energy from its fingerprints alone: no
-    batch normalisation or dropout in training mode (they mix a batch's atoms, or draw
-    random numbers a recomputation would draw again)."""
-    mixing = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-    return not any(module.training and isinstance(module, mixing) for module in model.modules())
+    """Whether ``model`` computes each atom's energy from its fingerprints alone, as far
+    as its modules say: none of :data:`MIXING_MODULES` in training mode."""
+    return not any(module.training and isinstance(module, MIXING_MODULES) for module in model.modules())
 
 
 class _InPieces(torch.autograd.Function):
