@@ -38,10 +38,8 @@ def _forward(model, batch, atomic_energies):
         fingerprints = batch.fingerprint
         fingerprints.requires_grad = True
         numbers = batch.atomic_numbers
-        gradients = None
-        if not model.get_forces:
-            per_atom = atomic_energies(model, fingerprints, numbers)
-        elif len(numbers) > PIECE_ATOMS and _atoms_apart(model):
+        in_pieces = model.get_forces and len(numbers) > PIECE_ATOMS and _atoms_apart(model)
+        if in_pieces:
             parameters = [p for p in model.parameters() if p.requires_grad]
             per_atom, gradients = _InPieces.apply(lambda x, z: atomic_energies(model, x, z), fingerprints, numbers,
                                                   *parameters)
@@ -51,7 +49,7 @@ def _forward(model, batch, atomic_energies):
         energy = energy.index_add(0, batch.batch, per_atom)
         if not model.get_forces:
             return energy, torch.tensor([], device=energy.device)
-        if gradients is None:
+        if not in_pieces:
             gradients = grad(energy, fingerprints, grad_outputs=torch.ones_like(energy), create_graph=True)[0]
         return energy, contract_forces(batch.fprimes, gradients)
 
