@@ -81,11 +81,9 @@ class _InPieces(torch.autograd.Function):
         ctx.save_for_backward(fingerprints, numbers)
         energies, gradients = [], []
         for piece in _pieces(len(numbers)):
-            with torch.enable_grad():
-                x = fingerprints[piece].detach().requires_grad_()
-                per_atom = network(x, numbers[piece])
-                gradients.append(grad(per_atom, x, grad_outputs=torch.ones_like(per_atom))[0])
+            _, per_atom, piece_gradients = _piece(network, fingerprints, numbers, piece, create_graph=False)
             energies.append(per_atom.detach())
+            gradients.append(piece_gradients)
         return torch.cat(energies), torch.cat(gradients)
 
     @staticmethod
@@ -95,18 +93,26 @@ class _InPieces(torch.autograd.Function):
         grad_fingerprints = torch.empty_like(fingerprints) if ctx.needs_input_grad[1] else None
         grad_parameters = [None] * len(ctx.parameters)
         for piece in _pieces(len(numbers)):
-            with torch.enable_grad():
-                x = fingerprints[piece].detach().requires_grad_()
-                per_atom = ctx.network(x, numbers[piece])
-                gradients = grad(per_atom, x, grad_outputs=torch.ones_like(per_atom), create_graph=True)[0]
-                products = grad((per_atom, gradients), (x, *ctx.parameters),
-                                (grad_energies[piece], grad_gradients[piece]), allow_unused=True)
+            x, per_atom, gradients = _piece(ctx.network, fingerprints, numbers, piece, create_graph=True)
+            products = grad((per_atom, gradients), (x, *ctx.parameters), (grad_energies[piece], grad_gradients[piece]),
+                            allow_unused=True)
             if grad_fingerprints is not None:
                 grad_fingerprints[piece] = products[0]
             for k, product in enumerate(products[1:]):
                 if product is not None:
                     grad_parameters[k] = product if grad_parameters[k] is None else grad_parameters[k] + product
         return None, grad_fingerprints, None, *grad_parameters
+
+
+def _piece(network, fingerprints, numbers, piece: slice, create_graph: bool):
+    """``(x, atomic energies, their gradients by x)`` of the atoms ``piece``, ``x`` their
+    fingerprints detached from the batch's graph; with ``create_graph`` the gradients'
+    graph is kept for a second differentiation."""
+    with torch.enable_grad():
+        x = fingerprints[piece].detach().requires_grad_()
+        per_atom = network(x, numbers[piece])
+        gradients = grad(per_atom, x, grad_outputs=torch.ones_like(per_atom), create_graph=create_graph)[0]
+    return x, per_atom, gradients
 
 
 def _pieces(n_atoms: int):
