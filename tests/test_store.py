@@ -534,3 +534,37 @@ def test_config_descriptor_errors(gdir):
         p = gdir / "bad.json"
         p.write_text("{")
         build_descriptor(p)
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_error_during_an_interruption_keeps_the_shards(tmp_path, monkeypatch, interrupted):
+    """A ``ValueError`` (bad frames) removes the store this call created; raised while the
+    run is interrupted (:data:`fastfp.cluster.STOP` set, as the command line does on
+    Ctrl-C), it is what the interruption surfaced as, and the complete shards stay for a
+    resume (an interrupted ``fastfp lmdb`` once lost them this way)."""
+    import fastfp.store
+    from fastfp.cluster import STOP
+
+    real = fastfp.store.featurize_shard
+
+    def second_fails(job, path, start, stop):
+        if start > 0:
+            if interrupted:
+                STOP.set()
+            raise ValueError("frame 2: stands for an error an interruption surfaced as")
+        return real(job, path, start, stop)
+
+    monkeypatch.setattr(fastfp.store, "featurize_shard", second_fails)
+    out = tmp_path / "out.store"
+    try:
+        with pytest.raises(ValueError, match="frame 2"):
+            featurize_to_store(water_frames(), resolve_config(GAUSSIAN_HO), out, shard_frames=2)
+    finally:
+        STOP.clear()
+    if not interrupted:
+        assert not out.exists()
+        return
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.h5"]
+    assert json.loads((out / "manifest.json").read_text())["complete"] is False
+    with pytest.raises(StoreError, match="incomplete store"):
+        open_store(out)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .atomic import SUFFIX as TMP_SUFFIX, AtomicPath
-from .cluster import connect, run_tasks
+from .cluster import STOP, connect, run_tasks
 from .config import build_descriptor, canonical_json, read_json_object, require_same_settings
 from .framefile import FrameFile
 
@@ -342,7 +342,10 @@ def sharded_run(out: ShardedDir, manifest: dict, *, cluster=None, overwrite: boo
     closed. A directory this run created is removed again where it holds nothing to
     resume: after a ``ValueError`` (bad frames or config), or when the run ends before
     any shard or manifest entry was kept (a failed connection, an early interrupt).
-    Otherwise the complete shards and the (incomplete) manifest stay for a resume.
+    Otherwise the complete shards and the (incomplete) manifest stay for a resume. An
+    interrupted run (:data:`fastfp.cluster.STOP` set, as the command line does on
+    Ctrl-C and SIGTERM) is never taken for bad input, whatever exception the
+    interruption surfaced as.
     """
     created = not out.path.exists()
     todo = out.start(manifest, overwrite=overwrite, is_complete=is_complete)
@@ -350,7 +353,8 @@ def sharded_run(out: ShardedDir, manifest: dict, *, cluster=None, overwrite: boo
         with connect(cluster) as client:
             yield ShardTasks(out, todo, client, progress)
     except BaseException as exc:
-        if created and (isinstance(exc, ValueError) or not out.holds_results()):
+        bad_input = isinstance(exc, ValueError) and not STOP.is_set()
+        if created and (bad_input or not out.holds_results()):
             out.remove()
         raise
     finally:
