@@ -144,7 +144,9 @@ def _interruptible():
     exception (SystemError), hence the flag; raised inside a finalizer, it is lost (and
     Python would print it as "Exception ignored in ..."; it is not printed here), hence
     :data:`fastfp.cluster.STOP`, which the task loop checks. Dask's own messages about
-    the connections it loses while the cluster is torn down are silenced from then on.
+    the connections it loses while the cluster is torn down are silenced from then on,
+    and so are tornado's about callbacks that fail then (distributed 2026.8's ``sync``,
+    interrupted before its future exists, logs a ``NameError`` from its cancel callback).
     The command then prints one line, ``interrupted`` (:func:`main`)."""
     import logging
     import signal
@@ -152,14 +154,15 @@ def _interruptible():
     from .cluster import STOP
 
     interrupted = []
-    dask_log = logging.getLogger("distributed")
-    dask_level = dask_log.level
+    logs = [logging.getLogger(name) for name in ("distributed", "tornado.application")]
+    levels = [log.level for log in logs]
 
     def interrupt(signum, frame):
         if not interrupted:
             interrupted.append(signum)
             STOP.set()
-            dask_log.setLevel(logging.CRITICAL + 1)
+            for log in logs:
+                log.setLevel(logging.CRITICAL + 1)
             raise KeyboardInterrupt
 
     def unraisable(info):
@@ -179,7 +182,8 @@ def _interruptible():
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         sys.unraisablehook = default_unraisable
-        dask_log.setLevel(dask_level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
         STOP.clear()
 
 
