@@ -288,6 +288,7 @@ def test_lmdb_interrupted(data, tmp_path, cluster, sig):
     assert proc.returncode == 130 and err.splitlines() == ["fastfp lmdb: interrupted"], err  # one line
     assert seconds < 20
     assert_nothing_left(tmp_path, children)
+    assert (out / "manifest.json").is_file(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False and "statistics" in manifest  # pass 1 done: a resume skips it
     present = sorted(out.glob("shard-*.lmdb"))
