@@ -44,21 +44,31 @@ def random_frame(rng, kind):
     pbc = rng.random(3) < 0.6
     if kind == "zero vectors":  # the cell's non-periodic vectors left out (slabs, molecules)
         cell[~pbc] = 0.0
-    positions = rng.uniform(-0.3, 1.3, (n, 3)) @ complete_cell(cell)  # atoms outside the cell too
+    fractions = rng.uniform(-0.3, 1.3, (n, 3))  # atoms outside the cell too
+    if kind == "faces":  # some atoms just below a face, where AMPTorch's binning misses pairs
+        fractions[rng.random(n) < 0.3, rng.integers(3)] = rng.choice([1.0, 0.0]) - 5e-8
+    positions = fractions @ complete_cell(cell)
     if kind == "spread":  # far outside the cell along every axis
         positions = rng.uniform(-25.0, 25.0, (n, 3))
     return PackedFrames(positions, np.ones(n, dtype=np.int64), np.array([0, n]), cell[None], pbc[None])
 
 
-@pytest.mark.parametrize("kind", ["triclinic", "zero vectors", "spread"])
-def test_random_geometries_match_matscipy(kind):
+@pytest.mark.parametrize("amptorch_binning", [False, True])
+@pytest.mark.parametrize("kind", ["triclinic", "zero vectors", "spread", "faces"])
+def test_random_geometries_match_matscipy(kind, amptorch_binning):
     """Triclinic cells smaller and larger than the cutoff, mixed periodicity, atoms
-    outside the cell: the same pairs and vectors as matscipy."""
-    rng = np.random.default_rng(["triclinic", "zero vectors", "spread"].index(kind))
-    for _ in range(200):
-        frames = random_frame(rng, kind)
+    outside the cell: the same pairs and vectors as matscipy, with and without dropping
+    the pairs AMPTorch misses (frames of several such geometries at once: the frames that
+    need the mask are found for the whole batch)."""
+    rng = np.random.default_rng(["triclinic", "zero vectors", "spread", "faces"].index(kind))
+    for _ in range(50):
+        parts = [random_frame(rng, kind) for _ in range(4)]
+        frames = PackedFrames(np.concatenate([p.positions for p in parts]), np.concatenate([p.numbers for p in parts]),
+                              np.concatenate(([0], np.cumsum([len(p.numbers) for p in parts]))),
+                              np.concatenate([p.cells for p in parts]), np.concatenate([p.pbc for p in parts]))
         cutoff = float(rng.uniform(1.0, 9.0))
-        assert_same_pairs(matscipy_pairs(frames, cutoff), neighbor_pairs(frames, cutoff))
+        assert_same_pairs(matscipy_pairs(frames, cutoff, amptorch_binning),
+                          neighbor_pairs(frames, cutoff, amptorch_binning=amptorch_binning))
 
 
 @requires_shared

@@ -80,6 +80,26 @@ def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndar
     return _within_bin_window(i, j, shifts, bins, wrap, nbins, reach)
 
 
+def _outside_their_bins(frames: PackedFrames) -> np.ndarray:
+    """(n_frames,) bool: the frames where :func:`amptorch_binning_mask` may drop pairs,
+    those with an atom that the wrapped positions leave outside its bin (the test of that
+    function's shortcut, for all frames at once; each frame's scaled positions from
+    the same call as there, ASE's ``get_scaled_positions``)."""
+    sizes = np.diff(frames.offsets)
+    fine = np.abs(np.linalg.det(frames.cells)) >= 1e-12  # else every pair is kept
+    frac = np.zeros_like(frames.positions)
+    for k in np.flatnonzero(fine):
+        start, stop = frames.offsets[k], frames.offsets[k + 1]
+        frac[start:stop] = np.linalg.solve(frames.cells[k].T, frames.positions[start:stop].T).T
+    periodic = np.repeat(frames.pbc, sizes, axis=0)
+    eps = 1e-7
+    scaled = np.where(periodic, (frac % 1.0) % 1.0, frac)
+    wrap = np.where(periodic, np.rint(((frac + eps) % 1.0 - eps) - frac), 0.0)
+    outside = (wrap != np.rint(scaled - frac)).any(axis=1)
+    return fine & (np.bincount(np.repeat(np.arange(frames.n_frames), sizes)[outside],
+                               minlength=frames.n_frames) > 0)
+
+
 @numba.njit(cache=True, nogil=True)
 def _within_bin_window(i, j, shifts, bins, wrap, nbins, reach):
     """Pair p is kept when, along every axis, the bin of j's image (shifted as AMPTorch
@@ -111,22 +131,27 @@ def neighbor_pairs(
     # once (a half list takes vesin about two thirds of the time of a full one); its
     # mirror image (j, i, -shift, -vector) is added while grouping
     search = NeighborList(cutoff=float(cutoff), full_list=False, sorted=False, n_threads=1)
-    i_parts, j_parts, d_parts, keep_parts = [], [], [], []
+    # AMPTorch's misses can only be in frames with an atom outside its bin (few): only
+    # their shifts are asked for and their pairs masked
+    masked = _outside_their_bins(frames) if amptorch_binning else np.zeros(frames.n_frames, dtype=bool)
+    i_parts, j_parts, d_parts, keep_parts = [], [], [], {}
     for k in range(frames.n_frames):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
         positions = frames.positions[start:stop]
         # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
         i, j, *shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k],
-                                                "ijSD" if amptorch_binning else "ijD", copy=False)
-        if amptorch_binning:  # which of each pair and its mirror image AMPTorch finds, in one call
-            keep_parts.append(amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff,
-                                                    np.concatenate((i, j)), np.concatenate((j, i)),
-                                                    np.concatenate((shifts[0], -shifts[0]))).reshape(2, -1))
+                                                "ijSD" if masked[k] else "ijD", copy=False)
+        if masked[k]:  # which of each pair and its mirror image AMPTorch finds, in one call
+            keep_parts[k] = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff,
+                                                  np.concatenate((i, j)), np.concatenate((j, i)),
+                                                  np.concatenate((shifts[0], -shifts[0]))).reshape(2, -1)
         i_parts.append(i.astype(np.int64) + start)
         j_parts.append(j.astype(np.int64) + start)
         d_parts.append(np.array(vectors))  # copy=False: vesin reuses its arrays
-    keep = np.concatenate(keep_parts, axis=1) if amptorch_binning else np.ones((2, 0), dtype=bool)
     pair_offsets = np.concatenate(([0], np.cumsum([len(part) for part in i_parts])))
+    keep = np.ones((2, pair_offsets[-1] if keep_parts else 0), dtype=bool)
+    for k, part in keep_parts.items():
+        keep[:, pair_offsets[k] : pair_offsets[k + 1]] = part
     ptr, j, vectors = _by_centre(np.concatenate(i_parts), np.concatenate(j_parts),
                                  np.concatenate(d_parts).reshape(-1, 3), keep, pair_offsets, frames.n_atoms,
                                  self_pairs)
