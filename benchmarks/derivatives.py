@@ -2,13 +2,15 @@
 its backward from derivative blocks (featurized with the batch) against the same
 products recomputed by the kernels (fastfp.jacobian, nothing stored), alone and with
 what each needs featurized per batch; and fastfp's own featurization per batch of 16
-on one thread (the kernels' speed without AMPTorch's output format)."""
+on one thread (the kernels' speed without AMPTorch's output format), and its
+neighbour search alone."""
 
 from fastfp.config import build_descriptor
+from fastfp.frames import pack_frames
 from fastfp.harness import settings, workloads
 from fastfp.harness.backends import StageUnavailable
 from fastfp.harness.stages import _torch_setup
-from fastfp.threads import calling_thread_only
+from fastfp.threads import calling_thread_only, single_threaded_libraries
 
 from .common import BACKENDS, DESCRIPTORS, FRAMES, Benchmark, _check_frames
 
@@ -127,3 +129,34 @@ class FeaturizeOneThread(Benchmark):
         self.run()
 
     time_featurize_one_thread.pretty_name = "featurize {descriptor} with derivatives, batches of 16, one thread"
+
+
+class NeighbourSearchOneThread(Benchmark):
+    """``Descriptor.neighbor_pairs`` with AMPTorch's binning (as on-the-fly batches and
+    AMPTorch's featurization search), batches of 16 packed frames, on one thread: the
+    neighbour search's share of :class:`FeaturizeOneThread` (vesin and fastfp's work
+    around it)."""
+
+    params = [BACKENDS, DESCRIPTORS, FRAMES]
+    param_names = ["backend", "descriptor", "frames"]
+
+    def prepare(self, info, backend, descriptor, frames):
+        _fastfp_only(backend, "Descriptor.neighbor_pairs's pairs")
+        _check_frames(info, frames, "fastfp", labels=False)
+        loaded = workloads.load_frames(info["source"], frames)
+        desc = build_descriptor(settings.descriptor_config(descriptor, info["elements"]))
+        packed = [pack_frames(loaded[k[0] : k[-1] + 1], desc.numbers) for k in _batches(len(loaded))]
+        desc.neighbor_pairs(packed[0], amptorch_binning=True)  # the compiled grouping, loaded outside the timing
+
+        def run():
+            with calling_thread_only(), single_threaded_libraries():
+                for batch in packed:
+                    desc.neighbor_pairs(batch, amptorch_binning=True)
+
+        self.run = run
+
+    def time_neighbour_search_one_thread(self, info, backend, descriptor, frames):
+        self.run()
+
+    time_neighbour_search_one_thread.pretty_name = ("neighbour search for {descriptor}, AMPTorch's binning, batches of "
+                                                    "16, one thread")
