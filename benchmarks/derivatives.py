@@ -28,6 +28,15 @@ def _fastfp_only(backend: str, what: str) -> None:
                                "pipeline.ForceContraction and featurize.Featurize)")
 
 
+def _own_frames(info, backend: str, descriptor: str, frames: int, what: str):
+    """``(the first frames of the workload, the descriptor)`` for a benchmark of fastfp's
+    own ``what`` (other backends skip)."""
+    _fastfp_only(backend, what)
+    _check_frames(info, frames, "fastfp", labels=False)
+    return (workloads.load_frames(info["source"], frames),
+            build_descriptor(settings.descriptor_config(descriptor, info["elements"])))
+
+
 class _OnTheFlyBatches(Benchmark):
     """GMPOrderNorm on-the-fly batches of 16 (``OnTheFlyDataset.batch``), ``fprimes``
     "blocks" or "recomputed": ``self.step(batch)`` is forces from random dE/dG, a loss of
@@ -112,10 +121,7 @@ class FeaturizeOneThread(Benchmark):
     param_names = ["backend", "descriptor", "frames"]
 
     def prepare(self, info, backend, descriptor, frames):
-        _fastfp_only(backend, "Descriptor.featurize's blocks")
-        _check_frames(info, frames, "fastfp", labels=False)
-        loaded = workloads.load_frames(info["source"], frames)
-        desc = build_descriptor(settings.descriptor_config(descriptor, info["elements"]))
+        loaded, desc = _own_frames(info, backend, descriptor, frames, "Descriptor.featurize's blocks")
         desc.featurize(loaded[:2])  # the compiled kernels, loaded outside the timing
 
         def run():
@@ -141,10 +147,7 @@ class NeighbourSearchOneThread(Benchmark):
     param_names = ["backend", "descriptor", "frames"]
 
     def prepare(self, info, backend, descriptor, frames):
-        _fastfp_only(backend, "Descriptor.neighbor_pairs's pairs")
-        _check_frames(info, frames, "fastfp", labels=False)
-        loaded = workloads.load_frames(info["source"], frames)
-        desc = build_descriptor(settings.descriptor_config(descriptor, info["elements"]))
+        loaded, desc = _own_frames(info, backend, descriptor, frames, "Descriptor.neighbor_pairs's pairs")
         packed = [pack_frames(loaded[k[0] : k[-1] + 1], desc.numbers) for k in _batches(len(loaded))]
         desc.neighbor_pairs(packed[0], amptorch_binning=True)  # the compiled grouping, loaded outside the timing
 
