@@ -48,6 +48,10 @@ class NeighborPairs:
         return np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
 
 
+#: cells of a smaller volume (Å^3) have a non-periodic vector left out: AMPTorch's binning keeps every pair
+_MIN_VOLUME = 1e-12
+
+
 def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndarray:
     """Which pairs AMPTorch's own neighbour search finds (boolean, one per pair).
 
@@ -58,17 +62,10 @@ def amptorch_binning_mask(positions, cell, pbc, cutoff, i, j, shifts) -> np.ndar
     falls outside the centre's bin window are silently dropped. This mask reproduces
     that, for AMPTorch-identical numbers; it keeps every pair in all other frames.
     """
-    pbc = np.asarray(pbc, dtype=bool)
-    volume = abs(np.linalg.det(cell))
-    if volume < 1e-12:
+    if abs(np.linalg.det(cell)) < _MIN_VOLUME:
         return np.ones(len(i), dtype=bool)
-    frac = np.linalg.solve(cell.T, positions.T).T
-    scaled = frac.copy()
-    scaled[:, pbc] = (scaled[:, pbc] % 1.0) % 1.0
-    eps = 1e-7
-    wrap = np.zeros_like(frac)
-    wrap[:, pbc] = np.rint(((frac[:, pbc] + eps) % 1.0 - eps) - frac[:, pbc])
-    if np.array_equal(wrap, np.rint(scaled - frac)):
+    scaled, wrap, outside = _bins(np.linalg.solve(cell.T, positions.T).T, np.asarray(pbc, dtype=bool))
+    if not outside.any():
         # every atom wrapped into its own bin: each neighbour's image lies within reach
         # of the centre's bin (checked against the full test on all frames of ../shared)
         return np.ones(len(i), dtype=bool)
@@ -86,18 +83,26 @@ def _outside_their_bins(frames: PackedFrames) -> np.ndarray:
     function's shortcut, for all frames at once; each frame's scaled positions from
     the same call as there, ASE's ``get_scaled_positions``)."""
     sizes = np.diff(frames.offsets)
-    fine = np.abs(np.linalg.det(frames.cells)) >= 1e-12  # else every pair is kept
+    fine = np.abs(np.linalg.det(frames.cells)) >= _MIN_VOLUME  # else every pair is kept
     frac = np.zeros_like(frames.positions)
     for k in np.flatnonzero(fine):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
         frac[start:stop] = np.linalg.solve(frames.cells[k].T, frames.positions[start:stop].T).T
-    periodic = np.repeat(frames.pbc, sizes, axis=0)
+    _, _, outside = _bins(frac, np.repeat(frames.pbc, sizes, axis=0))
+    return fine & (np.bincount(np.repeat(np.arange(frames.n_frames), sizes)[outside],
+                               minlength=frames.n_frames) > 0)
+
+
+def _bins(frac, periodic):
+    """``(scaled, wrap, outside)`` of atoms at fractional coordinates ``frac`` (n, 3),
+    periodic along ``periodic`` ((3,) or (n, 3) bool): their scaled positions as
+    ``get_scaled_positions(wrap=True)`` gives them (AMPTorch's bins), the cells
+    ``get_positions(wrap=True)`` moves them by (none within 1e-7 below a periodic face),
+    and (n,) bool whether the two disagree (the atom is outside its bin)."""
     eps = 1e-7
     scaled = np.where(periodic, (frac % 1.0) % 1.0, frac)
     wrap = np.where(periodic, np.rint(((frac + eps) % 1.0 - eps) - frac), 0.0)
-    outside = (wrap != np.rint(scaled - frac)).any(axis=1)
-    return fine & (np.bincount(np.repeat(np.arange(frames.n_frames), sizes)[outside],
-                               minlength=frames.n_frames) > 0)
+    return scaled, wrap, (wrap != np.rint(scaled - frac)).any(axis=1)
 
 
 @numba.njit(cache=True, nogil=True)
