@@ -12,8 +12,8 @@ from fastfp.amptorch import GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.collate import sparse_block_diag  # noqa: E402
 from fastfp.amptorch.data import images_to_data  # noqa: E402
 from fastfp.amptorch import model as model_module  # noqa: E402
-from fastfp.amptorch.forces import DerivativeBlocks, contract_forces  # noqa: E402
-from fastfp.amptorch.model import singlenn_forward  # noqa: E402
+from fastfp.amptorch.forces import DerivativeBlocks, DerivativeMatrix, contract_forces  # noqa: E402
+from fastfp.amptorch.model import energy_and_forces, singlenn_atomic_energies  # noqa: E402
 from fastfp.amptorch.scaling import FeatureScaler, TargetScaler  # noqa: E402
 
 
@@ -271,7 +271,8 @@ class _Network(torch.nn.Module):
                                          torch.nn.Linear(6, 1))
         self.get_forces = True
 
-    forward = singlenn_forward
+    atomic_energies = singlenn_atomic_energies
+    forward = energy_and_forces
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
@@ -283,7 +284,7 @@ def test_network_in_pieces_trains_as_whole(monkeypatch, batchnorm):
     from types import SimpleNamespace
 
     n_frames, n_atoms = 7, 61
-    fprimes = random_fprimes(1, n_atoms=n_atoms)
+    fprimes = DerivativeMatrix(random_fprimes(1, n_atoms=n_atoms))
     n_features = fprimes.shape[0] // n_atoms
     counts = torch.tensor([9, 8, 10, 7, 9, 8, 10])
     features = torch.randn(n_atoms, n_features, generator=torch.Generator().manual_seed(2))
@@ -314,7 +315,7 @@ def test_network_in_pieces_trains_as_whole(monkeypatch, batchnorm):
         network = _Network(n_features)
         parameters = list(network.parameters())
         energies, gradients = model_module._InPieces.apply(
-            lambda f, z: model_module._singlenn_atomic_energies(network, f, z), x,
+            network.atomic_energies, x,
             torch.ones(n_atoms, dtype=torch.long), *parameters)
         (first,) = torch.autograd.grad(gradients.sum(), x, create_graph=True)
         with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):

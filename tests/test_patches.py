@@ -51,7 +51,7 @@ AMPTORCH_TESTS = {
     "amptorch/tests/training_test.py": 1,
     "amptorch/tests/training_test_gmp.py": 1,
     # added by the series (fastfp's backend; need fastfp importable)
-    "amptorch/tests/fp_backend_test.py": 8,
+    "amptorch/tests/fp_backend_test.py": 10,
     "amptorch/tests/on_the_fly_test.py": 5,
 }
 #: run apart, in numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)
@@ -314,3 +314,66 @@ def test_a_users_config_trains_as_through_install(patched_amptorch, compat_ampto
     for key in ("train_loss", "valid_loss"):
         assert len(losses["patched"][key]) == 3
         np.testing.assert_allclose(losses["patched"][key], losses["install"][key], rtol=1e-9)
+
+
+#: one batch of all frames through the patched trainer (fp_backend "fastfp", no install()),
+#: fastfp's network pass in pieces of PIECE_ATOMS atoms (argv: frames file, pseudodensity
+#: folder, run directory, PIECE_ATOMS). Prints the losses and the number of passes in pieces.
+IN_PIECES = textwrap.dedent(
+    """
+    import glob, json, os, sys
+    import ase.io
+    import fastfp.amptorch.model as fastfp_model
+    from amptorch.trainer import AtomsTrainer
+
+    frames_file, gaussians_dir, run_dir, piece_atoms = sys.argv[1:]
+    fastfp_model.PIECE_ATOMS = int(piece_atoms)
+    passes = []
+    in_pieces = fastfp_model._InPieces.apply
+    fastfp_model._InPieces.apply = lambda *args: passes.append(1) or in_pieces(*args)
+    images = ase.io.read(frames_file, ":12")
+    elements = sorted({s for atoms in images for s in atoms.get_chemical_symbols()})
+    sigmas = [0.4, 1.0]
+    fp_params = {
+        "MCSHs": {str(order): {"groups": [1], "sigmas": sigmas} for order in range(3)},
+        "atom_gaussians": {el: glob.glob(os.path.join(gaussians_dir, f"{el}_pseudodensity_*.g"))[0]
+                           for el in elements},
+        "cutoff": 6,
+    }
+    config = {
+        "model": {"name": "singlenn", "get_forces": True, "num_layers": 2, "num_nodes": 8},
+        "optim": {"force_coefficient": 0.04, "lr": 1e-3, "batch_size": len(images), "epochs": 2,
+                  "loss": "mse", "metric": "mae"},
+        "dataset": {"raw_data": images, "fp_scheme": "gmp", "fp_params": fp_params, "elements": elements,
+                    "save_fps": False, "val_split": 0, "fp_backend": "fastfp"},
+        "cmd": {"debug": False, "run_dir": run_dir, "seed": 1, "identifier": "pieces", "verbose": False},
+    }
+    trainer = AtomsTrainer(config)
+    trainer.train()
+    print(json.dumps({"train_loss": [h["train_loss"] for h in trainer.net.history], "passes": len(passes),
+                      "atoms": sum(len(atoms) for atoms in images)}))
+    """
+)
+
+
+def test_patched_trainer_takes_a_large_batch_in_pieces(patched_amptorch, entry_points, tmp_path):
+    """Through the patched models' hook (0014), a batch larger than fastfp's PIECE_ATOMS
+    goes through the network in pieces, as through install(), to the same losses."""
+    from conftest import SHARED
+
+    frames, gaussians = SHARED / "data" / "oc20_300_test.traj", SHARED / "gmp" / "valence_gaussians"
+    if not frames.is_file() or not gaussians.is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+    script = tmp_path / "in_pieces.py"
+    script.write_text(IN_PIECES)
+    runs = {}
+    for piece_atoms in (128, 10**9):
+        run_dir = tmp_path / str(piece_atoms)
+        run_dir.mkdir()
+        out = run_python(patched_amptorch, str(script), str(frames), str(gaussians), str(run_dir), str(piece_atoms),
+                         entry_points=entry_points)
+        assert out.returncode == 0, f"{piece_atoms}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        runs[piece_atoms] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs[128]["atoms"] > 128
+    assert runs[128]["passes"] >= 2 and runs[10**9]["passes"] == 0  # a pass per step, each in pieces
+    np.testing.assert_allclose(runs[128]["train_loss"], runs[10**9]["train_loss"], rtol=1e-9)

@@ -116,10 +116,17 @@ def pack_frames(frames: Sequence, allowed: np.ndarray, *, first_index: int = 0) 
         cells[k] = atoms.cell.array
         pbc[k] = atoms.pbc
     packed = PackedFrames(positions, numbers, offsets, cells, pbc)
-    for k in np.flatnonzero(_failing(packed, allowed)):  # check_frame raises for the first
-        sl = slice(offsets[k], offsets[k + 1])
-        check_frame(first_index + k, numbers[sl], positions[sl], cells[k], pbc[k], allowed)
+    check_frames(packed, allowed, first_index + np.arange(len(frames)))
     return packed
+
+
+def check_frames(packed: PackedFrames, allowed: np.ndarray, index) -> None:
+    """Raise :class:`FrameError` for the first frame of ``packed`` that :func:`check_frame`
+    refuses (its checks made on all frames at once), naming frame k ``index[k]`` (the
+    numbers the caller knows the frames by)."""
+    for k in np.flatnonzero(_failing(packed, allowed)):  # check_frame raises for the first
+        sl = slice(packed.offsets[k], packed.offsets[k + 1])
+        check_frame(int(index[k]), packed.numbers[sl], packed.positions[sl], packed.cells[k], packed.pbc[k], allowed)
 
 
 def _failing(packed: PackedFrames, allowed: np.ndarray) -> np.ndarray:

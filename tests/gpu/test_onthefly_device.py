@@ -23,7 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 from conftest import write_pseudodensities  # noqa: E402
 from fastfp.amptorch import Gaussian, GMPOrderNorm  # noqa: E402
 from fastfp.amptorch.forces import RecomputedDerivatives, contract_forces  # noqa: E402
-from fastfp.amptorch.model import singlenn_forward  # noqa: E402
+from fastfp.amptorch.model import energy_and_forces, singlenn_atomic_energies  # noqa: E402
 from fastfp.amptorch.onthefly import AheadLoader, OnTheFlyDataset, check_config, collate_for_trainer  # noqa: E402
 from fastfp.gpu.device import simulated  # noqa: E402
 from gpu_cases import ELEMENTS, frames, requires_device  # noqa: E402
@@ -97,8 +97,8 @@ class SingleNN(torch.nn.Module):
         hidden = [m for a, b in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(a, b), torch.nn.Tanh())]
         self.model = torch.nn.Sequential(*hidden, torch.nn.Linear(nodes, 1))
 
-    def forward(self, batch):
-        return singlenn_forward(self, batch)
+    atomic_energies = singlenn_atomic_energies
+    forward = energy_and_forces
 
 
 def loss_of(model, batch):

@@ -14,7 +14,10 @@ when a config says ``config["dataset"]["fp_backend"] = "fastfp"``, and calls:
 * :func:`norm_features`: the vectorised ``FeatureScaler.norm``;
 * :func:`sparse_block_diag`: the collated derivative matrix, which contracts itself into
   forces in the model (:class:`~fastfp.amptorch.frame_blocks.BlockDiagonal` of the
-  data set's blocks, :class:`~fastfp.amptorch.forces.DerivativeMatrix` of COO tensors);
+  data set's blocks, :class:`~fastfp.amptorch.forces.DerivativeMatrix` of COO tensors)
+  and runs the model's pass with forces (``energy_and_forces``,
+  :func:`fastfp.amptorch.model.energy_and_forces`: a large batch through the network in
+  pieces), as the on-the-fly batches' derivatives do;
 * :func:`check_config` and :func:`dataset_class`: on-the-fly training
   (``config["dataset"]["on_the_fly"]``, on the CPU or with ``config["optim"]["gpus"] = 1``
   on the GPU) and training from a store (``config["dataset"]["fastfp_store"]``), whose

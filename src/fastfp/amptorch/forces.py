@@ -34,6 +34,11 @@ descriptor's kernels (:meth:`Descriptor.jacobian
 memory grows with its atoms, not its pairs. Both go through one ``autograd.Function``
 (``-A^T x``, its backward ``-A g``, itself the same Function), so they are
 interchangeable wherever AMPTorch's model contracts ``batch.fprimes``.
+
+All of them also run the model's whole pass with forces when AMPTorch asks
+(:class:`~fastfp.amptorch.model.CollatedDerivatives`: ``batch.fprimes.energy_and_forces(model,
+batch)``, the hook of fastfp's patch series), so a large batch goes through the network
+in pieces through the patched AMPTorch as through ``install()``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import numpy as np
 import torch
 
 from ..jacobian import Jacobian
+from .model import CollatedDerivatives
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,7 +135,7 @@ def _blocks_minus(fprime_ptr, fprime_j, fprimes, g, out):
 
 
 @dataclass(frozen=True, eq=False)
-class DerivativeBlocks:
+class DerivativeBlocks(CollatedDerivatives):
     """The derivative matrix of a batch's (scaled) fingerprints, as fastfp's pair blocks.
 
     Entry ((i, f), (j, c)) is ``factor[i, f] * fprimes[b, f, c]`` for the block b of
@@ -217,7 +223,7 @@ class DerivativeBlocks:
 
 
 @dataclass(frozen=True, eq=False)
-class RecomputedDerivatives:
+class RecomputedDerivatives(CollatedDerivatives):
     """The derivative matrix of a batch's (scaled) fingerprints, never stored: the same
     matrix as :class:`DerivativeBlocks` (entry ((i, f), (j, c)) = ``factor[i, f]`` d G_if /
     d r_jc), its products recomputed from the frames by the descriptor's kernels each
@@ -305,7 +311,7 @@ def contract_blocks(derivatives: DerivativeBlocks | RecomputedDerivatives, gradi
 
 
 @dataclass(frozen=True, eq=False)
-class DerivativeMatrix:
+class DerivativeMatrix(CollatedDerivatives):
     """A collated batch's derivative matrix (AMPTorch's sparse COO ``fprimes``,
     (n_atoms * n_features, 3 n_atoms)) that contracts itself into forces
     (:meth:`contract`), as AMPTorch's model asks of a fingerprint backend's ``fprimes``.

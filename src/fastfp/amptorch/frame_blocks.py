@@ -38,6 +38,7 @@ from ..fingerprints import Fingerprints
 from ..kernels.blocks import kept_transposed
 from ..threads import run_balanced
 from .forces import DerivativeBlocks, MinusProduct
+from .model import CollatedDerivatives
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,7 +161,7 @@ def _minus(fprime_ptr, fprime_j, fprimes_t, g, out):
 
 
 @dataclass(frozen=True, eq=False)
-class BlockDiagonal:
+class BlockDiagonal(CollatedDerivatives):
     """A collated batch's derivative matrix: the block diagonal of its frames'
     :class:`FrameBlocks` (AMPTorch's ``sparse_block_diag`` of their COO matrices), the
     frames' arrays not copied. ``contract(gradients)`` gives the forces (AMPTorch's

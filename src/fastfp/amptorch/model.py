@@ -1,9 +1,17 @@
-"""Forward passes for AMPTorch's ``BPNN`` and ``SingleNN`` with fastfp's force contraction.
+"""The network's pass with forces of AMPTorch's ``BPNN`` and ``SingleNN``, with fastfp's
+force contraction.
 
 Energies are summed per image from per-atom network outputs, as in
 ``amptorch/model.py``; forces are -dE/dr through the fingerprint derivatives, contracted
-by :func:`~fastfp.amptorch.forces.contract_forces` instead of ``torch.sparse.mm``.
-The two models differ only in how atomic energies come from the fingerprints.
+by the batch's collated derivatives (``batch.fprimes.contract``, fastfp's objects of
+:mod:`fastfp.amptorch.forces` and :mod:`fastfp.amptorch.frame_blocks`) instead of
+``torch.sparse.mm``.
+The two models differ only in how atomic energies come from the fingerprints (their
+``atomic_energies``). AMPTorch with fastfp's patch series calls :func:`energy_and_forces`
+through the hook of the batch's collated derivatives (``fprimes.energy_and_forces``);
+:func:`fastfp.amptorch.install` makes it the models' ``forward`` and gives unpatched
+models the series' ``atomic_energies`` (:func:`bpnn_atomic_energies`,
+:func:`singlenn_atomic_energies`).
 
 With forces, autograd keeps the network's activations and the graph of dE/dG for the
 force loss's gradient: about 250 numbers an atom for SingleNN 3x20, 3.2 GB for the
@@ -22,16 +30,34 @@ from torch import nn
 from torch.autograd import grad
 from torch.autograd.function import once_differentiable
 
-from .forces import contract_forces
 
 #: atoms per piece of a larger batch's network pass with forces (a piece's graph: some
 #: 130 MB for SingleNN 3x20 in float64)
 PIECE_ATOMS = 2**16
 
 
-def _forward(model, batch, atomic_energies):
-    """``(energy per image, forces)`` of ``batch``, the atomic energies from
-    ``atomic_energies(model, fingerprints, atomic_numbers)``."""
+class CollatedDerivatives:
+    """A collated batch's derivatives as AMPTorch's model takes them from a fingerprint
+    backend: ``contract(gradients)``, the forces (n_atoms, 3) from dE/dG (the
+    subclass's), and the model's whole pass with forces, ``energy_and_forces(model,
+    batch)`` (the hook of fastfp's patch series: :func:`energy_and_forces`)."""
+
+    def energy_and_forces(self, model, batch):
+        """``(energy per image, forces)`` of ``batch`` (whose ``fprimes`` this is) through ``model``."""
+        return energy_and_forces(model, batch)
+
+
+def energy_and_forces(model, batch):
+    """``(energy per image (n_images,), forces (n_atoms, 3))`` of ``batch`` (a
+    torch_geometric ``Batch``, or a list holding one) through ``model``, whose
+    ``atomic_energies(fingerprints, atomic_numbers)`` gives the energy of every atom
+    (n_atoms,); the forces are empty without ``model.get_forces``, else contracted by
+    ``batch.fprimes.contract`` (a :class:`CollatedDerivatives`). Units those of the
+    model's energies, per Å for the forces. A batch of more than :data:`PIECE_ATOMS`
+    atoms with forces goes through the network in pieces (the module's docstring).
+
+    The pass AMPTorch's ``amptorch.model.energy_and_forces`` (fastfp's patch series)
+    hands to the batch's collated derivatives; as a method, ``forward`` of a model."""
     if isinstance(batch, list):
         batch = batch[0]
     with torch.enable_grad():
@@ -41,17 +67,16 @@ def _forward(model, batch, atomic_energies):
         in_pieces = model.get_forces and len(numbers) > PIECE_ATOMS and _atoms_apart(model)
         if in_pieces:
             parameters = [p for p in model.parameters() if p.requires_grad]
-            per_atom, gradients = _InPieces.apply(lambda x, z: atomic_energies(model, x, z), fingerprints, numbers,
-                                                  *parameters)
+            per_atom, gradients = _InPieces.apply(model.atomic_energies, fingerprints, numbers, *parameters)
         else:
-            per_atom = atomic_energies(model, fingerprints, numbers)
+            per_atom = model.atomic_energies(fingerprints, numbers)
         energy = torch.zeros(batch.num_graphs, dtype=per_atom.dtype, device=per_atom.device)
         energy = energy.index_add(0, batch.batch, per_atom)
         if not model.get_forces:
             return energy, torch.tensor([], device=energy.device)
         if not in_pieces:
             gradients = grad(energy, fingerprints, grad_outputs=torch.ones_like(energy), create_graph=True)[0]
-        return energy, contract_forces(batch.fprimes, gradients)
+        return energy, batch.fprimes.contract(gradients)
 
 
 #: modules that mix a batch's atoms in training mode (batch statistics) or draw random
@@ -120,20 +145,14 @@ def _pieces(n_atoms: int):
     return [slice(start, min(start + PIECE_ATOMS, n_atoms)) for start in range(0, n_atoms, PIECE_ATOMS)]
 
 
-def _bpnn_atomic_energies(model, fingerprints, atomic_numbers):
-    outputs = torch.cat([net(fingerprints) for net in model.elementwise_models], dim=1)
-    return torch.sum(model.element_mask(atomic_numbers) * outputs, dim=1)
+def bpnn_atomic_energies(self, fingerprints, atomic_numbers):
+    """``BPNN.atomic_energies`` (fastfp's patch series): the energy of every atom (n_atoms,)
+    from the network of its element, selected by the element mask."""
+    outputs = torch.cat([net(fingerprints) for net in self.elementwise_models], dim=1)
+    return torch.sum(self.element_mask(atomic_numbers) * outputs, dim=1)
 
 
-def _singlenn_atomic_energies(model, fingerprints, atomic_numbers):
-    return torch.sum(model.model(fingerprints), dim=1)
-
-
-def bpnn_forward(self, batch):
-    """``BPNN.forward``: one network per element, selected by the element mask."""
-    return _forward(self, batch, _bpnn_atomic_energies)
-
-
-def singlenn_forward(self, batch):
-    """``SingleNN.forward``: one network shared by all elements."""
-    return _forward(self, batch, _singlenn_atomic_energies)
+def singlenn_atomic_energies(self, fingerprints, atomic_numbers):
+    """``SingleNN.atomic_energies`` (fastfp's patch series): the energy of every atom
+    (n_atoms,) from the network all elements share."""
+    return torch.sum(self.model(fingerprints), dim=1)

@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 from ..config import require_same_settings
 from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
-from ..frames import PackedFrames, check_frame, labels_of, pack_frames
+from ..frames import PackedFrames, check_frames, labels_of, pack_frames
 from ..jacobian import PART_ATOMS
 from ..threads import single_threaded_libraries
 from .descriptors import AMPTorchInterface, construct_descriptor
@@ -248,7 +248,7 @@ class LabelledFrames:
 
     def select(self, indices) -> tuple[PackedFrames, np.ndarray, np.ndarray | None]:
         """Frames ``indices`` (in that order) packed, with their energies and forces.
-        Each frame is checked again (:func:`~fastfp.frames.check_frame`): a
+        The frames are checked again (:func:`~fastfp.frames.check_frames`): a
         :class:`~fastfp.frames.FrameError` names its index in this set."""
         indices = np.asarray(indices, dtype=np.int64)
         offsets = self.frames.offsets
@@ -260,10 +260,7 @@ class LabelledFrames:
             cells=self.frames.cells[indices],
             pbc=self.frames.pbc[indices],
         )
-        for n, k in enumerate(indices):
-            a0, a1 = packed.offsets[n], packed.offsets[n + 1]
-            check_frame(int(k), packed.numbers[a0:a1], packed.positions[a0:a1], packed.cells[n], packed.pbc[n],
-                        self.allowed)
+        check_frames(packed, self.allowed, indices)
         return packed, self.energies[indices], None if self.forces is None else self.forces[atoms]
 
 

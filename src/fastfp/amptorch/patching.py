@@ -15,8 +15,12 @@ adds those calls, to the same hooks:
 * ``FeatureScaler.norm`` to :func:`~fastfp.amptorch.backend.norm_features`;
 * ``sparse_block_diag`` (used by ``DataCollater``) to
   :func:`~fastfp.amptorch.backend.sparse_block_diag`;
-* ``BPNN.forward`` and ``SingleNN.forward`` to :mod:`fastfp.amptorch.model`'s, which
-  contract forces as the patched model does (``batch.fprimes.contract``);
+* ``BPNN.forward`` and ``SingleNN.forward`` to
+  :func:`~fastfp.amptorch.model.energy_and_forces`, what the patched models call through
+  the hook of the batch's collated derivatives (``batch.fprimes.energy_and_forces``),
+  and the models' ``atomic_energies``, which the series adds, to
+  :func:`~fastfp.amptorch.model.bpnn_atomic_energies` and
+  :func:`~fastfp.amptorch.model.singlenn_atomic_energies`;
 * ``AtomsTrainer.load_dataset`` to AMPTorch's own after
   :func:`~fastfp.amptorch.backend.check_config`, building the data set of
   :func:`~fastfp.amptorch.backend.dataset_class` where it builds its ``AtomsDataset``
@@ -24,7 +28,8 @@ adds those calls, to the same hooks:
   set's ``loader_params``.
 
 AMPTorch's classes and their pickled form are unchanged, so checkpoints, normalizers
-and LMDBs stay AMPTorch's. :func:`uninstall` restores everything.
+and LMDBs stay AMPTorch's. :func:`uninstall` restores everything (and removes what
+was added).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import importlib.util
 from . import backend, descriptors, model
 
 _saved: dict = {}
+#: what :func:`install` keeps for an attribute it adds: :func:`uninstall` deletes it
+_ABSENT = object()
 
 
 def _targets():
@@ -88,8 +95,10 @@ def _targets():
                (dataset.AtomsDataset, "process", process),
                (preprocessing.FeatureScaler, "norm", backend.norm_features),
                (dataset, "sparse_block_diag", backend.sparse_block_diag),
-               (amp_model.BPNN, "forward", model.bpnn_forward),
-               (amp_model.SingleNN, "forward", model.singlenn_forward)]
+               (amp_model.BPNN, "forward", model.energy_and_forces),
+               (amp_model.SingleNN, "forward", model.energy_and_forces),
+               (amp_model.BPNN, "atomic_energies", model.bpnn_atomic_energies),
+               (amp_model.SingleNN, "atomic_energies", model.singlenn_atomic_energies)]
     for cls in backend.descriptor_classes().values():
         for module in (dataset, dataset_lmdb):
             targets.append((module, cls.__name__, cls))
@@ -111,7 +120,7 @@ def install() -> None:
     for cls in backend.descriptor_classes().values():
         base.register(cls)
     for owner, name, replacement in _targets():
-        _saved.setdefault((owner, name), getattr(owner, name))
+        _saved.setdefault((owner, name), getattr(owner, name, _ABSENT))
         setattr(owner, name, replacement)
 
 
@@ -119,7 +128,10 @@ def uninstall() -> None:
     """Put back everything :func:`install` rebound (the ``BaseDescriptor`` registration
     stays; it only makes fastfp's classes pass AMPTorch's ``isinstance`` check)."""
     for (owner, name), original in _saved.items():
-        setattr(owner, name, original)
+        if original is _ABSENT:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
     _saved.clear()
 
 

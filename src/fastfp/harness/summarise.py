@@ -145,8 +145,8 @@ RULES: list[tuple[str, re.Pattern, bool]] = [(cat, re.compile(rx), weak) for cat
     (KERNEL, r"^py:[^@]*@.*fastfp/(neighbors|frames|harmonics|pseudodensity)\.py", False),
     (KERNEL, r"^py:[^@]*@.*fastfp/(descriptors|kernels)/", False),
     (KERNEL, r"^py:[^@]*prepare_fingerprints@", False),
-    # (_energy_and_forces: fastfp's model.py in the profiles recorded before its _forward)
-    (NETWORK, r"^py:[^@]*(forward|_atomic_energies|_energy_and_forces)@"
+    # (_forward, _energy_and_forces: fastfp's model.py in profiles recorded before its energy_and_forces)
+    (NETWORK, r"^py:[^@]*(forward|atomic_energies|energy_and_forces)@"
               r".*(amptorch/model\.py|fastfp/amptorch/model\.py)", False),
     (NETWORK, r"^py:[^@]*@[^|]*\|.*\.backward\(", False),
     # --- libraries used by several stages: only if nothing above matched ---

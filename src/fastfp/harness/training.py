@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..amptorch.model import singlenn_forward
+from ..amptorch.model import energy_and_forces, singlenn_atomic_energies
 from ..amptorch.onthefly import AheadLoader, collate_for_trainer
 from .stages import TRAIN_MODEL, TRAIN_OPTIM
 
@@ -38,8 +38,8 @@ class SingleNN(torch.nn.Module):
                 torch.nn.init.xavier_uniform_(layer.weight)
                 torch.nn.init.zeros_(layer.bias)
 
-    def forward(self, batch):
-        return singlenn_forward(self, batch)
+    atomic_energies = singlenn_atomic_energies
+    forward = energy_and_forces
 
 
 def loss(model, batch, energy, forces, force_coefficient: float = TRAIN_OPTIM["force_coefficient"]):
