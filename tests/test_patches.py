@@ -295,22 +295,26 @@ def compat_amptorch(amptorch_env, tmp_path_factory):
     return built_clone(tmp_path_factory.mktemp("compat"), COMPAT_PATCHES)
 
 
-def test_a_users_config_trains_as_through_install(patched_amptorch, compat_amptorch, entry_points, tmp_path):
+def run_oc20_script(work: Path, script: Path, run_dir: Path, *args, entry_points: Path) -> dict:
+    """Run ``script`` in ``work`` with the OC20 frames and valence-Gaussian
+    pseudodensities of ``../shared`` (skip without them), a new ``run_dir`` and ``args``:
+    the JSON of its last line of output."""
     from conftest import SHARED
 
     frames, gaussians = SHARED / "data" / "oc20_300_test.traj", SHARED / "gmp" / "valence_gaussians"
     if not frames.is_file() or not gaussians.is_dir():
         pytest.skip(f"shared data not found at {SHARED}")
+    run_dir.mkdir()
+    out = run_python(work, str(script), str(frames), str(gaussians), str(run_dir), *args, entry_points=entry_points)
+    assert out.returncode == 0, f"{run_dir.name}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_users_config_trains_as_through_install(patched_amptorch, compat_amptorch, entry_points, tmp_path):
     script = tmp_path / "user_config.py"
     script.write_text(USER_CONFIG)
-    losses = {}
-    for how, work in (("patched", patched_amptorch), ("install", compat_amptorch)):
-        run_dir = tmp_path / how
-        run_dir.mkdir()
-        out = run_python(work, str(script), str(frames), str(gaussians), str(run_dir), how,
-                         entry_points=entry_points)
-        assert out.returncode == 0, f"{how}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-        losses[how] = json.loads(out.stdout.strip().splitlines()[-1])
+    losses = {how: run_oc20_script(work, script, tmp_path / how, how, entry_points=entry_points)
+              for how, work in (("patched", patched_amptorch), ("install", compat_amptorch))}
     for key in ("train_loss", "valid_loss"):
         assert len(losses["patched"][key]) == 3
         np.testing.assert_allclose(losses["patched"][key], losses["install"][key], rtol=1e-9)
@@ -359,21 +363,11 @@ IN_PIECES = textwrap.dedent(
 def test_patched_trainer_takes_a_large_batch_in_pieces(patched_amptorch, entry_points, tmp_path):
     """Through the patched models' hook (0014), a batch larger than fastfp's PIECE_ATOMS
     goes through the network in pieces, as through install(), to the same losses."""
-    from conftest import SHARED
-
-    frames, gaussians = SHARED / "data" / "oc20_300_test.traj", SHARED / "gmp" / "valence_gaussians"
-    if not frames.is_file() or not gaussians.is_dir():
-        pytest.skip(f"shared data not found at {SHARED}")
     script = tmp_path / "in_pieces.py"
     script.write_text(IN_PIECES)
-    runs = {}
-    for piece_atoms in (128, 10**9):
-        run_dir = tmp_path / str(piece_atoms)
-        run_dir.mkdir()
-        out = run_python(patched_amptorch, str(script), str(frames), str(gaussians), str(run_dir), str(piece_atoms),
-                         entry_points=entry_points)
-        assert out.returncode == 0, f"{piece_atoms}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-        runs[piece_atoms] = json.loads(out.stdout.strip().splitlines()[-1])
+    runs = {piece_atoms: run_oc20_script(patched_amptorch, script, tmp_path / str(piece_atoms), str(piece_atoms),
+                                         entry_points=entry_points)
+            for piece_atoms in (128, 10**9)}
     assert runs[128]["atoms"] > 128
     assert runs[128]["passes"] >= 2 and runs[10**9]["passes"] == 0  # a pass per step, each in pieces
     np.testing.assert_allclose(runs[128]["train_loss"], runs[10**9]["train_loss"], rtol=1e-9)
