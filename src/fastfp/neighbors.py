@@ -48,6 +48,9 @@ class NeighborPairs:
         return np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
 
 
+#: ``keep`` for a frame whose pairs are all kept (:func:`_by_centre`)
+_EVERY = np.ones((2, 0), dtype=bool)
+
 #: cells of a smaller volume (Å^3) have a non-periodic vector left out: AMPTorch's binning keeps every pair
 _MIN_VOLUME = 1e-12
 
@@ -139,67 +142,64 @@ def neighbor_pairs(
     # AMPTorch's misses can only be in frames with an atom outside its bin (few): only
     # their shifts are asked for and their pairs masked
     masked = _outside_their_bins(frames) if amptorch_binning else np.zeros(frames.n_frames, dtype=bool)
-    i_parts, j_parts, d_parts, keep_parts = [], [], [], {}
+    found = []
     for k in range(frames.n_frames):
         start, stop = frames.offsets[k], frames.offsets[k + 1]
         positions = frames.positions[start:stop]
         # zero vectors along non-periodic axes (molecules, slabs) get unit vectors
         i, j, *shifts, vectors = search.compute(positions, complete_cell(frames.cells[k]), frames.pbc[k],
                                                 "ijSD" if masked[k] else "ijD", copy=False)
+        keep = _EVERY
         if masked[k]:  # which of each pair and its mirror image AMPTorch finds, in one call
-            keep_parts[k] = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff,
-                                                  np.concatenate((i, j)), np.concatenate((j, i)),
-                                                  np.concatenate((shifts[0], -shifts[0]))).reshape(2, -1)
-        i_parts.append(i.astype(np.int64) + start)
-        j_parts.append(j.astype(np.int64) + start)
-        d_parts.append(np.array(vectors))  # copy=False: vesin reuses its arrays
-    pair_offsets = np.concatenate(([0], np.cumsum([len(part) for part in i_parts])))
-    keep = np.ones((2, pair_offsets[-1] if keep_parts else 0), dtype=bool)
-    for k, part in keep_parts.items():
-        keep[:, pair_offsets[k] : pair_offsets[k + 1]] = part
-    ptr, j, vectors = _by_centre(np.concatenate(i_parts), np.concatenate(j_parts),
-                                 np.concatenate(d_parts).reshape(-1, 3), keep, pair_offsets, frames.n_atoms,
-                                 self_pairs)
+            keep = amptorch_binning_mask(positions, frames.cells[k], frames.pbc[k], cutoff,
+                                         np.concatenate((i, j)), np.concatenate((j, i)),
+                                         np.concatenate((shifts[0], -shifts[0]))).reshape(2, -1)
+        # copies (copy=False: vesin reuses its arrays), indices local to the frame
+        found.append((i.astype(np.int64), j.astype(np.int64), np.array(vectors), keep))
+    n_pairs = (1 if self_pairs else 0) * frames.n_atoms + sum(
+        2 * len(i) if keep is _EVERY else int(np.count_nonzero(keep)) for i, _, _, keep in found)
+    ptr = np.zeros(frames.n_atoms + 1, dtype=np.int64)
+    j = np.empty(n_pairs, dtype=np.int64)
+    vectors = np.empty((n_pairs, 3))
+    for k, (i_k, j_k, vectors_k, keep) in enumerate(found):  # each frame's pairs grouped while in cache
+        _by_centre(i_k, j_k, vectors_k, keep, frames.offsets[k], frames.offsets[k + 1], self_pairs, ptr, j, vectors)
     return NeighborPairs(ptr=ptr, j=j, vectors=vectors)
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_centre(i, j, vectors, keep, pair_offsets, n_atoms, self_pairs):
-    """``(ptr, j, vectors)`` of the half-list pairs ``i``, ``j``, ``vectors`` (any order
-    within a frame; frame k's are ``pair_offsets[k]:pair_offsets[k+1]``) and their mirror
-    images (j, i, -vector), grouped by centre (a stable counting sort, frame by frame:
-    centre a's pairs are ``ptr[a]:ptr[a+1]``, first those where it is ``i``), with
-    ``self_pairs`` each atom's pair with itself (zero vector) first among its pairs.
-    ``keep`` (2, n_pairs) says which pairs (row 0) and mirror images (row 1) to keep;
-    with no columns, all."""
+def _by_centre(i, j, vectors, keep, a0, a1, self_pairs, ptr, all_j, all_vectors):
+    """Group one frame's half-list pairs ``i``, ``j``, ``vectors`` (any order, atom
+    indices local to the frame, whose atoms are ``a0:a1`` of the batch) and their mirror
+    images (j, i, -vector) by centre, into ``all_j`` and ``all_vectors`` (a stable
+    counting sort: centre a's pairs at ``ptr[a]:ptr[a+1]``, first those where it is
+    ``i``), with ``self_pairs`` each atom's pair with itself (zero vector) first among
+    its pairs. ``ptr[a0]`` holds the frame's first place (the previous frame's end);
+    ``ptr[a0 + 1 : a1 + 1]`` are set. ``keep`` (2, n_pairs) says which pairs (row 0) and
+    mirror images (row 1) to keep; with no columns, all."""
     own = 1 if self_pairs else 0
     every = keep.shape[1] == 0
-    ptr = np.zeros(n_atoms + 1, dtype=np.int64)
+    ptr[a0 + 1 : a1 + 1] = 0
     for p in range(len(i)):
         if every or keep[0, p]:
-            ptr[i[p] + 1] += 1
+            ptr[a0 + i[p] + 1] += 1
         if every or keep[1, p]:
-            ptr[j[p] + 1] += 1
-    for a in range(n_atoms):
+            ptr[a0 + j[p] + 1] += 1
+    for a in range(a0, a1):
         ptr[a + 1] += ptr[a] + own
-    free = ptr[:-1].copy()  # the next place of each centre's pairs
-    all_j = np.empty(ptr[n_atoms], dtype=np.int64)
-    all_vectors = np.empty((ptr[n_atoms], 3))
+    free = ptr[a0:a1].copy()  # the next place of each centre's pairs
     if self_pairs:
-        for a in range(n_atoms):
-            all_j[free[a]] = a
+        for a in range(a1 - a0):
+            all_j[free[a]] = a0 + a
             all_vectors[free[a]] = 0.0
             free[a] += 1
-    for k in range(len(pair_offsets) - 1):  # a frame's pairs land in its atoms' places: in cache
-        for mirror in range(2):
-            sign = -1.0 if mirror else 1.0
-            for p in range(pair_offsets[k], pair_offsets[k + 1]):
-                if not (every or keep[mirror, p]):
-                    continue
-                centre, other = (j[p], i[p]) if mirror else (i[p], j[p])
-                q = free[centre]
-                all_j[q] = other
-                for d in range(3):
-                    all_vectors[q, d] = sign * vectors[p, d]
-                free[centre] += 1
-    return ptr, all_j, all_vectors
+    for mirror in range(2):
+        sign = -1.0 if mirror else 1.0
+        for p in range(len(i)):
+            if not (every or keep[mirror, p]):
+                continue
+            centre, other = (j[p], i[p]) if mirror else (i[p], j[p])
+            q = free[centre]
+            all_j[q] = a0 + other
+            for d in range(3):
+                all_vectors[q, d] = sign * vectors[p, d]
+            free[centre] += 1
