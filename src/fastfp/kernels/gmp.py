@@ -204,7 +204,7 @@ def _polynomial(t, k, weight, dtotal, e, coef, grad):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, touched, n_poly, poly_row, poly_probe,
+def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, n_poly, poly_row, poly_probe,
                       poly_slot, coef, grad, slot_d, mono_ptr, hxyz, radial, dradial, mono, acc, dout, own_sum,
                       row_set, fprimes, out):
     """The derivatives of one centre pair by pair, :data:`CHUNK` positions at a time
@@ -213,14 +213,13 @@ def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, touched, n
     past the last; ``coef`` for degree 0; probe, slot) at position u0 + w, with G =
     grad P(D) and, for degree d > 0, P(D) = D . G / d (the polynomials are homogeneous:
     Euler's identity). A row's first polynomial sets its entries, the next ones add to
-    them (``row_set``); rows with none are set to 0. ``BLOCKS``: set or add them to their
-    blocks (``touched`` marks the centre's blocks set so far), their sum (accumulated as
-    they are computed, in a fixed order) going to the centre's block ``own`` at the
-    end; ``JT_PAIRS`` (row 0): write them to ``out``. The centre's own images have R = 0
+    them (``row_set``); rows with none are set to 0. ``BLOCKS``: add them to their
+    blocks (zeroed by the caller), their sum (accumulated as they are computed, in a
+    fixed order) going to the centre's block ``own`` at the end; ``JT_PAIRS`` (row 0):
+    write them to ``out``. The centre's own images have R = 0
     here, so they add nothing. ``acc`` (3, CHUNK) is scratch."""
     n_rows = dout.shape[0]
     if mode == BLOCKS:
-        touched[:] = False
         own_sum[:, :] = 0.0
     for u0 in range(0, end, CHUNK):
         n_w = min(CHUNK, end - u0)
@@ -352,15 +351,9 @@ def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, touched, n
             blk = pair_block[p]
             if blk == own:
                 continue
-            if touched[blk - own]:
-                for f in range(n_rows):
-                    for xyz in range(3):
-                        fprimes[blk, f, xyz] += dout[f, xyz, w]
-            else:
-                touched[blk - own] = True
-                for f in range(n_rows):
-                    for xyz in range(3):
-                        fprimes[blk, f, xyz] = dout[f, xyz, w]
+            for f in range(n_rows):
+                for xyz in range(3):
+                    fprimes[blk, f, xyz] += dout[f, xyz, w]
     if mode == BLOCKS:
         for f in range(n_rows):
             for xyz in range(3):
@@ -450,11 +443,8 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
     for d in range(len(t.mono_ptr) - 1):
         max_mono = max(max_mono, t.mono_ptr[d + 1] - t.mono_ptr[d])
     max_pairs = 0
-    max_blocks = 0
     for i in range(atom_start, atom_stop):
         max_pairs = max(max_pairs, ptr[i + 1] - ptr[i])
-        if mode == BLOCKS:
-            max_blocks = max(max_blocks, block_ptr[i + 1] - block_ptr[i])
     # positions (_sort_by_species): a centre's pairs with room for the padding
     width = max_pairs + (PAD - 1) * (len(t.gauss_ptr) - 1)
     derivatives = mode != FINGERPRINTS
@@ -486,7 +476,6 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
     acc = np.empty((3, CHUNK))
     dout = np.empty((n_rows, 3, CHUNK))
     own_sum = np.empty((n_rows, 3))
-    touched = np.empty(max_blocks, dtype=np.bool_)
     row_set = np.empty(n_rows, dtype=np.bool_)
     wxyz = np.empty((3, width if mode == J_PRODUCT else 0))
     work = np.empty((4, width if mode == J_PRODUCT else 0))
@@ -570,7 +559,13 @@ def gmp_kernel(ptr, j, nbr_species, vectors, tables, mode, fp, pair_block, block
                 s = t.feat_probe[f]
                 for k in range(t.poly_ptr[f], t.poly_ptr[f + 1]):
                     _polynomial(t, k, x[i, f] * scale[f], dtotal, s * n_slots + t.poly_slot[k], coef, grad)
-        own = block_ptr[i] if mode == BLOCKS else 0
-        _pair_derivatives(mode, i, start, end, order, j, pair_block, own, touched, n_eval, poly_row, poly_probe,
+        own = 0
+        if mode == BLOCKS:
+            own = block_ptr[i]
+            # the blocks the pairs add to, zeroed first in memory order: a stream the
+            # hardware prefetches, after which the pairs' additions (in the neighbour
+            # list's order) find them in cache
+            fprimes[own + 1 : block_ptr[i + 1]] = 0.0
+        _pair_derivatives(mode, i, start, end, order, j, pair_block, own, n_eval, poly_row, poly_probe,
                           poly_slot, coef, grad, t.slot_d, t.mono_ptr, hxyz, radial, dradial, mono, acc, dout, own_sum,
                           row_set, fprimes, out)
