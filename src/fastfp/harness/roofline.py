@@ -14,7 +14,8 @@ Kernels (:data:`KERNELS`):
 
 ``gmpordernorm``, ``gmp``, ``gaussian``
     fingerprints with derivatives (``Descriptor`` kernels on a neighbour list found
-    beforehand), the benchmark descriptors of :func:`fastfp.harness.settings.descriptor_config`;
+    beforehand), the benchmark descriptors of :func:`fastfp.harness.settings.descriptor_config`,
+    in batches of :data:`BATCH_FRAMES` frames;
 ``coo``
     the derivative blocks of ``gmpordernorm`` to AMPTorch's COO entries
     (:meth:`~fastfp.fingerprints.Fingerprints.coo_frames`, AMPTorch's 1e-5 threshold);
@@ -39,11 +40,15 @@ from typing import Any, Callable
 from ..config import build_descriptor
 from ..frames import pack_frames
 from ..kernels.blocks import pair_blocks
-from ..threads import calling_thread_only, num_threads
+from ..threads import calling_thread_only
 from . import roofs, settings, stages, work, workloads
 from .backends import StageUnavailable, missing_torch
 
 KERNELS = ("gmpordernorm", "gmp", "gaussian", "coo", "contract_coo", "contract_blocks")
+#: frames per call of the featurization kernels, as training's batches call them: each
+#: call's derivative blocks are memory of the call before (:mod:`fastfp.buffers`), as
+#: there, not fresh memory whose page faults a single call over all frames would time
+BATCH_FRAMES = 16
 #: the threads a kernel runs on: the calling thread alone, or fastfp's default threads
 THREADS = ("one", "default")
 
@@ -59,18 +64,27 @@ class KernelRun:
 
 def _featurization(kernel: str, frames, elements) -> KernelRun:
     desc = build_descriptor(settings.descriptor_config(kernel, elements))
-    packed = pack_frames(frames, desc.numbers)
-    pairs = desc.neighbor_pairs(packed)
-    n_blocks = len(pair_blocks(pairs.ptr, pairs.j)[1])
-    settings.check_memory(3 * 8 * desc.n_features * n_blocks, f"{kernel} on {len(frames)} frames")
-    nbr_species = desc.species_of[packed.numbers[pairs.j]]
-    if kernel == "gaussian":
-        counted = work.gaussian(desc.tables, desc.n_features, pairs.ptr, desc.species_of[packed.numbers], nbr_species,
-                                pairs.vectors, n_blocks)
-    else:
-        counted = work.gmp(desc.tables, pairs.ptr, nbr_species, n_blocks)
+    batches = []
+    counted = work.Work()
+    for start in range(0, len(frames), BATCH_FRAMES):
+        packed = pack_frames(frames[start : start + BATCH_FRAMES], desc.numbers)
+        pairs = desc.neighbor_pairs(packed)
+        n_blocks = len(pair_blocks(pairs.ptr, pairs.j)[1])
+        settings.check_memory(3 * 8 * desc.n_features * n_blocks, f"{kernel} on {len(packed.offsets) - 1} frames")
+        nbr_species = desc.species_of[packed.numbers[pairs.j]]
+        if kernel == "gaussian":
+            counted += work.gaussian(desc.tables, desc.n_features, pairs.ptr, desc.species_of[packed.numbers],
+                                     nbr_species, pairs.vectors, n_blocks)
+        else:
+            counted += work.gmp(desc.tables, pairs.ptr, nbr_species, n_blocks)
+        batches.append((packed, pairs))
     desc.featurize(frames[:1])  # loads the compiled kernel
-    return KernelRun(kernel, lambda: desc.featurize_pairs(packed, pairs), counted)
+
+    def run():
+        for packed, pairs in batches:
+            desc.featurize_pairs(packed, pairs)  # the blocks dropped at once: the next batch reuses their memory
+
+    return KernelRun(kernel, run, counted)
 
 
 def _coo(frames, elements) -> KernelRun:
