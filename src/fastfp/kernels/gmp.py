@@ -219,6 +219,10 @@ def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, n_poly, po
     write them to ``out``. The centre's own images have R = 0
     here, so they add nothing. ``acc`` (3, CHUNK) is scratch."""
     n_rows = dout.shape[0]
+    # (feature, xyz) as one index, as in a block's memory: one loop per position's copy
+    # into its block (a few per cent less kernel time than loops over features and xyz)
+    chunk_rows = dout.reshape(3 * n_rows, dout.shape[2])
+    block_rows = fprimes.reshape(fprimes.shape[0], fprimes.shape[1] * fprimes.shape[2])
     if mode == BLOCKS:
         own_sum[:, :] = 0.0
     for u0 in range(0, end, CHUNK):
@@ -351,9 +355,8 @@ def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, n_poly, po
             blk = pair_block[p]
             if blk == own:
                 continue
-            for f in range(n_rows):
-                for xyz in range(3):
-                    fprimes[blk, f, xyz] += dout[f, xyz, w]
+            for k in range(3 * n_rows):
+                block_rows[blk, k] += chunk_rows[k, w]
     if mode == BLOCKS:
         for f in range(n_rows):
             for xyz in range(3):
