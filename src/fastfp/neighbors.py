@@ -158,7 +158,8 @@ def neighbor_pairs(
         found.append((i.astype(np.int64), j.astype(np.int64), np.array(vectors), keep))
     n_pairs = (1 if self_pairs else 0) * frames.n_atoms + sum(
         2 * len(i) if keep is _EVERY else int(np.count_nonzero(keep)) for i, _, _, keep in found)
-    ptr = np.zeros(frames.n_atoms + 1, dtype=np.int64)
+    ptr = np.empty(frames.n_atoms + 1, dtype=np.int64)
+    ptr[0] = 0  # the first frame's first place; each frame sets the rest of its own
     j = np.empty(n_pairs, dtype=np.int64)
     vectors = np.empty((n_pairs, 3))
     for k, (i_k, j_k, vectors_k, keep) in enumerate(found):  # each frame's pairs grouped while in cache

@@ -70,7 +70,7 @@ def _featurization(kernel: str, frames, elements) -> KernelRun:
         packed = pack_frames(frames[start : start + BATCH_FRAMES], desc.numbers)
         pairs = desc.neighbor_pairs(packed)
         n_blocks = len(pair_blocks(pairs.ptr, pairs.j)[1])
-        settings.check_memory(3 * 8 * desc.n_features * n_blocks, f"{kernel} on {len(packed.offsets) - 1} frames")
+        settings.check_memory(3 * 8 * desc.n_features * n_blocks, f"{kernel} on {packed.n_frames} frames")
         nbr_species = desc.species_of[packed.numbers[pairs.j]]
         if kernel == "gaussian":
             counted += work.gaussian(desc.tables, desc.n_features, pairs.ptr, desc.species_of[packed.numbers],

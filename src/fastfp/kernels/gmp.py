@@ -216,8 +216,8 @@ def _pair_derivatives(mode, i, start, end, order, j, pair_block, own, n_poly, po
     them (``row_set``); rows with none are set to 0. ``BLOCKS``: add them to their
     blocks (zeroed by the caller), their sum (accumulated as they are computed, in a
     fixed order) going to the centre's block ``own`` at the end; ``JT_PAIRS`` (row 0):
-    write them to ``out``. The centre's own images have R = 0
-    here, so they add nothing. ``acc`` (3, CHUNK) is scratch."""
+    write them to ``out``. The centre's own images have R = 0 here, so they add
+    nothing. ``acc`` (3, CHUNK) is scratch."""
     n_rows = dout.shape[0]
     # (feature, xyz) as one index, as in a block's memory: one loop per position's copy
     # into its block (a few per cent less kernel time than loops over features and xyz)
