@@ -131,3 +131,38 @@ def test_cell_free_molecule_and_slab_without_vacuum_vector(tmp_path):
     a = desc.featurize([free, slab], derivatives=False).fingerprints
     b = desc.featurize([boxed, flat], derivatives=False).fingerprints
     np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-5])
+def test_coo_holds_the_blocks_entries_in_amptorchs_order(tmp_path, threshold):
+    """``Fingerprints.coo`` is the blocks' entries above the threshold, rows ascending and
+    columns ascending within a row, whether a centre's neighbours span few atom indices
+    (a small periodic cell: ordered by marks) or many (a chain with its atoms shuffled:
+    sorted)."""
+    from ase.build import bulk
+
+    params = {"MCSHs": {"orders": [0, 1, 2], "sigmas": [0.5, 1.0]}, "cutoff": 5.0,
+              "atom_gaussians": gaussians(tmp_path, ["H", "Cu"])}
+    desc = GMPOrderNorm(params, ["H", "Cu"])
+    rng = np.random.default_rng(7)
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    cell.rattle(0.05, seed=1)
+    chain = Atoms("H60", positions=[[1.7 * k, 0.1 * np.sin(k), 0.0] for k in rng.permutation(60)])
+    for atoms in (cell, chain):
+        fps = desc.featurize([atoms])
+        row, col, val, size = fps.coo(0, threshold)
+        nf = desc.n_features
+        entries = []
+        for i in range(len(atoms)):
+            for b in range(fps.fprime_ptr[i], fps.fprime_ptr[i + 1]):
+                for f in range(nf):
+                    for xyz in range(3):
+                        v = fps.fprimes[b, f, xyz]
+                        if v != 0.0 and abs(v) >= threshold:
+                            entries.append((i * nf + f, fps.fprime_j[b] * 3 + xyz, v))
+        want = np.array(sorted(entries))
+        assert len(val) == len(want) > 0
+        np.testing.assert_array_equal(row, want[:, 0])
+        np.testing.assert_array_equal(col, want[:, 1])
+        np.testing.assert_array_equal(val, want[:, 2])
+        np.testing.assert_array_equal(size, [len(atoms) * nf, 3 * len(atoms)])
