@@ -25,7 +25,8 @@ The model and optimiser are those of the harness's training stage
 0.05, AMPTorch's default scaling); on the fly the descriptor is the benchmark's
 (:func:`fastfp.harness.settings.descriptor_config`), from a store the store's. Prints the
 set-up time (frames loaded or the store opened, scalers fitted, network built), the
-epoch's time and training loss, and the process's peak resident memory, then exits.
+epoch's time and training loss, and the process's peak resident memory (also as it was by
+the end of the set-up: imports, frames, scalers and network), then exits.
 """
 
 from __future__ import annotations
@@ -106,14 +107,20 @@ def main(argv=None) -> int:
     finally:
         os.chdir(cwd)
     setup = time.perf_counter() - t0
+    setup_peak = _peak_rss()
     t0 = time.perf_counter()
     trainer.net.partial_fit(trainer.train_dataset, None, epochs=1)
     epoch = time.perf_counter() - t0
     loss = trainer.net.history[-1]["train_loss"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(f"{what}: set-up {setup:.1f} s, one epoch {epoch:.1f} s (train loss {loss:.4g}), "
-          f"{len(trainer.train_dataset)} frames, batch {config['optim']['batch_size']}, peak RSS {peak:.2f} GiB")
+          f"{len(trainer.train_dataset)} frames, batch {config['optim']['batch_size']}, peak RSS {_peak_rss():.2f} GiB "
+          f"({setup_peak:.2f} GiB by the end of the set-up)")
     return 0
+
+
+def _peak_rss() -> float:
+    """The process's peak resident memory so far, GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
 if __name__ == "__main__":
