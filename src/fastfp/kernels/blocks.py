@@ -131,7 +131,11 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts
     Each centre's blocks are gathered feature-major in column order, then every
     candidate entry up to the last kept one is written at the next free place, which
     only a kept entry moves on (no branch on the threshold), so nothing is written past
-    the centre's ``counts[i]`` entries."""
+    the centre's ``counts[i]`` entries. The blocks are read in memory order, each copied
+    to its column (a stream the hardware prefetches, not a jump per block), and the
+    place is unsigned (numba adds no wraparound of negative indices to the writes): the
+    two took about a sixth off the conversion's time (``scripts/roofline.py --kernels
+    coo``, reports/runs.md)."""
     max_blocks = 0
     max_width = 0
     for i in range(atom_start, atom_stop):
@@ -140,6 +144,7 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts
     gathered = np.empty((max_width, 3 * max_blocks))
     cols = np.empty(3 * max_blocks, dtype=np.int64)
     by_j = np.empty(max_blocks, dtype=np.int64)
+    column_of = np.empty(max_blocks, dtype=np.int64)
     marks = np.full(_SPAN_PER_BLOCK * max_blocks, -1, dtype=np.int64)
     for i in range(atom_start, atom_stop):
         b0 = fprime_ptr[i]
@@ -148,7 +153,10 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts
         a0 = first_atom[i]
         w = width[i]
         for k in range(nb):
-            b = b0 + by_j[k]
+            column_of[by_j[k]] = k
+        for q in range(nb):
+            b = b0 + q
+            k = column_of[q]
             for xyz in range(3):
                 cols[3 * k + xyz] = (fprime_j[b] - a0) * 3 + xyz
             for f in range(w):
@@ -163,7 +171,7 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts
         rows = indices[row_at[i] : row_at[i] + counts[i]]
         columns = indices[col_at[i] : col_at[i] + counts[i]]
         values = val[val_at[i] : val_at[i] + counts[i]]
-        n = 0
+        n = np.uint64(0)
         for f in range(last // (3 * nb) + 1):
             row = (i - a0) * w + f
             for m in range(min(3 * nb, last + 1 - f * 3 * nb)):
@@ -171,7 +179,7 @@ def coo_fill(fprime_ptr, fprime_j, fprimes, width, first_atom, threshold, counts
                 rows[n] = row
                 columns[n] = cols[m]
                 values[n] = v
-                n += _kept(v, threshold)
+                n += np.uint64(_kept(v, threshold))
 
 
 @numba.njit(cache=True, nogil=True)
