@@ -204,14 +204,87 @@ def frame_label(atoms, index: int, what: str):
     return float(array) if what == "energy" else array
 
 
+#: the tolerance of the comparison ASE's calculators make before they hand a result over
+#: (``Calculator.check_state``'s default, Å for positions)
+_STATE_TOLERANCE = 1e-15
+
+
+def stored_labels(frames: Sequence, what: str) -> list | None:
+    """What ``atoms.get_potential_energy(apply_constraint=False)`` (``what="energy"``:
+    eV) or ``atoms.get_forces(apply_constraint=False)`` (``"forces"``: (n_atoms, 3) eV/Å,
+    the calculator's array itself, not a copy) returns, a list over ``frames`` (ASE
+    ``Atoms``), when every frame's calculator is ASE's ``SinglePointCalculator`` (frames
+    read from files) holding that result; else None, and the caller asks ASE frame by
+    frame (which raises as ASE does).
+
+    ASE hands a stored result over only after comparing the frame with the calculator's
+    copy of it (``SinglePointCalculator.get_property``: ``check_state``, that is
+    ``ase.calculators.calculator.compare_atoms``: cell, pbc and each per-atom array of
+    ``all_changes`` within 1e-15 absolute): NumPy calls on small arrays, per frame and
+    label, whose overhead weighed in fastfp's preprocessing and on-the-fly set-up. The
+    same comparison is made here once for all frames, one array comparison per property;
+    where any frame differs, None.
+    """
+    from ase.calculators.calculator import all_changes
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    copies = []
+    for atoms in frames:
+        calc = getattr(atoms, "calc", None)
+        if type(calc) is not SinglePointCalculator or calc.atoms is None or what not in calc.results \
+                or set(getattr(calc, "ignored_changes", ())):
+            return None
+        copies.append(calc.atoms)
+    # cell and pbc are attributes; the other properties compared are per-atom arrays
+    # that both or neither of a frame and its copy hold, the same names in every frame
+    names = set(all_changes) - {"cell", "pbc"}
+    held = {frozenset(names & set(a.arrays)) for pair in zip(frames, copies) for a in pair}
+    if len(held) > 1:
+        return None
+    compared = [(np.array([a.cell.array for a in frames]), np.array([a.cell.array for a in copies])),
+                (np.array([a.pbc for a in frames]), np.array([a.pbc for a in copies]))]
+    for name in sorted(held.pop() if held else ()):
+        now = [a.arrays[name] for a in frames]
+        then = [a.arrays[name] for a in copies]
+        if any(x.shape != y.shape for x, y in zip(now, then)):
+            return None
+        compared.append((np.concatenate(now), np.concatenate(then)))
+    if not all(np.allclose(x, y, rtol=0, atol=_STATE_TOLERANCE) for x, y in compared):
+        return None
+    return [atoms.calc.results[what] for atoms in frames]
+
+
 def labels_of(frames: Sequence, *, first_index: int = 0, forces: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Energies (n_frames,) float64, eV, and with ``forces`` the forces of all atoms
-    (n_atoms, 3) float64, eV/Å (else None), of ``frames`` in order (:func:`frame_label`).
-    Every energy is read before any force; errors number the frames from
-    ``first_index``. Raises ``ValueError`` naming the first frame whose label is missing,
-    of the wrong shape or not finite."""
-    energies = np.array([frame_label(a, first_index + k, "energy") for k, a in enumerate(frames)], dtype=np.float64)
+    (n_atoms, 3) float64, eV/Å (else None), of ``frames`` in order (:func:`frame_label`;
+    :func:`stored_labels` where it can). Every energy is read before any force; errors
+    number the frames from ``first_index``. Raises ``ValueError`` naming the first frame
+    whose label is missing, of the wrong shape or not finite."""
+    frames = list(frames)
+    energies = _checked(frames, first_index, "energy")
     if not forces:
         return energies, None
-    parts = [frame_label(a, first_index + k, "forces") for k, a in enumerate(frames)]
+    parts = _checked(frames, first_index, "forces")
     return energies, np.concatenate(parts) if parts else np.empty((0, 3))
+
+
+def _checked(frames: list, first_index: int, what: str):
+    """:func:`labels_of`'s ``what`` of every frame: energies as an array, forces as a
+    list of arrays; from :func:`stored_labels` where they are all finite and of their
+    frame's shape, else frame by frame (:func:`frame_label` raises for the first bad one)."""
+    stored = stored_labels(frames, what)
+    if stored is not None:
+        try:
+            if what == "energy":
+                values = np.array(stored, dtype=np.float64)
+                if values.shape == (len(frames),) and np.isfinite(values).all():
+                    return values
+            else:
+                values = [np.asarray(v, dtype=np.float64) for v in stored]
+                if all(v.shape == (len(a), 3) for v, a in zip(values, frames)) \
+                        and (not values or np.isfinite(np.concatenate(values)).all()):
+                    return values
+        except (TypeError, ValueError):  # not numbers: frame_label names the frame
+            pass
+    values = [frame_label(a, first_index + k, what) for k, a in enumerate(frames)]
+    return np.array(values, dtype=np.float64) if what == "energy" else values

@@ -18,6 +18,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from ..frames import stored_labels
 from ..threads import single_threaded_libraries
 from .frame_blocks import FrameBlocks
 
@@ -39,21 +40,22 @@ def blocks_in_data():
         _BLOCKS.reset(token)
 
 
-def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) -> Data:
-    """One ``Data`` from an ASE ``Atoms``, its fingerprints (N, width) and derivatives:
-    ``(indices, val, size)`` (see ``AMPTorchInterface.frame_outputs``), a
-    :class:`~fastfp.amptorch.frame_blocks.FrameBlocks` or None. The COO arrays are taken
-    over without copying when of the default dtype."""
+def image_to_data(atoms, descriptors, primes, energy=None, forces=None) -> Data:
+    """One ``Data`` from an ASE ``Atoms``, its fingerprints (N, width), derivatives
+    (``(indices, val, size)``, see ``AMPTorchInterface.frame_outputs``, a
+    :class:`~fastfp.amptorch.frame_blocks.FrameBlocks` or None) and labels (``energy``,
+    eV, and ``forces`` (N, 3), eV/Å, as :func:`labels` reads them; None: not set). The
+    COO arrays are taken over without copying when of the default dtype."""
     dtype = torch.get_default_dtype()
     data = Data(
         fingerprint=torch.tensor(descriptors, dtype=dtype),
         atomic_numbers=torch.as_tensor(atoms.numbers, dtype=torch.long),
         num_nodes=len(atoms),
     )
-    if r_energy:
-        data.energy = atoms.get_potential_energy(apply_constraint=False)
-    if r_forces:
-        data.forces = torch.tensor(_forces(atoms, checked=r_energy), dtype=dtype)
+    if energy is not None:
+        data.energy = energy
+    if forces is not None:
+        data.forces = torch.tensor(forces, dtype=dtype)
     if isinstance(primes, FrameBlocks):
         data.fprimes = primes
     elif primes is not None:
@@ -63,16 +65,17 @@ def image_to_data(atoms, descriptors, primes, r_energy: bool, r_forces: bool) ->
     return data
 
 
-def _forces(atoms, checked: bool):
-    """``atoms.get_forces(apply_constraint=False)`` (n_atoms, 3), eV/Å. With ``checked``
-    (``get_potential_energy`` has just compared the frame with its calculator's copy, as
-    ASE's ``Calculator.get_property`` does for each property), the forces are read from
-    the calculator's ``results`` without comparing again: the comparison is most of the
-    cost of reading a label from a ``SinglePointCalculator``."""
-    results = getattr(atoms.calc, "results", None)
-    if checked and isinstance(results, dict) and "forces" in results:
-        return results["forces"]
-    return atoms.get_forces(apply_constraint=False)
+def labels(frames, what: str) -> list:
+    """What AMPTorch's conversion reads of each frame (``AtomsToData.convert``:
+    ``atoms.get_potential_energy(apply_constraint=False)`` for ``what="energy"``,
+    ``atoms.get_forces(apply_constraint=False)`` for ``"forces"``), ASE's check that the
+    frame is unchanged made once for all frames where it can be
+    (:func:`fastfp.frames.stored_labels`), else frame by frame; raises as ASE does."""
+    stored = stored_labels(frames, what)
+    if stored is not None:
+        return stored
+    read = "get_potential_energy" if what == "energy" else "get_forces"
+    return [getattr(atoms, read)(apply_constraint=False) for atoms in frames]
 
 
 def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives=True, disable_tqdm=False) -> list:
@@ -103,5 +106,7 @@ def fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives
         default = torch.empty(0).numpy().dtype  # torch's default dtype, as NumPy's
         primes = FrameBlocks.of_frames(fps, [d.shape[1] for _, d, _, _ in outputs], descriptor.prime_threshold,
                                        default)
-    return [image_to_data(atoms, descriptors, p, r_energy, r_forces)
-            for atoms, (_, descriptors, _, _), p in zip(chunk, outputs, primes)]
+    energies = labels(chunk, "energy") if r_energy else [None] * len(chunk)
+    forces = labels(chunk, "forces") if r_forces else [None] * len(chunk)
+    return [image_to_data(atoms, descriptors, p, energy, f)
+            for atoms, (_, descriptors, _, _), p, energy, f in zip(chunk, outputs, primes, energies, forces)]
