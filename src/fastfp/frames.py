@@ -225,33 +225,45 @@ def stored_labels(frames: Sequence, what: str) -> list | None:
     same comparison is made here once for all frames, one array comparison per property;
     where any frame differs, None.
     """
-    from ase.calculators.calculator import all_changes
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    copies = []
+    frames = list(frames)
     for atoms in frames:
         calc = getattr(atoms, "calc", None)
         if type(calc) is not SinglePointCalculator or calc.atoms is None or what not in calc.results \
                 or set(getattr(calc, "ignored_changes", ())):
             return None
-        copies.append(calc.atoms)
-    # cell and pbc are attributes; the other properties compared are per-atom arrays
-    # that both or neither of a frame and its copy hold, the same names in every frame
+    # a few thousand frames at a time: the arrays compared stay small beside the frames
+    if not all(_unchanged(frames[k : k + _CHECKED_FRAMES]) for k in range(0, len(frames), _CHECKED_FRAMES)):
+        return None
+    return [atoms.calc.results[what] for atoms in frames]
+
+
+#: frames compared at once by :func:`stored_labels`
+_CHECKED_FRAMES = 2048
+
+
+def _unchanged(frames: list) -> bool:
+    """Whether no frame differs from its calculator's copy by what ``compare_atoms``
+    compares: cell and pbc, and the per-atom arrays of ``all_changes`` (both or neither
+    of a frame and its copy holding each, the same names in every frame), to 1e-15
+    absolute; one array comparison per property."""
+    from ase.calculators.calculator import all_changes
+
+    copies = [atoms.calc.atoms for atoms in frames]
     names = set(all_changes) - {"cell", "pbc"}
     held = {frozenset(names & set(a.arrays)) for pair in zip(frames, copies) for a in pair}
     if len(held) > 1:
-        return None
+        return False
     compared = [(np.array([a.cell.array for a in frames]), np.array([a.cell.array for a in copies])),
                 (np.array([a.pbc for a in frames]), np.array([a.pbc for a in copies]))]
     for name in sorted(held.pop() if held else ()):
         now = [a.arrays[name] for a in frames]
         then = [a.arrays[name] for a in copies]
         if any(x.shape != y.shape for x, y in zip(now, then)):
-            return None
+            return False
         compared.append((np.concatenate(now), np.concatenate(then)))
-    if not all(np.allclose(x, y, rtol=0, atol=_STATE_TOLERANCE) for x, y in compared):
-        return None
-    return [atoms.calc.results[what] for atoms in frames]
+    return all(np.allclose(x, y, rtol=0, atol=_STATE_TOLERANCE) for x, y in compared)
 
 
 def labels_of(frames: Sequence, *, first_index: int = 0, forces: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
