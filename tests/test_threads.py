@@ -11,7 +11,7 @@ from fastfp.amptorch.descriptors import GMPOrderNorm as AMPTorchGMPOrderNorm
 from fastfp.descriptors.gaussian import Gaussian
 from fastfp.descriptors.gmp import GMPOrderNorm
 from fastfp.frames import FrameError, chunks
-from fastfp.threads import balanced_ranges, calling_thread_only, num_threads, run_ranges
+from fastfp.threads import balanced_ranges, calling_thread_only, num_threads, prefetched, run_ranges
 
 
 @requires_shared
@@ -133,6 +133,35 @@ def test_run_ranges_runs_every_range_once_and_raises(monkeypatch, threads):
         run_ranges(fail_first, ranges)
     # no range starts after one raised (but one per other thread that was about to)
     assert events[events.index("raised"):].count("start") <= int(threads) - 1
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_prefetched_in_order_ahead_and_raises_where_handed_over(monkeypatch, threads):
+    """Each item with its result, in order; with threads the results are made on another
+    thread, at most ``ahead`` items beyond the one handed over; an error comes with its
+    item, and leaving early starts no more items."""
+    monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
+    started = []
+
+    def square(k):
+        started.append((k, threading.current_thread() is threading.main_thread()))
+        if k == 7:
+            raise RuntimeError("item 7")
+        return k * k
+
+    handed = []
+    with pytest.raises(RuntimeError, match="item 7"):
+        for k, result in prefetched(square, range(10), 2):
+            assert result == k * k
+            assert max(s for s, _ in started) <= k + 2
+            handed.append(k)
+    assert handed == list(range(7))
+    assert all(main == (threads == "1") for _, main in started)
+    started.clear()
+    for k, _ in prefetched(square, range(10), 2):
+        if k == 1:
+            break
+    assert max(s for s, _ in started) <= 3
 
 
 def test_a_forked_child_makes_its_own_threads(monkeypatch):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 
@@ -148,3 +149,30 @@ def run_balanced(func, ptr: np.ndarray) -> list:
     (:func:`balanced_ranges`), :data:`RANGES_PER_THREAD` per thread."""
     n = num_threads()
     return run_ranges(func, balanced_ranges(ptr, n * RANGES_PER_THREAD if n > 1 else 1))
+
+
+def prefetched(func, items, ahead: int):
+    """``(item, func(item))`` for each of ``items`` in order, ``func`` running on one
+    background thread up to ``ahead`` items beyond the one handed over, so that the caller
+    works on one item while the next are prepared (the neighbour search of the next
+    frames, say, while the kernels featurize these: both release the GIL). With
+    :func:`num_threads` 1, everything runs in the calling thread. An error in ``func`` is
+    raised where its item is handed over; leaving the loop early cancels the items not
+    started and waits for the one running."""
+    if num_threads() == 1:
+        for item in items:
+            yield item, func(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-ahead")
+    try:
+        pending = deque()
+        for item in items:
+            pending.append((item, pool.submit(func, item)))
+            if len(pending) > ahead:
+                item, future = pending.popleft()
+                yield item, future.result()
+        while pending:
+            item, future = pending.popleft()
+            yield item, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

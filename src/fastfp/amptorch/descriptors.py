@@ -15,8 +15,6 @@ Two AMPTorch behaviours are reproduced so that numbers agree one to one:
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,7 +22,7 @@ from tqdm.auto import tqdm
 from ..descriptors import gaussian as _gaussian
 from ..descriptors import gmp as _gmp
 from ..frames import chunks, pack_frames
-from ..threads import num_threads, single_threaded_libraries
+from ..threads import prefetched, single_threaded_libraries
 
 #: atoms featurized per kernel call (``prepare_fingerprints``, ``AtomsToData``): a few
 #: tens of MB of derivative blocks (512 atoms x ~60-100 blocks x 480 bytes), small enough
@@ -100,22 +98,11 @@ class AMPTorchInterface:
         thread, whose allocator then reuses the memory of the chunks before. With
         ``FASTFP_NUM_THREADS=1`` everything runs in the calling thread."""
         parts = chunks(images, len(images), max_atoms=CHUNK_ATOMS)
-        if num_threads() == 1:
-            for start, chunk in parts:
-                yield start, chunk, self.featurize(chunk, derivatives=derivatives, first_index=start,
-                                                   amptorch_binning=True)
-            return
         # the limit held here for the whole loop, the search thread's LAPACK calls included
-        with single_threaded_libraries(), \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-search") as search:
-            pending = deque()
-            for start, chunk in parts:
-                pending.append((start, chunk, search.submit(self._packed_pairs, chunk, start)))
-                if len(pending) > CHUNKS_AHEAD:
-                    start, chunk, future = pending.popleft()
-                    yield start, chunk, self.featurize_pairs(*future.result(), derivatives=derivatives)
-            for start, chunk, future in pending:
-                yield start, chunk, self.featurize_pairs(*future.result(), derivatives=derivatives)
+        with single_threaded_libraries():
+            for (start, chunk), searched in prefetched(lambda part: self._packed_pairs(part[1], part[0]), parts,
+                                                       CHUNKS_AHEAD):
+                yield start, chunk, self.featurize_pairs(*searched, derivatives=derivatives)
 
     def _packed_pairs(self, frames, first_index):
         """``(packed frames, their neighbour pairs)`` (:meth:`neighbor_pairs`) of ``frames``,

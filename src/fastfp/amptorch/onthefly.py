@@ -72,7 +72,7 @@ from ..descriptors.base import check_device
 from ..fingerprints import Fingerprints
 from ..frames import PackedFrames, check_frames, labels_of, pack_frames
 from ..jacobian import PART_ATOMS
-from ..threads import single_threaded_libraries
+from ..threads import prefetched, single_threaded_libraries
 from .descriptors import AMPTorchInterface, construct_descriptor
 from .forces import DerivativeBlocks, RecomputedDerivatives
 from .scaling import (DEFAULT_SCALING, FeatureScaler, FitStatistics, TargetScaler, check_scaling, feature_scaler,
@@ -339,18 +339,29 @@ class OnTheFlyDataset(Dataset):
 
     def _fingerprint_parts(self):
         """Fingerprints (no derivatives) of all frames, :data:`FIT_ATOMS` atoms at a time
-        (:data:`FIT_ATOMS_DEVICE` on the GPU)."""
+        (:data:`FIT_ATOMS_DEVICE` on the GPU). On the CPU the neighbours of the next part
+        are searched on a background thread while the kernels featurize this one
+        (:func:`~fastfp.threads.prefetched`)."""
         offsets = self.frames.frames.offsets
         chunk = FIT_ATOMS if self.device == "cpu" else FIT_ATOMS_DEVICE
+        parts = []
         start = 0
         while start < len(self):
             stop = min(len(self), max(start + 1, int(np.searchsorted(offsets, offsets[start] + chunk))))
-            if self.device == "cuda":
-                yield self._read_on_device(range(start, stop), derivatives=False)[0]
-            else:
-                yield self.descriptor.featurize_packed(self.frames.select(range(start, stop))[0], derivatives=False,
-                                                       amptorch_binning=self.amptorch_binning)
+            parts.append(range(start, stop))
             start = stop
+        if self.device == "cuda":
+            for indices in parts:
+                yield self._read_on_device(indices, derivatives=False)[0]
+            return
+
+        def searched(indices):
+            packed = self.frames.select(indices)[0]
+            return packed, self.descriptor.neighbor_pairs(packed, amptorch_binning=self.amptorch_binning)
+
+        with single_threaded_libraries():
+            for _, (packed, pairs) in prefetched(searched, parts, 1):
+                yield self.descriptor.featurize_pairs(packed, pairs, derivatives=False)
 
     def _read(self, indices):
         """``(Fingerprints, energies, forces, jacobian)`` of the frames ``indices``,
