@@ -3,7 +3,9 @@
 The numba kernels are compiled with ``nogil=True``, so plain Python threads run them in
 parallel: the featurization kernels and the COO conversion over disjoint ranges of
 centre atoms (each writes only its own rows, blocks and entries), the derivative
-scaling over frames (:func:`run_balanced`). The calling thread takes ranges too.
+scaling over frames (:func:`run_balanced`). The calling thread takes ranges too. Work
+that feeds them (the neighbour search of the next frames) runs ahead on one background
+thread (:func:`prefetched`).
 
 The number of threads is ``FASTFP_NUM_THREADS`` if set, else the CPUs this process may
 run on. ``FASTFP_NUM_THREADS=1`` runs everything in the calling thread.
