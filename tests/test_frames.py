@@ -41,16 +41,17 @@ def _assert_same(stored, expected):
 @pytest.mark.parametrize("what", ["energy", "forces"])
 def test_stored_labels_are_what_ase_returns(what):
     frames = _labelled()
-    _assert_same(stored_labels(frames, what), _as_ase_returns(frames, what))
-    assert stored_labels([], what) == []
+    _assert_same(stored_labels(frames, (what,))[what], _as_ase_returns(frames, what))
+    assert stored_labels([], (what,)) == {what: []}
 
 
 @requires_shared
 def test_stored_labels_of_real_frames():
     """OC20 frames (tags, fixed atoms, 3.7 species a frame) as read from their file."""
     frames = ase.io.read(SHARED / "data" / "oc20_300_test.traj", ":20")
+    stored = stored_labels(frames, ("energy", "forces"))
     for what in ("energy", "forces"):
-        _assert_same(stored_labels(frames, what), _as_ase_returns(frames, what))
+        _assert_same(stored[what], _as_ase_returns(frames, what))
     energies, forces = labels_of(frames)
     np.testing.assert_array_equal(energies, _as_ase_returns(frames, "energy"))
     np.testing.assert_array_equal(forces, np.concatenate(_as_ase_returns(frames, "forces")))
@@ -84,8 +85,8 @@ def test_a_changed_frame_is_refused_as_ase_refuses_it(change):
     change(frames)
     with pytest.raises(Exception):
         _as_ase_returns(frames, "energy")
-    for what in ("energy", "forces"):
-        assert stored_labels(frames, what) is None
+    for names in (("energy",), ("forces",), ("energy", "forces")):
+        assert stored_labels(frames, names) is None
     with pytest.raises(ValueError, match=r"frame 1\d: no energy"):
         labels_of(frames, first_index=10)
 
@@ -94,7 +95,7 @@ def test_a_change_within_ases_tolerance_keeps_the_labels():
     frames = _labelled()
     frames[1].positions[2, 0] += 5e-16  # within compare_atoms' 1e-15
     _as_ase_returns(frames, "forces")  # ASE hands them over
-    _assert_same(stored_labels(frames, "forces"), _as_ase_returns(frames, "forces"))
+    _assert_same(stored_labels(frames, ("forces",))["forces"], _as_ase_returns(frames, "forces"))
 
 
 class _Shifted(SinglePointCalculator):
@@ -109,13 +110,14 @@ def test_other_calculators_and_missing_results_are_left_to_ase():
     for calc in (EMT(), _Shifted):
         frames = _labelled()
         frames[0].calc = calc if isinstance(calc, EMT) else calc(frames[0], **frames[0].calc.results)
-        assert stored_labels(frames, "energy") is None
+        assert stored_labels(frames, ("energy",)) is None
         energies, _ = labels_of(frames)
         assert energies[0] == frames[0].get_potential_energy()
     frames = _labelled()
     frames[2].calc = SinglePointCalculator(frames[2], energy=1.0)
-    assert stored_labels(frames, "energy") is not None
-    assert stored_labels(frames, "forces") is None
+    assert stored_labels(frames, ("energy",)) is not None
+    assert stored_labels(frames, ("forces",)) is None
+    assert stored_labels(frames, ("energy", "forces")) is None
     with pytest.raises(ValueError, match="frame 2: no forces"):
         labels_of(frames)
 
@@ -123,6 +125,6 @@ def test_other_calculators_and_missing_results_are_left_to_ase():
 def test_labels_of_still_refuses_non_finite_labels():
     frames = _labelled()
     frames[1].calc.results["energy"] = np.nan
-    assert stored_labels(frames, "energy") is not None
+    assert stored_labels(frames, ("energy",)) is not None
     with pytest.raises(ValueError, match="frame 1: energy missing, of the wrong shape or not finite"):
         labels_of(frames)

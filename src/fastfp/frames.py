@@ -209,34 +209,37 @@ def frame_label(atoms, index: int, what: str):
 _STATE_TOLERANCE = 1e-15
 
 
-def stored_labels(frames: Sequence, what: str) -> list | None:
-    """What ``atoms.get_potential_energy(apply_constraint=False)`` (``what="energy"``:
-    eV) or ``atoms.get_forces(apply_constraint=False)`` (``"forces"``: (n_atoms, 3) eV/Å,
-    the calculator's array itself, not a copy) returns, a list over ``frames`` (ASE
-    ``Atoms``), when every frame's calculator is ASE's ``SinglePointCalculator`` (frames
-    read from files) holding that result; else None, and the caller asks ASE frame by
-    frame (which raises as ASE does).
+def stored_labels(frames: Sequence, names: Sequence[str]) -> dict[str, list] | None:
+    """What ``atoms.get_potential_energy(apply_constraint=False)`` (name ``"energy"``:
+    eV) and ``atoms.get_forces(apply_constraint=False)`` (``"forces"``: (n_atoms, 3) eV/Å,
+    the calculator's array itself, not a copy) return for every frame of ``frames`` (ASE
+    ``Atoms``): ``{name: [value of each frame]}`` for each of ``names``, when every
+    frame's calculator is ASE's ``SinglePointCalculator`` (frames read from files)
+    holding those results; else None, and the caller asks ASE frame by frame (which
+    raises as ASE does).
 
     ASE hands a stored result over only after comparing the frame with the calculator's
     copy of it (``SinglePointCalculator.get_property``: ``check_state``, that is
     ``ase.calculators.calculator.compare_atoms``: cell, pbc and each per-atom array of
     ``all_changes`` within 1e-15 absolute): NumPy calls on small arrays, per frame and
     label, whose overhead weighed in fastfp's preprocessing and on-the-fly set-up. The
-    same comparison is made here once for all frames, one array comparison per property;
-    where any frame differs, None.
+    same comparison is made here once for all frames and all ``names``, one array
+    comparison per property; where any frame differs, None.
     """
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    if not names:  # nothing asked of ASE, nothing to compare
+        return {}
     frames = list(frames)
     for atoms in frames:
         calc = getattr(atoms, "calc", None)
-        if type(calc) is not SinglePointCalculator or calc.atoms is None or what not in calc.results \
-                or set(getattr(calc, "ignored_changes", ())):
+        if type(calc) is not SinglePointCalculator or calc.atoms is None \
+                or not all(name in calc.results for name in names) or set(getattr(calc, "ignored_changes", ())):
             return None
     # a few thousand frames at a time: the arrays compared stay small beside the frames
     if not all(_unchanged(frames[k : k + _CHECKED_FRAMES]) for k in range(0, len(frames), _CHECKED_FRAMES)):
         return None
-    return [atoms.calc.results[what] for atoms in frames]
+    return {name: [atoms.calc.results[name] for atoms in frames] for name in names}
 
 
 #: frames compared at once by :func:`stored_labels`
@@ -273,19 +276,21 @@ def labels_of(frames: Sequence, *, first_index: int = 0, forces: bool = True) ->
     number the frames from ``first_index``. Raises ``ValueError`` naming the first frame
     whose label is missing, of the wrong shape or not finite."""
     frames = list(frames)
-    energies = _checked(frames, first_index, "energy")
+    stored = stored_labels(frames, ("energy", "forces") if forces else ("energy",))
+    energies = _checked(frames, first_index, "energy", stored)
     if not forces:
         return energies, None
-    parts = _checked(frames, first_index, "forces")
+    parts = _checked(frames, first_index, "forces", stored)
     return energies, np.concatenate(parts) if parts else np.empty((0, 3))
 
 
-def _checked(frames: list, first_index: int, what: str):
+def _checked(frames: list, first_index: int, what: str, stored: dict | None):
     """:func:`labels_of`'s ``what`` of every frame: energies as an array, forces as a
-    list of arrays; from :func:`stored_labels` where they are all finite and of their
-    frame's shape, else frame by frame (:func:`frame_label` raises for the first bad one)."""
-    stored = stored_labels(frames, what)
+    list of arrays; from ``stored`` (:func:`stored_labels`, or None) where they are all
+    finite and of their frame's shape, else frame by frame (:func:`frame_label` raises for
+    the first bad one)."""
     if stored is not None:
+        stored = stored[what]
         try:
             if what == "energy":
                 values = np.array(stored, dtype=np.float64)

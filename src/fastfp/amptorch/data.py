@@ -65,17 +65,18 @@ def image_to_data(atoms, descriptors, primes, energy=None, forces=None) -> Data:
     return data
 
 
-def labels(frames, what: str) -> list:
+def labels(frames, names) -> dict[str, list]:
     """What AMPTorch's conversion reads of each frame (``AtomsToData.convert``:
-    ``atoms.get_potential_energy(apply_constraint=False)`` for ``what="energy"``,
-    ``atoms.get_forces(apply_constraint=False)`` for ``"forces"``), ASE's check that the
-    frame is unchanged made once for all frames where it can be
-    (:func:`fastfp.frames.stored_labels`), else frame by frame; raises as ASE does."""
-    stored = stored_labels(frames, what)
+    ``atoms.get_potential_energy(apply_constraint=False)`` for the name ``"energy"``,
+    ``atoms.get_forces(apply_constraint=False)`` for ``"forces"``), ``{name: [value of
+    each frame]}`` for each of ``names``; ASE's check that the frames are unchanged made
+    once for all of them where it can be (:func:`fastfp.frames.stored_labels`), else
+    frame by frame; raises as ASE does."""
+    stored = stored_labels(frames, names)
     if stored is not None:
         return stored
-    read = "get_potential_energy" if what == "energy" else "get_forces"
-    return [getattr(atoms, read)(apply_constraint=False) for atoms in frames]
+    read = {"energy": "get_potential_energy", "forces": "get_forces"}
+    return {name: [getattr(atoms, read[name])(apply_constraint=False) for atoms in frames] for name in names}
 
 
 def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives=True, disable_tqdm=False) -> list:
@@ -106,7 +107,8 @@ def fingerprints_to_data(descriptor, chunk, fps, r_energy, r_forces, derivatives
         default = torch.empty(0).numpy().dtype  # torch's default dtype, as NumPy's
         primes = FrameBlocks.of_frames(fps, [d.shape[1] for _, d, _, _ in outputs], descriptor.prime_threshold,
                                        default)
-    energies = labels(chunk, "energy") if r_energy else [None] * len(chunk)
-    forces = labels(chunk, "forces") if r_forces else [None] * len(chunk)
+    read = labels(chunk, [name for name, asked in (("energy", r_energy), ("forces", r_forces)) if asked])
+    none = [None] * len(chunk)
     return [image_to_data(atoms, descriptors, p, energy, f)
-            for atoms, (_, descriptors, _, _), p, energy, f in zip(chunk, outputs, primes, energies, forces)]
+            for atoms, (_, descriptors, _, _), p, energy, f
+            in zip(chunk, outputs, primes, read.get("energy", none), read.get("forces", none))]
