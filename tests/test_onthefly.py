@@ -211,7 +211,7 @@ def test_bad_frames_are_named(frames):
         for _ in loader:
             seen += 1
     assert seen < 4
-    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-ahead")]
 
 
 @requires_shared
@@ -231,7 +231,18 @@ def test_ahead_loader_gives_the_batches_of_a_dataloader(frames):
     # leaving early stops the thread
     for _ in AheadLoader(dataset, batch_size=2, collate_fn=dataset.batch):
         break
-    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-ahead")]
+
+
+def test_ahead_loader_threads(monkeypatch):
+    """Batches collated on the background thread; with FASTFP_NUM_THREADS=1 in the calling one."""
+    def collated_on(items):
+        return threading.current_thread().name
+
+    for threads, expected in (("2", "fastfp-ahead"), ("1", threading.current_thread().name)):
+        monkeypatch.setenv("FASTFP_NUM_THREADS", threads)
+        names = list(AheadLoader(list(range(5)), batch_size=2, collate_fn=collated_on))
+        assert len(names) == 3 and all(name.startswith(expected) for name in names)
 
 
 def _binning_free(frames, cutoff):

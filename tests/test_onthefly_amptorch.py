@@ -246,7 +246,7 @@ def test_bad_frames_name_their_index(frames, tmp_path):
     dataset.frames.frames.numbers[dataset.frames.frames.offsets[6]] = 79
     with pytest.raises(FrameError, match=r"frame 6: element\(s\) \['Au'\] not in"):
         trainer.net.fit(dataset, None)
-    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-onthefly")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("fastfp-ahead")]
 
 
 SCRIPT = """

@@ -56,8 +56,6 @@ same code runs on NumPy arrays and CPU tensors.
 from __future__ import annotations
 
 import functools
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -551,36 +549,31 @@ class StoreDataset(OnTheFlyDataset):
 
 class AheadLoader(DataLoader):
     """A ``DataLoader`` whose batches are collated on one background thread, up to
-    :data:`AHEAD` batches ahead of the one being used.
+    :data:`AHEAD` batches ahead of the one being used (:func:`~fastfp.threads.prefetched`:
+    with ``FASTFP_NUM_THREADS=1``, in the calling thread, as all of fastfp's work).
 
-    Indices are drawn in the calling thread, in the order and from the random streams a
-    plain ``DataLoader`` (``num_workers=0``) uses, so the batches are the same. An error
-    while collating is raised where the batch is used; leaving the loop early (an error,
-    ``KeyboardInterrupt``) cancels the batches not started and waits for the one running.
+    Indices are drawn and items fetched in the calling thread, in the order and from the
+    random streams a plain ``DataLoader`` (``num_workers=0``) uses, so the batches are the
+    same. An error while collating is raised where the batch is used; leaving the loop
+    early (an error, ``KeyboardInterrupt``) cancels the batches not started and waits for
+    the one running.
     """
 
     def __init__(self, dataset, collate_fn=None, **options):
         if options.get("num_workers", 0):
             raise ValueError("AheadLoader collates on a thread of this process; num_workers must be 0")
         self._collate = collate_fn or default_collate
-        self._pool = None  # one iteration at a time
-        super().__init__(dataset, collate_fn=self._submit, **options)
-
-    def _submit(self, items):
-        return self._pool.submit(self._collate, items)
+        # the DataLoader's own iteration hands each batch's items over as fetched
+        super().__init__(dataset, collate_fn=_as_fetched, **options)
 
     def __iter__(self):
-        pending = deque()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastfp-onthefly")
-        try:
-            for future in super().__iter__():
-                pending.append(future)
-                if len(pending) > AHEAD:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        for _, batch in prefetched(self._collate, super().__iter__(), AHEAD):
+            yield batch
+
+
+def _as_fetched(items):
+    """:class:`AheadLoader`'s ``collate_fn`` for ``DataLoader``: the items as they are."""
+    return items
 
 
 def collate_for_trainer(dataset: OnTheFlyDataset, items) -> list:
