@@ -186,6 +186,16 @@ def elements_of(frames: Iterable) -> list[str]:
     return sorted(chemical_symbols[z] for z in seen)
 
 
+def ase_label(atoms, what: str):
+    """A frame's label as AMPTorch reads it from ASE: ``"energy"``,
+    ``atoms.get_potential_energy(apply_constraint=False)`` (eV), or ``"forces"``,
+    ``atoms.get_forces(apply_constraint=False)`` ((n_atoms, 3) eV/Å: fixed atoms keep
+    their forces). Raises what ASE raises (no calculator, a property it lacks, a frame
+    changed since its results were stored)."""
+    read = atoms.get_potential_energy if what == "energy" else atoms.get_forces
+    return read(apply_constraint=False)
+
+
 def frame_label(atoms, index: int, what: str):
     """The energy (``what="energy"``: a float, eV) or forces (``"forces"``: (n_atoms, 3)
     float64, eV/Å) of frame ``index``, read as AMPTorch reads them
@@ -193,9 +203,8 @@ def frame_label(atoms, index: int, what: str):
     naming the frame when the label is missing, of the wrong shape or not finite."""
     if what not in ("energy", "forces"):
         raise ValueError(f"unknown label {what!r}: 'energy' or 'forces'")
-    read = atoms.get_potential_energy if what == "energy" else atoms.get_forces
     try:
-        value = read(apply_constraint=False)
+        value = ase_label(atoms, what)
     except Exception as exc:  # no calculator, or a calculator without this property
         raise ValueError(f"frame {index}: no {what} ({type(exc).__name__}: {exc})") from None
     array = np.asarray(np.nan if value is None else value, dtype=np.float64)

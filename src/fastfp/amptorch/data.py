@@ -18,7 +18,7 @@ import torch
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
-from ..frames import stored_labels
+from ..frames import ase_label, stored_labels
 from ..threads import single_threaded_libraries
 from .frame_blocks import FrameBlocks
 
@@ -75,8 +75,7 @@ def labels(frames, names) -> dict[str, list]:
     stored = stored_labels(frames, names)
     if stored is not None:
         return stored
-    read = {"energy": "get_potential_energy", "forces": "get_forces"}
-    return {name: [getattr(atoms, read[name])(apply_constraint=False) for atoms in frames] for name in names}
+    return {name: [ase_label(atoms, name) for atoms in frames] for name in names}
 
 
 def images_to_data(descriptor, images, r_energy=True, r_forces=True, derivatives=True, disable_tqdm=False) -> list:
