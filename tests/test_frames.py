@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
 from conftest import SHARED, requires_shared
-from fastfp.frames import labels_of, stored_labels
+from fastfp.frames import ase_label, frame_label, labels_of, stored_labels
 
 
 def _labelled(n=3, seed=0):
@@ -43,6 +43,19 @@ def test_stored_labels_are_what_ase_returns(what):
     frames = _labelled()
     _assert_same(stored_labels(frames, (what,))[what], _as_ase_returns(frames, what))
     assert stored_labels([], (what,)) == {what: []}
+
+
+@pytest.mark.parametrize("what", ["energy", "forces"])
+def test_ase_label_is_what_ase_returns(what):
+    frames = _labelled()
+    _assert_same([ase_label(a, what) for a in frames], _as_ase_returns(frames, what))
+
+
+def test_an_unknown_label_is_refused_by_name():
+    atoms = _labelled(1)[0]
+    for read in (lambda: ase_label(atoms, "stress"), lambda: frame_label(atoms, 0, "stress")):
+        with pytest.raises(ValueError, match=r"^unknown label 'stress': 'energy' or 'forces'$"):
+            read()
 
 
 @requires_shared

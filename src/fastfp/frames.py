@@ -186,12 +186,19 @@ def elements_of(frames: Iterable) -> list[str]:
     return sorted(chemical_symbols[z] for z in seen)
 
 
+def _check_label(what: str) -> None:
+    """``ValueError`` unless ``what`` is a label fastfp reads: ``"energy"`` or ``"forces"``."""
+    if what not in ("energy", "forces"):
+        raise ValueError(f"unknown label {what!r}: 'energy' or 'forces'")
+
+
 def ase_label(atoms, what: str):
     """A frame's label as AMPTorch reads it from ASE: ``"energy"``,
     ``atoms.get_potential_energy(apply_constraint=False)`` (eV), or ``"forces"``,
     ``atoms.get_forces(apply_constraint=False)`` ((n_atoms, 3) eV/Å: fixed atoms keep
-    their forces). Raises what ASE raises (no calculator, a property it lacks, a frame
-    changed since its results were stored)."""
+    their forces). Raises ``ValueError`` for another ``what``, else what ASE raises (no
+    calculator, a property it lacks, a frame changed since its results were stored)."""
+    _check_label(what)
     read = atoms.get_potential_energy if what == "energy" else atoms.get_forces
     return read(apply_constraint=False)
 
@@ -201,8 +208,7 @@ def frame_label(atoms, index: int, what: str):
     float64, eV/Å) of frame ``index``, read as AMPTorch reads them
     (``apply_constraint=False``: fixed atoms keep their forces). Raises ``ValueError``
     naming the frame when the label is missing, of the wrong shape or not finite."""
-    if what not in ("energy", "forces"):
-        raise ValueError(f"unknown label {what!r}: 'energy' or 'forces'")
+    _check_label(what)  # here, not reported below as a frame without the label
     try:
         value = ase_label(atoms, what)
     except Exception as exc:  # no calculator, or a calculator without this property
