@@ -28,8 +28,8 @@ from ..threads import prefetched, single_threaded_libraries
 #: about 100 MB of derivative blocks (2,048 atoms x ~60-100 blocks x 480 bytes), whose
 #: memory :mod:`fastfp.buffers` hands from chunk to chunk. Against 512 atoms a chunk,
 #: the OC20 featurization ratio rose by about a tenth (reports/runs.md, "Fewer, larger
-#: chunks"): less CPU time in all, fewer steps per chunk and fewer page faults for the
-#: COO outputs; 4,096 atoms gained no more
+#: chunks"): less CPU time in all, with fewer chunks and fewer page faults for their COO
+#: outputs; 4,096 atoms gained no more
 CHUNK_ATOMS = 2048
 
 #: chunks whose neighbours are searched ahead of the one being featurized: the search
